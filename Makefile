@@ -1,0 +1,60 @@
+# lumenkit — one command for the main job, one for the tests.
+#   make report   generate the synthetic dataset (if needed) and render the HTML workbook into reports/
+#   make test     lint + the test suite
+# Both create .venv when no virtual environment is active and install what they need.
+
+PYTHON ?= python3
+ifdef VIRTUAL_ENV
+VENV := $(VIRTUAL_ENV)
+else
+VENV := .venv
+endif
+PY := $(VENV)/bin/python
+# The CPU build of PyTorch (on this project's build machine it comes from local disk).
+# GPU users: install your CUDA build of torch into the environment first; it is kept.
+# Elsewhere, a CPU-only wheel: make TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
+TORCH_SPEC ?= torch==2.13.0
+TORCH_PIP_ARGS ?=
+STAMP := $(VENV)/.lumenkit-installed
+PARAMS ?= params/synthetic.yaml
+DATA ?= data/synthetic
+PYTEST_ARGS ?=
+
+.PHONY: install test test-fast lint data report bench clean help
+
+help:
+	@echo "make report | make test | make data | make bench | make lint | make clean"
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(PY)
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install $(TORCH_SPEC) $(TORCH_PIP_ARGS)
+	$(PY) -m pip install -e ".[dev]"
+	@touch $@
+
+install: $(STAMP)
+
+lint: install
+	$(PY) -m ruff check .
+
+test: install lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: install
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+$(DATA)/dataset.yaml: | $(STAMP)
+	$(PY) -m lumenkit synth --out $(DATA) --seed 0
+
+data: install $(DATA)/dataset.yaml
+
+report: data
+	$(PY) -m lumenkit report --params $(PARAMS)
+
+bench: install
+	$(PY) benchmarks/bench_synth.py
+	$(PY) benchmarks/bench_loader.py
+
+clean:
+	rm -rf reports/*/ .pytest_cache

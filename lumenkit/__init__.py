@@ -1,0 +1,40 @@
+"""lumenkit: automatic identification of ore minerals in reflected-light images of polished sections."""
+
+from .classes import CATALOGUE, CLASS_SETS, IGNORE, ClassMap, Mineral, mineral
+from .data import DatasetInfo, LumenStoneDataset, open_splits, validation_split
+from .errors import (
+    BadImageError,
+    BadMaskError,
+    ConfigError,
+    DatasetNotFoundError,
+    EmptySplitError,
+    LumenkitError,
+    MaskSizeError,
+    MissingMaskError,
+    UnknownClassError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CATALOGUE",
+    "CLASS_SETS",
+    "IGNORE",
+    "BadImageError",
+    "BadMaskError",
+    "ClassMap",
+    "ConfigError",
+    "DatasetInfo",
+    "DatasetNotFoundError",
+    "EmptySplitError",
+    "LumenStoneDataset",
+    "LumenkitError",
+    "MaskSizeError",
+    "Mineral",
+    "MissingMaskError",
+    "UnknownClassError",
+    "__version__",
+    "mineral",
+    "open_splits",
+    "validation_split",
+]

@@ -1,0 +1,39 @@
+"""Exceptions raised by lumenkit: each names the file, the problem and the fix."""
+
+from __future__ import annotations
+
+
+class LumenkitError(Exception):
+    """Base class of every error lumenkit raises on bad input; the CLI prints it as one line."""
+
+
+class DatasetNotFoundError(LumenkitError, FileNotFoundError):
+    """A dataset folder, split or expected file is missing."""
+
+
+class EmptySplitError(LumenkitError):
+    """A split folder exists but holds no images."""
+
+
+class MissingMaskError(LumenkitError, FileNotFoundError):
+    """An image has no mask file beside it in the LumenStone layout."""
+
+
+class BadImageError(LumenkitError, ValueError):
+    """An image file is corrupt, truncated, not an image, too large, or of an unsupported kind."""
+
+
+class BadMaskError(LumenkitError, ValueError):
+    """A mask file is corrupt, multi-channel, not 8-bit, or of the wrong size."""
+
+
+class MaskSizeError(BadMaskError):
+    """A mask's size does not match its image's size."""
+
+
+class UnknownClassError(LumenkitError, ValueError):
+    """A class code, label or class-set name that lumenkit does not know or that the class set excludes."""
+
+
+class ConfigError(LumenkitError, ValueError):
+    """A configuration file (``dataset.yaml``, ``deposits.csv``, parameter YAML) is malformed."""
