@@ -50,7 +50,11 @@ def legend_handles(codes: Sequence[int]) -> list[Any]:
     from matplotlib.patches import Patch
 
     return [
-        Patch(facecolor=np.array(CATALOGUE[c].colour) / 255, edgecolor="k", label=f"{CATALOGUE[c].label} — {CATALOGUE[c].name}")
+        Patch(
+            facecolor=np.array(CATALOGUE[c].colour) / 255,
+            edgecolor="k",
+            label=f"{CATALOGUE[c].label} — {CATALOGUE[c].name}",
+        )
         for c in codes
     ]
 
