@@ -17,16 +17,16 @@ from .errors import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "CATALOGUE",
-    "CLASS_SETS",
-    "IGNORE",
     "BadImageError",
     "BadMaskError",
+    "CATALOGUE",
+    "CLASS_SETS",
     "ClassMap",
     "ConfigError",
     "DatasetInfo",
     "DatasetNotFoundError",
     "EmptySplitError",
+    "IGNORE",
     "LumenStoneDataset",
     "LumenkitError",
     "MaskSizeError",

@@ -1,0 +1,261 @@
+"""The report pipeline: run the notebooks with papermill into ``reports/RUN/`` and render HTML with an index."""
+
+from __future__ import annotations
+
+import html
+import json
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+from .io import write_json, write_text
+
+NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+
+STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("01_explore", ()),
+    ("02_imbalance", ()),
+    ("03_train", ()),
+    ("04_evaluate", ("03_train",)),
+    ("05_deposit_report", ()),
+)
+"""Notebook stems in run order, each with the stages whose outputs it needs."""
+
+PATH_KEYS = ("data", "model", "run_dir", "out_dir")
+"""Parameters holding paths: made absolute (relative to the parameter file's project) before injection."""
+
+
+@dataclass
+class StageResult:
+    """Outcome of one notebook stage."""
+
+    name: str
+    status: str  # "ok", "failed", "skipped"
+    seconds: float = 0.0
+    html: str | None = None
+    error: str | None = None
+    headline: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ReportResult:
+    """Outcome of :func:`run_report`: the index page and one result per stage."""
+
+    index: Path
+    stages: list[StageResult]
+
+    @property
+    def ok(self) -> bool:
+        """True when no stage failed."""
+        return all(s.status == "ok" for s in self.stages)
+
+
+def load_params(path: str | Path) -> dict[str, Any]:
+    """Read a report parameter YAML: ``run``, ``data``, shared keys, and per-notebook ``notebooks:`` overrides.
+
+    Raises:
+        ConfigError: the file is missing, not YAML, or has keys of the wrong type.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: parameter file not found; see params/synthetic.yaml for the format")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: must be a mapping (run, data, notebooks, ...)")
+    nbs = raw.get("notebooks", {}) or {}
+    if not isinstance(nbs, dict) or not all(isinstance(v, dict) or v is None for v in nbs.values()):
+        raise ConfigError(f"{path}: 'notebooks' must map a notebook name to a mapping of parameters")
+    raw.setdefault("run", path.stem)
+    return raw
+
+
+def write_headline(out_dir: str | Path, stage: str, values: dict[str, Any]) -> Path:
+    """Record a stage's headline figures (flat ``name → number/text``) for the report index.
+
+    Written atomically to ``OUT_DIR/headlines/STAGE.json``; returns the path.
+    """
+    path = Path(out_dir) / "headlines" / f"{stage}.json"
+    write_json(path, values)
+    return path
+
+
+def _stage_params(declared: dict[str, Any], shared: dict[str, Any], own: dict[str, Any], base: Path) -> dict[str, Any]:
+    params = {k: v for k, v in shared.items() if k in declared}
+    params.update(own or {})
+    unknown = sorted(set(own or {}) - set(declared))
+    if unknown:
+        raise ConfigError(f"parameters {unknown} are not declared in the notebook (it takes {sorted(declared)})")
+    for k in PATH_KEYS:
+        if isinstance(params.get(k), str) and params[k] and not Path(params[k]).is_absolute():
+            params[k] = str((base / params[k]).resolve())
+    return params
+
+
+def to_html(notebook: str | Path, out: str | Path) -> Path:
+    """Render an executed notebook to HTML, hiding cells tagged ``remove_cell`` and inputs tagged ``hide_input``.
+
+    The injected-parameters cell keeps its input so readers see what the run used.
+    """
+    import nbformat
+    from nbconvert import HTMLExporter
+    from nbconvert.preprocessors import TagRemovePreprocessor
+
+    nb = nbformat.read(str(notebook), as_version=4)
+    exporter = HTMLExporter()
+    tags = TagRemovePreprocessor(
+        remove_cell_tags={"remove_cell"}, remove_input_tags={"hide_input"}, remove_all_outputs_tags={"remove_output"}
+    )
+    exporter.register_preprocessor(tags, enabled=True)
+    body, _ = exporter.from_notebook_node(nb)
+    write_text(out, body)
+    return Path(out)
+
+
+def run_report(
+    params_file: str | Path,
+    out: str | Path | None = None,
+    stages: list[str] | None = None,
+    notebook_dir: str | Path | None = None,
+    progress: bool = True,
+) -> ReportResult:
+    """Execute the notebooks 01→05 that exist, render each to HTML and write ``index.html``.
+
+    Every stage receives the shared parameters it declares (``data``, ``class_set``, ``run_dir``, ...) plus its
+    own section under ``notebooks:``. ``run_dir`` is the report folder, where stages exchange files. A failing
+    stage is recorded (its partial notebook is still rendered), stages that depend on it are skipped, and
+    earlier outputs are kept.
+
+    Args:
+        params_file: parameter YAML (see ``params/synthetic.yaml``).
+        out: report folder (default ``reports/<run>`` beside the parameter file's project).
+        stages: notebook stems to run (default: all of :data:`STAGES` whose notebook exists).
+        notebook_dir: where the notebooks live (default: the project's ``notebooks/``).
+        progress: print one line per stage.
+
+    Returns:
+        A :class:`ReportResult` with the index path and per-stage outcomes.
+
+    Raises:
+        ConfigError: malformed parameter file.
+    """
+    import papermill as pm
+
+    params_file = Path(params_file).resolve()
+    cfg = load_params(params_file)
+    base = params_file.parent.parent if params_file.parent.name == "params" else params_file.parent
+    nb_dir = Path(notebook_dir) if notebook_dir else NOTEBOOK_DIR
+    run_dir = Path(out).resolve() if out else base / "reports" / str(cfg["run"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    shared = {k: v for k, v in cfg.items() if k not in ("notebooks", "run")}
+    shared["run_dir"] = str(run_dir)
+    wanted = [s for s, _ in STAGES if (nb_dir / f"{s}.ipynb").exists()] if stages is None else stages
+    deps = dict(STAGES)
+    results: list[StageResult] = []
+    failed: set[str] = set()
+    write_json(run_dir / "params.json", {"params_file": str(params_file), **cfg})
+    for i, name in enumerate(wanted, 1):
+        src = nb_dir / f"{name}.ipynb"
+        blocked = [d for d in deps.get(name, ()) if d in failed or (d not in wanted and not _has_output(run_dir, d))]
+        if blocked:
+            res = StageResult(name, "skipped", error=f"needs {', '.join(blocked)}, which failed or did not run")
+            failed.add(name)
+            results.append(res)
+            if progress:
+                print(f"[{i}/{len(wanted)}] {name}: skipped ({res.error})", flush=True)
+            continue
+        if progress:
+            print(f"[{i}/{len(wanted)}] {name} …", flush=True)
+        t0 = time.perf_counter()
+        executed = run_dir / f"{name}.ipynb"
+        res = StageResult(name, "ok")
+        try:
+            declared = pm.inspect_notebook(str(src))
+            params = _stage_params(declared, shared, (cfg.get("notebooks") or {}).get(name) or {}, base)
+            tmp = run_dir / f".{name}.partial.ipynb"
+            try:
+                pm.execute_notebook(
+                    str(src), str(tmp), parameters=params, cwd=str(nb_dir), progress_bar=False, log_output=False
+                )
+            finally:
+                if tmp.exists():
+                    tmp.replace(executed)
+        except Exception as e:  # a failing stage must not lose the others
+            res.status = "failed"
+            res.error = _short_error(e)
+            failed.add(name)
+        res.seconds = time.perf_counter() - t0
+        if executed.exists():
+            try:
+                res.html = to_html(executed, run_dir / f"{name}.html").name
+            except Exception as e:
+                res.error = (res.error or "") + f" (HTML export failed: {_short_error(e)})"
+        hl = run_dir / "headlines" / f"{name}.json"
+        if hl.exists():
+            res.headline = json.loads(hl.read_text())
+        results.append(res)
+        if progress:
+            print(f"[{i}/{len(wanted)}] {name}: {res.status} ({res.seconds:.1f} s)"
+                  + (f" — {res.error}" if res.error else ""), flush=True)
+    index = write_index(run_dir, cfg, results)
+    return ReportResult(index=index, stages=results)
+
+
+def _has_output(run_dir: Path, stage: str) -> bool:
+    return (run_dir / f"{stage}.ipynb").exists()
+
+
+def _short_error(e: BaseException) -> str:
+    name = getattr(e, "ename", type(e).__name__)
+    value = getattr(e, "evalue", str(e))
+    text = f"{name}: {value}".strip()
+    if not value:
+        text = "".join(traceback.format_exception_only(type(e), e)).strip()
+    return text.splitlines()[0][:400] if text else type(e).__name__
+
+
+def write_index(run_dir: Path, cfg: dict[str, Any], results: list[StageResult]) -> Path:
+    """Write ``RUN/index.html``: run parameters, a row per stage (status, time, link, headline figures, errors)."""
+    rows = []
+    for r in results:
+        link = f'<a href="{html.escape(r.html)}">{html.escape(r.name)}</a>' if r.html else html.escape(r.name)
+        figures = "".join(
+            f"<li>{html.escape(str(k))}: <b>{html.escape(_fmt(v))}</b></li>" for k, v in r.headline.items()
+        )
+        err = f'<div class="err">{html.escape(r.error)}</div>' if r.error else ""
+        rows.append(
+            f'<tr class="{r.status}"><td>{link}</td><td>{r.status}</td><td>{r.seconds:.1f} s</td>'
+            f"<td><ul>{figures}</ul>{err}</td></tr>"
+        )
+    shared = {k: v for k, v in cfg.items() if k != "notebooks"}
+    body = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>lumenkit report — {html.escape(str(cfg.get("run")))}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 70em; margin: 2em auto; color: #222; }}
+table {{ border-collapse: collapse; width: 100%; }} td, th {{ border-bottom: 1px solid #ccc; padding: .4em; text-align: left;
+vertical-align: top; }} tr.failed td {{ background: #fde8e8; }} tr.skipped td {{ color: #888; }}
+.err {{ color: #a00; font-family: monospace; white-space: pre-wrap; }} ul {{ margin: 0; padding-left: 1.2em; }}
+</style></head><body>
+<h1>lumenkit report: {html.escape(str(cfg.get("run")))}</h1>
+<p>Generated {time.strftime("%Y-%m-%d %H:%M")} from <code>{html.escape(json.dumps(shared, default=str))}</code></p>
+<h2>Stages</h2>
+<table><tr><th>notebook</th><th>status</th><th>time</th><th>headline figures</th></tr>
+{"".join(rows)}
+</table></body></html>
+"""
+    path = run_dir / "index.html"
+    write_text(path, body)
+    return path
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return str(v)

@@ -1,0 +1,193 @@
+import numpy as np
+import pytest
+from conftest import write_fake_dataset
+from PIL import Image
+
+from lumenkit.data import DatasetInfo, LumenStoneDataset, open_splits, pixel_shares, validation_split
+from lumenkit.errors import (
+    BadImageError,
+    BadMaskError,
+    ConfigError,
+    DatasetNotFoundError,
+    EmptySplitError,
+    MaskSizeError,
+    MissingMaskError,
+    UnknownClassError,
+)
+from lumenkit.viz import PALETTE
+
+
+def test_open_and_load_at_stored_scale(fake_dataset):
+    ds = LumenStoneDataset(fake_dataset)
+    assert len(ds) == 6 and ds.stored_scale == 0.5 and ds.class_map.codes == (0, 1, 2)
+    s = ds[0]
+    assert s["image"].shape == (64, 96, 3) and s["mask"].shape == (64, 96)
+    # the fixture paints each class in its palette colour: image and mask are aligned
+    assert np.array_equal(s["image"], PALETTE[s["mask"]])
+    assert s["deposit"] == "dep0" and s["name"] == "tr00"
+
+
+def test_load_at_other_scale_resamples_both(fake_dataset):
+    ds = LumenStoneDataset(fake_dataset, scale=0.25)
+    s = ds.load("tr01")
+    assert s["image"].shape == (32, 48, 3) and s["mask"].shape == (32, 48)
+    assert set(np.unique(s["mask"])) <= {0, 1, 2}
+    # interior pixels of the downscaled pair still agree in colour
+    agree = np.all(np.abs(s["image"].astype(int) - PALETTE[s["mask"]].astype(int)) < 2, axis=-1)
+    assert agree.mean() > 0.85
+    assert ds.read_mask(1).shape == (64, 96)  # stored resolution for metrics
+    up = LumenStoneDataset(fake_dataset, scale=1.0)[0]
+    assert up["image"].shape == (128, 192, 3)
+
+
+def test_validation_split_is_fixed_and_order_independent():
+    names = [f"a{i:02d}" for i in range(59)]
+    tr, va = validation_split(names, 10, seed=0)
+    tr2, va2 = validation_split(list(reversed(names)), 10, seed=0)
+    assert va == va2 and tr == tr2 and len(va) == 10 and not set(tr) & set(va)
+    assert validation_split(names, 10, seed=1)[1] != va
+    with pytest.raises(ValueError, match="between 1 and"):
+        validation_split(names[:3], 3)
+
+
+def test_fit_val_test_splits(fake_dataset):
+    sp = open_splits(fake_dataset, n_val=2, seed=0)
+    assert len(sp["fit"]) == 4 and len(sp["val"]) == 2 and len(sp["test"]) == 2
+    assert not set(sp["fit"].names) & set(sp["val"].names)
+
+
+def test_class_counts_cached_by_content(fake_dataset, monkeypatch):
+    ds = LumenStoneDataset(fake_dataset)
+    df = ds.class_counts()
+    assert list(df.columns) == ["BG", "Ccp", "Gl", "ignore"]
+    assert (df.drop(columns="ignore").sum(axis=1) == 96 * 64).all()
+    manual = np.bincount(ds.read_mask(0).ravel(), minlength=3)[:3]
+    assert df.iloc[0, :3].tolist() == manual.tolist()
+    assert abs(pixel_shares(df).sum() - 1) < 1e-12
+    # rewriting a mask with other content changes the counts (cache keyed by content, not by name)
+    Image.fromarray(np.full((64, 96), 2, np.uint8)).save(ds.mask_paths[0])
+    df2 = LumenStoneDataset(fake_dataset).class_counts()
+    assert df2.iloc[0].tolist() == [0, 0, 96 * 64, 0]
+
+
+def test_missing_folder_and_split(tmp_path, fake_dataset):
+    with pytest.raises(DatasetNotFoundError, match="make data"):
+        LumenStoneDataset(tmp_path / "nope")
+    with pytest.raises(DatasetNotFoundError, match=r"splits here: \['test', 'train'\]"):
+        LumenStoneDataset(fake_dataset, split="validation")
+
+
+def test_empty_split(tmp_path):
+    (tmp_path / "d" / "imgs" / "train").mkdir(parents=True)
+    with pytest.raises(EmptySplitError, match="holds no images"):
+        LumenStoneDataset(tmp_path / "d")
+
+
+def test_image_without_mask(fake_dataset):
+    (fake_dataset / "masks" / "train" / "tr03.png").unlink()
+    with pytest.raises(MissingMaskError, match=r"tr03\.png: image has no mask"):
+        LumenStoneDataset(fake_dataset)
+
+
+def test_mask_of_another_size(fake_dataset):
+    Image.fromarray(np.zeros((63, 96), np.uint8)).save(fake_dataset / "masks" / "train" / "tr02.png")
+    ds = LumenStoneDataset(fake_dataset)
+    with pytest.raises(MaskSizeError, match=r"tr02\.png: mask is 96×63 but its image is 96×64"):
+        ds.load("tr02")
+    problems = ds.validate()
+    assert len(problems) == 1 and "tr02" in problems[0]
+
+
+def test_codes_outside_class_set(fake_dataset):
+    m = np.zeros((64, 96), np.uint8)
+    m[0, 0] = 9
+    Image.fromarray(m).save(fake_dataset / "masks" / "train" / "tr01.png")
+    ds = LumenStoneDataset(fake_dataset)
+    with pytest.raises(UnknownClassError, match=r"tr01\.png: class codes \[9\]"):
+        ds.load(1)
+    with pytest.raises(UnknownClassError, match="outside the class set"):
+        ds.class_counts()
+    assert LumenStoneDataset(fake_dataset, class_set="ALL").load(1)["mask"][0, 0] == 9
+
+
+@pytest.mark.parametrize(("array", "match"), [
+    (np.zeros((64, 96, 3), np.uint8), "colour image"),
+    (np.zeros((64, 96), np.uint16), "8-bit"),
+])
+def test_rgb_and_16bit_masks(fake_dataset, array, match):
+    Image.fromarray(array).save(fake_dataset / "masks" / "train" / "tr00.png")
+    with pytest.raises(BadMaskError, match=match):
+        LumenStoneDataset(fake_dataset).load(0)
+
+
+def test_corrupt_and_truncated_image(fake_dataset):
+    p = fake_dataset / "imgs" / "train" / "tr00.png"
+    p.write_bytes(p.read_bytes()[:200])
+    with pytest.raises(BadImageError, match=r"tr00\.png"):
+        LumenStoneDataset(fake_dataset).load(0)
+
+
+def test_dataset_yaml_wrong_types(fake_dataset):
+    y = fake_dataset / "dataset.yaml"
+    for text, match in [
+        ("scale: half\n", "'scale' must be a number"),
+        ("scale: 0.5\nclasses: 3\n", "'classes' must be a list"),
+        ("scale: 0.5\nclasses: [0, 99]\n", "unknown codes"),
+        ("class_set: S7\n", "unknown class set"),
+        ("- a\n- b\n", "must be a mapping"),
+        ("scale: [\n", "not valid YAML"),
+    ]:
+        y.write_text(text)
+        with pytest.raises(ConfigError, match=match):
+            DatasetInfo.read(fake_dataset)
+
+
+def test_deposits_csv_naming_missing_images(fake_dataset):
+    p = fake_dataset / "deposits.csv"
+    p.write_text(p.read_text() + "ghost,depX,Cu-Ni\n")
+    with pytest.raises(ConfigError, match="ghost"):
+        LumenStoneDataset(fake_dataset)
+    p.write_text("name,where\nx,y\n")
+    with pytest.raises(ConfigError, match="missing column"):
+        LumenStoneDataset(fake_dataset)
+
+
+def test_no_yaml_defaults_to_native_scale_and_codes_found(tmp_path):
+    root = write_fake_dataset(tmp_path / "plain", scale=None, deposits=False, codes=(0, 4))
+    ds = LumenStoneDataset(root)
+    assert ds.stored_scale == 1.0 and ds.class_map is None and ds.deposit("tr00") == ""
+    assert list(ds.class_counts().columns) == ["BG", "Brt", "ignore"]
+
+
+def test_non_ascii_and_space_names(tmp_path):
+    from lumenkit.io import save_image
+
+    root = tmp_path / "ünï code"
+    img, mask = np.zeros((16, 16, 3), np.uint8), np.zeros((16, 16), np.uint8)
+    save_image(img, root / "imgs" / "train" / "шлиф 1.png")
+    save_image(mask, root / "masks" / "train" / "шлиф 1.png")
+    ds = LumenStoneDataset(root)
+    assert ds.names == ["шлиф 1"] and ds[0]["mask"].shape == (16, 16)
+
+
+def test_plot_returns_figure(fake_dataset):
+    fig = LumenStoneDataset(fake_dataset).plot(0)
+    assert fig.axes and fig.legends
+
+
+@pytest.mark.real
+def test_real_lumenstone_s1_opens_as_is(real_s1):
+    ds = LumenStoneDataset(real_s1)
+    assert len(ds) == 59 and ds.stored_scale == 0.5 and ds.class_map.codes == (0, 1, 2, 4, 6, 8, 11)
+    s = ds.load(0, scale=0.25)
+    assert s["image"].shape == (637, 849, 3) and s["mask"].shape == (637, 849)
+    shares = pixel_shares(ds.class_counts())
+    assert 12 < shares["BG"] / shares["Ccp"] < 25  # the S1 imbalance the sampler has to fight
+    assert len(LumenStoneDataset(real_s1, "val").names) == 10
+
+
+@pytest.mark.real
+def test_real_lumenstone_s2_opens_as_is(real_s1):
+    ds = LumenStoneDataset(real_s1.parent / "S2_v1_x05")
+    assert len(ds) == 23 and ds.class_map.codes == (0, 1, 3, 5, 7)
+    assert ds.validate() == []
