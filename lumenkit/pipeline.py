@@ -239,8 +239,9 @@ def write_index(run_dir: Path, cfg: dict[str, Any], results: list[StageResult]) 
 <html lang="en"><head><meta charset="utf-8"><title>lumenkit report — {html.escape(str(cfg.get("run")))}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; max-width: 70em; margin: 2em auto; color: #222; }}
-table {{ border-collapse: collapse; width: 100%; }} td, th {{ border-bottom: 1px solid #ccc; padding: .4em; text-align: left;
-vertical-align: top; }} tr.failed td {{ background: #fde8e8; }} tr.skipped td {{ color: #888; }}
+table {{ border-collapse: collapse; width: 100%; }}
+td, th {{ border-bottom: 1px solid #ccc; padding: .4em; text-align: left; vertical-align: top; }}
+ tr.failed td {{ background: #fde8e8; }} tr.skipped td {{ color: #888; }}
 .err {{ color: #a00; font-family: monospace; white-space: pre-wrap; }} ul {{ margin: 0; padding-left: 1.2em; }}
 </style></head><body>
 <h1>lumenkit report: {html.escape(str(cfg.get("run")))}</h1>

@@ -1,0 +1,66 @@
+import json
+
+import nbformat
+import pytest
+
+from lumenkit.errors import ConfigError
+from lumenkit.pipeline import load_params, run_report
+
+
+def _notebook(path, body: str, params: str) -> None:
+    nb = nbformat.v4.new_notebook()
+    p = nbformat.v4.new_code_cell(params)
+    p.metadata["tags"] = ["parameters"]
+    nb.cells = [p, nbformat.v4.new_code_cell(body)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, str(path))
+
+
+@pytest.mark.slow
+def test_pipeline_runs_stages_records_failure_and_skips_dependants(tmp_path):
+    nbs = tmp_path / "notebooks"
+    nbs.mkdir()
+    _notebook(
+        nbs / "01_explore.ipynb",
+        "from lumenkit.pipeline import write_headline\n"
+        "write_headline(run_dir, '01_explore', {'images': n * 2, 'data': data})\nprint('explored')",
+        'data: str = ""  # dataset folder\nrun_dir: str = ""  # report folder\nn: int = 1  # a number',
+    )
+    _notebook(nbs / "03_train.ipynb", "raise RuntimeError('training exploded')", 'run_dir: str = ""  # report folder')
+    _notebook(nbs / "04_evaluate.ipynb", "print('never')", 'run_dir: str = ""  # report folder')
+    params = tmp_path / "params" / "p.yaml"
+    params.parent.mkdir()
+    params.write_text("run: t\ndata: data/x\nnotebooks:\n  01_explore:\n    n: 21\n")
+    res = run_report(params, notebook_dir=nbs, progress=False)
+    status = {s.name: s.status for s in res.stages}
+    assert status == {"01_explore": "ok", "03_train": "failed", "04_evaluate": "skipped"}
+    run = tmp_path / "reports" / "t"
+    assert res.index == run / "index.html"
+    head = json.loads((run / "headlines" / "01_explore.json").read_text())
+    assert head == {"images": 42, "data": str((tmp_path / "data" / "x").resolve())}
+    page = res.index.read_text()
+    assert "training exploded" in page and "01_explore.html" in page and "<b>42</b>" in page
+    assert "explored" in (run / "01_explore.html").read_text()
+    assert (run / "03_train.html").exists()  # the failed notebook is still rendered
+    assert not list(run.glob(".*partial*"))
+    assert not res.ok
+
+
+def test_params_errors(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_params(tmp_path / "missing.yaml")
+    p = tmp_path / "bad.yaml"
+    p.write_text("notebooks: [1, 2]\n")
+    with pytest.raises(ConfigError, match="'notebooks' must map"):
+        load_params(p)
+
+
+@pytest.mark.slow
+def test_undeclared_parameter_fails_the_stage_with_a_clear_message(tmp_path):
+    nbs = tmp_path / "nb"
+    nbs.mkdir()
+    _notebook(nbs / "01_explore.ipynb", "print(1)", "x: int = 1  # a number")
+    p = tmp_path / "p.yaml"
+    p.write_text("run: u\nnotebooks:\n  01_explore:\n    y: 2\n")
+    res = run_report(p, out=tmp_path / "out", notebook_dir=nbs, progress=False)
+    assert res.stages[0].status == "failed" and "not declared" in res.stages[0].error
