@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -297,3 +299,99 @@ def sum_contacts(matrices: Iterable[pd.DataFrame]) -> pd.DataFrame:
     if total is None:
         return pd.DataFrame()
     return total.fillna(0).astype(np.int64)
+
+
+def read_masks(folder: str | Path, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """Read predicted masks ``FOLDER/NAME.png`` (LumenStone codes) for the given image names.
+
+    Raises:
+        DatasetNotFoundError: the folder or one of the masks is missing.
+        BadMaskError: a mask file is corrupt or not single-channel 8-bit.
+    """
+    from .errors import DatasetNotFoundError
+    from .io import read_mask
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DatasetNotFoundError(f"{folder}: prediction folder not found; run `lumenkit predict --out {folder}`")
+    out = {}
+    for n in names:
+        p = folder / f"{n}.png"
+        if not p.exists():
+            raise DatasetNotFoundError(f"{p}: no predicted mask for image {n!r}; rerun `lumenkit predict` on it")
+        out[n] = read_mask(p)
+    return out
+
+
+@dataclass
+class MineralogyTables:
+    """Every table of a deposit report (each also written as CSV by :meth:`to_csv`)."""
+
+    per_image: pd.DataFrame
+    deposit_modal: pd.DataFrame
+    grains: pd.DataFrame
+    size_classes: pd.DataFrame
+    contacts: dict[str, pd.DataFrame]
+    locking: pd.DataFrame
+
+    def to_csv(self, folder: str | Path, prefix: str = "") -> list[Path]:
+        """Write every table as ``FOLDER/PREFIXname.csv`` atomically; returns the paths."""
+        from .io import write_text
+
+        folder = Path(folder)
+        paths = []
+        tables: dict[str, pd.DataFrame] = {
+            "modal_per_image": self.per_image,
+            "modal_per_deposit": self.deposit_modal,
+            "grains": self.grains,
+            "size_classes": self.size_classes,
+            "locking": self.locking,
+        }
+        tables.update({f"contacts_{_slug(d)}": m for d, m in self.contacts.items()})
+        for name, df in tables.items():
+            p = folder / f"{prefix}{name}.csv"
+            write_text(p, df.to_csv())
+            paths.append(p)
+        return paths
+
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in str(text)) or "all"
+
+
+def mineralogy(
+    masks: Mapping[str, np.ndarray],
+    codes: Sequence[int],
+    deposits: Mapping[str, str] | None = None,
+    pixel_size_um: float | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> MineralogyTables:
+    """All deposit-report tables for a set of masks (true or predicted).
+
+    Args:
+        masks: image name → ``(H, W)`` LumenStone codes.
+        codes: class set (rows/columns of every table).
+        deposits: image name → deposit (images without one go to ``""``).
+        pixel_size_um: pixel side in µm, for grain sizes in µm.
+        n_boot: bootstrap resamples for deposit intervals.
+        seed: bootstrap seed.
+    """
+    deposits = dict(deposits or {})
+    per_image = image_summary(masks, codes, deposits)
+    dep_modal = deposit_modal(per_image, n_boot=n_boot, seed=seed)
+    gtabs = []
+    contacts: dict[str, list[pd.DataFrame]] = {}
+    for name, m in masks.items():
+        g = grains(m, pixel_size_um, codes)
+        g.insert(0, "image", name)
+        g.insert(1, "deposit", deposits.get(name, ""))
+        gtabs.append(g)
+        contacts.setdefault(deposits.get(name, ""), []).append(contact_matrix(m, codes))
+    gt = pd.concat(gtabs, ignore_index=True) if gtabs else grains(np.zeros((1, 1), np.uint8))
+    dep_contacts = {d: sum_contacts(ms) for d, ms in contacts.items()}
+    lock = pd.concat({d: locking(c) for d, c in dep_contacts.items()}, names=["deposit", "mineral"])
+    sizes = pd.concat(
+        {d: size_classes(g) for d, g in gt.groupby("deposit")} if len(gt) else {}, names=["deposit", "mineral"]
+    ) if len(gt) else pd.DataFrame()
+    return MineralogyTables(per_image, dep_modal, gt, sizes, dep_contacts, lock)

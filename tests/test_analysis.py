@@ -131,3 +131,22 @@ def test_deposit_aggregation_with_intervals_and_comparison():
     gs = grain_size_shift(grains(masks["im0"]), grains(masks["im5"]))
     assert gs.loc["Ccp", "grains_true"] == 1 and gs.loc["Ccp", "ks_distance"] == 1.0
     del rng
+
+
+def test_mineralogy_tables_and_csv_export(tmp_path):
+    from lumenkit.analysis import mineralogy, read_masks
+    from lumenkit.errors import DatasetNotFoundError
+    from lumenkit.io import save_image
+
+    masks = {"a": squares(), "b": squares()}
+    tabs = mineralogy(masks, codes=[0, 1, 2], deposits={"a": "North", "b": "North"}, n_boot=20)
+    assert tabs.contacts["North"].loc["Ccp", "Gl"] == 20
+    assert tabs.deposit_modal.loc[("North", "Ccp"), "area_pct"] == pytest.approx(5.0)
+    assert len(tabs.grains) == 4 and set(tabs.grains["deposit"]) == {"North"}
+    paths = tabs.to_csv(tmp_path / "csv", prefix="North_")
+    assert {p.name for p in paths} >= {"North_modal_per_deposit.csv", "North_contacts_North.csv", "North_grains.csv"}
+    assert pd.read_csv(tmp_path / "csv" / "North_grains.csv")["area_px"].sum() == 400
+    save_image(squares(), tmp_path / "pred" / "a.png")
+    assert np.array_equal(read_masks(tmp_path / "pred", ["a"])["a"], squares())
+    with pytest.raises(DatasetNotFoundError, match="no predicted mask"):
+        read_masks(tmp_path / "pred", ["a", "zz"])
