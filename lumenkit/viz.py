@@ -77,3 +77,67 @@ def plot_sample(sample: dict[str, Any], codes: Sequence[int] | None = None, alph
         ax.set_axis_off()
     fig.legend(handles=legend_handles(codes), loc="outside lower center", ncol=min(4, len(codes)), frameon=False)
     return fig
+
+
+def _colour_of(label: str) -> tuple[float, float, float]:
+    for m in CATALOGUE.values():
+        if m.label == label:
+            return tuple(np.array(m.colour) / 255)  # type: ignore[return-value]
+    return (0.5, 0.5, 0.5)
+
+
+def plot_modal(deposit_modal: Any, title: str = "Modal mineralogy (area %, 95% interval over images)") -> Any:
+    """Grouped bars of area % per mineral and deposit with interval whiskers; returns the Figure.
+
+    Args:
+        deposit_modal: output of :func:`lumenkit.analysis.deposit_modal` (index deposit, mineral).
+        title: axes title.
+    """
+    import matplotlib.pyplot as plt
+
+    df = deposit_modal.reset_index()
+    deps = list(dict.fromkeys(df["deposit"]))
+    minerals = list(dict.fromkeys(df["mineral"]))
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(deps) * len(minerals) / 3), 4), constrained_layout=True)
+    width = 0.8 / len(minerals)
+    x = np.arange(len(deps))
+    for j, mineral in enumerate(minerals):
+        sub = df[df["mineral"] == mineral].set_index("deposit").reindex(deps)
+        err = np.stack([sub["area_pct"] - sub["ci_low"], sub["ci_high"] - sub["area_pct"]]).clip(0)
+        ax.bar(x + j * width, sub["area_pct"], width, yerr=err, capsize=2, label=mineral,
+               color=_colour_of(mineral), edgecolor="k", linewidth=0.5)
+    ax.set_xticks(x + 0.4 - width / 2, [d or "(no deposit)" for d in deps])
+    ax.set_ylabel("area %")
+    ax.set_title(title)
+    ax.legend(ncol=min(len(minerals), 8), fontsize=8, frameon=False)
+    return fig
+
+
+def plot_grain_sizes(grain_table: Any, column: str | None = None) -> Any:
+    """Cumulative grain-size distributions (area-weighted, log diameter) per mineral; returns the Figure."""
+    import matplotlib.pyplot as plt
+
+    column = column or ("ecd_um" if "ecd_um" in grain_table else "ecd_px")
+    fig, ax = plt.subplots(figsize=(6.5, 4), constrained_layout=True)
+    for mineral, g in grain_table.groupby("mineral"):
+        d = np.sort(g[column].to_numpy(float))
+        w = np.cumsum(d**2)
+        ax.step(d, w / w[-1], where="post", label=f"{mineral} ({len(d)} grains)", color=_colour_of(str(mineral)))
+    ax.set_xscale("log")
+    ax.set_xlabel(f"equivalent circle diameter ({'µm' if column.endswith('um') else 'px'})")
+    ax.set_ylabel("cumulative area fraction")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, frameon=False)
+    return fig
+
+
+def plot_contacts(contacts: Any, title: str = "Shared boundary length (share of each mineral's boundary)") -> Any:
+    """Heat map of a contact matrix, each row normalised to its mineral's total boundary; returns the Figure."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    rows = contacts.div(contacts.sum(axis=1).replace(0, np.nan), axis=0)
+    fig, ax = plt.subplots(figsize=(1 + 0.8 * len(rows), 0.8 + 0.7 * len(rows)), constrained_layout=True)
+    sns.heatmap(100 * rows, annot=True, fmt=".0f", cmap="viridis", ax=ax, cbar_kws={"label": "% of row boundary"})
+    ax.set_title(title)
+    return fig
