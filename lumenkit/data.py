@@ -344,6 +344,14 @@ class LumenStoneDataset:
                 problems.append(str(e))
         return problems
 
+    @property
+    def codes(self) -> tuple[int, ...]:
+        """LumenStone codes of the class set, or every code found in the masks when no class set is known."""
+        if self.class_map is not None:
+            return self.class_map.codes
+        raw = np.stack([_cached_bincount(p) for p in self.mask_paths]).sum(0)
+        return tuple(int(c) for c in np.flatnonzero(raw[:IGNORE]))
+
     # -- statistics -------------------------------------------------------------------------------
     def class_counts(self) -> pd.DataFrame:
         """Pixel count per image (rows, by name) and class (columns, by label) at the stored resolution.

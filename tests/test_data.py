@@ -156,6 +156,7 @@ def test_no_yaml_defaults_to_native_scale_and_codes_found(tmp_path):
     root = write_fake_dataset(tmp_path / "plain", scale=None, deposits=False, codes=(0, 4))
     ds = LumenStoneDataset(root)
     assert ds.stored_scale == 1.0 and ds.class_map is None and ds.deposit("tr00") == ""
+    assert ds.codes == (0, 4)
     assert list(ds.class_counts().columns) == ["BG", "Brt", "ignore"]
 
 
