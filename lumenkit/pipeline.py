@@ -26,6 +26,9 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 """Notebook stems in run order, each with the stages whose outputs it needs."""
 
+PER_DEPOSIT = ("05_deposit_report",)
+"""Stages rendered once for all images and then once per deposit (parameter ``deposit``)."""
+
 PATH_KEYS = ("data", "model", "run_dir", "out_dir")
 """Parameters holding paths: made absolute (relative to the parameter file's project) before injection."""
 
@@ -40,6 +43,7 @@ class StageResult:
     html: str | None = None
     error: str | None = None
     headline: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -77,12 +81,14 @@ def load_params(path: str | Path) -> dict[str, Any]:
     return raw
 
 
-def write_headline(out_dir: str | Path, stage: str, values: dict[str, Any]) -> Path:
+def write_headline(out_dir: str | Path, stage: str, values: dict[str, Any], deposit: str | None = None) -> Path:
     """Record a stage's headline figures (flat ``name → number/text``) for the report index.
 
-    Written atomically to ``OUT_DIR/headlines/STAGE.json``; returns the path.
+    Written atomically to ``OUT_DIR/headlines/STAGE.json`` (``STAGE__DEPOSIT.json`` for a per-deposit run
+    when ``deposit`` is given and not ``"all"``); returns the path.
     """
-    path = Path(out_dir) / "headlines" / f"{stage}.json"
+    name = stage if deposit in (None, "", "all") else f"{stage}__{_slug(str(deposit))}"
+    path = Path(out_dir) / "headlines" / f"{name}.json"
     write_json(path, values)
     return path
 
@@ -146,8 +152,6 @@ def run_report(
     Raises:
         ConfigError: malformed parameter file.
     """
-    import papermill as pm
-
     params_file = Path(params_file).resolve()
     cfg = load_params(params_file)
     base = params_file.parent.parent if params_file.parent.name == "params" else params_file.parent
@@ -173,39 +177,74 @@ def run_report(
             continue
         if progress:
             print(f"[{i}/{len(wanted)}] {name} …", flush=True)
-        t0 = time.perf_counter()
-        executed = run_dir / f"{name}.ipynb"
-        res = StageResult(name, "ok")
-        try:
-            declared = pm.inspect_notebook(str(src))
-            params = _stage_params(declared, shared, (cfg.get("notebooks") or {}).get(name) or {}, base)
-            tmp = run_dir / f".{name}.partial.ipynb"
-            try:
-                pm.execute_notebook(
-                    str(src), str(tmp), parameters=params, cwd=str(nb_dir), progress_bar=False, log_output=False
-                )
-            finally:
-                if tmp.exists():
-                    tmp.replace(executed)
-        except Exception as e:  # a failing stage must not lose the others
-            res.status = "failed"
-            res.error = _short_error(e)
-            failed.add(name)
-        res.seconds = time.perf_counter() - t0
-        if executed.exists():
-            try:
-                res.html = to_html(executed, run_dir / f"{name}.html").name
-            except Exception as e:
-                res.error = (res.error or "") + f" (HTML export failed: {_short_error(e)})"
-        hl = run_dir / "headlines" / f"{name}.json"
-        if hl.exists():
-            res.headline = json.loads(hl.read_text())
+        own = (cfg.get("notebooks") or {}).get(name) or {}
+        res = _execute(src, name, shared, own, base, nb_dir, run_dir)
         results.append(res)
+        if res.status != "ok":
+            failed.add(name)
         if progress:
             print(f"[{i}/{len(wanted)}] {name}: {res.status} ({res.seconds:.1f} s)"
                   + (f" — {res.error}" if res.error else ""), flush=True)
+        if name in PER_DEPOSIT and res.status == "ok" and own.get("per_deposit", True):
+            for dep in _deposits(res.params):
+                sub = _execute(src, f"{name}__{_slug(dep)}", shared, {**own, "deposit": dep}, base, nb_dir, run_dir)
+                sub.headline.setdefault("deposit", dep)
+                results.append(sub)
+                if progress:
+                    print(f"    deposit {dep}: {sub.status} ({sub.seconds:.1f} s)", flush=True)
     index = write_index(run_dir, cfg, results)
     return ReportResult(index=index, stages=results)
+
+
+def _execute(
+    src: Path, name: str, shared: dict[str, Any], own: dict[str, Any], base: Path, nb_dir: Path, run_dir: Path
+) -> StageResult:
+    """Run one notebook into ``RUN/NAME.ipynb`` and ``RUN/NAME.html``; never raises."""
+    import papermill as pm
+
+    t0 = time.perf_counter()
+    executed = run_dir / f"{name}.ipynb"
+    res = StageResult(name, "ok")
+    try:
+        declared = pm.inspect_notebook(str(src))
+        own = {k: v for k, v in own.items() if k != "per_deposit"}
+        res.params = _stage_params(declared, shared, own, base)
+        tmp = run_dir / f".{name}.partial.ipynb"
+        try:
+            pm.execute_notebook(
+                str(src), str(tmp), parameters=res.params, cwd=str(nb_dir), progress_bar=False, log_output=False
+            )
+        finally:
+            if tmp.exists():
+                tmp.replace(executed)
+    except Exception as e:  # a failing stage must not lose the others
+        res.status = "failed"
+        res.error = _short_error(e)
+    res.seconds = time.perf_counter() - t0
+    if executed.exists():
+        try:
+            res.html = to_html(executed, run_dir / f"{name}.html").name
+        except Exception as e:
+            res.error = (res.error or "") + f" (HTML export failed: {_short_error(e)})"
+    hl = run_dir / "headlines" / f"{name}.json"
+    if hl.exists():
+        res.headline = json.loads(hl.read_text())
+    return res
+
+
+def _deposits(params: dict[str, Any]) -> list[str]:
+    """Deposits of the images a per-deposit stage reported on (from the dataset's deposits.csv)."""
+    from .data import LumenStoneDataset
+
+    try:
+        ds = LumenStoneDataset(params["data"], params.get("split", "test"))
+    except Exception:
+        return []
+    return sorted({d for d in map(ds.deposit, ds.names) if d})
+
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in text)
 
 
 def _has_output(run_dir: Path, stage: str) -> bool:

@@ -64,3 +64,22 @@ def test_undeclared_parameter_fails_the_stage_with_a_clear_message(tmp_path):
     p.write_text("run: u\nnotebooks:\n  01_explore:\n    y: 2\n")
     res = run_report(p, out=tmp_path / "out", notebook_dir=nbs, progress=False)
     assert res.stages[0].status == "failed" and "not declared" in res.stages[0].error
+
+
+@pytest.mark.slow
+def test_deposit_report_renders_summary_and_one_page_per_deposit(tmp_path):
+    from conftest import write_fake_dataset
+
+    data = write_fake_dataset(tmp_path / "fake", n_test=4)
+    p = tmp_path / "p.yaml"
+    p.write_text(f"run: dep\ndata: {data}\nnotebooks:\n  05_deposit_report:\n    n_boot: 20\n")
+    res = run_report(p, out=tmp_path / "rep", stages=["05_deposit_report"], progress=False)
+    assert [s.name for s in res.stages] == ["05_deposit_report", "05_deposit_report__dep0", "05_deposit_report__dep1"]
+    assert res.ok, [s.error for s in res.stages]
+    rep = tmp_path / "rep"
+    assert json.loads((rep / "headlines" / "05_deposit_report.json").read_text())["deposits"] == 2
+    assert json.loads((rep / "headlines" / "05_deposit_report__dep1.json").read_text())["deposits"] == 1
+    assert (rep / "deposits" / "dep0_true_grains.csv").exists() and (rep / "deposits" / "all_true_locking.csv").exists()
+    page = (rep / "05_deposit_report__dep0.html").read_text()
+    assert "Modal mineralogy" in page and "def " not in page.split("Modal mineralogy", 1)[1]
+    assert "05_deposit_report__dep1.html" in res.index.read_text()
