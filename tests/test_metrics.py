@@ -1,0 +1,87 @@
+import numpy as np
+import pytest
+from sklearn.metrics import cohen_kappa_score, f1_score, jaccard_score
+from sklearn.metrics import confusion_matrix as sk_confusion
+
+from lumenkit.metrics import (
+    Scores,
+    bootstrap_mean_iou,
+    confusion_matrix,
+    iou_from_confusion,
+    per_image_table,
+    sum_confusions,
+    void_border,
+)
+
+K = 5
+
+
+def random_pair(seed, absent=(3,)):
+    rng = np.random.default_rng(seed)
+    true = rng.integers(0, K, (60, 80)).astype(np.uint8)
+    for a in absent:
+        true[true == a] = 0
+    true[rng.random(true.shape) < 0.1] = 255
+    pred = np.where(rng.random(true.shape) < 0.7, true, rng.integers(0, K, true.shape)).astype(np.uint8)
+    pred[pred == 255] = 1
+    return true, pred
+
+
+def test_confusion_matches_sklearn_with_ignore_and_absent_classes():
+    trues, preds = zip(*(random_pair(s) for s in range(4)))
+    total = sum_confusions(confusion_matrix(p, t, K) for p, t in zip(preds, trues))
+    t = np.concatenate([x.ravel() for x in trues])
+    p = np.concatenate([x.ravel() for x in preds])
+    keep = t != 255
+    ref = sk_confusion(t[keep], p[keep], labels=list(range(K)))
+    assert np.array_equal(total, ref)
+    s = Scores(total, [f"c{i}" for i in range(K)])
+    sk_iou = jaccard_score(t[keep], p[keep], labels=list(range(K)), average=None, zero_division=0.0)
+    present = [0, 1, 2, 4]
+    np.testing.assert_allclose(s.iou[present], sk_iou[present])
+    assert np.isnan(s.iou[3]) or s.iou[3] == 0
+    assert s.mean_iou == pytest.approx(np.mean(sk_iou[present]))  # class 3 absent from truth: not averaged
+    assert s.pixel_accuracy == pytest.approx((t[keep] == p[keep]).mean())
+    assert s.kappa == pytest.approx(cohen_kappa_score(t[keep], p[keep]))
+    np.testing.assert_allclose(
+        s.f1[present], f1_score(t[keep], p[keep], labels=present, average=None)
+    )
+
+
+def test_iou_nan_only_when_class_absent_everywhere():
+    cm = np.array([[5, 0, 0], [0, 0, 0], [1, 0, 2]])
+    iou = iou_from_confusion(cm)
+    assert np.isnan(iou[1]) and iou[0] == pytest.approx(5 / 6) and iou[2] == pytest.approx(2 / 3)
+    d = Scores(cm, ["a", "b", "c"]).to_dict()
+    assert d["per_class_iou"]["b"] is None and d["class_order"] == ["a", "b", "c"]
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="shapes differ"):
+        confusion_matrix(np.zeros((2, 2)), np.zeros((2, 3)), 2)
+    with pytest.raises(ValueError, match="prediction holds"):
+        confusion_matrix(np.full((2, 2), 4), np.zeros((2, 2)), 2)
+    with pytest.raises(ValueError, match="empty split"):
+        sum_confusions([])
+
+
+def test_void_border_excludes_pixels_near_boundaries():
+    t = np.zeros((20, 20), np.uint8)
+    t[:, 10:] = 1
+    keep = void_border(t, 2)
+    assert not keep[:, 8:12].any() and keep[:, :8].all() and keep[:, 12:].all()
+    assert void_border(t, 0).all()
+    pred = np.zeros_like(t)  # wrong on the whole right half
+    full = confusion_matrix(pred, t, 2)
+    inner = confusion_matrix(pred, t, 2, valid=keep)
+    assert full.sum() == 400 and inner.sum() == 400 - 80
+
+
+def test_per_image_table_and_bootstrap():
+    mats = [confusion_matrix(p, t, K) for t, p in (random_pair(s) for s in range(6))]
+    df = per_image_table([f"i{k}" for k in range(6)], mats, [f"c{i}" for i in range(K)])
+    assert list(df.index) == [f"i{k}" for k in range(6)] and "iou_c4" in df.columns
+    lo, hi = bootstrap_mean_iou(mats, n_boot=200, seed=0)
+    m = Scores(sum_confusions(mats), list("abcde")).mean_iou
+    assert lo <= m <= hi and hi - lo < 0.1
+    assert bootstrap_mean_iou(mats, n_boot=50, seed=1) == bootstrap_mean_iou(mats, n_boot=50, seed=1)
