@@ -37,18 +37,28 @@ def confusion_matrix(
     true = np.asarray(true)
     if pred.shape != true.shape:
         raise ValueError(f"prediction {pred.shape} and ground truth {true.shape} shapes differ")
-    keep = true != ignore
-    if valid is not None:
-        keep &= valid
-    t = true[keep].astype(np.intp)
-    p = pred[keep].astype(np.intp)
-    if t.size and (t.max() >= num_classes or t.min() < 0):
-        raise ValueError(f"ground truth holds indices outside 0..{num_classes - 1} (besides ignore={ignore})")
-    if p.size and (p.max() >= num_classes or p.min() < 0):
-        raise ValueError(f"prediction holds indices outside 0..{num_classes - 1}")
-    return np.bincount(t * num_classes + p, minlength=num_classes**2).reshape(num_classes, num_classes).astype(
-        np.int64
-    )
+    if num_classes * num_classes + 1 > np.iinfo(np.uint16).max:
+        raise ValueError(f"num_classes={num_classes} is too large")
+    skip = num_classes * num_classes  # an extra bin for ignored pixels, dropped at the end
+    counts = np.zeros(skip + 1, dtype=np.int64)
+    t_flat, p_flat = true.reshape(-1), pred.reshape(-1)
+    v_flat = None if valid is None else np.asarray(valid, dtype=bool).reshape(-1)
+    step = 1 << 20  # chunks bound the extra memory to a few MB whatever the image size
+    for a in range(0, t_flat.size, step):
+        t = t_flat[a : a + step].astype(np.uint16)
+        p = p_flat[a : a + step]
+        drop = t == ignore
+        if v_flat is not None:
+            drop |= ~v_flat[a : a + step]
+        bad_t = ~drop & (t >= num_classes)
+        if bad_t.any() or (t_flat.dtype.kind == "i" and (t_flat[a : a + step] < 0).any()):
+            raise ValueError(f"ground truth holds indices outside 0..{num_classes - 1} (besides ignore={ignore})")
+        if p.size and (p.max() >= num_classes or p.min() < 0):
+            raise ValueError(f"prediction holds indices outside 0..{num_classes - 1}")
+        idx = t * num_classes + p.astype(np.uint16)
+        idx[drop] = skip
+        counts += np.bincount(idx, minlength=skip + 1)
+    return counts[:skip].reshape(num_classes, num_classes)
 
 
 def void_border(true: np.ndarray, width: int, ignore: int = IGNORE) -> np.ndarray:
