@@ -83,7 +83,39 @@ def _run_report(a: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_synth, _add_info, _add_report]
+# -- evaluate -------------------------------------------------------------------------------------
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="dataset-wide per-class IoU of a model (and baselines) → JSON")
+    p.add_argument("--data", required=True, help="dataset folder in LumenStone layout")
+    p.add_argument("--split", default="test", help="test, train, val or fit (default test)")
+    p.add_argument("--model", required=True, help="checkpoint (RUN/model.pt)")
+    p.add_argument("--out", required=True, help="output JSON file")
+    p.add_argument("--scale", type=float, default=None, help="scale to run the model at (default: its training scale)")
+    p.add_argument("--void-border", type=int, default=0, help="ignore pixels within W px of a class boundary")
+    p.add_argument("--tta", action="store_true", help="flip/rot90 test-time augmentation (8 passes)")
+    p.add_argument("--no-baselines", action="store_true", help="skip the majority and colour-centroid baselines")
+    p.add_argument("--save-masks", default=None, help="also write predicted masks NAME.png here")
+    p.add_argument("--n-val", type=int, default=10, help="validation images carved from train (split val/fit)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the validation split")
+    p.set_defaults(func=_run_evaluate)
+
+
+def _run_evaluate(a: argparse.Namespace) -> int:
+    from .evaluate import evaluate, write_evaluation
+
+    ev = evaluate(a.data, a.model, split=a.split, scale=a.scale, void_border_px=a.void_border, tta=a.tta,
+                  baselines=not a.no_baselines, n_val=a.n_val, seed=a.seed, save_masks=a.save_masks)
+    write_evaluation(ev, a.out)
+    s = ev.scores
+    print(f"{a.split}: mean IoU {s.mean_iou:.3f}, pixel accuracy {s.pixel_accuracy:.3f} "
+          + " ".join(f"{lab} {v:.2f}" for lab, v in zip(s.labels, s.iou)))
+    for name, b in ev.baselines.items():
+        print(f"  baseline {name}: mean IoU {b.mean_iou:.3f}")
+    print(f"wrote {a.out}")
+    return 0
+
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_synth, _add_info, _add_evaluate, _add_report]
 
 
 def build_parser() -> argparse.ArgumentParser:

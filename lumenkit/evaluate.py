@@ -1,0 +1,229 @@
+"""Dataset-wide evaluation of a model and of two baselines, at the ground truth's own resolution."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .classes import ClassMap
+from .data import LumenStoneDataset, list_splits
+from .io import resize_mask, save_image, write_json
+from .metrics import Scores, bootstrap_mean_iou, confusion_matrix, per_image_table, sum_confusions, void_border
+
+CONFIDENCE_BINS = np.linspace(0.0, 1.0, 11)
+"""Bin edges of the confidence-vs-error table."""
+
+
+def training_split_for(root: str | Path, split: str) -> str:
+    """The split baselines are fitted on: ``fit`` when evaluating ``val``, else ``train`` (never the evaluated one)."""
+    if split in ("val", "fit"):
+        return "fit"
+    if split == "train":
+        return "fit"
+    return "train" if "train" in list_splits(root) else split
+
+
+@dataclass
+class ColourCentroids:
+    """Colour-only baseline: each pixel gets the class whose mean training colour (RGB) is nearest.
+
+    Attributes:
+        centroids: ``(K, 3)`` float mean RGB per class (NaN rows for classes absent from training).
+        majority: model index of the most frequent training class (the majority baseline).
+    """
+
+    centroids: np.ndarray
+    majority: int
+
+    @classmethod
+    def fit(cls, ds: LumenStoneDataset, class_map: ClassMap, scale: float | None = None,
+            stride: int = 4) -> ColourCentroids:
+        """Fit on every ``stride``-th pixel of the dataset's images at ``scale`` (default: stored scale).
+
+        Raises:
+            ValueError: the dataset has no labelled pixels.
+        """
+        k = len(class_map)
+        sums = np.zeros((k, 3))
+        counts = np.zeros(k)
+        for i in range(len(ds)):
+            s = ds.load(i, scale=scale or ds.stored_scale)
+            m = class_map.to_index(s["mask"][::stride, ::stride], source=str(ds.mask_paths[i]))
+            px = s["image"][::stride, ::stride].reshape(-1, 3).astype(np.float64)
+            m = m.ravel()
+            keep = m < k
+            counts += np.bincount(m[keep], minlength=k)
+            for c in range(3):
+                sums[:, c] += np.bincount(m[keep], px[keep, c], minlength=k)
+        if counts.sum() == 0:
+            raise ValueError(f"{ds.root}: no labelled pixels to fit the colour baseline on")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cent = sums / counts[:, None]
+        return cls(cent, int(np.argmax(counts)))
+
+    def predict(self, image: np.ndarray) -> np.ndarray:
+        """``(H, W)`` model indices of the nearest class centroid for each pixel."""
+        ok = np.flatnonzero(~np.isnan(self.centroids[:, 0]))
+        px = image.reshape(-1, 3).astype(np.float32)
+        cent = self.centroids[ok].astype(np.float32)
+        d = (px**2).sum(1, keepdims=True) - 2 * px @ cent.T + (cent**2).sum(1)
+        return ok[np.argmin(d, axis=1)].astype(np.uint8).reshape(image.shape[:2])
+
+
+@dataclass
+class Evaluation:
+    """Result of :func:`evaluate`: the model's scores, per-image rows, baselines and a JSON-ready dict."""
+
+    scores: Scores
+    per_image: pd.DataFrame
+    baselines: dict[str, Scores]
+    confidence: pd.DataFrame
+    info: dict[str, Any] = field(default_factory=dict)
+    matrices: list[np.ndarray] = field(default_factory=list)
+
+    def to_dict(self, n_boot: int = 1000) -> dict[str, Any]:
+        """The ``lumenkit evaluate`` JSON.
+
+        Per-class IoU by label, mean IoU with a bootstrap interval, pixel accuracy, confusion matrix and class
+        order, per-image rows, baselines, confidence table and scales.
+        """
+        d: dict[str, Any] = dict(self.scores.to_dict())
+        lo, hi = bootstrap_mean_iou(self.matrices, n_boot=n_boot) if self.matrices else (float("nan"),) * 2
+        d["mean_iou_ci95"] = [_num(lo), _num(hi)]
+        d["per_image"] = [
+            {"image": str(n), **{k: _num(v) for k, v in row.items()}} for n, row in self.per_image.iterrows()
+        ]
+        d["baselines"] = {
+            name: {k: v for k, v in s.to_dict().items() if k in ("per_class_iou", "mean_iou", "pixel_accuracy")}
+            for name, s in self.baselines.items()
+        }
+        d["confidence"] = self.confidence.reset_index().to_dict(orient="records")
+        d.update(self.info)
+        return d
+
+
+def _num(v: Any) -> Any:
+    if isinstance(v, (float, np.floating)):
+        return float(v) if np.isfinite(v) else None
+    if isinstance(v, np.integer):
+        return int(v)
+    return v
+
+
+def evaluate(
+    data: str | Path,
+    model: Any,
+    split: str = "test",
+    scale: float | None = None,
+    void_border_px: int = 0,
+    tta: bool | str = False,
+    baselines: bool = True,
+    n_val: int = 10,
+    seed: int = 0,
+    save_masks: str | Path | None = None,
+    predict_kwargs: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> Evaluation:
+    """Evaluate a checkpoint on a split: metrics on dataset totals at the stored masks' resolution.
+
+    The model runs at its training scale (or ``scale``): images are read at that scale and predictions are
+    brought back to the stored mask size before counting.
+
+    Args:
+        data: dataset folder in LumenStone layout.
+        model: a :class:`lumenkit.model.Checkpoint`, or a path to one.
+        split: ``test``, ``train``, ``val`` or ``fit``.
+        scale: scale to run the model at (default: the checkpoint's training scale).
+        void_border_px: ignore ground-truth pixels within this many px (stored resolution) of a class boundary.
+        tta: test-time augmentation passed to :func:`lumenkit.infer.predict_image`.
+        baselines: also score the majority and colour-centroid baselines fitted on the training split.
+        n_val: validation images carved from train (for ``val``/``fit``).
+        seed: seed of the validation split.
+        save_masks: write predicted masks ``NAME.png`` (LumenStone codes) here, for the deposit report.
+        predict_kwargs: extra arguments for ``predict_image`` (tile, margin, batch, threads).
+        progress: tqdm bar over images.
+
+    Raises:
+        lumenkit errors for bad input files; CheckpointError for a bad model file.
+    """
+    from tqdm.auto import tqdm
+
+    from .infer import predict_image
+    from .model import Checkpoint, load_checkpoint
+
+    ckpt = model if isinstance(model, Checkpoint) else load_checkpoint(model)
+    cmap = ckpt.class_map
+    model_scale = float(scale if scale is not None else ckpt.scale)
+    ds = LumenStoneDataset(data, split, class_set=cmap.codes, n_val=n_val, seed=seed)
+    labels = cmap.labels
+    k = len(cmap)
+    base: ColourCentroids | None = None
+    if baselines:
+        train_ds = LumenStoneDataset(data, training_split_for(data, split), class_set=cmap.codes, n_val=n_val,
+                                     seed=seed)
+        base = ColourCentroids.fit(train_ds, cmap)
+    mats, base_mats = [], {"majority": [], "colour_centroid": []}
+    conf_err = np.zeros((len(CONFIDENCE_BINS) - 1, 2), dtype=np.int64)
+    t0 = time.perf_counter()
+    for i in tqdm(range(len(ds)), desc=f"evaluate {split}", disable=not progress):
+        mask = ds.read_mask(i)
+        true = cmap.to_index(mask, source=str(ds.mask_paths[i]))
+        valid = void_border(true, void_border_px) if void_border_px else None
+        image = ds.read_image(i, scale=model_scale)
+        out = predict_image(ckpt, image, input_scale=model_scale, output_size=(mask.shape[1], mask.shape[0]),
+                            tta=tta, **(predict_kwargs or {}))
+        pred = out["indices"]
+        mats.append(confusion_matrix(pred, true, k, valid=valid))
+        keep = true != 255 if valid is None else (true != 255) & valid
+        b = np.clip(np.digitize(out["confidence"][keep], CONFIDENCE_BINS) - 1, 0, len(CONFIDENCE_BINS) - 2)
+        wrong = pred[keep] != true[keep]
+        conf_err[:, 0] += np.bincount(b, minlength=len(CONFIDENCE_BINS) - 1)
+        conf_err[:, 1] += np.bincount(b[wrong], minlength=len(CONFIDENCE_BINS) - 1)
+        if save_masks is not None:
+            save_image(out["codes"], Path(save_masks) / f"{ds.names[i]}.png")
+        if base is not None:
+            img_stored = ds.read_image(i, scale=ds.stored_scale)
+            cc = base.predict(img_stored)
+            if cc.shape != true.shape:
+                cc = resize_mask(cc, (true.shape[1], true.shape[0]))
+            base_mats["colour_centroid"].append(confusion_matrix(cc, true, k, valid=valid))
+            base_mats["majority"].append(confusion_matrix(np.full_like(true, base.majority), true, k, valid=valid))
+    seconds = time.perf_counter() - t0
+    total = sum_confusions(mats)
+    conf = pd.DataFrame(
+        {"pixels": conf_err[:, 0], "errors": conf_err[:, 1]},
+        index=pd.Index([f"{a:.1f}–{b:.1f}" for a, b in itertools.pairwise(CONFIDENCE_BINS)],
+                       name="confidence"),
+    )
+    with np.errstate(invalid="ignore", divide="ignore"):
+        conf["error_rate"] = conf["errors"] / conf["pixels"]
+    info = {
+        "split": split,
+        "data": str(Path(data).resolve()),
+        "images": len(ds),
+        "scales": {"stored": ds.stored_scale, "model": model_scale, "trained": float(ckpt.scale)},
+        "void_border": void_border_px,
+        "tta": tta if isinstance(tta, str) else bool(tta),
+        "seconds": round(seconds, 2),
+    }
+    return Evaluation(
+        scores=Scores(total, labels),
+        per_image=per_image_table(ds.names, mats, labels),
+        baselines={n: Scores(sum_confusions(m), labels) for n, m in base_mats.items() if m},
+        confidence=conf,
+        info=info,
+        matrices=mats,
+    )
+
+
+def write_evaluation(ev: Evaluation, path: str | Path, n_boot: int = 1000) -> Path:
+    """Write the evaluation JSON atomically; returns the path."""
+    write_json(path, ev.to_dict(n_boot=n_boot))
+    return Path(path)
+

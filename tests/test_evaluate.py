@@ -1,0 +1,74 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from lumenkit.classes import ClassMap
+from lumenkit.data import LumenStoneDataset
+from lumenkit.evaluate import ColourCentroids, evaluate, training_split_for, write_evaluation
+from lumenkit.model import Checkpoint, create_model
+
+
+@pytest.fixture
+def ckpt(tmp_path):
+    torch.manual_seed(0)
+    model = create_model("resunet", width=4, depth=2, classes=3)
+    model.eval()
+    c = Checkpoint(model=model, class_map=ClassMap([0, 1, 2]), scale=0.5)
+    c.save(tmp_path / "model.pt")
+    return tmp_path / "model.pt"
+
+
+def test_colour_centroid_baseline_is_perfect_on_palette_images(fake_dataset):
+    ds = LumenStoneDataset(fake_dataset)
+    cm = ClassMap([0, 1, 2])
+    base = ColourCentroids.fit(ds, cm)
+    s = ds[0]
+    assert np.array_equal(base.predict(s["image"]), cm.to_index(s["mask"]))
+    counts = ds.class_counts()[["BG", "Ccp", "Gl"]].sum().to_numpy()
+    assert base.majority == int(np.argmax(counts))
+
+
+def test_training_split_never_the_evaluated_one(fake_dataset):
+    assert training_split_for(fake_dataset, "test") == "train"
+    assert training_split_for(fake_dataset, "val") == "fit"
+
+
+def test_evaluate_json_schema_and_resolution(fake_dataset, ckpt, tmp_path):
+    ev = evaluate(fake_dataset, ckpt, split="test", scale=0.25, save_masks=tmp_path / "pred", progress=False)
+    out = write_evaluation(ev, tmp_path / "metrics.json", n_boot=50)
+    d = json.loads(out.read_text())
+    assert set(d["per_class_iou"]) == {"BG", "Ccp", "Gl"}
+    for key in ("mean_iou", "pixel_accuracy", "confusion", "class_order", "per_image", "baselines", "scales",
+                "mean_iou_ci95", "kappa"):
+        assert key in d
+    assert d["scales"] == {"stored": 0.5, "model": 0.25, "trained": 0.5}
+    # metrics are counted at the stored masks' resolution whatever scale the model runs at
+    assert np.array(d["confusion"]).sum() == 2 * 96 * 64
+    assert d["baselines"]["colour_centroid"]["mean_iou"] == pytest.approx(1.0)
+    assert set(d["baselines"]) == {"majority", "colour_centroid"}
+    assert [r["image"] for r in d["per_image"]] == ["te00", "te01"]
+    assert sorted(p.name for p in (tmp_path / "pred").iterdir()) == ["te00.png", "te01.png"]
+    assert sum(r["pixels"] for r in d["confidence"]) == 2 * 96 * 64
+
+
+def test_void_border_reduces_counted_pixels(fake_dataset, ckpt):
+    a = evaluate(fake_dataset, ckpt, split="test", baselines=False, progress=False)
+    b = evaluate(fake_dataset, ckpt, split="test", void_border_px=2, baselines=False, progress=False)
+    assert b.scores.confusion.sum() < a.scores.confusion.sum()
+    assert not b.baselines
+
+
+def test_evaluate_cli(fake_dataset, ckpt, tmp_path, capsys):
+    from lumenkit.cli import main
+
+    out = tmp_path / "m.json"
+    assert main(["evaluate", "--data", str(fake_dataset), "--model", str(ckpt), "--out", str(out)]) == 0
+    assert "mean IoU" in capsys.readouterr().out and json.loads(out.read_text())["split"] == "test"
+    assert main(["evaluate", "--data", str(tmp_path / "none"), "--model", str(ckpt), "--out", str(out)]) == 2
+    assert "dataset folder not found" in capsys.readouterr().err
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    assert main(["evaluate", "--data", str(fake_dataset), "--model", str(bad), "--out", str(out)]) == 2
+    assert "bad.pt" in capsys.readouterr().err
