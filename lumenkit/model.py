@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import warnings
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -57,7 +58,9 @@ class ConvBlock(nn.Module):
         super().__init__()
         if kind not in BLOCKS:
             raise ValueError(f"unknown block {kind!r}; valid blocks: {', '.join(BLOCKS)}")
-        self.body = nn.Sequential(_conv_bn_relu(in_channels, out_channels, 3), _conv_bn_relu(out_channels, out_channels, 3))
+        self.body = nn.Sequential(
+            _conv_bn_relu(in_channels, out_channels, 3), _conv_bn_relu(out_channels, out_channels, 3)
+        )
         self.shortcut = _conv_bn_relu(in_channels, out_channels, 1) if kind == "residual" else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -95,8 +98,9 @@ class UNetDecoder(nn.Module):
     def __init__(self, encoder_channels: Sequence[int], block: str = "residual") -> None:
         super().__init__()
         ch = list(encoder_channels)
-        self.ups = nn.ModuleList(nn.ConvTranspose2d(ch[i + 1], ch[i], 2, stride=2) for i in reversed(range(len(ch) - 1)))
-        self.blocks = nn.ModuleList(ConvBlock(2 * ch[i], ch[i], block) for i in reversed(range(len(ch) - 1)))
+        levels = list(reversed(range(len(ch) - 1)))
+        self.ups = nn.ModuleList(nn.ConvTranspose2d(ch[i + 1], ch[i], 2, stride=2) for i in levels)
+        self.blocks = nn.ModuleList(ConvBlock(2 * ch[i], ch[i], block) for i in levels)
         self.out_channels = ch[0]
 
     def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
@@ -309,7 +313,8 @@ class Checkpoint:
         if len(self.class_map) != self.model.config["classes"]:
             raise CheckpointError(
                 f"{path}: model has {self.model.config['classes']} outputs but the class map "
-                f"{self.class_map} has {len(self.class_map)} classes; build the model with classes={len(self.class_map)}"
+                f"{self.class_map} has {len(self.class_map)} classes; "
+                f"build the model with classes={len(self.class_map)}"
             )
         state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
         payload = {
@@ -341,7 +346,9 @@ class Checkpoint:
         if not path.is_file():
             raise CheckpointError(f"{path}: checkpoint file not found; train one with `lumenkit train`")
         try:
-            payload = torch.load(path, map_location=map_location, weights_only=True)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # foreign pickles: we report our own error
+                payload = torch.load(path, map_location=map_location, weights_only=True)
         except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise CheckpointError(

@@ -1,0 +1,106 @@
+import numpy as np
+import pytest
+import torch
+
+from lumenkit.classes import ClassMap
+from lumenkit.infer import predict_image, predict_probs, resize_probs, tta_transforms
+from lumenkit.model import Checkpoint, create_model, save_checkpoint
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    m = create_model(width=4, depth=3, classes=3)
+    with torch.no_grad():  # non-trivial BN statistics, so eval mode really uses them
+        for mod in m.modules():
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                mod.running_mean.uniform_(-0.5, 0.5)
+                mod.running_var.uniform_(0.5, 2.0)
+    return m.eval()
+
+
+@pytest.fixture(scope="module")
+def image():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (150, 203, 3), dtype=np.uint8)
+    img[40:90, 60:160] = (230, 200, 40)  # some structure, not only noise
+    return img
+
+
+def test_tiled_equals_single_pass(model, image):
+    single = predict_probs(model, image, tile=1024, margin=48)
+    tiled = predict_probs(model, image, tile=96, margin=32, batch=3)  # 32-px cores, many tiles
+    assert single.shape == tiled.shape == (3, 150, 203)
+    # margins cover the receptive field of this depth-3 net: agreement everywhere, not just inside
+    assert torch.allclose(single, tiled, atol=1e-5)
+    assert torch.equal(single.argmax(0), tiled.argmax(0))
+    assert torch.allclose(single.sum(0), torch.ones(150, 203))
+
+
+def test_small_margins_still_agree_in_the_interior(model, image):
+    single = predict_probs(model, image, tile=1024, margin=48)
+    tiled = predict_probs(model, image, tile=64, margin=8, batch=8)
+    assert (single.argmax(0) == tiled.argmax(0)).float().mean() > 0.98
+
+
+def test_training_mode_is_restored(model, image):
+    model.train()
+    try:
+        predict_probs(model, image[:40, :40], tile=64, margin=8)
+        assert model.training
+    finally:
+        model.eval()
+
+
+def test_tile_too_small_for_margin_is_clear(model, image):
+    with pytest.raises(ValueError, match="tile=32 leaves no core"):
+        predict_probs(model, image, tile=32, margin=16)
+
+
+def test_bad_image_is_clear(model):
+    with pytest.raises(ValueError, match=r"\(H, W, 3\) uint8 RGB image"):
+        predict_image(model, np.zeros((10, 10), dtype=np.uint8))
+    with pytest.raises(ValueError, match="float32"):
+        predict_image(model, np.zeros((10, 10, 3), dtype=np.float32))
+
+
+def test_output_at_input_resolution_when_scales_differ(model, image, tmp_path):
+    # the checkpoint remembers scale 0.25; the input is at 0.5: predicted at half size, returned full size
+    path = save_checkpoint(tmp_path / "m.pt", Checkpoint(model=model, class_map=ClassMap([0, 3, 11]), scale=0.25))
+    out = predict_image(path, image, 0.5, tile=64, margin=8, return_probs=True)
+    assert out["codes"].shape == out["confidence"].shape == image.shape[:2]
+    assert out["probs"].shape == (3, *image.shape[:2])
+    assert set(np.unique(out["codes"])) <= {0, 3, 11} and out["codes"].dtype == np.uint8
+    assert out["confidence"].min() >= 1 / 3 - 1e-5 and out["confidence"].max() <= 1 + 1e-5
+    assert out["model_scale"] == 0.25
+    np.testing.assert_array_equal(out["codes"], ClassMap([0, 3, 11]).to_code(out["probs"].argmax(0)))
+    # output_size: e.g. a mask's stored resolution
+    down = predict_image(model, image, 1.0, output_size=(101, 75), tile=64, margin=8)
+    assert down["codes"].shape == (75, 101)
+
+
+def test_same_scale_matches_predict_probs(model, image):
+    out = predict_image(model, image, 0.5, model_scale=0.5, tile=96, margin=32)
+    ref = predict_probs(model, image, tile=96, margin=32)
+    np.testing.assert_array_equal(out["indices"], ref.argmax(0).numpy())
+    np.testing.assert_allclose(out["confidence"], ref.max(0).values.numpy())
+
+
+def test_resize_probs_matches_bilinear_interpolate():
+    torch.manual_seed(0)
+    p = torch.softmax(torch.randn(4, 13, 17), 0)
+    idx, conf, full = resize_probs(p, (40, 31), strip=5, keep_probs=True)
+    ref = torch.nn.functional.interpolate(p[None], size=(31, 40), mode="bilinear", align_corners=False)[0]
+    assert torch.allclose(full, ref, atol=1e-6)
+    np.testing.assert_array_equal(idx, ref.argmax(0).numpy())
+
+
+@pytest.mark.parametrize("mode", [True, "flip", "d4"])
+def test_tta_runs_and_transforms_invert(model, image, mode):
+    x = torch.randn(2, 3, 8, 8)
+    for fwd, inv in tta_transforms(mode):
+        assert torch.equal(inv(fwd(x)), x)
+    out = predict_image(model, image[:70, :90], tile=64, margin=8, tta=mode, threads=1)
+    assert out["codes"].shape == (70, 90)
+    with pytest.raises(ValueError, match="unknown tta"):
+        tta_transforms("d8")
