@@ -141,3 +141,64 @@ def plot_contacts(contacts: Any, title: str = "Shared boundary length (share of 
     sns.heatmap(100 * rows, annot=True, fmt=".0f", cmap="viridis", ax=ax, cbar_kws={"label": "% of row boundary"})
     ax.set_title(title)
     return fig
+
+
+def plot_confusion(confusion: np.ndarray, labels: Sequence[str], title: str = "Confusion (row-normalised, %)") -> Any:
+    """Heat map of a confusion matrix normalised per true class (rows); returns the Figure."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    cm = np.asarray(confusion, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rows = 100 * cm / cm.sum(1, keepdims=True)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.75 * len(labels), 0.8 + 0.65 * len(labels)), constrained_layout=True)
+    sns.heatmap(rows, annot=True, fmt=".0f", cmap="Blues", xticklabels=labels, yticklabels=labels, ax=ax,
+                cbar_kws={"label": "% of true class"}, vmin=0, vmax=100)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    return fig
+
+
+def plot_error_panels(image: np.ndarray, true: np.ndarray, pred: np.ndarray, title: str = "") -> Any:
+    """Image | truth | prediction | errors (red where prediction ≠ truth), with a mineral legend; returns the Figure.
+
+    Args:
+        image: ``(H, W, 3)`` uint8 at the masks' resolution.
+        true: ``(H, W)`` LumenStone codes (255 = ignore, drawn white).
+        pred: ``(H, W)`` LumenStone codes.
+        title: figure title (e.g. image name and its IoU).
+    """
+    import matplotlib.pyplot as plt
+
+    err = image.copy() // 3
+    wrong = (pred != true) & (true != IGNORE)
+    err[wrong] = (230, 30, 30)
+    fig, axes = plt.subplots(1, 4, figsize=(18, 4.4), constrained_layout=True)
+    for ax, im, t in zip(axes, [image, colour_mask(true), colour_mask(pred), err],
+                         ["image", "truth", "prediction", f"errors ({wrong.mean():.1%} of pixels)"]):
+        ax.imshow(im, interpolation="nearest")
+        ax.set_title(t)
+        ax.set_axis_off()
+    codes = sorted({int(c) for c in np.unique(np.concatenate([true.ravel()[::7], pred.ravel()[::7]])) if c != IGNORE})
+    fig.legend(handles=legend_handles(codes), loc="outside lower center", ncol=min(4, len(codes)), frameon=False)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_confidence(confidence: Any) -> Any:
+    """Error rate against model confidence (bars: share of pixels per confidence bin); returns the Figure."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.8), constrained_layout=True)
+    x = np.arange(len(confidence))
+    share = confidence["pixels"] / max(1, confidence["pixels"].sum())
+    ax.bar(x, share, color="#bbb", label="share of pixels")
+    ax.plot(x, confidence["error_rate"], "o-", color="C3", label="error rate")
+    ax.set_xticks(x, confidence.index, rotation=45, ha="right")
+    ax.set_xlabel("confidence (max softmax probability)")
+    ax.set_ylim(0, 1)
+    ax.legend(frameon=False)
+    ax.set_title("Error rate against confidence")
+    return fig
