@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,6 +130,8 @@ def evaluate(
     save_masks: str | Path | None = None,
     predict_kwargs: dict[str, Any] | None = None,
     progress: bool = True,
+    transform: Callable[[np.ndarray], np.ndarray] | None = None,
+    magnification: float = 1.0,
 ) -> Evaluation:
     """Evaluate a checkpoint on a split: metrics on dataset totals at the stored masks' resolution.
 
@@ -148,6 +151,10 @@ def evaluate(
         save_masks: write predicted masks ``NAME.png`` (LumenStone codes) here, for the deposit report.
         predict_kwargs: extra arguments for ``predict_image`` (tile, margin, batch, threads).
         progress: tqdm bar over images.
+        transform: applied to each image (at model scale) before prediction, e.g. a perturbation or a
+            calibration (see :mod:`lumenkit.robustness`).
+        magnification: read images at ``magnification`` × the model scale but present them as the model scale,
+            simulating another objective or camera pixel size (1.0 = none).
 
     Raises:
         lumenkit errors for bad input files; CheckpointError for a bad model file.
@@ -175,9 +182,11 @@ def evaluate(
         mask = ds.read_mask(i)
         true = cmap.to_index(mask, source=str(ds.mask_paths[i]))
         valid = void_border(true, void_border_px) if void_border_px else None
-        image = ds.read_image(i, scale=model_scale)
-        out = predict_image(ckpt, image, input_scale=model_scale, output_size=(mask.shape[1], mask.shape[0]),
-                            tta=tta, **(predict_kwargs or {}))
+        image = ds.read_image(i, scale=model_scale * magnification)
+        if transform is not None:
+            image = transform(image)
+        out = predict_image(ckpt, image, input_scale=model_scale, model_scale=model_scale,
+                            output_size=(mask.shape[1], mask.shape[0]), tta=tta, **(predict_kwargs or {}))
         pred = out["indices"]
         mats.append(confusion_matrix(pred, true, k, valid=valid))
         keep = true != 255 if valid is None else (true != 255) & valid
