@@ -394,3 +394,13 @@ def write_results(out_dir: str | Path, res: ImbalanceResult) -> dict[str, Path]:
     write_text(paths["vs_n"], res.vs_n.to_csv(index=False))
     write_text(paths["vs_strength"], res.vs_strength.to_csv(index=False))
     return paths
+
+
+def headline(res: ImbalanceResult) -> dict[str, str]:
+    """The two figures the report index shows: balancing quality, and the rarest class's natural vs served share."""
+    s = res.summary()
+    return {
+        "balancing quality (balanced / uniform)": f"{s['quality_balanced']:.2f} / {s['quality_uniform']:.2f}",
+        f"rarest class {s['rarest_class']}: share natural / served":
+            f"{s['rarest_share_natural']:.1%} / {s['rarest_share_balanced']:.1%}",
+    }

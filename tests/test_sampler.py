@@ -304,13 +304,14 @@ def test_notebook_02_runs(tmp_path: Path):
     nb = Path(__file__).resolve().parents[1] / "notebooks" / "02_imbalance.ipynb"
     pm.execute_notebook(str(nb), str(tmp_path / "02.ipynb"), cwd=str(nb.parent), kernel_name="python3",
                         progress_bar=False,
-                        parameters={"data": str(root), "patch_size": 32, "n_patches": 200, "out_dir": str(out)})
-    summary = json.loads((out / "imbalance.json").read_text())
+                        parameters={"data": str(root), "patch_size": 32, "n_patches": 200, "run_dir": str(out)})
+    summary = json.loads((out / "imbalance" / "imbalance.json").read_text())
+    assert "balancing quality (balanced / uniform)" in json.loads((out / "headlines" / "02_imbalance.json").read_text())
     for key in ("quality_balanced", "quality_uniform", "rarest_share_balanced", "rarest_share_uniform"):
         assert 0 <= summary[key] <= 1
     assert summary["quality_balanced"] > summary["quality_uniform"]
     assert set(summary["shares"]["balanced"]) == {"BG", "Ccp", "Gl"}
-    assert (out / "imbalance_vs_n.csv").exists()
+    assert (out / "imbalance" / "imbalance_vs_n.csv").exists()
 
 
 def test_state_dict_roundtrip():
