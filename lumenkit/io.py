@@ -22,6 +22,9 @@ MAX_PIXELS: int = 120_000_000
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def target_size(size: tuple[int, int], factor: float) -> tuple[int, int]:
     """Size ``(width, height)`` after scaling by ``factor``, rounded half up, at least 1 px."""
@@ -244,6 +247,7 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
             yield f
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the permissions open() would
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

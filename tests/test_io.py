@@ -150,3 +150,11 @@ def test_atomic_write_keeps_old_file_on_error(tmp_path):
         raise RuntimeError("boom")
     assert p.read_text().strip().startswith("{")
     assert os.listdir(tmp_path) == ["out.json"]
+
+
+def test_atomic_write_gives_normal_permissions(tmp_path):
+    p = tmp_path / "perm.txt"
+    write_json(p, {})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert p.stat().st_mode & 0o777 == 0o666 & ~umask
