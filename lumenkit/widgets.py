@@ -87,6 +87,7 @@ class Explorer:
         self.message = w.HTML()
         self.toggles: dict[int, Any] = {}
         self.toggle_box = w.HBox(layout=w.Layout(flex_flow="row wrap"))
+        self.toggle_box.add_class("lumenkit-minerals")
         self.identify = w.Button(description="Identify", disabled=self.ckpt is None, icon="search")
         self.upload = w.FileUpload(accept=".jpg,.jpeg,.png,.tif,.tiff", multiple=False, disabled=self.ckpt is None,
                                    description="New image")
