@@ -115,7 +115,87 @@ def _run_evaluate(a: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_synth, _add_info, _add_evaluate, _add_report]
+# -- train ----------------------------------------------------------------------------------------
+def _class_set(text: str) -> str | list[int]:
+    if "," in text or text.isdigit():
+        try:
+            return [int(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"class set must be a name (S1) or codes (0,1,2), got {text!r}") from None
+    return text
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train the residual U-Net (also under torchrun --nproc-per-node N)")
+    p.add_argument("--data", required=True, help="dataset folder in LumenStone layout (uses split train)")
+    p.add_argument("--out", default="runs/run", help="run folder (default runs/run)")
+    p.add_argument("--class-set", type=_class_set, default=None, help="S1, S2, S3, ALL or codes 0,1,2")
+    p.add_argument("--scale", type=float, default=None, help="training scale vs native ×100 (default: stored)")
+    p.add_argument("--epochs", type=int, default=None, help="maximum epochs (default 50, unlimited with --minutes)")
+    p.add_argument("--minutes", type=float, default=None, help="time budget in minutes incl. validation")
+    p.add_argument("--patches-per-epoch", type=int, default=512, help="patches per epoch (default 512)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--width", type=int, default=16, help="channels of the first level f (default 16)")
+    p.add_argument("--depth", type=int, default=4, help="encoder levels (default 4)")
+    p.add_argument("--patch-size", type=int, default=256, help="patch side in px (default 256)")
+    p.add_argument("--batch-size", type=int, default=8, help="patches per step per process (default 8)")
+    p.add_argument("--n-val", type=int, default=10, help="validation images carved from train (default 10)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader workers per process (default 0)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
+    p.add_argument("--overwrite", action="store_true", help="start afresh in a folder that holds a run")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(a: argparse.Namespace) -> int:
+    from .train import TrainConfig, train
+
+    epochs = a.epochs if a.epochs is not None else (10**6 if a.minutes else 50)
+    cfg = TrainConfig(
+        data=a.data, out=a.out, class_set=a.class_set, scale=a.scale, epochs=epochs, minutes=a.minutes,
+        patches_per_epoch=a.patches_per_epoch, seed=a.seed, width=a.width, depth=a.depth, patch_size=a.patch_size,
+        batch_size=a.batch_size, n_val=a.n_val, device=a.device, workers=a.workers, resume=a.resume,
+        overwrite=a.overwrite, quiet=a.quiet,
+    )
+    result = train(cfg)
+    if result.rank == 0:
+        state = "interrupted" if result.interrupted else "done"
+        print(f"{state}: best val mIoU {result.best_miou:.3f}; {result.model_path} (resume from {result.last_path})")
+    return 130 if result.interrupted else 0
+
+
+# -- predict --------------------------------------------------------------------------------------
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="predict masks, overlays, confidence and composition for images")
+    p.add_argument("paths", nargs="+", help="image files and/or folders (searched recursively)")
+    p.add_argument("--model", required=True, help="checkpoint, e.g. RUN/model.pt")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--scale", type=float, default=None,
+                   help="scale of the inputs vs native ×100 (default: from dataset.yaml, else 1.0)")
+    p.add_argument("--tile", type=int, default=512, help="window side in px at model scale (default 512)")
+    p.add_argument("--margin", type=int, default=64, help="context cropped from each window side (default 64)")
+    p.add_argument("--tta", action="store_true", help="average over flips and rotations (8× slower)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_predict)
+
+
+def _run_predict(a: argparse.Namespace) -> int:
+    from .infer import predict_files
+
+    def report(path: str, message: str) -> None:
+        print(f"lumenkit: skipped {message}" if message.startswith(path) else f"lumenkit: skipped {path}: {message}",
+              file=sys.stderr)
+
+    rep = predict_files(a.model, a.paths, a.out, scale=a.scale, tile=a.tile, margin=a.margin, tta=a.tta,
+                        progress=not a.quiet, on_error=report)
+    print(f"predicted {len(rep.composition)} image(s) into {rep.out}; {len(rep.failures)} failed")
+    return 0 if rep.ok else 1
+
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_synth, _add_info, _add_evaluate, _add_report, _add_train, _add_predict,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -60,20 +60,18 @@ def tta_transforms(mode: bool | str | None) -> list[Transform]:
     return out
 
 
-def _axis_layout(length: int, core: int, margin: int, stride: int) -> tuple[list[int], int, int]:
-    """Core starts along one axis, the window length, and the padded length (all in pixels).
+def _axis_layout(length: int, core: int, margin: int, stride: int) -> tuple[list[int], int, int, int]:
+    """Core starts along one axis, the core and window lengths, and the padded length (all in pixels).
 
-    Every start is a multiple of ``stride`` so that pooling grids line up with a single-pass prediction.
+    The fewest cores of at most ``core`` px cover the axis, shrunk evenly (so a 425-px side with 384-px cores gets
+    two 224-px cores, not two 384-px ones). Every start is a multiple of ``stride``, so pooling grids line up with a
+    single-pass prediction; ``2 * margin`` must be a multiple of ``stride``.
     """
-    if length <= core:
-        window = _round_up(length + 2 * margin, stride)
-        return [0], window, window
-    starts = list(range(0, length - core, core))
-    last = _round_up(length - core, stride)
-    if last > starts[-1]:
-        starts.append(last)
-    window = core + 2 * margin
-    return starts, window, starts[-1] + window
+    n = -(-length // core)
+    even = _round_up(-(-length // n), stride)
+    starts = [i * even for i in range(n)]
+    window = even + 2 * margin
+    return starts, even, window, starts[-1] + window
 
 
 @contextlib.contextmanager
@@ -108,10 +106,11 @@ def predict_probs(
 ) -> torch.Tensor:
     """Softmax probabilities ``(K, H, W)`` (float32, CPU) of an image already at the model's scale.
 
-    The image is reflect-padded by ``margin`` and cut into square windows of side ``tile``; only each
-    window's central ``tile - 2·margin`` core is kept, so every kept pixel sees at least ``margin`` pixels of
-    context. Window origins are multiples of ``2**depth`` so results match a single pass over the whole image
-    up to the receptive field beyond the margin. Memory is bounded by ``batch`` windows plus the output.
+    The image is reflect-padded by ``margin`` and cut into equal windows of at most ``tile`` px a side (the
+    fewest that cover it); only each window's core (the window minus ``margin`` on every side) is kept, so every
+    kept pixel sees at least ``margin`` pixels of context. Window origins are multiples of ``2**depth``, so results
+    match a single pass over the whole image up to the receptive field beyond the margin. Memory is bounded by
+    ``batch`` windows plus the ``(K, H, W)`` output.
 
     Args:
         model: a lumenkit segmentation model (switched to eval mode for the call, then restored).
@@ -138,8 +137,8 @@ def predict_probs(
             f"use tile ≥ 2·margin + {stride} (e.g. tile={_round_up(2 * m + 4 * stride, stride)})"
         )
     h, w = image.shape[:2]
-    ys, wh, ph = _axis_layout(h, core, m, stride)
-    xs, ww, pw = _axis_layout(w, core, m, stride)
+    ys, core_y, wh, ph = _axis_layout(h, core, m, stride)
+    xs, core_x, ww, pw = _axis_layout(w, core, m, stride)
     padded = np.pad(image, ((m, ph - h - m), (m, pw - w - m), (0, 0)), mode="reflect" if min(h, w) > 1 else "edge")
     dev = torch.device(device) if device is not None else next(model.parameters()).device
     k = model.config["classes"]
@@ -169,7 +168,7 @@ def predict_probs(
                     prob = prob / len(transforms)
                 prob = prob.cpu()
                 for j, (y, x) in enumerate(chunk):
-                    ch, cw = min(core, h - y), min(core, w - x)
+                    ch, cw = min(core_y, h - y), min(core_x, w - x)
                     out[:, y : y + ch, x : x + cw] = prob[j, :, m : m + ch, m : m + cw]
                 if bar is not None:
                     bar.update(len(chunk))
@@ -204,8 +203,8 @@ def resize_probs(
 ) -> tuple[np.ndarray, np.ndarray, torch.Tensor | None]:
     """Bring class probabilities to ``size = (width, height)`` and reduce them to labels and confidence.
 
-    Upsampling is bilinear, done in strips of ``strip`` output rows so only one strip of full-resolution
-    probabilities exists at a time; downsampling averages areas.
+    Upsampling is bilinear (separable, PyTorch's ``align_corners=False`` convention), done in strips of ``strip``
+    output rows so only one strip of full-resolution probabilities exists at a time; downsampling averages areas.
 
     Returns:
         ``(indices, confidence, probs)``: ``(H, W)`` uint8 model indices, ``(H, W)`` float32 max probability,
@@ -221,7 +220,6 @@ def resize_probs(
         conf, idx = small.max(dim=0)
         return idx.to(torch.uint8).numpy(), conf.numpy(), small if keep_probs else None
     c0, c1, cl = _linear_weights(w, out_w)
-    cols = probs[:, :, c0] * (1 - cl) + probs[:, :, c1] * cl  # (K, h, out_w)
     r0, r1, rl = _linear_weights(h, out_h)
     idx_out = np.empty((out_h, out_w), dtype=np.uint8)
     conf_out = np.empty((out_h, out_w), dtype=np.float32)
@@ -229,7 +227,8 @@ def resize_probs(
     for s in range(0, out_h, strip):
         e = min(out_h, s + strip)
         lam = rl[s:e].view(1, -1, 1)
-        part = cols[:, r0[s:e]] * (1 - lam) + cols[:, r1[s:e]] * lam
+        rows = probs[:, r0[s:e]] * (1 - lam) + probs[:, r1[s:e]] * lam  # (K, strip, w)
+        part = rows[:, :, c0] * (1 - cl) + rows[:, :, c1] * cl  # (K, strip, out_w)
         conf, idx = part.max(dim=0)
         idx_out[s:e] = idx.to(torch.uint8).numpy()
         conf_out[s:e] = conf.numpy()
@@ -324,13 +323,14 @@ def collect_images(paths: Sequence[str | Path], exclude: Path | None = None) -> 
 
     Files given by name are kept whatever their suffix (a bad one is reported when read); in folders only
     ``.jpg/.jpeg/.png/.tif/.tiff`` files count, hidden files and ``exclude`` (the output folder) are skipped.
+    A folder in LumenStone layout (with an ``imgs`` subfolder) is searched under ``imgs`` only, not its masks.
     """
     files: list[Path] = []
     missing: list[str] = []
     ex = exclude.resolve() if exclude is not None else None
     for p in map(Path, paths):
         if p.is_dir():
-            for f in sorted(p.rglob("*")):
+            for f in sorted((p / "imgs" if (p / "imgs").is_dir() else p).rglob("*")):
                 if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file() and not f.name.startswith("."):
                     if ex is not None and ex in f.resolve().parents:
                         continue

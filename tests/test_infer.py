@@ -89,7 +89,7 @@ def test_same_scale_matches_predict_probs(model, image):
 def test_resize_probs_matches_bilinear_interpolate():
     torch.manual_seed(0)
     p = torch.softmax(torch.randn(4, 13, 17), 0)
-    idx, conf, full = resize_probs(p, (40, 31), strip=5, keep_probs=True)
+    idx, _conf, full = resize_probs(p, (40, 31), strip=5, keep_probs=True)
     ref = torch.nn.functional.interpolate(p[None], size=(31, 40), mode="bilinear", align_corners=False)[0]
     assert torch.allclose(full, ref, atol=1e-6)
     np.testing.assert_array_equal(idx, ref.argmax(0).numpy())
@@ -104,3 +104,27 @@ def test_tta_runs_and_transforms_invert(model, image, mode):
     assert out["codes"].shape == (70, 90)
     with pytest.raises(ValueError, match="unknown tta"):
         tta_transforms("d8")
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 7), (17, 3), (9, 200)])
+def test_tiny_and_thin_images(model, shape):
+    img = np.random.default_rng(1).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    out = predict_image(model, img, tile=64, margin=8)
+    assert out["codes"].shape == shape and out["confidence"].shape == shape
+
+
+@pytest.mark.parametrize("size", [(48, 64), (64, 48), (100, 101), (33, 130)])
+def test_uneven_layouts_match_single_pass(model, size):
+    img = np.random.default_rng(2).integers(0, 256, (*size, 3), dtype=np.uint8)
+    single = predict_probs(model, img, tile=1024, margin=48)
+    tiled = predict_probs(model, img, tile=80, margin=24)
+    assert torch.allclose(single, tiled, atol=1e-5)
+
+
+def test_collect_images_in_a_lumenstone_folder_skips_masks(fake_dataset, tmp_path):
+    from lumenkit.infer import collect_images, scale_of
+
+    files, missing = collect_images([fake_dataset, tmp_path / "absent.jpg"])
+    assert len(files) == 8 and all("imgs" in f.parts for f in files)
+    assert missing == [f"{tmp_path / 'absent.jpg'}: no such file or folder"]
+    assert scale_of(files[0]) == 0.5 and scale_of(tmp_path / "x.jpg") == 1.0

@@ -1,4 +1,5 @@
 import pickle
+from typing import ClassVar
 
 import pytest
 import torch
@@ -22,7 +23,7 @@ class BaseModelTest:
     """Generic checks every segmentation architecture must pass (smp style); subclasses set ``arch``."""
 
     arch: str = ""
-    kwargs: dict = {}
+    kwargs: ClassVar[dict] = {}
 
     def make(self, **kw):
         torch.manual_seed(0)
@@ -73,7 +74,7 @@ class TestResUNet(BaseModelTest):
 
 class TestPlainUNet(BaseModelTest):
     arch = "resunet"
-    kwargs = {"block": "plain"}
+    kwargs: ClassVar[dict] = {"block": "plain"}
 
     def test_plain_has_no_shortcut(self):
         assert all(b.shortcut is None for b in self.make().modules() if isinstance(b, ConvBlock))
@@ -142,7 +143,7 @@ def test_checkpoint_missing_key_fails_loudly(tmp_path):
     payload = torch.load(path, weights_only=True)
     payload["state_dict"].pop("head.weight")
     torch.save(payload, path)
-    with pytest.raises(CheckpointError, match="head.weight"):
+    with pytest.raises(CheckpointError, match=r"head\.weight"):
         load_checkpoint(path)
 
 

@@ -1,0 +1,184 @@
+import os
+import signal
+import socket
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from conftest import write_fake_dataset
+
+from lumenkit.classes import ClassMap
+from lumenkit.cli import main
+from lumenkit.errors import ConfigError
+from lumenkit.io import save_image
+from lumenkit.model import Checkpoint, create_model, load_checkpoint
+from lumenkit.train import SegmentationLoss, TrainConfig, read_history, train
+
+TINY = dict(width=4, depth=2, patch_size=32, batch_size=4, patches_per_epoch=16, n_val=2, val_tile=64,
+            val_margin=8, quiet=True, threads=1)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_fake_dataset(tmp_path_factory.mktemp("train") / "fake", n_train=6, size=(96, 64))
+
+
+def adam_steps(path: Path) -> int:
+    st = load_checkpoint(path).train_state["optimizer"]["state"]
+    return int(next(iter(st.values()))["step"])
+
+
+def test_training_writes_all_outputs(data, tmp_path):
+    run = tmp_path / "run"
+    r = train(data=str(data), out=str(run), epochs=2, **TINY)
+    assert not r.interrupted and r.rank == 0 and r.world_size == 1
+    for name in ("model.pt", "last.pt", "history.csv", "config.yaml"):
+        assert (run / name).is_file(), name
+    h = read_history(run)
+    assert list(h["epoch"]) == [1, 2]
+    for col in ("train_loss", "val_loss", "val_miou", "val_pixel_acc", "iou_BG", "iou_Ccp", "iou_Gl", "lr", "seconds"):
+        assert col in h.columns
+    assert np.isfinite(h["train_loss"]).all() and h["lr"].iloc[0] == pytest.approx(1e-3)
+    best = load_checkpoint(run / "model.pt")
+    assert best.scale == 0.5 and best.class_map == ClassMap([0, 1, 2]) and best.train_state is None
+    assert best.config["val_names"] == ["tr02", "tr03"]
+    assert max(h["val_miou"]) == pytest.approx(r.best_miou)
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert cfg["seed"] == 0 and cfg["resolved"]["val_names"] == ["tr02", "tr03"]
+    assert cfg["versions"]["torch"] and cfg["resolved"]["class_codes"] == [0, 1, 2]
+    assert adam_steps(run / "last.pt") == 2 * 4  # 16 patches / batch 4 per epoch
+
+
+def test_existing_run_is_not_overwritten(data, tmp_path):
+    run = tmp_path / "run"
+    train(data=str(data), out=str(run), epochs=1, **TINY)
+    with pytest.raises(ConfigError, match=r"already holds a training run.*--resume"):
+        train(data=str(data), out=str(run), epochs=1, **TINY)
+    train(data=str(data), out=str(run), epochs=1, overwrite=True, **TINY)
+
+
+def test_interrupt_saves_resumable_state_and_resume_continues(data, tmp_path):
+    run = tmp_path / "run"
+
+    def interrupt(info):
+        if info["step"] == 6:  # mid-way through epoch 2
+            os.kill(os.getpid(), signal.SIGINT)
+
+    r = train(data=str(data), out=str(run), epochs=3, on_step=interrupt, **TINY)
+    assert r.interrupted and len(r.history) == 1
+    st = load_checkpoint(run / "last.pt").train_state
+    assert st["epoch"] == 1 and st["patches_done"] == 8 and adam_steps(run / "last.pt") == 6
+    assert signal.getsignal(signal.SIGINT) is not None  # handler restored
+
+    steps = []
+    r2 = train(data=str(data), out=str(run), epochs=3, resume=True, on_step=lambda i: steps.append(i["step"]), **TINY)
+    assert not r2.interrupted and list(r2.history["epoch"]) == [1, 2, 3]
+    assert steps == list(range(7, 13))  # continues from step 6: 2 more in epoch 2, 4 in epoch 3
+    assert adam_steps(run / "last.pt") == 12
+    assert list(pd.read_csv(run / "history.csv")["epoch"]) == [1, 2, 3]
+
+
+def test_time_budget_stops_after_a_validated_epoch(data, tmp_path):
+    r = train(data=str(data), out=str(tmp_path / "run"), epochs=100, minutes=1e-4, **TINY)
+    assert len(r.history) == 1 and (tmp_path / "run" / "model.pt").exists()
+
+
+def test_options_and_bad_config(data, tmp_path):
+    r = train(data=str(data), out=str(tmp_path / "r"), epochs=1, loss="ce+dice", class_weights="inverse_sqrt",
+              sampler="uniform", **TINY)
+    assert np.isfinite(r.history["train_loss"]).all()
+    with pytest.raises(ConfigError, match="patch_size=30 must be a positive multiple of 2\\*\\*depth=4; use 32"):
+        train(data=str(data), out=str(tmp_path / "x"), **{**TINY, "patch_size": 30})
+    with pytest.raises(ConfigError, match="unknown training option"):
+        TrainConfig.from_dict({"lr": 1e-3, "learning_rate": 1})
+
+
+def test_loss_of_all_ignored_batch_is_zero_not_nan():
+    logits = torch.randn(2, 3, 8, 8, requires_grad=True)
+    target = torch.full((2, 8, 8), 255)
+    for crit in (SegmentationLoss(), SegmentationLoss(torch.ones(3), dice_weight=1.0)):
+        loss = crit(logits, target)
+        assert float(loss.detach()) == 0.0
+        loss.backward()
+    t = torch.randint(0, 3, (2, 8, 8))
+    assert torch.allclose(SegmentationLoss()(logits, t), torch.nn.functional.cross_entropy(logits, t))
+
+
+def test_cli_train(data, tmp_path, capsys):
+    run = tmp_path / "cli_run"
+    code = main(["train", "--data", str(data), "--out", str(run), "--epochs", "1", "--width", "4", "--depth", "2",
+                 "--patch-size", "32", "--batch-size", "4", "--patches-per-epoch", "8", "--n-val", "2", "--quiet"])
+    assert code == 0 and (run / "model.pt").exists()
+    assert "best val mIoU" in capsys.readouterr().out
+    assert main(["train", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r2"), "--quiet"]) == 2
+
+
+# -- predict --------------------------------------------------------------------------------------
+@pytest.fixture
+def model_pt(tmp_path):
+    torch.manual_seed(0)
+    m = create_model(width=4, depth=2, classes=3)
+    return Checkpoint(m.eval(), ClassMap([0, 1, 2]), scale=0.5).save(tmp_path / "model.pt")
+
+
+def test_cli_predict_writes_outputs_and_survives_a_corrupt_file(data, model_pt, tmp_path, capsys):
+    inputs = tmp_path / "new"
+    rng = np.random.default_rng(0)
+    save_image(rng.integers(0, 256, (40, 70, 3), dtype=np.uint8), inputs / "a.png")
+    save_image(rng.integers(0, 256, (50, 30, 3), dtype=np.uint8), inputs / "sub" / "b.jpg")
+    (inputs / "broken.jpg").write_bytes(b"\xff\xd8 definitely not a jpeg")
+    out = tmp_path / "pred"
+    code = main(["predict", "--model", str(model_pt), "--out", str(out), "--quiet", "--tile", "64", "--margin", "8",
+                 str(inputs), str(data / "imgs" / "test" / "te00.png")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.count("skipped") == 1 and "broken.jpg" in err and "\n" not in err.strip()
+    for name, shape in (("a", (40, 70)), ("b", (50, 30)), ("te00", (64, 96))):
+        mask = np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(out / f"{name}.png"))
+        assert mask.shape == shape and set(np.unique(mask)) <= {0, 1, 2}
+        assert (out / "overlays" / f"{name}.jpg").exists() and (out / "confidence" / f"{name}.png").exists()
+    comp = pd.read_csv(out / "composition.csv")
+    assert sorted(comp["image"]) == ["a", "b", "te00"]
+    assert np.allclose(comp[["BG", "Ccp", "Gl"]].sum(axis=1), 100.0, atol=0.01)
+    # scale: from the dataset's dataset.yaml (0.5) for te00, default 1.0 elsewhere
+    assert dict(zip(comp["image"], comp["scale"])) == {"a": 1.0, "b": 1.0, "te00": 0.5}
+
+
+def test_cli_predict_bad_model_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "model.pt"
+    bad.write_text("nope")
+    assert main(["predict", "--model", str(bad), "--out", str(tmp_path / "o"), str(tmp_path)]) == 2
+    assert "not a readable lumenkit checkpoint" in capsys.readouterr().err
+
+
+# -- distributed ------------------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, data: str, out: str, dump: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world))
+    r = train(data=data, out=out, epochs=2, device="cpu", **TINY)
+    torch.save({k: v.detach().clone() for k, v in r.model.state_dict().items()}, f"{dump}/rank{rank}.pt")
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_keep_identical_parameters(data, tmp_path):
+    import torch.multiprocessing as mp
+
+    out = tmp_path / "ddp"
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(data), str(out), str(tmp_path)), nprocs=2, join=True)
+    a, b = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    for k in a:
+        if k.endswith("num_batches_tracked"):
+            continue
+        assert torch.equal(a[k], b[k]), k
+    h = read_history(out)
+    assert list(h["epoch"]) == [1, 2] and h["patches"].iloc[0] == 16  # 8 per rank
+    assert adam_steps(out / "last.pt") == 2 * 2  # 8 patches per rank / batch 4, two epochs
