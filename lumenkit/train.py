@@ -49,6 +49,24 @@ RUN_CONTROL_FIELDS: tuple[str, ...] = (
 """Fields a resumed run takes from the new configuration; everything else comes from ``last.pt``."""
 
 
+def config_differences(saved: TrainConfig, new: TrainConfig) -> list[str]:
+    """Settings of ``new`` that conflict with a saved run: set to a non-default value that differs from ``saved``.
+
+    Run-control fields (paths, budget, threads, ...) may change on resume; a field left at its default means
+    "as saved".
+    """
+    defaults = TrainConfig()
+    out = []
+    for f in dataclasses.fields(TrainConfig):
+        k = f.name
+        if k in RUN_CONTROL_FIELDS:
+            continue
+        now, was = getattr(new, k), getattr(saved, k)
+        if now != getattr(defaults, k) and now != was:
+            out.append(f"{k}: saved {was!r}, now {now!r}")
+    return out
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a training run (written to ``RUN/config.yaml``).
@@ -445,6 +463,12 @@ def train(
         if not resumed.train_state:
             raise ConfigError(f"{last_path}: holds no training state to resume; start a new run with another --out")
         saved = TrainConfig.from_dict(resumed.config["train"], source=str(last_path))
+        diffs = config_differences(saved, cfg)
+        if diffs:
+            raise ConfigError(
+                f"{last_path}: cannot resume with a different configuration ({'; '.join(diffs)}); drop those "
+                "options to continue the saved run, or start afresh with overwrite=True (--overwrite) or another out"
+            )
         cfg = dataclasses.replace(saved, **{k: getattr(cfg, k) for k in RUN_CONTROL_FIELDS})
     elif last_path.exists() and not cfg.overwrite:
         raise ConfigError(

@@ -60,6 +60,16 @@ def test_existing_run_is_not_overwritten(data, tmp_path):
     train(data=str(data), out=str(run), epochs=1, overwrite=True, **TINY)
 
 
+def test_resume_with_an_incompatible_config_is_refused_listing_differences(data, tmp_path):
+    run = tmp_path / "run"
+    train(data=str(data), out=str(run), epochs=1, **TINY)
+    other = {**TINY, "width": 8, "lr": 0.01}
+    with pytest.raises(ConfigError, match=r"cannot resume.*width: saved 4, now 8.*lr: saved 0.001, now 0.01"):
+        train(data=str(data), out=str(run), epochs=2, resume=True, **other)
+    r = train(data=str(data), out=str(run), epochs=2, resume=True, **TINY)  # same settings, longer budget: fine
+    assert list(r.history["epoch"]) == [1, 2]
+
+
 def test_interrupt_saves_resumable_state_and_resume_continues(data, tmp_path):
     run = tmp_path / "run"
 
