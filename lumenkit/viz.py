@@ -202,3 +202,27 @@ def plot_confidence(confidence: Any) -> Any:
     ax.legend(frameon=False)
     ax.set_title("Error rate against confidence")
     return fig
+
+
+def plot_history(history: Any) -> Any:
+    """Training curves from ``history.csv``: losses, learning rate, validation IoU per class; returns the Figure."""
+    import matplotlib.pyplot as plt
+
+    h = history
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4), constrained_layout=True)
+    axes[0].plot(h["epoch"], h["train_loss"], "o-", label="train")
+    axes[0].plot(h["epoch"], h["val_loss"], "o-", label="validation")
+    axes[0].set_title("loss")
+    axes[0].legend(frameon=False)
+    axes[1].plot(h["epoch"], h["lr"], "o-")
+    axes[1].set_yscale("log")
+    axes[1].set_title("learning rate (×0.1 on plateau of the validation loss)")
+    for col in [c for c in h.columns if c.startswith("iou_")]:
+        axes[2].plot(h["epoch"], h[col], "-", color=_colour_of(col[4:]), label=col[4:], lw=1.5)
+    axes[2].plot(h["epoch"], h["val_miou"], "k-o", lw=2.5, label="mean")
+    axes[2].set_ylim(0, 1)
+    axes[2].set_title("validation IoU")
+    axes[2].legend(fontsize=8, ncol=2, frameon=False)
+    for ax in axes:
+        ax.set_xlabel("epoch")
+    return fig
