@@ -5,6 +5,7 @@ from .data import DatasetInfo, LumenStoneDataset, open_splits, validation_split
 from .errors import (
     BadImageError,
     BadMaskError,
+    CheckpointError,
     ConfigError,
     DatasetNotFoundError,
     EmptySplitError,
@@ -21,6 +22,7 @@ __all__ = [
     "BadMaskError",
     "CATALOGUE",
     "CLASS_SETS",
+    "CheckpointError",
     "ClassMap",
     "ConfigError",
     "DatasetInfo",

@@ -37,3 +37,7 @@ class UnknownClassError(LumenkitError, ValueError):
 
 class ConfigError(LumenkitError, ValueError):
     """A configuration file (``dataset.yaml``, ``deposits.csv``, parameter YAML) is malformed."""
+
+
+class CheckpointError(LumenkitError, ValueError):
+    """A checkpoint file is missing, not a lumenkit checkpoint, or its weights do not fit its architecture."""

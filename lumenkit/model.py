@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .classes import ClassMap
-from .errors import LumenkitError
+from .errors import CheckpointError
 from .io import atomic_write
 
 BLOCKS: tuple[str, ...] = ("residual", "plain")
@@ -27,10 +27,6 @@ DEFAULT_STD: tuple[float, float, float] = (64.0, 64.0, 64.0)
 
 CHECKPOINT_FORMAT = "lumenkit-checkpoint"
 CHECKPOINT_VERSION = 1
-
-
-class CheckpointError(LumenkitError, ValueError):
-    """A checkpoint file is missing, not a lumenkit checkpoint, or its weights do not fit its architecture."""
 
 
 # -- building blocks ------------------------------------------------------------------------------
