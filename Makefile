@@ -38,8 +38,9 @@ install: $(STAMP)
 lint: install
 	$(PY) -m ruff check .
 
-test: install lint
+test: install lint data
 	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest --nbval-lax notebooks/ -p no:cacheprovider
 
 test-fast: install
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
@@ -54,7 +55,10 @@ report: data
 
 bench: install
 	$(PY) benchmarks/bench_synth.py
-	$(PY) benchmarks/bench_loader.py
+	$(PY) benchmarks/bench_sampler.py
+	$(PY) benchmarks/bench_model.py
+	$(PY) benchmarks/bench_infer.py
+	$(PY) benchmarks/bench_metrics.py
 
 clean:
 	rm -rf reports/*/ .pytest_cache
