@@ -1,9 +1,11 @@
 """Synthetic polished sections: ore textures of Pb–Zn–Cu and Cu–Ni deposits rendered as reflected-light images.
 
-The generator paints a map of LumenStone class codes (the mask) from a two-level grain mosaic and a list of
-ore textures per deposit (euhedral crystals, exsolution blebs, flames, rims, interstitial fills, veinlets,
-cracks, pits), then renders it as a microscope would show it (per-grain tint, mottling, relief halos, polishing
-scratches, defocus, vignetting, white-balance drift, camera noise). Colours are calibrated on the real
+The generator paints a map of LumenStone class codes (the mask) from competing smooth random fields (a few
+large, coherent grains and aggregates with smooth, irregular boundaries, plus small satellite grains) and a list
+of ore textures per deposit (euhedral crystals, exsolution blebs, flames, rims, interstitial fills, pinching
+veinlets, cracks, pits), then renders it as a microscope would show it (per-grain tint, mottling, relief halos,
+contact grooves, galena cleavage pits, polishing scratches, mixed pixels at contacts, defocus, vignetting and
+uneven illumination, exposure and white-balance drift, camera noise). Colours are calibrated on the real
 LumenStone sample (see :mod:`lumenkit.calibration` and ``scripts/calibrate_synth.py``).
 
 Lengths in deposit definitions are in pixels at scale 0.5 (the real sample's ×0.5 images); a section rendered
@@ -76,15 +78,15 @@ class Phase:
 
 PHASES: Mapping[int, Phase] = MappingProxyType({
     0: Phase(0, (44.0, 43.0, 40.0), grain_var=0.15, mottle=0.12),  # gangue / resin; holes rendered black
-    1: Phase(1, (188.0, 165.0, 125.0), grain_var=0.03, mottle=0.04),  # chalcopyrite
-    2: Phase(2, (155.0, 151.0, 143.0), grain_var=0.02, mottle=0.03),  # galena
-    3: Phase(3, (115.0, 107.0, 103.0), grain_var=0.03, mottle=0.03, hard=True),  # magnetite
-    4: Phase(4, (149.0, 122.0, 106.0), grain_var=0.05, mottle=0.06),  # bornite
-    5: Phase(5, (193.0, 174.0, 156.0), grain_var=0.05, mottle=0.03),  # pyrrhotite
-    6: Phase(6, (196.0, 180.0, 159.0), grain_var=0.02, mottle=0.03, hard=True),  # pyrite
-    7: Phase(7, (202.0, 182.0, 159.0), grain_var=0.02, mottle=0.03, hard=True),  # pentlandite
-    8: Phase(8, (116.0, 113.0, 109.0), grain_var=0.03, mottle=0.04),  # sphalerite
-    11: Phase(11, (161.0, 160.0, 156.0), grain_var=0.02, mottle=0.03),  # tennantite–tetrahedrite
+    1: Phase(1, (205.0, 181.0, 142.0), grain_var=0.03, mottle=0.06),  # chalcopyrite
+    2: Phase(2, (162.0, 158.0, 156.0), grain_var=0.04, mottle=0.08),  # galena
+    3: Phase(3, (124.0, 118.0, 115.0), grain_var=0.03, mottle=0.05, hard=True),  # magnetite
+    4: Phase(4, (156.0, 130.0, 113.0), grain_var=0.05, mottle=0.09),  # bornite
+    5: Phase(5, (199.0, 183.0, 160.0), grain_var=0.03, mottle=0.025),  # pyrrhotite
+    6: Phase(6, (198.0, 182.0, 162.0), grain_var=0.03, mottle=0.06, hard=True),  # pyrite
+    7: Phase(7, (215.0, 201.0, 176.0), grain_var=0.03, mottle=0.06, hard=True),  # pentlandite
+    8: Phase(8, (118.0, 117.0, 114.0), grain_var=0.03, mottle=0.05),  # sphalerite
+    11: Phase(11, (171.0, 171.0, 166.0), grain_var=0.03, mottle=0.04),  # tennantite–tetrahedrite
 })
 """Rendering parameters per class code (the codes the generator can paint)."""
 
@@ -134,9 +136,12 @@ class Deposit:
         name: descriptive name.
         association: ``"S1"`` (Pb–Zn–Cu) or ``"S2"`` (Cu–Ni).
         composition: requested modal composition, ``{code: area share}`` summing to 1 (over many images).
-        grain_size: median diameter of host-mosaic grains, px at ×0.5.
-        domain_size: diameter of coarse domains (each with its own grain size), px at ×0.5.
-        coherence: probability that a grain takes its domain's dominant mineral (monomineralic patches).
+        grain_size: median diameter of crystals inside a host region (per-grain tint, grain boundaries for
+            granular textures) and scale of the lobes on region boundaries, px at ×0.5.
+        domain_size: scale of the host regions (twice the correlation length of the phase fields), px at
+            ×0.5: larger values give fewer, larger grains and aggregates.
+        coherence: 1 − weight of the grain-scale field in the phase competition: lower values give more
+            lobate boundaries and more small satellite grains.
         variability: Dirichlet concentration of per-image compositions (small = images differ more).
         textures: textures painted over the mosaic, in order.
         gangue: base colour of the gangue in this deposit (sRGB).
@@ -174,19 +179,19 @@ class Deposit:
         return tuple(sorted(set(self.composition) | {0}))
 
 
-_S1_GANGUE = (46.0, 44.0, 42.0)
-_S2_GANGUE = (65.0, 61.0, 58.0)
-_S2_COLOURS = MappingProxyType({1: (199.0, 177.0, 140.0)})  # Cu–Ni chalcopyrite is brighter
+_S1_GANGUE = (46.0, 45.0, 43.0)
+_S2_GANGUE = (67.0, 64.0, 60.0)
+_S2_COLOURS = MappingProxyType({1: (223.0, 200.0, 160.0)})  # Cu–Ni chalcopyrite is brighter
 
 DEPOSITS: Mapping[str, Deposit] = MappingProxyType({d.key: d for d in (
     Deposit(
         "pbzn_a", "Fine-grained sphalerite–galena ore (SEDEX type)", "S1",
         {0: 0.31, 8: 0.356, 2: 0.15, 6: 0.14, 1: 0.01, 11: 0.028, 4: 0.006},
-        grain_size=30, domain_size=260, gangue=_S1_GANGUE,
+        grain_size=30, domain_size=700, gangue=_S1_GANGUE,
         textures=(
-            Texture("crystals", 6, 0.09, size=9, spread=0.8, cluster=0.6, shape="cubic"),
+            Texture("crystals", 6, 0.035, size=8, spread=0.8, cluster=0.7, shape="cubic"),
             Texture("blebs", 1, 0.005, hosts=(8,), size=2.5, spread=0.5, cluster=0.8),
-            Texture("veinlets", 2, 0.02, hosts=(8, 0), size=4, spread=0.4),
+            Texture("veinlets", 2, 0.008, hosts=(8, 0), size=4, spread=0.4),
             Texture("interstitial", 11, 0.015, hosts=(0, 8), around=(6,), size=5),
             Texture("pits", 0, 0.008, hosts=(6, 8, 2), size=4, spread=0.7),
         ),
@@ -194,12 +199,12 @@ DEPOSITS: Mapping[str, Deposit] = MappingProxyType({d.key: d for d in (
     ),
     Deposit(
         "pyr_b", "Massive pyrite with interstitial base metals (VMS type)", "S1",
-        {0: 0.27, 6: 0.50, 8: 0.134, 2: 0.04, 1: 0.012, 11: 0.034, 4: 0.01},
-        grain_size=40, domain_size=360, gangue=_S1_GANGUE,
+        {0: 0.274, 6: 0.50, 8: 0.134, 2: 0.04, 1: 0.008, 11: 0.034, 4: 0.01},
+        grain_size=40, domain_size=720, gangue=_S1_GANGUE,
         textures=(
-            Texture("crystals", 6, 0.40, size=45, spread=0.9, cluster=0.5, shape="pyritohedral"),
+            Texture("crystals", 6, 0.14, size=36, spread=0.9, cluster=0.6, shape="pyritohedral"),
             Texture("interstitial", 11, 0.025, hosts=(0, 8, 2), around=(6,), size=10),
-            Texture("interstitial", 1, 0.008, hosts=(0, 8), around=(6,), size=8),
+            Texture("interstitial", 1, 0.006, hosts=(0, 8), around=(6,), size=8),
             Texture("cracks", 0, 0.01, hosts=(6,), size=1.5, spread=0.4),
             Texture("pits", 0, 0.01, hosts=(6,), size=5, spread=0.8),
         ),
@@ -207,11 +212,11 @@ DEPOSITS: Mapping[str, Deposit] = MappingProxyType({d.key: d for d in (
     ),
     Deposit(
         "cutnt_c", "Tennantite–bornite copper ore", "S1",
-        {0: 0.34, 11: 0.13, 4: 0.12, 6: 0.18, 8: 0.148, 1: 0.018, 2: 0.064},
-        grain_size=50, domain_size=320, gangue=_S1_GANGUE,
+        {0: 0.30, 11: 0.11, 4: 0.20, 6: 0.17, 8: 0.12, 1: 0.018, 2: 0.082},
+        grain_size=50, domain_size=760, gangue=_S1_GANGUE,
         textures=(
-            Texture("crystals", 6, 0.12, size=22, spread=0.8, cluster=0.4, shape="cubic"),
-            Texture("rims", 11, 0.06, hosts=(0, 8, 4, 2), around=(6, 8), size=6),
+            Texture("crystals", 6, 0.06, size=22, spread=0.8, cluster=0.5, shape="cubic"),
+            Texture("rims", 11, 0.04, hosts=(0, 8, 4, 2), around=(6, 8), size=6),
             Texture("lamellae", 1, 0.006, hosts=(4,), size=1.0, spread=0.2),
             Texture("blebs", 2, 0.01, hosts=(11, 4), size=6, spread=0.6, elongation=1.5),
             Texture("pits", 0, 0.006, size=4, spread=0.7),
@@ -221,12 +226,12 @@ DEPOSITS: Mapping[str, Deposit] = MappingProxyType({d.key: d for d in (
     Deposit(
         "znpb_d", "Coarse sphalerite–galena–pyrite vein ore", "S1",
         {0: 0.31, 8: 0.296, 2: 0.11, 6: 0.24, 11: 0.025, 1: 0.012, 4: 0.007},
-        grain_size=90, domain_size=420, gangue=_S1_GANGUE,
+        grain_size=90, domain_size=900, gangue=_S1_GANGUE,
         textures=(
-            Texture("crystals", 6, 0.16, size=30, spread=1.0, cluster=0.6, shape="cubic"),
+            Texture("crystals", 6, 0.07, size=30, spread=1.0, cluster=0.6, shape="cubic"),
             Texture("blebs", 1, 0.004, hosts=(8,), size=3, spread=0.6, cluster=0.85),
             Texture("veinlets", 1, 0.004, size=2.5, spread=0.4),
-            Texture("veinlets", 2, 0.02, hosts=(8, 0, 11), size=5, spread=0.5),
+            Texture("veinlets", 2, 0.01, hosts=(8, 0, 11), size=5, spread=0.5),
             Texture("rims", 11, 0.015, hosts=(0, 2), around=(8,), size=4),
             Texture("cracks", 0, 0.006, hosts=(6,), size=1.5),
             Texture("pits", 0, 0.006, hosts=(2, 8, 6), size=5, spread=0.8),
@@ -235,25 +240,25 @@ DEPOSITS: Mapping[str, Deposit] = MappingProxyType({d.key: d for d in (
     ),
     Deposit(
         "cuni_e", "Massive pyrrhotite–pentlandite ore (Norilsk type)", "S2",
-        {0: 0.31, 5: 0.505, 7: 0.14, 1: 0.035, 3: 0.01},
-        grain_size=70, domain_size=400, gangue=_S2_GANGUE, holes=0.05, colours=_S2_COLOURS,
+        {0: 0.317, 5: 0.505, 7: 0.14, 1: 0.028, 3: 0.01},
+        grain_size=70, domain_size=900, gangue=_S2_GANGUE, holes=0.05, colours=_S2_COLOURS,
         textures=(
-            Texture("flames", 7, 0.03, hosts=(5,), size=14, spread=0.5, elongation=6, cluster=0.5),
-            Texture("blebs", 7, 0.07, hosts=(5, 1), size=16, spread=0.6, at_boundary=True, cluster=0.5),
-            Texture("veinlets", 1, 0.02, hosts=(5, 0), size=5, spread=0.5),
-            Texture("crystals", 3, 0.007, hosts=(0, 5), size=12, spread=0.7, shape="octahedral"),
+            Texture("flames", 7, 0.025, hosts=(5,), size=14, spread=0.5, elongation=6, cluster=0.6),
+            Texture("blebs", 7, 0.095, hosts=(5, 1), size=22, spread=0.6, at_boundary=True, cluster=0.7),
+            Texture("veinlets", 1, 0.015, hosts=(5, 0), size=5, spread=0.5),
+            Texture("crystals", 3, 0.01, hosts=(0, 5), size=12, spread=0.7, cluster=0.4, shape="octahedral"),
             Texture("cracks", 0, 0.01, hosts=(5, 7), size=1.8, spread=0.4),
         ),
         description="pyrrhotite with pentlandite flames and granular chains, chalcopyrite veinlets",
     ),
     Deposit(
         "cuni_f", "Disseminated chalcopyrite–pyrrhotite ore in silicates", "S2",
-        {0: 0.64, 1: 0.055, 5: 0.22, 7: 0.07, 3: 0.015},
-        grain_size=35, domain_size=300, gangue=_S2_GANGUE, holes=0.05, colours=_S2_COLOURS,
+        {0: 0.655, 1: 0.04, 5: 0.22, 7: 0.07, 3: 0.015},
+        grain_size=35, domain_size=700, gangue=_S2_GANGUE, holes=0.05, colours=_S2_COLOURS,
         textures=(
-            Texture("blebs", 7, 0.03, hosts=(5, 1), size=10, spread=0.6, at_boundary=True),
-            Texture("flames", 7, 0.01, hosts=(5,), size=10, spread=0.5, elongation=5),
-            Texture("crystals", 3, 0.01, hosts=(0,), size=10, spread=0.7, cluster=0.5, shape="octahedral"),
+            Texture("blebs", 7, 0.05, hosts=(5, 1), size=10, spread=0.6, at_boundary=True),
+            Texture("flames", 7, 0.015, hosts=(5,), size=10, spread=0.5, elongation=5),
+            Texture("crystals", 3, 0.015, hosts=(0,), size=10, spread=0.7, cluster=0.5, shape="octahedral"),
             Texture("cracks", 0, 0.01, hosts=(5, 1), size=1.5),
         ),
         description="sulphide blebs (pyrrhotite, chalcopyrite, pentlandite) and magnetite in silicate gangue",
@@ -300,79 +305,96 @@ def _sizes(rng: np.random.Generator, median: float, spread: float, n: int) -> np
     return median * np.exp(spread * rng.standard_normal(n))
 
 
-# -- mosaic ---------------------------------------------------------------------------------------
-def _mosaic(
-    shape: tuple[int, int], dep: Deposit, u: float, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Two-level grain mosaic: coarse domains, each cut into grains of its own size.
+# -- host map -------------------------------------------------------------------------------------
+def _host_map(
+    shape: tuple[int, int], dep: Deposit, targets: Mapping[int, float], u: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Host phases as competing smooth random fields: coherent grains and aggregates with smooth boundaries.
+
+    Every host phase gets a smooth Gaussian field (a domain-scale component plus a weaker grain-scale one
+    that makes boundaries lobate and adds small satellite grains); each pixel takes the phase whose field,
+    plus a per-phase bias, is highest. The biases are tuned on a coarse grid so that the area shares
+    approach ``targets``; the fields are then upsampled bilinearly, so boundaries are smooth at the pixel
+    scale (iso-contours of smooth fields), never blocky or speckled.
 
     Returns:
-        ``(cells, coarse_cells, cell_domain)``: full-resolution cell ids (int32), the cell ids on the coarse
-        grid, and the domain of each cell.
+        ``(H, W)`` uint8 class codes.
+    """
+    h, w = shape
+    codes = [c for c, v in targets.items() if v > 0]
+    if len(codes) == 1:
+        return np.full(shape, codes[0], dtype=np.uint8)
+    g = max(2, round(4 * u))
+    ch, cw = -(-h // g) + 1, -(-w // g) + 1
+    big = 0.5 * dep.domain_size * u / g
+    small = 0.5 * dep.grain_size * u / g
+    rough = 0.6 * (1.0 - dep.coherence)
+    # the gangue is the matrix: a longer correlation length keeps it one connected network more often
+    fields = np.stack([
+        _noise((ch, cw), big * (1.4 if c == 0 else 1.0), rng) + rough * _noise((ch, cw), small, rng) for c in codes
+    ])
+    want = np.array([targets[c] for c in codes], dtype=np.float64)
+    want /= want.sum()
+    bias = _tune_bias(fields[:, ::2, ::2] if ch * cw > 40_000 else fields, want)
+    out = np.zeros(shape, dtype=np.uint8)
+    best = np.full(shape, -np.inf, dtype=np.float32)
+    for c, f, b in zip(codes, fields, bias):
+        full = np.asarray(Image.fromarray(f + b, mode="F").resize((cw * g, ch * g), Image.Resampling.BILINEAR))
+        full = full[:h, :w]
+        win = full > best
+        out[win] = c
+        best = np.maximum(best, full, out=best)
+    return out
+
+
+def _tune_bias(fields: np.ndarray, want: np.ndarray, iters: int = 300) -> np.ndarray:
+    """Biases ``(K,)`` such that ``argmax(fields + bias)`` over axis 0 gives area shares close to ``want``.
+
+    Gradient ascent on the dual of the assignment (semi-discrete optimal transport) with a decaying step;
+    returns the best biases seen (shares within 0.002 of ``want`` on frames much larger than the fields'
+    correlation length, looser on small frames where one or two domains fill the view).
+    """
+    k = len(want)
+    bias = np.zeros(k, dtype=np.float32)
+    best, best_bias = np.inf, bias.copy()
+    scale = np.sqrt(np.maximum(want, 1e-3))
+    for it in range(iters):
+        lab = np.argmax(fields + bias[:, None, None], axis=0)
+        have = np.bincount(lab.ravel(), minlength=k) / lab.size
+        err = float(np.abs(have - want).max())
+        if err < best:
+            best, best_bias = err, bias.copy()
+        if err < 0.002:
+            break
+        bias += (1.5 * 0.99**it * (want - have) / scale).astype(np.float32)
+    return best_bias
+
+
+def _grains(shape: tuple[int, int], dep: Deposit, u: float, rng: np.random.Generator) -> np.ndarray:
+    """Grain ids (int32): a warped Voronoi mosaic of grain size ``dep.grain_size`` (log-normal density).
+
+    Grains do not decide the phase (see :func:`_host_map`); they give each crystal of a phase its own
+    tint (bireflectance, orientation) and the grain boundaries where granular textures sit.
     """
     h, w = shape
     step = max(2, round(4 * u))
     ch, cw = -(-h // step), -(-w // step)
+    gs = dep.grain_size * u
+    n = int(rng.poisson(3 * h * w / gs**2)) + 2
+    seeds = rng.uniform((0, 0), (h, w), size=(n, 2))
+    dens = _noise((ch, cw), 0.5 * dep.domain_size * u / step, rng)
+    iy = np.minimum(seeds[:, 0] // step, ch - 1).astype(np.intp)
+    ix = np.minimum(seeds[:, 1] // step, cw - 1).astype(np.intp)
+    keep = rng.random(n) < np.exp(0.9 * (dens[iy, ix] - 2.5))
+    keep[:2] = True
     gy, gx = np.mgrid[0:ch, 0:cw]
     pts = np.column_stack([gy.ravel() * step + step / 2, gx.ravel() * step + step / 2])
-    # coarse domains
-    dsize = dep.domain_size * u
-    nd = max(2, int(rng.poisson(h * w / dsize**2)) + 1)
-    dseeds = rng.uniform((0, 0), (h, w), size=(nd, 2))
-    dom = cKDTree(dseeds).query(pts)[1]
-    # grain size per domain: heavy tailed; some domains are a single huge grain
-    gs = dep.grain_size * u * np.exp(0.8 * rng.standard_normal(nd))
-    gs[rng.random(nd) < 0.15] = dsize * 2
-    dens = 1.0 / gs**2
-    n_cand = int(min(4 * h * w * dens.max(), 60000))
-    cand = rng.uniform((0, 0), (h, w), size=(max(n_cand, 1), 2))
-    cd = dom[(np.minimum(cand[:, 0] // step, ch - 1) * cw + np.minimum(cand[:, 1] // step, cw - 1)).astype(int)]
-    keep = rng.random(len(cand)) < dens[cd] / dens.max()
-    seeds = np.vstack([dseeds, cand[keep]])
-    sdom = np.concatenate([np.arange(nd), cd[keep]])
-    big = 10.0 * (h + w)
-    tree = cKDTree(np.column_stack([seeds, sdom * big]))
-    coarse = tree.query(np.column_stack([pts, dom * big]))[1].reshape(ch, cw).astype(np.int32)
-    # upsample with a two-scale warp so grain boundaries are irregular, not blocky
+    coarse = cKDTree(seeds[keep]).query(pts)[1].reshape(ch, cw).astype(np.int32)
     wy = _noise((h, w), 24 * u, rng) * (5 * u) + _noise((h, w), 2.5 * u, rng) * (0.8 * step)
     wx = _noise((h, w), 24 * u, rng) * (5 * u) + _noise((h, w), 2.5 * u, rng) * (0.8 * step)
-    yy = (np.arange(h, dtype=np.float32)[:, None] + wy) / step
-    xx = (np.arange(w, dtype=np.float32)[None, :] + wx) / step
-    iy = np.clip(yy, 0, ch - 1).astype(np.intp)
-    ix = np.clip(xx, 0, cw - 1).astype(np.intp)
-    return coarse[iy, ix], coarse, sdom
-
-
-def _assign_hosts(
-    areas: np.ndarray, domains: np.ndarray, targets: dict[int, float], coherence: float, rng: np.random.Generator
-) -> np.ndarray:
-    """Give each mosaic cell a host phase so that area shares approach ``targets``."""
-    codes = np.array(list(targets), dtype=np.int64)
-    p = np.array(list(targets.values()), dtype=np.float64)
-    p = p / p.sum()
-    n = len(areas)
-    ndom = int(domains.max()) + 1
-    dominant = codes[rng.choice(len(codes), size=ndom, p=p)]
-    phase = np.where(rng.random(n) < coherence, dominant[domains], codes[rng.choice(len(codes), size=n, p=p)])
-    # greedy correction, largest deficit first, cells in random order
-    total = areas.sum()
-    want = {int(c): float(v) * total for c, v in zip(codes, p)}
-    have = {int(c): float(areas[phase == c].sum()) for c in codes}
-    order = np.argsort(-areas * rng.uniform(0.5, 1.5, n), kind="stable")
-    for i in order:
-        a = float(areas[i])
-        if a == 0:
-            continue
-        cur = int(phase[i])
-        over = have[cur] - want[cur]
-        if over < a / 2:
-            continue
-        best = max(want, key=lambda c: want[c] - have[c])
-        if want[best] - have[best] >= a / 2 and best != cur:
-            phase[i] = best
-            have[cur] -= a
-            have[best] += a
-    return phase.astype(np.uint8)
+    yy = np.clip((np.arange(h, dtype=np.float32)[:, None] + wy) / step, 0, ch - 1).astype(np.intp)
+    xx = np.clip((np.arange(w, dtype=np.float32)[None, :] + wx) / step, 0, cw - 1).astype(np.intp)
+    return coarse[yy, xx]
 
 
 def _host_targets(dep: Deposit, comp: dict[int, float], scale_t: dict[int, float]) -> dict[int, float]:
@@ -556,6 +578,8 @@ def _paint_texture(
     else:
         raise ValueError(f"unknown texture kind {t.kind!r}")
     hit = np.asarray(layer, dtype=bool) & allowed
+    if t.kind == "veinlets":  # veinlets pinch and swell out, so they rarely cut a grain in two
+        hit &= _noise((h, w), 20 * u, rng) > -0.8
     labels[hit] = t.phase
 
 
@@ -635,6 +659,9 @@ def _render(
     for c, rgb in dep.colours.items():
         lut[c] = rgb
     lut[0] = dep.gangue
+    # per-image shifts of each phase (composition of solid solutions, polish, tarnish)
+    lut[:, :] *= np.exp(rng.normal(0, 0.025, (256, 1))).astype(np.float32)
+    lut[0] *= np.float32(np.exp(rng.normal(0, 0.06)))
     img = lut[labels]
     # per-grain brightness and slight tint (bireflectance, orientation)
     ncell = int(cells.max()) + 1
@@ -644,15 +671,15 @@ def _render(
         gv[c], mo[c] = ph.grain_var, ph.mottle
     grain = rng.standard_normal(ncell).astype(np.float32)
     bright = 1 + gv[labels] * grain[cells]
-    # internal mottling, two scales
-    m = 0.7 * _noise((h, w), 30 * u, rng) + 0.3 * _noise((h, w), 4 * u, rng)
+    # internal mottling at three scales (uneven polish, tarnish, fine polishing texture)
+    m = 0.6 * _noise((h, w), 40 * u, rng) + 0.45 * _noise((h, w), 5 * u, rng) + 0.3 * _noise((h, w), 1.2 * u, rng)
     bright *= 1 + mo[labels] * m
     img *= bright[..., None]
     # gangue: dark grey silicates with darker patches and black holes
     bg = labels == 0
     if bg.any():
-        g = _noise((h, w), 3 * u, rng)
-        img[bg] *= np.clip(1 + 0.12 * g[bg], 0.4, 1.8)[:, None]
+        g = 0.8 * _noise((h, w), 3 * u, rng) + 0.6 * _noise((h, w), 30 * u, rng)
+        img[bg] *= np.clip(1 + 0.22 * g[bg], 0.3, 2.2)[:, None]
         img[holes] = (11, 11, 12)
     # sphalerite internal reflections: sparse soft warm glows
     sph = labels == 8
@@ -664,25 +691,48 @@ def _render(
     for c, ph in PHASES.items():
         hard[c] = ph.hard
     hm = hard[labels]
+    k = max(1, round(u))
     if hm.any():
-        k = max(1, round(u))
         outer = ndimage.binary_dilation(hm, iterations=k) & ~hm & ~bg
         img[outer] *= 0.72
         inner = hm & ~ndimage.binary_erosion(hm, iterations=k)
         img[inner] *= 1.04
+    # galena: triangular cleavage pits (too small to be outlined in real masks either)
+    gl = labels == 2
+    ngl = int(np.count_nonzero(gl) / (500 * u * u))
+    if ngl:
+        pit = Image.new("L", (w, h), 0)
+        dp = ImageDraw.Draw(pit)
+        yx = np.argwhere(gl[:: max(1, round(2 * u)), :: max(1, round(2 * u))]) * max(1, round(2 * u))
+        for (py, px), r, a0 in zip(yx[rng.integers(0, len(yx), ngl)], rng.uniform(0.8, 2.5, ngl) * u,
+                                   rng.uniform(0, 2 * np.pi, ngl)):
+            ang = a0 + np.array([0.0, 2.1, 4.2])
+            dp.polygon([(px + r * np.cos(t), py + r * np.sin(t)) for t in ang], fill=1)
+        pm = np.asarray(pit, dtype=bool) & gl
+        img[pm] *= 0.35
+    # contact grooves: phase boundaries are polished out into thin dark seams of varying depth
+    edge = np.zeros((h, w), dtype=bool)
+    edge[:, 1:] |= labels[:, 1:] != labels[:, :-1]
+    edge[1:, :] |= labels[1:, :] != labels[:-1, :]
+    if k > 1:
+        edge = ndimage.binary_dilation(edge, iterations=k - 1)
+    depth = np.clip(0.22 + 0.25 * _noise((h, w), 25 * u, rng), 0.0, 0.6)
+    img[edge] *= (1 - depth[edge])[:, None]
+    # mixed pixels: contacts are a little out of focus and blur over a couple of pixels
+    img = _blur_u8(np.clip(img + 0.5, 0, 255).astype(np.uint8), rng.uniform(0.6, 1.1) * u).astype(np.float32)
     # polishing scratches across all phases (darker, thin, straight or slightly curved)
     sc = Image.new("L", (w, h), 0)
     d = ImageDraw.Draw(sc)
     diag = float(np.hypot(h, w))
     main = rng.uniform(0, np.pi)
-    for _ in range(int(rng.integers(5, 30) * (h * w) / (1024 * 768 / u**2) ** 0.5 / 28 + 3)):
+    for _ in range(int(rng.integers(10, 50) * (h * w) / (1024 * 768 / u**2) ** 0.5 / 28 + 3)):
         th = main + rng.normal(0, 0.5) if rng.random() < 0.7 else rng.uniform(0, np.pi)
         c = rng.uniform((0, 0), (w, h))
         ln = rng.uniform(0.2, 1.0) * diag
         dd = np.array([np.cos(th), np.sin(th)]) * ln / 2
         bend = rng.normal(0, 0.03) * ln * np.array([-np.sin(th), np.cos(th)])
         pts = [tuple(c - dd), tuple(c + bend), tuple(c + dd)]
-        d.line(pts, fill=int(rng.integers(20, 90)), width=1 if u < 1.5 else round(u), joint="curve")
+        d.line(pts, fill=int(rng.integers(25, 110)), width=1 if u < 1.5 else round(u), joint="curve")
     s = np.asarray(sc, dtype=np.float32) / 255.0
     soft = np.where(hm, 0.4, 1.0).astype(np.float32)
     img *= (1 - 0.6 * s * soft)[..., None]
@@ -722,18 +772,15 @@ def generate_section(
         codes = list(comp)
         alpha = np.array([comp[c] for c in codes]) * dep.variability + 0.05
         draw = rng.dirichlet(alpha)
-        draw = 0.5 * draw + 0.5 * np.array([comp[c] for c in codes])
+        draw = 0.7 * draw + 0.3 * np.array([comp[c] for c in codes])
         comp_img = {c: float(v) for c, v in zip(codes, draw)}
     else:
         tot = sum(composition.values())
         comp_img = {int(c): float(v) / tot for c, v in composition.items()}
     scale_t = {c: comp_img.get(c, 0.0) / comp[c] if comp.get(c) else 1.0 for c in comp_img}
-    cells, coarse, domains = _mosaic((h, w), dep, u, rng)
-    areas = np.bincount(coarse.ravel(), minlength=len(domains)).astype(np.float64)
     targets = _host_targets(dep, comp_img, scale_t)
-    host = _assign_hosts(areas, domains, targets, dep.coherence, rng)
-    labels = host[cells]
-    labels = _smooth_labels(labels, u)
+    labels = _host_map((h, w), dep, targets, u, rng)
+    cells = _grains((h, w), dep, u, rng)
     for t in dep.textures:
         _paint_texture(labels, t, t.amount * scale_t.get(t.phase, 1.0), u, cells, rng)
     # black holes inside the gangue and plucked gaps along ore contacts (they stay background in the mask)
@@ -746,23 +793,6 @@ def generate_section(
     return image, labels
 
 
-def _smooth_labels(labels: np.ndarray, u: float) -> np.ndarray:
-    """Round off the blocky steps of mosaic boundaries (majority vote after a small blur)."""
-    codes = np.flatnonzero(np.bincount(labels.ravel(), minlength=256))
-    if len(codes) < 2:
-        return labels
-    best = np.zeros(labels.shape, dtype=np.uint8)
-    out = labels.copy()
-    radius = max(1.0, 2.0 * u)
-    for c in codes:
-        v = np.asarray(Image.fromarray((labels == c).view(np.uint8) * np.uint8(255)).filter(
-            ImageFilter.BoxBlur(radius)))
-        win = v > best
-        out[win] = c
-        best[win] = v[win]
-    return out
-
-
 def _optics(img: np.ndarray, u: float, rng: np.random.Generator) -> np.ndarray:
     """Vignetting, white-balance drift, camera noise and defocus; returns uint8."""
     h, w = img.shape[:2]
@@ -771,15 +801,20 @@ def _optics(img: np.ndarray, u: float, rng: np.random.Generator) -> np.ndarray:
     fov = 0.5 * np.hypot(3396, 2547) * u * BASE_SCALE
     yy = ((np.arange(h, dtype=np.float32) - cy) / fov) ** 2
     xx = ((np.arange(w, dtype=np.float32) - cx) / fov) ** 2
-    vig = 1 - rng.uniform(0.15, 0.4) * (yy[:, None] + xx[None, :])
-    gain = (rng.normal(1.0, 0.035, 3) * np.exp(rng.normal(0, 0.1))).astype(np.float32)
+    vig = 1 - rng.uniform(0.25, 0.6) * (yy[:, None] + xx[None, :])
+    # uneven illumination: a tilted, lumpy field (lamp alignment, dirt in the optics), a few % of the signal
+    ty, tx = rng.normal(0, 0.04, 2)
+    vig = vig * (1 + ty * np.linspace(-1, 1, h, dtype=np.float32)[:, None]
+                 + tx * np.linspace(-1, 1, w, dtype=np.float32)[None, :])
+    vig *= 1 + rng.uniform(0.03, 0.08) * _noise((h, w), 150 * u, rng)
+    gain = (rng.normal(1.0, 0.03, 3) * np.exp(rng.normal(0, 0.08))).astype(np.float32)
     img *= vig[..., None]
     img *= gain
     # camera noise (shot + read); the defocus blur below correlates it slightly, as demosaicing does
     noise = rng.standard_normal((h, w, 3), dtype=np.float32)
     img += noise * (2.0 + 0.15 * np.sqrt(np.maximum(img, 0)))
     out = np.clip(img + 0.5, 0, 255).astype(np.uint8)
-    return _blur_u8(out, rng.uniform(0.5, 1.0) * u)
+    return _blur_u8(out, rng.uniform(0.4, 0.8) * u)
 
 
 def _deposit(deposit: Deposit | str) -> Deposit:

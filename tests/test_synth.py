@@ -96,9 +96,10 @@ def test_image_matches_mask_colours_and_reflectance_order():
     # each class region's mean colour is near the class target (rendering and mask aligned)
     from lumenkit.synth import PHASES
 
+    # (per-image exposure drift and vignetting move a single image by up to ~25 %, as between real images)
     for c in (6, 8):
         mean = img.reshape(-1, 3)[m == c].mean(0)
-        assert np.abs(mean - np.array(PHASES[c].rgb)).max() < 40
+        assert np.abs(mean - np.array(PHASES[c].rgb)).max() < 50
 
 
 def test_write_dataset_layout_and_loader(small_ds):
@@ -161,3 +162,23 @@ def test_cli_synth(tmp_path, capsys):
     assert len(LumenStoneDataset(out, "test")) == 1
     assert main(["synth", "--out", str(out), "--images", "2", "--size", "128x96"]) == 2
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_grains_are_coherent_not_speckled():
+    """Large deposits paint a few big smooth grains, not a salt-and-pepper of fragments (real: ~10^5 px)."""
+    from scipy import ndimage
+
+    eight = np.ones((3, 3), dtype=bool)
+    largest, n_regions = [], []
+    for i in range(3):
+        _, mask = generate_section("znpb_d", (512, 384), np.random.default_rng([21, i]))
+        areas = []
+        for c in np.unique(mask):
+            lab, _ = ndimage.label(mask == c, structure=eight)
+            areas.append(np.bincount(lab.ravel())[1:])
+        a = np.concatenate(areas)
+        largest.append(a.max() / mask.size)
+        n_regions.append(int((a >= 50).sum()))
+    assert max(largest) > 0.25  # one grain/aggregate covers over a quarter of the view
+    assert np.mean(largest) > 0.15
+    assert np.median(n_regions) < 80  # few sizeable regions, not hundreds of fragments
