@@ -140,6 +140,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--patch-size", type=int, default=256, help="patch side in px (default 256)")
     p.add_argument("--batch-size", type=int, default=8, help="patches per step per process (default 8)")
     p.add_argument("--n-val", type=int, default=10, help="validation images carved from train (default 10)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 0.001)")
+    p.add_argument("--sampler", choices=["balanced", "uniform"], default="balanced", help="patch sampler")
+    p.add_argument("--strength", type=float, default=1.0, help="balancing strength 0–1 (default 1)")
+    p.add_argument("--photometric", type=float, default=0.0,
+                   help="brightness/gamma/white-balance jitter of patches, e.g. 0.1 for ±10%% (default off)")
+    p.add_argument("--loss", choices=["ce", "ce+dice"], default="ce", help="loss (default cross-entropy)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers per process (default 0)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
@@ -155,7 +161,8 @@ def _run_train(a: argparse.Namespace) -> int:
     cfg = TrainConfig(
         data=a.data, out=a.out, class_set=a.class_set, scale=a.scale, epochs=epochs, minutes=a.minutes,
         patches_per_epoch=a.patches_per_epoch, seed=a.seed, width=a.width, depth=a.depth, patch_size=a.patch_size,
-        batch_size=a.batch_size, n_val=a.n_val, device=a.device, workers=a.workers, resume=a.resume,
+        batch_size=a.batch_size, n_val=a.n_val, lr=a.lr, sampler=a.sampler, strength=a.strength,
+        photometric=a.photometric, loss=a.loss, device=a.device, workers=a.workers, resume=a.resume,
         overwrite=a.overwrite, quiet=a.quiet,
     )
     result = train(cfg)

@@ -16,6 +16,8 @@ from .errors import ConfigError
 from .io import write_json, write_text
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+TEMPLATES = Path(__file__).resolve().parent / "resources" / "templates"
+"""nbconvert templates: ``lumenkit_report`` renders without CDN scripts, so reports open offline."""
 
 STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("01_explore", ()),
@@ -115,7 +117,10 @@ def to_html(notebook: str | Path, out: str | Path) -> Path:
     from nbconvert.preprocessors import TagRemovePreprocessor
 
     nb = nbformat.read(str(notebook), as_version=4)
-    exporter = HTMLExporter()
+    nb.metadata.pop("widgets", None)  # widget state cannot run in a static page; each notebook shows a figure
+    heads = [c.source[2:].splitlines()[0] for c in nb.cells if c.cell_type == "markdown" and c.source.startswith("# ")]
+    nb.metadata["title"] = f"lumenkit — {heads[0] if heads else Path(notebook).stem}"
+    exporter = HTMLExporter(template_name="lumenkit_report", extra_template_basedirs=[str(TEMPLATES)])
     tags = TagRemovePreprocessor(
         remove_cell_tags={"remove_cell"}, remove_input_tags={"hide_input"}, remove_all_outputs_tags={"remove_output"}
     )
@@ -275,7 +280,8 @@ def write_index(run_dir: Path, cfg: dict[str, Any], results: list[StageResult]) 
         )
     shared = {k: v for k, v in cfg.items() if k != "notebooks"}
     body = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>lumenkit report — {html.escape(str(cfg.get("run")))}</title>
+<html lang="en"><head><meta charset="utf-8"><link rel="icon" href="data:,">
+<title>lumenkit report — {html.escape(str(cfg.get("run")))}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; max-width: 70em; margin: 2em auto; color: #222; }}
 table {{ border-collapse: collapse; width: 100%; }}

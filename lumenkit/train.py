@@ -92,6 +92,7 @@ class TrainConfig:
         sampler: ``"balanced"`` or ``"uniform"``.
         strength, alpha, kappa, grid, void_border: balanced-sampler parameters (see :mod:`lumenkit.sampler`).
         flips, rot90: geometric augmentation of patches.
+        photometric: brightness, gamma and white-balance jitter of patches (0.1 = ±10 %); 0 = off.
         n_val: validation images carved from ``train`` (split ``val``; ``fit`` is the rest).
         val_seed: seed of the validation split.
         val_tile, val_margin: tiling of whole-image validation prediction.
@@ -134,6 +135,7 @@ class TrainConfig:
     void_border: int = 0
     flips: bool = True
     rot90: bool = True
+    photometric: float = 0.0
     n_val: int = 10
     val_seed: int = 0
     val_tile: int = 512
@@ -558,7 +560,11 @@ def _train(
         sampler = UniformSampler(masks, cfg.patch_size, k, void_border=cfg.void_border, seed=rank_seed)
     sampler.record_history = False
     per_rank = math.ceil(cfg.patches_per_epoch / world)
-    augment = Augment(flips=cfg.flips, rot90=cfg.rot90) if (cfg.flips or cfg.rot90) else None
+    p = cfg.photometric
+    augment = (
+        Augment(flips=cfg.flips, rot90=cfg.rot90, brightness=p, gamma=p, white_balance=p)
+        if (cfg.flips or cfg.rot90 or p) else None
+    )
     patches = PatchDataset(images, masks, sampler, length=per_rank, augment=augment, seed=rank_seed)
     # state -------------------------------------------------------------------------------------------------------
     history: list[dict[str, Any]] = []
