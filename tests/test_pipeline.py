@@ -82,4 +82,6 @@ def test_deposit_report_renders_summary_and_one_page_per_deposit(tmp_path):
     assert (rep / "deposits" / "dep0_true_grains.csv").exists() and (rep / "deposits" / "all_true_locking.csv").exists()
     page = (rep / "05_deposit_report__dep0.html").read_text()
     assert "Modal mineralogy" in page and "def " not in page.split("Modal mineralogy", 1)[1]
+    assert "cdnjs" not in page and "unpkg" not in page  # opens offline
+    assert "<title>lumenkit — Deposit mineralogy report</title>" in page
     assert "05_deposit_report__dep1.html" in res.index.read_text()

@@ -60,6 +60,12 @@ def test_existing_run_is_not_overwritten(data, tmp_path):
     train(data=str(data), out=str(run), epochs=1, overwrite=True, **TINY)
 
 
+def test_photometric_jitter_is_recorded(data, tmp_path):
+    run = tmp_path / "run"
+    train(data=str(data), out=str(run), epochs=1, photometric=0.1, **TINY)
+    assert yaml.safe_load((run / "config.yaml").read_text())["photometric"] == 0.1
+
+
 def test_resume_with_an_incompatible_config_is_refused_listing_differences(data, tmp_path):
     run = tmp_path / "run"
     train(data=str(data), out=str(run), epochs=1, **TINY)
