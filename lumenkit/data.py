@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from .classes import CATALOGUE, IGNORE, ClassMap, resolve_class_set
 from .errors import (
@@ -23,7 +22,7 @@ from .errors import (
     MissingMaskError,
     UnknownClassError,
 )
-from .io import image_size, read_image, read_mask, resize_mask, target_size, write_json
+from .io import image_size, read_image, read_mask, read_yaml_mapping, resize_mask, target_size, write_json
 
 NATIVE_SIZE: tuple[int, int] = (3396, 2547)
 """Native LumenStone image size ``(width, height)`` at ×100 (scale 1.0)."""
@@ -60,13 +59,7 @@ class DatasetInfo:
         path = Path(root) / "dataset.yaml"
         if not path.exists():
             return cls(name=Path(root).name)
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML ({e})") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: must be a mapping of keys (name, scale, class_set, classes)")
-        raw = dict(raw)
+        raw = read_yaml_mapping(path, "name, scale, class_set, classes")
         name = raw.pop("name", Path(root).name)
         scale = raw.pop("scale", 1.0)
         if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale <= 4:
@@ -322,12 +315,19 @@ class LumenStoneDataset:
         """
         k = self.index(i)
         scale = self.scale if scale is None else scale
-        mask = self.read_mask(k)
-        factor = scale / self.stored_scale
-        image = read_image(self.image_paths[k], factor=factor)
-        size = target_size((mask.shape[1], mask.shape[0]), factor)
-        mask = resize_mask(mask, size)
+        mask = self.load_mask(k, scale)
+        image = read_image(self.image_paths[k], factor=scale / self.stored_scale)
         return {"image": image, "mask": mask, "name": self.names[k], "deposit": self.deposit(self.names[k])}
+
+    def load_mask(self, i: int | str, scale: float | None = None) -> np.ndarray:
+        """Mask of LumenStone codes resampled to ``scale`` (default: the working scale), label-preserving.
+
+        Raises:
+            BadMaskError, MaskSizeError, BadImageError, UnknownClassError: as for :meth:`load`.
+        """
+        mask = self.read_mask(i)
+        factor = (self.scale if scale is None else scale) / self.stored_scale
+        return resize_mask(mask, target_size((mask.shape[1], mask.shape[0]), factor))
 
     def validate(self) -> list[str]:
         """Decode every pair and check sizes and codes.

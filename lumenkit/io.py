@@ -269,6 +269,30 @@ def save_image(array: np.ndarray, path: str | Path, quality: int = 92) -> None:
         im.save(f, format=fmt, **kw)
 
 
+def read_yaml_mapping(path: str | Path, keys_hint: str) -> dict[str, Any]:
+    """Read a YAML file that must hold a mapping (an empty file gives ``{}``).
+
+    Args:
+        path: the file.
+        keys_hint: the keys expected, named in the error message.
+
+    Raises:
+        ConfigError: not valid YAML, or not a mapping.
+    """
+    import yaml
+
+    from .errors import ConfigError
+
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: must be a mapping of keys ({keys_hint})")
+    return dict(raw)
+
+
 def write_text(path: str | Path, text: str) -> None:
     """Write a text file atomically (UTF-8)."""
     with atomic_write(path, "w") as f:

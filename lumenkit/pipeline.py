@@ -10,10 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .errors import ConfigError
-from .io import write_json, write_text
+from .io import read_yaml_mapping, write_json, write_text
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 TEMPLATES = Path(__file__).resolve().parent / "resources" / "templates"
@@ -70,12 +68,7 @@ def load_params(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: parameter file not found; see params/synthetic.yaml for the format")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({e})") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: must be a mapping (run, data, notebooks, ...)")
+    raw = read_yaml_mapping(path, "run, data, notebooks, ...")
     nbs = raw.get("notebooks", {}) or {}
     if not isinstance(nbs, dict) or not all(isinstance(v, dict) or v is None for v in nbs.values()):
         raise ConfigError(f"{path}: 'notebooks' must map a notebook name to a mapping of parameters")

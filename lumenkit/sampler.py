@@ -57,6 +57,16 @@ Position = tuple[int, int, int]
 # ------------------------------------------------------------------------------------------------
 # loading and cutting
 # ------------------------------------------------------------------------------------------------
+def _class_map_of(dataset: Any, class_map: ClassMap | None) -> ClassMap:
+    class_map = class_map if class_map is not None else getattr(dataset, "class_map", None)
+    if class_map is None:
+        raise ValueError(
+            f"{getattr(dataset, 'root', dataset)}: no class set known; pass class_map=ClassMap('S1') "
+            "(or the dataset's class set) or add class_set to dataset.yaml"
+        )
+    return class_map
+
+
 def load_arrays(dataset: Any, class_map: ClassMap | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Load every image and mask of a dataset at its working scale, masks as model indices.
 
@@ -72,12 +82,7 @@ def load_arrays(dataset: Any, class_map: ClassMap | None = None) -> tuple[list[n
         ValueError: if neither ``class_map`` nor the dataset's ``dataset.yaml`` gives a class set.
         UnknownClassError: if a mask holds codes outside the class set.
     """
-    class_map = class_map if class_map is not None else getattr(dataset, "class_map", None)
-    if class_map is None:
-        raise ValueError(
-            f"{getattr(dataset, 'root', dataset)}: no class set known; pass class_map=ClassMap('S1') "
-            "(or the dataset's class set) or add class_set to dataset.yaml"
-        )
+    class_map = _class_map_of(dataset, class_map)
     images, masks = [], []
     for k in range(len(dataset)):
         s = dataset.load(k)
@@ -100,20 +105,8 @@ def load_masks(dataset: Any, class_map: ClassMap | None = None) -> list[np.ndarr
         ValueError: if no class set is known.
         UnknownClassError: if a mask holds codes outside the class set.
     """
-    from .io import resize_mask, target_size
-
-    class_map = class_map if class_map is not None else getattr(dataset, "class_map", None)
-    if class_map is None:
-        raise ValueError(
-            f"{getattr(dataset, 'root', dataset)}: no class set known; pass class_map=ClassMap('S1') "
-            "or add class_set to dataset.yaml"
-        )
-    out = []
-    for k in range(len(dataset)):
-        m = dataset.read_mask(k)
-        m = resize_mask(m, target_size((m.shape[1], m.shape[0]), dataset.factor))
-        out.append(class_map.to_index(m, source=str(dataset.mask_paths[k])))
-    return out
+    class_map = _class_map_of(dataset, class_map)
+    return [class_map.to_index(dataset.load_mask(k), source=str(dataset.mask_paths[k])) for k in range(len(dataset))]
 
 def cut(array: np.ndarray, y: int, x: int, size: int, fill: int) -> np.ndarray:
     """A ``size × size`` window with top-left ``(y, x)``; parts outside the array are filled with ``fill``.
