@@ -329,6 +329,15 @@ class LumenStoneDataset:
         factor = (self.scale if scale is None else scale) / self.stored_scale
         return resize_mask(mask, target_size((mask.shape[1], mask.shape[0]), factor))
 
+    def content_hash(self) -> str:
+        """SHA-1 over the names and bytes of every image and mask of this split: identifies the data of a run."""
+        h = hashlib.sha1()
+        for n, ip, mp in zip(self.names, self.image_paths, self.mask_paths):
+            h.update(n.encode())
+            h.update(ip.read_bytes())
+            h.update(mp.read_bytes())
+        return h.hexdigest()
+
     def validate(self) -> list[str]:
         """Decode every pair and check sizes and codes.
 

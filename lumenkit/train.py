@@ -586,7 +586,8 @@ def _train(
     deadline = t_start + cfg.minutes * 60 - elapsed_before if cfg.minutes else math.inf
     ckpt_config = {"train": cfg.to_dict(), "val_names": val.names}
     if rank == 0:
-        _write_config(run, cfg, net, class_map, scale, val.names, fit.names, world, dev, threads, mean, std)
+        data_hash = LumenStoneDataset(cfg.data, "train").content_hash()
+        _write_config(run, cfg, net, class_map, scale, val.names, fit.names, world, dev, threads, mean, std, data_hash)
 
     def train_state() -> dict[str, Any]:
         return {
@@ -690,6 +691,7 @@ def _train(
 def _write_config(
     run: Path, cfg: TrainConfig, net: SegmentationModel, class_map: ClassMap, scale: float, val_names: list[str],
     fit_names: list[str], world: int, dev: torch.device, threads: int, mean: list[float], std: list[float],
+    data_hash: str = "",
 ) -> None:
     doc = {
         **cfg.to_dict(),
@@ -698,7 +700,7 @@ def _write_config(
             "mean": mean, "std": std, "model": dict(net.config),
             "gflop_per_megapixel": round(count_flops(net, 256, 256) / (256 * 256 / 1e6) / 1e9, 1),
             "world_size": world, "device": str(dev), "threads_per_process": threads,
-            "val_names": val_names, "fit_names": fit_names,
+            "val_names": val_names, "fit_names": fit_names, "data_sha1_train_split": data_hash,
         },
         "versions": _versions(),
     }

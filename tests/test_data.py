@@ -192,3 +192,14 @@ def test_real_lumenstone_s2_opens_as_is(real_s1):
     ds = LumenStoneDataset(real_s1.parent / "S2_v1_x05")
     assert len(ds) == 23 and ds.class_map.codes == (0, 1, 3, 5, 7)
     assert ds.validate() == []
+
+
+def test_content_hash_changes_with_any_byte(fake_dataset):
+    ds = LumenStoneDataset(fake_dataset)
+    h = ds.content_hash()
+    assert h == LumenStoneDataset(fake_dataset).content_hash() and len(h) == 40
+    m = ds.mask_paths[3]
+    arr = np.asarray(Image.open(m)).copy()
+    arr[0, 0] = 2 if arr[0, 0] != 2 else 1
+    Image.fromarray(arr).save(m)
+    assert LumenStoneDataset(fake_dataset).content_hash() != h

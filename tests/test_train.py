@@ -49,6 +49,7 @@ def test_training_writes_all_outputs(data, tmp_path):
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     assert cfg["seed"] == 0 and cfg["resolved"]["val_names"] == ["tr02", "tr03"]
     assert cfg["versions"]["torch"] and cfg["resolved"]["class_codes"] == [0, 1, 2]
+    assert len(cfg["resolved"]["data_sha1_train_split"]) == 40
     assert adam_steps(run / "last.pt") == 2 * 4  # 16 patches / batch 4 per epoch
 
 
