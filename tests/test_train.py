@@ -199,3 +199,17 @@ def test_ddp_two_cpu_processes_keep_identical_parameters(data, tmp_path):
     h = read_history(out)
     assert list(h["epoch"]) == [1, 2] and h["patches"].iloc[0] == 16  # 8 per rank
     assert adam_steps(out / "last.pt") == 2 * 2  # 8 patches per rank / batch 4, two epochs
+
+
+def test_same_seed_gives_the_same_training_steps_on_cpu(data, tmp_path):
+    losses = {}
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        seen: list[float] = []
+        train(data=str(data), out=str(tmp_path / name), epochs=1, seed=seed,
+              on_step=lambda info, s=seen: s.append(float(info["loss"])), **TINY)
+        losses[name] = seen
+    assert losses["a"] == losses["b"] and len(losses["a"]) == 4
+    assert losses["a"] != losses["c"]
+    wa = load_checkpoint(tmp_path / "a" / "last.pt").model.state_dict()
+    wb = load_checkpoint(tmp_path / "b" / "last.pt").model.state_dict()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
