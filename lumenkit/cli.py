@@ -97,6 +97,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--save-masks", default=None, help="also write predicted masks NAME.png here")
     p.add_argument("--n-val", type=int, default=10, help="validation images carved from train (split val/fit)")
     p.add_argument("--seed", type=int, default=0, help="seed of the validation split")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_evaluate)
 
 
@@ -104,7 +105,8 @@ def _run_evaluate(a: argparse.Namespace) -> int:
     from .evaluate import evaluate, write_evaluation
 
     ev = evaluate(a.data, a.model, split=a.split, scale=a.scale, void_border_px=a.void_border, tta=a.tta,
-                  baselines=not a.no_baselines, n_val=a.n_val, seed=a.seed, save_masks=a.save_masks)
+                  baselines=not a.no_baselines, n_val=a.n_val, seed=a.seed, save_masks=a.save_masks,
+                  progress=not a.quiet)
     write_evaluation(ev, a.out)
     s = ev.scores
     print(f"{a.split}: mean IoU {s.mean_iou:.3f}, pixel accuracy {s.pixel_accuracy:.3f} "

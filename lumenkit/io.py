@@ -47,7 +47,7 @@ def _open(path: Path, kind: str, error: type[Exception]) -> Image.Image:
             raise error(f"{path}: not a readable image ({kind}); expected a JPEG/PNG/TIFF file") from None
         raise error(f"{path}: declared size is too large to decode safely ({e}); check the file") from None
     except OSError as e:
-        raise error(f"{path}: cannot open {kind} ({e})") from None
+        raise error(f"{path}: {kind} file is corrupt or truncated ({e}); re-export or re-copy it") from None
     w, h = im.size
     if w * h > MAX_PIXELS:
         raise error(
