@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
-from .errors import LumenkitError
+from .errors import ConfigError, LumenkitError
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -98,15 +99,27 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-val", type=int, default=10, help="validation images carved from train (split val/fit)")
     p.add_argument("--seed", type=int, default=0, help="seed of the validation split")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--perturb", default=None, metavar="NAME=STRENGTH",
+                   help="evaluate under a changed imaging condition, e.g. white_balance=0.1 (see `robustness`)")
     p.set_defaults(func=_run_evaluate)
 
 
 def _run_evaluate(a: argparse.Namespace) -> int:
     from .evaluate import evaluate, write_evaluation
+    from .robustness import image_transform, parse_perturb
 
+    transform, magnification = None, 1.0
+    if a.perturb:
+        try:
+            name, strength = parse_perturb(a.perturb)
+        except ValueError as e:
+            raise ConfigError(f"--perturb: {e}") from None
+        transform, magnification = image_transform(name, strength)
     ev = evaluate(a.data, a.model, split=a.split, scale=a.scale, void_border_px=a.void_border, tta=a.tta,
                   baselines=not a.no_baselines, n_val=a.n_val, seed=a.seed, save_masks=a.save_masks,
-                  progress=not a.quiet)
+                  progress=not a.quiet, transform=transform, magnification=magnification)
+    if a.perturb:
+        ev.info["perturbation"] = a.perturb
     write_evaluation(ev, a.out)
     s = ev.scores
     print(f"{a.split}: mean IoU {s.mean_iou:.3f}, pixel accuracy {s.pixel_accuracy:.3f} "
@@ -202,8 +215,48 @@ def _run_predict(a: argparse.Namespace) -> int:
     return 0 if rep.ok else 1
 
 
+# -- robustness -----------------------------------------------------------------------------------
+def _add_robustness(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("robustness", help="evaluate a model under changed imaging conditions → JSON and CSV")
+    p.add_argument("--data", required=True, help="dataset folder in LumenStone layout")
+    p.add_argument("--model", required=True, help="checkpoint (RUN/model.pt)")
+    p.add_argument("--out", required=True, help="output JSON (a CSV of the curves is written beside it)")
+    p.add_argument("--split", default="test", help="split to evaluate (default test)")
+    p.add_argument("--names", default="all",
+                   help="comma-separated perturbations: brightness, gamma, white_balance, vignetting, defocus, "
+                        "noise, jpeg, scale (default all)")
+    p.add_argument("--remedy", choices=["flat_field"], default=None,
+                   help="also measure each condition corrected by a flat-field calibration from a reference frame")
+    p.add_argument("--n-val", type=int, default=10, help="validation images carved from train (split val/fit)")
+    p.set_defaults(func=_run_robustness)
+
+
+def _run_robustness(a: argparse.Namespace) -> int:
+    from .io import write_json, write_text
+    from .robustness import PERTURBATIONS, robustness_curves, worst_conditions
+
+    names = list(PERTURBATIONS) if a.names == "all" else [n.strip() for n in a.names.split(",") if n.strip()]
+    unknown = [n for n in names if n not in PERTURBATIONS]
+    if unknown:
+        raise ConfigError(f"--names: unknown perturbations {unknown}; choose from {', '.join(PERTURBATIONS)}")
+    curves = robustness_curves(a.data, a.model, split=a.split, names=names, n_val=a.n_val)
+    out = {"split": a.split, "model": a.model, "curves": curves.to_dict(orient="records"),
+           "worst": worst_conditions(curves).to_dict(orient="records")}
+    if a.remedy:
+        fixed = robustness_curves(a.data, a.model, split=a.split, names=names, remedy=a.remedy, n_val=a.n_val)
+        out["remedy"] = {"name": a.remedy, "curves": fixed.to_dict(orient="records")}
+        curves = curves.assign(remedy="").merge(
+            fixed[["perturbation", "strength", "mean_iou"]].rename(columns={"mean_iou": f"mean_iou_{a.remedy}"}),
+            on=["perturbation", "strength"], how="left")
+    write_json(a.out, out)
+    write_text(Path(a.out).with_suffix(".csv"), curves.to_csv(index=False))
+    print(worst_conditions(curves if not a.remedy else curves.drop(columns=[f"mean_iou_{a.remedy}"])).to_string())
+    print(f"wrote {a.out}")
+    return 0
+
+
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_synth, _add_info, _add_evaluate, _add_report, _add_train, _add_predict,
+    _add_synth, _add_info, _add_evaluate, _add_report, _add_train, _add_predict, _add_robustness,
 ]
 
 

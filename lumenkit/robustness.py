@@ -137,7 +137,7 @@ def robustness_curves(
     split: str = "test",
     names: Sequence[str] | None = None,
     strengths: dict[str, Sequence[float]] | None = None,
-    calibration: Any = None,
+    remedy: str | None = None,
     progress: bool = True,
     **kwargs: Any,
 ) -> pd.DataFrame:
@@ -149,8 +149,9 @@ def robustness_curves(
         split: split to evaluate.
         names: perturbations (default: all of :data:`PERTURBATIONS`).
         strengths: per-name strengths (default: each perturbation's own).
-        calibration: optional callable applied to each perturbed image before prediction (a remedy, e.g. a
-            :class:`lumenkit.calibrate.FlatField`).
+        remedy: ``"flat_field"`` to correct each perturbed image with a flat-field / white-balance calibration
+            from a reference frame (a blank grey field) imaged under the same condition, as a user would image a
+            mirror under their lamp (see :func:`flat_field_remedy`); ``None`` for none.
         progress: print one line per condition.
         **kwargs: passed to :func:`lumenkit.evaluate.evaluate` (e.g. ``n_val``, ``predict_kwargs``).
 
@@ -169,16 +170,46 @@ def robustness_curves(
             conditions.append((n, float(s)))
     for name, s in conditions:
         fn, mag = image_transform(name, s) if name != "none" else ((lambda im: im), 1.0)
-        transform = fn if calibration is None else (lambda im, f=fn: calibration(f(im)))
+        if remedy is None or name == "none":
+            transform = fn
+        elif remedy == "flat_field":
+            fix = flat_field_remedy(name, s)
+            transform = (lambda im, f=fn, r=fix: r(f(im)))
+        else:
+            raise ValueError(f"unknown remedy {remedy!r}; use 'flat_field' or None")
         ev = evaluate(data, ckpt, split=split, baselines=False, progress=False, transform=transform,
                       magnification=mag, **kwargs)
-        row = {"perturbation": name, "strength": s, "mean_iou": ev.scores.mean_iou,
+        row = {"perturbation": name, "strength": s, "remedy": remedy if remedy and name != "none" else "",
+               "mean_iou": ev.scores.mean_iou,
                "pixel_accuracy": ev.scores.pixel_accuracy}
         row.update({f"iou_{lab}": v for lab, v in zip(ev.scores.labels, ev.scores.iou)})
         rows.append(row)
         if progress:
             print(f"{name}={s:g}: mean IoU {ev.scores.mean_iou:.3f}", flush=True)
     return pd.DataFrame(rows)
+
+
+def flat_field_remedy(name: str, strength: float) -> Callable[[np.ndarray], np.ndarray]:
+    """Calibration for one imaging condition, as a function correcting images taken under it.
+
+    A blank mid-grey reference frame of the image's size, imaged under the same condition, gives a
+    :class:`lumenkit.calibrate.FlatField` that maps it back to grey; that correction is applied to the image.
+
+    Multiplicative changes (exposure, white balance, vignetting) are undone; blur, noise and JPEG leave a blank
+    reference unchanged, so the correction does nothing for them (honestly).
+    """
+    from .calibrate import FlatField
+
+    fn, _ = image_transform(name, strength)
+    cache: dict[tuple[int, ...], FlatField] = {}
+
+    def apply(image: np.ndarray) -> np.ndarray:
+        if image.shape not in cache:
+            reference = fn(np.full(image.shape, 128, np.uint8))
+            cache[image.shape] = FlatField.from_reference(reference, target=128.0)
+        return cache[image.shape](image)
+
+    return apply
 
 
 def worst_conditions(curves: pd.DataFrame, k: int = 3) -> pd.DataFrame:

@@ -86,3 +86,41 @@ def test_robustness_curves_and_worst_conditions(fake_dataset):
     assert curves["mean_iou"].between(0, 1).all() and "iou_Ccp" in curves
     worst = worst_conditions(curves, k=2)
     assert len(worst) == 2 and "what it means" in worst
+    fixed = robustness_curves(fake_dataset, ckpt, names=["brightness"], strengths={"brightness": [0.3]},
+                              remedy="flat_field", progress=False)
+    assert list(fixed["remedy"]) == ["", "flat_field"]
+
+
+def test_flat_field_remedy_undoes_multiplicative_conditions(image):
+    from lumenkit.robustness import flat_field_remedy
+
+    for name, s in (("brightness", -0.3), ("white_balance", 0.2), ("vignetting", 0.5)):
+        p = PERTURBATIONS[name].apply(image, s)
+        fixed = flat_field_remedy(name, s)(p)
+        assert np.abs(fixed.astype(float) - image).mean() < 0.4 * np.abs(p.astype(float) - image).mean(), name
+    blurred = defocus(image, 2.0)
+    assert np.abs(flat_field_remedy("defocus", 2.0)(blurred).astype(float) - blurred).mean() < 1.5
+
+
+@pytest.mark.slow
+def test_robustness_and_perturbed_evaluate_cli(fake_dataset, tmp_path, capsys):
+    import json
+
+    from lumenkit.cli import main
+
+    torch.manual_seed(0)
+    m = create_model("resunet", width=4, depth=2, classes=3)
+    m.eval()
+    Checkpoint(model=m, class_map=ClassMap([0, 1, 2]), scale=0.5).save(tmp_path / "model.pt")
+    out = tmp_path / "rob.json"
+    assert main(["robustness", "--data", str(fake_dataset), "--model", str(tmp_path / "model.pt"), "--out", str(out),
+                 "--names", "white_balance,defocus", "--remedy", "flat_field"]) == 0
+    d = json.loads(out.read_text())
+    assert {r["perturbation"] for r in d["curves"]} == {"none", "white_balance", "defocus"}
+    assert d["remedy"]["name"] == "flat_field" and (tmp_path / "rob.csv").exists()
+    assert main(["evaluate", "--data", str(fake_dataset), "--model", str(tmp_path / "model.pt"), "--out",
+                 str(tmp_path / "e.json"), "--perturb", "gamma=0.5", "--quiet", "--no-baselines"]) == 0
+    assert json.loads((tmp_path / "e.json").read_text())["perturbation"] == "gamma=0.5"
+    assert main(["evaluate", "--data", str(fake_dataset), "--model", str(tmp_path / "model.pt"), "--out",
+                 str(tmp_path / "e.json"), "--perturb", "fog=1"]) == 2
+    assert "choose from" in capsys.readouterr().err
