@@ -248,3 +248,54 @@ def plot_curves(curves: pd.DataFrame) -> Any:
         ax.set_axis_off()
     axes[0, 0].set_ylabel("mean IoU")
     return fig
+
+
+LIGHTING: tuple[str, ...] = ("brightness", "white_balance", "vignetting", "gamma")
+"""Conditions a flat-field / white-balance calibration can address."""
+
+
+@dataclass
+class RobustnessStudy:
+    """Degradation curves of a model, and the lighting conditions again after calibration."""
+
+    curves: pd.DataFrame
+    calibrated: pd.DataFrame
+
+    @property
+    def worst(self) -> pd.DataFrame:
+        """The three conditions that hurt most (see :func:`worst_conditions`)."""
+        return worst_conditions(self.curves)
+
+    def summary(self) -> str:
+        """One plain-language sentence naming the conditions that hurt most."""
+        clean = float(self.curves.loc[self.curves["perturbation"] == "none", "mean_iou"].iloc[0])
+        parts = [
+            f"{r['what it means']} ({r['perturbation']}={r['worst strength']:g}): mean IoU {r['mean IoU']:.3f}, "
+            f"{r['loss']:.3f} below the clean {clean:.3f}"
+            for _, r in self.worst.iterrows()
+        ]
+        return "Conditions that hurt most: " + "; ".join(parts) + "."
+
+    def to_csv(self, folder: str | Path) -> None:
+        """Write ``robustness.csv`` and ``robustness_calibrated.csv`` into ``folder`` (atomically)."""
+        from .io import write_text
+
+        write_text(Path(folder) / "robustness.csv", self.curves.to_csv(index=False))
+        write_text(Path(folder) / "robustness_calibrated.csv", self.calibrated.to_csv(index=False))
+
+
+def robustness_study(data: str | Path, model: Any, split: str = "test", **kwargs: Any) -> RobustnessStudy:
+    """All perturbations at their default strengths, then the lighting ones with the flat-field remedy.
+
+    Returns:
+        A :class:`RobustnessStudy`; ``calibrated`` has ``mean_iou`` and ``mean_iou_calibrated`` per lighting
+        condition and strength.
+    """
+    curves = robustness_curves(data, model, split=split, progress=False, **kwargs)
+    fixed = robustness_curves(data, model, split=split, names=LIGHTING, remedy="flat_field", progress=False,
+                              **kwargs)
+    cols = ["perturbation", "strength", "mean_iou"]
+    both = curves[curves["perturbation"].isin(LIGHTING)][cols].merge(
+        fixed[cols], on=["perturbation", "strength"], suffixes=("", "_calibrated")
+    )
+    return RobustnessStudy(curves, both)

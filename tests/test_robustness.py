@@ -89,6 +89,10 @@ def test_robustness_curves_and_worst_conditions(fake_dataset):
     fixed = robustness_curves(fake_dataset, ckpt, names=["brightness"], strengths={"brightness": [0.3]},
                               remedy="flat_field", progress=False)
     assert list(fixed["remedy"]) == ["", "flat_field"]
+    from lumenkit.robustness import RobustnessStudy
+
+    study = RobustnessStudy(curves, fixed)
+    assert study.summary().startswith("Conditions that hurt most:") and "below the clean" in study.summary()
 
 
 def test_flat_field_remedy_undoes_multiplicative_conditions(image):
