@@ -225,32 +225,26 @@ def _add_robustness(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--names", default="all",
                    help="comma-separated perturbations: brightness, gamma, white_balance, vignetting, defocus, "
                         "noise, jpeg, scale (default all)")
-    p.add_argument("--remedy", choices=["flat_field"], default=None,
-                   help="also measure each condition corrected by a flat-field calibration from a reference frame")
+    p.add_argument("--augmented-model", default=None,
+                   help="a checkpoint trained with photometric jitter, compared at the worst conditions")
     p.add_argument("--n-val", type=int, default=10, help="validation images carved from train (split val/fit)")
     p.set_defaults(func=_run_robustness)
 
 
 def _run_robustness(a: argparse.Namespace) -> int:
     from .io import write_json, write_text
-    from .robustness import PERTURBATIONS, robustness_curves, worst_conditions
+    from .robustness import PERTURBATIONS, remedy_table
 
     names = list(PERTURBATIONS) if a.names == "all" else [n.strip() for n in a.names.split(",") if n.strip()]
     unknown = [n for n in names if n not in PERTURBATIONS]
     if unknown:
         raise ConfigError(f"--names: unknown perturbations {unknown}; choose from {', '.join(PERTURBATIONS)}")
-    curves = robustness_curves(a.data, a.model, split=a.split, names=names, n_val=a.n_val)
-    out = {"split": a.split, "model": a.model, "curves": curves.to_dict(orient="records"),
-           "worst": worst_conditions(curves).to_dict(orient="records")}
-    if a.remedy:
-        fixed = robustness_curves(a.data, a.model, split=a.split, names=names, remedy=a.remedy, n_val=a.n_val)
-        out["remedy"] = {"name": a.remedy, "curves": fixed.to_dict(orient="records")}
-        curves = curves.assign(remedy="").merge(
-            fixed[["perturbation", "strength", "mean_iou"]].rename(columns={"mean_iou": f"mean_iou_{a.remedy}"}),
-            on=["perturbation", "strength"], how="left")
-    write_json(a.out, out)
-    write_text(Path(a.out).with_suffix(".csv"), curves.to_csv(index=False))
-    print(worst_conditions(curves if not a.remedy else curves.drop(columns=[f"mean_iou_{a.remedy}"])).to_string())
+    res = remedy_table(a.data, a.model, augmented_model=a.augmented_model, split=a.split, names=names,
+                       n_val=a.n_val)
+    write_json(a.out, {"split": a.split, "model": a.model, "augmented_model": a.augmented_model,
+                       **{k: v.to_dict(orient="records") for k, v in res.items()}})
+    write_text(Path(a.out).with_suffix(".csv"), res["curves"].to_csv(index=False))
+    print(res["table"].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"wrote {a.out}")
     return 0
 

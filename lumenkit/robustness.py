@@ -299,3 +299,50 @@ def robustness_study(data: str | Path, model: Any, split: str = "test", **kwargs
         fixed[cols], on=["perturbation", "strength"], suffixes=("", "_calibrated")
     )
     return RobustnessStudy(curves, both)
+
+
+def remedy_table(
+    data: str | Path,
+    model: Any,
+    augmented_model: Any = None,
+    split: str = "test",
+    names: Sequence[str] | None = None,
+    k: int = 3,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """Curves of a model, its ``k`` worst conditions, and mean IoU there before and after each remedy.
+
+    Remedies: (a) a model trained with photometric augmentation (``augmented_model``, same data and budget), and
+    (b) a flat-field / white-balance calibration from a reference frame (:func:`flat_field_remedy`), alone and
+    combined with (a).
+
+    Args:
+        data: dataset folder.
+        model: the baseline checkpoint (or path).
+        augmented_model: a checkpoint trained with photometric jitter, or None.
+        split: split to evaluate.
+        names: perturbations to scan (default all).
+        k: how many worst conditions get the remedies.
+        **kwargs: passed to :func:`lumenkit.evaluate.evaluate`.
+
+    Returns:
+        ``{"curves": DataFrame, "worst": DataFrame, "table": DataFrame}``; ``table`` has one row per worst
+        condition (plus ``none``) and a mean-IoU column per model × remedy.
+    """
+    curves = robustness_curves(data, model, split=split, names=names, progress=False, **kwargs)
+    worst = worst_conditions(curves, k=k)
+    models = {"baseline": model}
+    if augmented_model is not None:
+        models["photometric-trained"] = augmented_model
+    rows = []
+    conditions = [("none", 0.0), *((str(r["perturbation"]), float(r["worst strength"])) for _, r in worst.iterrows())]
+    for name, s in conditions:
+        row: dict[str, Any] = {"perturbation": name, "strength": s}
+        for label, m in models.items():
+            for remedy in (None, "flat_field") if name != "none" else (None,):
+                c = robustness_curves(data, m, split=split, names=[name] if name != "none" else [],
+                                      strengths={name: [s]}, remedy=remedy, progress=False, **kwargs)
+                value = float(c["mean_iou"].iloc[-1])
+                row[f"{label}{' + flat-field' if remedy else ''}"] = value
+        rows.append(row)
+    return {"curves": curves, "worst": worst, "table": pd.DataFrame(rows)}

@@ -118,10 +118,14 @@ def test_robustness_and_perturbed_evaluate_cli(fake_dataset, tmp_path, capsys):
     Checkpoint(model=m, class_map=ClassMap([0, 1, 2]), scale=0.5).save(tmp_path / "model.pt")
     out = tmp_path / "rob.json"
     assert main(["robustness", "--data", str(fake_dataset), "--model", str(tmp_path / "model.pt"), "--out", str(out),
-                 "--names", "white_balance,defocus", "--remedy", "flat_field"]) == 0
+                 "--names", "white_balance,defocus", "--augmented-model", str(tmp_path / "model.pt")]) == 0
     d = json.loads(out.read_text())
     assert {r["perturbation"] for r in d["curves"]} == {"none", "white_balance", "defocus"}
-    assert d["remedy"]["name"] == "flat_field" and (tmp_path / "rob.csv").exists()
+    assert (tmp_path / "rob.csv").exists() and len(d["table"]) == 3
+    row = d["table"][1]
+    assert set(row) == {"perturbation", "strength", "baseline", "baseline + flat-field", "photometric-trained",
+                        "photometric-trained + flat-field"}
+    assert row["baseline"] == row["photometric-trained"]  # the same model twice gives the same figure
     assert main(["evaluate", "--data", str(fake_dataset), "--model", str(tmp_path / "model.pt"), "--out",
                  str(tmp_path / "e.json"), "--perturb", "gamma=0.5", "--quiet", "--no-baselines"]) == 0
     assert json.loads((tmp_path / "e.json").read_text())["perturbation"] == "gamma=0.5"
