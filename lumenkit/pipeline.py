@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -95,8 +96,14 @@ def _stage_params(declared: dict[str, Any], shared: dict[str, Any], own: dict[st
     if unknown:
         raise ConfigError(f"parameters {unknown} are not declared in the notebook (it takes {sorted(declared)})")
     for k in PATH_KEYS:
-        if isinstance(params.get(k), str) and params[k] and not Path(params[k]).is_absolute():
-            params[k] = str((base / params[k]).resolve())
+        if isinstance(params.get(k), str) and params[k]:
+            value = os.path.expanduser(os.path.expandvars(params[k]))
+            if "$" in value:
+                raise ConfigError(
+                    f"parameter {k}={params[k]!r} names an environment variable that is not set; "
+                    "e.g. export LUMENKIT_LUMENSTONE=/path/to/lumenstone"
+                )
+            params[k] = value if Path(value).is_absolute() else str((base / value).resolve())
     return params
 
 

@@ -85,3 +85,14 @@ def test_deposit_report_renders_summary_and_one_page_per_deposit(tmp_path):
     assert "cdnjs" not in page and "unpkg" not in page  # opens offline
     assert "<title>lumenkit — Deposit mineralogy report</title>" in page
     assert "05_deposit_report__dep1.html" in res.index.read_text()
+
+
+def test_environment_variables_in_paths(tmp_path, monkeypatch):
+    from lumenkit.pipeline import _stage_params
+
+    monkeypatch.setenv("LUMENKIT_LUMENSTONE", str(tmp_path / "ls"))
+    p = _stage_params({"data": {}}, {"data": "${LUMENKIT_LUMENSTONE}/S1_v1_x05"}, {}, tmp_path)
+    assert p["data"] == str(tmp_path / "ls" / "S1_v1_x05")
+    monkeypatch.delenv("LUMENKIT_LUMENSTONE")
+    with pytest.raises(ConfigError, match="export LUMENKIT_LUMENSTONE"):
+        _stage_params({"data": {}}, {"data": "${LUMENKIT_LUMENSTONE}/S1_v1_x05"}, {}, tmp_path)
