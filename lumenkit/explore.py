@@ -48,10 +48,10 @@ def plot_overview(tables: dict[str, Any]) -> Any:
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    from .viz import _colour_of
+    from .viz import colour_of
 
     labels = list(tables["shares"].index)
-    colours = [_colour_of(lab) for lab in labels]
+    colours = [colour_of(lab) for lab in labels]
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.2), constrained_layout=True)
     axes[0].bar(labels, 100 * tables["shares"].to_numpy(), color=colours, edgecolor="k")
     axes[0].set_yscale("log")
@@ -71,7 +71,7 @@ def plot_image_shares(tables: dict[str, Any], max_images: int = 60) -> Any:
     """Stacked bars of class shares per image (first ``max_images``), grouped by deposit when known."""
     import matplotlib.pyplot as plt
 
-    from .viz import _colour_of
+    from .viz import colour_of
 
     sh = tables["image_shares"]
     if "deposit" in tables["counts"]:
@@ -81,7 +81,7 @@ def plot_image_shares(tables: dict[str, Any], max_images: int = 60) -> Any:
     fig, ax = plt.subplots(figsize=(max(8, 0.22 * len(sh)), 4), constrained_layout=True)
     bottom = np.zeros(len(sh))
     for lab in sh.columns:
-        ax.bar(range(len(sh)), 100 * sh[lab], bottom=bottom, color=_colour_of(lab), label=lab, width=0.9)
+        ax.bar(range(len(sh)), 100 * sh[lab], bottom=bottom, color=colour_of(lab), label=lab, width=0.9)
         bottom += 100 * sh[lab].to_numpy()
     ax.set_xticks(range(len(sh)), sh.index, rotation=90, fontsize=7)
     ax.set_ylabel("% of image")

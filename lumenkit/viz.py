@@ -79,7 +79,8 @@ def plot_sample(sample: dict[str, Any], codes: Sequence[int] | None = None, alph
     return fig
 
 
-def _colour_of(label: str) -> tuple[float, float, float]:
+def colour_of(label: str) -> tuple[float, float, float]:
+    """Display colour of a class label as matplotlib RGB in 0–1 (grey for an unknown label)."""
     for m in CATALOGUE.values():
         if m.label == label:
             return tuple(np.array(m.colour) / 255)  # type: ignore[return-value]
@@ -105,7 +106,7 @@ def plot_modal(deposit_modal: Any, title: str = "Modal mineralogy (area %, 95% i
         sub = df[df["mineral"] == mineral].set_index("deposit").reindex(deps)
         err = np.stack([sub["area_pct"] - sub["ci_low"], sub["ci_high"] - sub["area_pct"]]).clip(0)
         ax.bar(x + j * width, sub["area_pct"], width, yerr=err, capsize=2, label=mineral,
-               color=_colour_of(mineral), edgecolor="k", linewidth=0.5)
+               color=colour_of(mineral), edgecolor="k", linewidth=0.5)
     ax.set_xticks(x + 0.4 - width / 2, [d or "(no deposit)" for d in deps])
     ax.set_ylabel("area %")
     ax.set_title(title)
@@ -122,7 +123,7 @@ def plot_grain_sizes(grain_table: Any, column: str | None = None) -> Any:
     for mineral, g in grain_table.groupby("mineral"):
         d = np.sort(g[column].to_numpy(float))
         w = np.cumsum(d**2)
-        ax.step(d, w / w[-1], where="post", label=f"{mineral} ({len(d)} grains)", color=_colour_of(str(mineral)))
+        ax.step(d, w / w[-1], where="post", label=f"{mineral} ({len(d)} grains)", color=colour_of(str(mineral)))
     ax.set_xscale("log")
     ax.set_xlabel(f"equivalent circle diameter ({'µm' if column.endswith('um') else 'px'})")
     ax.set_ylabel("cumulative area fraction")
@@ -218,7 +219,7 @@ def plot_history(history: Any) -> Any:
     axes[1].set_yscale("log")
     axes[1].set_title("learning rate (×0.1 on plateau of the validation loss)")
     for col in [c for c in h.columns if c.startswith("iou_")]:
-        axes[2].plot(h["epoch"], h[col], "-", color=_colour_of(col[4:]), label=col[4:], lw=1.5)
+        axes[2].plot(h["epoch"], h[col], "-", color=colour_of(col[4:]), label=col[4:], lw=1.5)
     axes[2].plot(h["epoch"], h["val_miou"], "k-o", lw=2.5, label="mean")
     axes[2].set_ylim(0, 1)
     axes[2].set_title("validation IoU")
