@@ -31,15 +31,8 @@ def open_dataset(data: str | Path, class_set: str = "", split: str = "train") ->
 
     ds = LumenStoneDataset(data, split=split, class_set=class_set or None)
     if ds.class_map is None:
-        ds.class_map = ClassMap(_codes_found(ds))
+        ds.class_map = ClassMap(ds.codes)
     return ds
-
-
-def _codes_found(ds: Any) -> list[int]:
-    counts = ds.class_counts()
-    labels = [c for c in counts.columns if c != "ignore" and counts[c].sum() > 0]
-    by_label = {m.label: m.code for m in CATALOGUE.values()}
-    return sorted(by_label[lab] for lab in labels)
 
 
 # ------------------------------------------------------------------------------------------------
