@@ -24,16 +24,19 @@ from lumenkit.infer import predict_image
 from lumenkit.model import count_flops, count_parameters, create_model
 from lumenkit.train import TrainConfig
 
+# Peak memory is read from VmHWM (reset at exec), not ru_maxrss (which keeps the forking parent's peak).
 CHILD = """
-import resource, sys, numpy as np, torch
+import sys, numpy as np, torch
 from lumenkit.infer import predict_image
 from lumenkit.model import create_model
+def hwm():
+    return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')) / 1024
 torch.set_num_threads(int(sys.argv[2]))
 m = create_model(width=int(sys.argv[1]), classes=7).eval()
 img = np.random.default_rng(0).integers(0, 256, (2547, 3396, 3), dtype=np.uint8)
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base = hwm()
 predict_image(m, img, input_scale=1.0, model_scale=float(sys.argv[3]))
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, base / 1024)
+print(hwm(), base)
 """
 
 
