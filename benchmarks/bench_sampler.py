@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         "rarest_share_natural": round(float(natural[r]), 4),
         "rarest_share_balanced": round(float(b.shares()[r]), 4),
         "rarest_share_uniform": round(float(u.shares()[r]), 4),
-        "note": "wall-clock on shared cores",
+        "loadavg_1min_at_end": round(os.getloadavg()[0], 2),  # other load on the machine while measuring
     }
     print(json.dumps(out))
     return 0
