@@ -57,7 +57,8 @@ bench: install
 	$(PY) benchmarks/bench_synth.py
 	$(PY) benchmarks/bench_sampler.py
 	$(PY) benchmarks/bench_model.py
-	$(PY) benchmarks/bench_infer.py
+	$(PY) benchmarks/bench_predict.py --quick
+	$(PY) benchmarks/bench_train_step.py
 	$(PY) benchmarks/bench_metrics.py
 
 clean:

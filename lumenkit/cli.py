@@ -191,13 +191,15 @@ def _run_train(a: argparse.Namespace) -> int:
 def _add_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="predict masks, overlays, confidence and composition for images")
     p.add_argument("paths", nargs="+", help="image files and/or folders (searched recursively)")
-    p.add_argument("--model", required=True, help="checkpoint, e.g. RUN/model.pt")
+    p.add_argument("--model", required=True, help="checkpoint RUN/model.pt, or an export RUN/model.onnx")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--scale", type=float, default=None,
                    help="scale of the inputs vs native ×100 (default: from dataset.yaml, else 1.0)")
-    p.add_argument("--tile", type=int, default=512, help="window side in px at model scale (default 512)")
+    p.add_argument("--tile", type=int, default=768, help="window side in px at model scale (default 768)")
     p.add_argument("--margin", type=int, default=64, help="context cropped from each window side (default 64)")
     p.add_argument("--tta", action="store_true", help="average over flips and rotations (8× slower)")
+    p.add_argument("--runtime", choices=["torch", "onnx"], default=None,
+                   help="inference back end (default: torch for .pt, ONNX Runtime for .onnx)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_predict)
 
@@ -210,7 +212,7 @@ def _run_predict(a: argparse.Namespace) -> int:
               file=sys.stderr)
 
     rep = predict_files(a.model, a.paths, a.out, scale=a.scale, tile=a.tile, margin=a.margin, tta=a.tta,
-                        progress=not a.quiet, on_error=report)
+                        progress=not a.quiet, on_error=report, runtime=a.runtime)
     print(f"predicted {len(rep.composition)} image(s) into {rep.out}; {len(rep.failures)} failed")
     return 0 if rep.ok else 1
 
@@ -249,8 +251,32 @@ def _run_robustness(a: argparse.Namespace) -> int:
     return 0
 
 
+# -- export ---------------------------------------------------------------------------------------
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export a checkpoint to ONNX (normalisation, softmax and metadata inside)")
+    p.add_argument("--onnx", required=True, metavar="MODEL_PT", help="checkpoint to export, e.g. RUN/model.pt")
+    p.add_argument("--out", default=None, help="output .onnx file (default: beside the checkpoint, RUN/model.onnx)")
+    p.set_defaults(func=_run_export)
+
+
+def _run_export(a: argparse.Namespace) -> int:
+    from .export import export_onnx, load_onnx
+
+    path = export_onnx(a.onnx, a.out)
+    m = load_onnx(path) if _has_onnxruntime() else None
+    print(f"wrote {path}" + (f" ({len(m.class_map or [])} classes, scale {m.scale}, checked with ONNX Runtime)"
+                             if m is not None else " (onnxruntime not installed: not checked)"))
+    return 0
+
+
+def _has_onnxruntime() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_synth, _add_info, _add_evaluate, _add_report, _add_train, _add_predict, _add_robustness,
+    _add_synth, _add_info, _add_evaluate, _add_report, _add_train, _add_predict, _add_robustness, _add_export,
 ]
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -15,7 +17,13 @@ import torch.nn.functional as F
 
 from .classes import ClassMap
 from .io import resize_image, target_size
-from .model import Checkpoint, SegmentationModel, load_checkpoint
+from .model import Checkpoint, SegmentationModel, fuse_for_inference, load_checkpoint
+
+if TYPE_CHECKING:
+    from .export import OnnxModel
+
+RUNTIMES: tuple[str, ...] = ("torch", "onnx")
+"""Inference back ends: PyTorch (fused, channels-last) and ONNX Runtime (``pip install onnxruntime``)."""
 
 TTA_MODES: tuple[str, ...] = ("flip", "d4")
 """Test-time augmentation sets: ``flip`` (identity, h-, v-, hv-flip: 4 passes), ``d4`` (flips × rot90: 8 passes)."""
@@ -94,15 +102,155 @@ def _unwrap(model: torch.nn.Module) -> SegmentationModel:
     return inner
 
 
+# -- runners: one small adapter per back end --------------------------------------------------------
+@runtime_checkable
+class Runner(Protocol):
+    """What tiled prediction needs from a network, whatever runs it.
+
+    Attributes:
+        output_stride: input height and width must be multiples of this.
+        classes: number of output classes ``K``.
+    """
+
+    output_stride: int
+    classes: int
+
+    def probs(self, x: torch.Tensor) -> torch.Tensor:
+        """Softmax probabilities ``(N, K, H, W)`` float32 (CPU or the runner's device) of uint8 ``(N, 3, H, W)``."""
+        ...
+
+
+_CACHE: weakref.WeakKeyDictionary[SegmentationModel, dict[str, tuple[Any, Any]]] = weakref.WeakKeyDictionary()
+
+
+def _state_key(model: SegmentationModel) -> tuple[tuple[int, int, int], ...] | None:
+    """Identity, storage and in-place version of every parameter and buffer (``None`` if untrackable)."""
+    try:
+        return tuple((id(t), t.data_ptr(), t._version) for t in itertools.chain(model.parameters(), model.buffers()))
+    except RuntimeError:  # inference tensors have no version counter: never cache
+        return None
+
+
+def derived_model(model: SegmentationModel, kind: str, build: Callable[[SegmentationModel], Any]) -> Any:
+    """``build(model)``, cached per model object until its weights change or it is put back into training.
+
+    The cache holds one entry per ``kind`` (e.g. the fused copy, an ONNX Runtime session) and is keyed weakly,
+    so it dies with the model. An entry is rebuilt when any parameter or buffer was replaced or modified in
+    place (an optimizer step, ``load_state_dict``, BN statistics updated by a training forward pass), and
+    whenever the model is in training mode at call time.
+
+    Args:
+        model: the source model.
+        kind: cache slot name, one per kind of derived object.
+        build: makes the derived object from ``model``.
+    """
+    slots = _CACHE.setdefault(model, {})
+    if model.training:  # put back into training: whatever was derived may be stale
+        slots.clear()
+    key = _state_key(model)
+    hit = slots.get(kind)
+    if key is not None and hit is not None and hit[0] == key:
+        return hit[1]
+    obj = build(model)
+    if key is not None and not model.training:
+        slots[kind] = (key, obj)
+    return obj
+
+
+def fused_model(model: SegmentationModel, channels_last: bool = True) -> SegmentationModel:
+    """The inference copy of ``model`` used by prediction: BN folded into convs, channels-last, cached.
+
+    See :func:`lumenkit.model.fuse_for_inference` (the folding) and :func:`derived_model` (the caching).
+    """
+    def build(m: SegmentationModel) -> SegmentationModel:
+        fused = fuse_for_inference(m)
+        return fused.to(memory_format=torch.channels_last) if channels_last else fused
+
+    return derived_model(model, "fused-cl" if channels_last else "fused", build)
+
+
+class TorchRunner:
+    """Run a lumenkit model with PyTorch: uint8 batch → normalise → network → softmax.
+
+    Args:
+        model: a lumenkit segmentation model (or a DDP/DataParallel wrapper of one).
+        device: where to run (default: the model's device).
+        fuse: use the cached fused, channels-last copy (see :func:`fused_model`); ``False`` runs ``model`` itself,
+            switched to eval mode for each call and then restored.
+    """
+
+    def __init__(self, model: torch.nn.Module, device: str | torch.device | None = None, fuse: bool = True) -> None:
+        self.model = _unwrap(model)
+        self.device = torch.device(device) if device is not None else next(self.model.parameters()).device
+        self.fuse = bool(fuse)
+        self.output_stride = self.model.output_stride
+        self.classes = int(self.model.config["classes"])
+        self._net = fused_model(self.model).to(self.device) if self.fuse else None
+
+    def probs(self, x: torch.Tensor) -> torch.Tensor:
+        """Softmax probabilities ``(N, K, H, W)`` float32 on the runner's device of uint8 ``(N, 3, H, W)``."""
+        x = x.to(self.device)
+        with torch.inference_mode():
+            if self._net is not None:
+                z = self._net.normalize(x).contiguous(memory_format=torch.channels_last)
+                return torch.softmax(self._net(z).float(), dim=1)
+            m = self.model
+            was_training = m.training
+            m.eval()
+            try:
+                return torch.softmax(m(m.normalize(x)).float(), dim=1)
+            finally:
+                m.train(was_training)
+
+
+def as_runner(
+    model: SegmentationModel | Checkpoint | Runner | torch.nn.Module,
+    device: str | torch.device | None = None,
+    fuse: bool = True,
+    runtime: str | None = None,
+) -> Runner:
+    """A :class:`Runner` for a model: torch models get a :class:`TorchRunner`, runners pass through.
+
+    Args:
+        model: a lumenkit model (or its checkpoint, or a DDP/DataParallel wrapper), or anything with ``.probs``,
+            ``.output_stride`` and ``.classes`` (e.g. :class:`lumenkit.export.OnnxModel`).
+        device: torch device (torch models only).
+        fuse: fold BatchNorm into convolutions (torch models only).
+        runtime: ``None`` (the model's own), ``"torch"``, or ``"onnx"`` (a torch model is exported in memory once
+            and run by ONNX Runtime; the session is cached like the fused copy).
+
+    Raises:
+        ValueError: an unknown runtime, or ``runtime="torch"`` for an ONNX model.
+        CheckpointError: ``runtime="onnx"`` without onnxruntime installed.
+        TypeError: ``model`` is none of the above.
+    """
+    if runtime is not None and runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
+    if isinstance(model, Checkpoint):
+        model = model.model
+    if isinstance(model, Runner) and not isinstance(model, torch.nn.Module):
+        if runtime == "torch" and not isinstance(model, TorchRunner):
+            raise ValueError("runtime='torch' needs a PyTorch checkpoint (model.pt), not an ONNX model")
+        return model
+    if runtime == "onnx":
+        from .export import OnnxModel
+
+        return derived_model(_unwrap(model), "onnx", OnnxModel.from_model)
+    return TorchRunner(model, device=device, fuse=fuse)
+
+
 def predict_probs(
-    model: SegmentationModel,
+    model: SegmentationModel | Checkpoint | Runner,
     image: np.ndarray,
-    tile: int = 512,
+    tile: int = 768,
     margin: int = 64,
-    batch: int = 2,
+    batch: int = 1,
     tta: bool | str = False,
     device: str | torch.device | None = None,
     progress: bool = False,
+    *,
+    fuse: bool = True,
+    runtime: str | None = None,
 ) -> torch.Tensor:
     """Softmax probabilities ``(K, H, W)`` (float32, CPU) of an image already at the model's scale.
 
@@ -113,21 +261,25 @@ def predict_probs(
     ``batch`` windows plus the ``(K, H, W)`` output.
 
     Args:
-        model: a lumenkit segmentation model (switched to eval mode for the call, then restored).
+        model: a lumenkit segmentation model (never modified: by default its cached fused copy runs, see
+            :func:`fused_model`), or a :class:`Runner` such as :class:`lumenkit.export.OnnxModel`.
         image: ``(H, W, 3)`` uint8 RGB at the model's scale.
         tile: window side in pixels fed to the network (rounded down to a multiple of ``2**depth``).
         margin: context pixels cropped from each window side (rounded up to a multiple of ``2**depth / 2``).
         batch: windows per forward pass.
         tta: test-time augmentation (see :func:`tta_transforms`); probabilities are averaged.
-        device: where to run (default: the model's device).
+        device: where to run a torch model (default: the model's device).
         progress: show a tqdm bar over windows.
+        fuse: fold BatchNorm into the convolutions (torch models; ``False`` runs the model as it is, in eval mode).
+        runtime: ``None`` (the model's own), ``"torch"`` or ``"onnx"`` (see :func:`as_runner`).
 
     Raises:
-        ValueError: a bad image array, or ``tile`` too small for ``margin``.
+        ValueError: a bad image array, ``tile`` too small for ``margin``, or an unknown runtime.
+        CheckpointError: ``runtime="onnx"`` without onnxruntime installed.
     """
-    model = _unwrap(model)
+    runner = as_runner(model, device=device, fuse=fuse, runtime=runtime)
     _check_image(image)
-    stride = model.output_stride
+    stride = runner.output_stride
     m = _round_up(max(0, int(margin)), max(1, stride // 2))
     t = max(stride, (int(tile) // stride) * stride)
     core = t - 2 * m
@@ -140,13 +292,10 @@ def predict_probs(
     ys, core_y, wh, ph = _axis_layout(h, core, m, stride)
     xs, core_x, ww, pw = _axis_layout(w, core, m, stride)
     padded = np.pad(image, ((m, ph - h - m), (m, pw - w - m), (0, 0)), mode="reflect" if min(h, w) > 1 else "edge")
-    dev = torch.device(device) if device is not None else next(model.parameters()).device
-    k = model.config["classes"]
-    out = torch.empty((k, h, w), dtype=torch.float32)
+    out = torch.empty((runner.classes, h, w), dtype=torch.float32)
     transforms = tta_transforms(tta)
     origins = [(y, x) for y in ys for x in xs]
-    was_training = model.training
-    model.eval()
+    step = max(1, int(batch))
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -154,14 +303,13 @@ def predict_probs(
         bar = tqdm(total=len(origins), desc="tiles", unit="tile", leave=False)
     try:
         with torch.inference_mode():
-            for i in range(0, len(origins), max(1, int(batch))):
-                chunk = origins[i : i + max(1, int(batch))]
+            for i in range(0, len(origins), step):
+                chunk = origins[i : i + step]
                 win = np.stack([padded[y : y + wh, x : x + ww] for y, x in chunk])
-                x_t = torch.from_numpy(win).to(dev).permute(0, 3, 1, 2)
-                x_t = model.normalize(x_t).contiguous(memory_format=torch.channels_last)
+                x_t = torch.from_numpy(win).permute(0, 3, 1, 2)  # uint8 NCHW view of NHWC memory (channels-last)
                 prob = None
                 for fwd, inv in transforms:
-                    p = inv(torch.softmax(model(fwd(x_t)).float(), dim=1))
+                    p = inv(runner.probs(fwd(x_t)))
                     prob = p if prob is None else prob + p
                 assert prob is not None
                 if len(transforms) > 1:
@@ -175,7 +323,6 @@ def predict_probs(
     finally:
         if bar is not None:
             bar.close()
-        model.train(was_training)
     return out
 
 
@@ -204,7 +351,8 @@ def resize_probs(
     """Bring class probabilities to ``size = (width, height)`` and reduce them to labels and confidence.
 
     Upsampling is bilinear (separable, PyTorch's ``align_corners=False`` convention), done in strips of ``strip``
-    output rows so only one strip of full-resolution probabilities exists at a time; downsampling averages areas.
+    output rows so only one strip of full-resolution probabilities exists at a time (along x with
+    ``F.interpolate``, along y by blending whole rows); downsampling averages areas.
 
     Returns:
         ``(indices, confidence, probs)``: ``(H, W)`` uint8 model indices, ``(H, W)`` float32 max probability,
@@ -219,16 +367,18 @@ def resize_probs(
         small = F.interpolate(probs[None], size=(out_h, out_w), mode="area")[0]
         conf, idx = small.max(dim=0)
         return idx.to(torch.uint8).numpy(), conf.numpy(), small if keep_probs else None
-    c0, c1, cl = _linear_weights(w, out_w)
     r0, r1, rl = _linear_weights(h, out_h)
     idx_out = np.empty((out_h, out_w), dtype=np.uint8)
     conf_out = np.empty((out_h, out_w), dtype=np.float32)
     full = torch.empty((k, out_h, out_w), dtype=torch.float32) if keep_probs else None
     for s in range(0, out_h, strip):
         e = min(out_h, s + strip)
-        lam = rl[s:e].view(1, -1, 1)
-        rows = probs[:, r0[s:e]] * (1 - lam) + probs[:, r1[s:e]] * lam  # (K, strip, w)
-        part = rows[:, :, c0] * (1 - cl) + rows[:, :, c1] * cl  # (K, strip, out_w)
+        a, b = int(r0[s]), int(r1[e - 1]) + 1  # the source rows this strip reads
+        src = probs[:, a:b]
+        # along x: PyTorch's bilinear kernel (rows kept as they are: scale 1 on y is the identity)
+        cols = src if out_w == w else F.interpolate(src[None], size=(b - a, out_w), mode="bilinear",
+                                                    align_corners=False)[0]
+        part = torch.lerp(cols[:, r0[s:e] - a], cols[:, r1[s:e] - a], rl[s:e].view(1, -1, 1))  # along y
         conf, idx = part.max(dim=0)
         idx_out[s:e] = idx.to(torch.uint8).numpy()
         conf_out[s:e] = conf.numpy()
@@ -237,27 +387,43 @@ def resize_probs(
     return idx_out, conf_out, full
 
 
+def load_model(path: str | Path) -> Checkpoint | OnnxModel:
+    """Read a model for prediction: a lumenkit checkpoint (``model.pt``) or an exported ``.onnx`` file.
+
+    Raises:
+        CheckpointError: a missing, corrupt or foreign file, or an ``.onnx`` file without onnxruntime installed.
+    """
+    if Path(path).suffix.lower() == ".onnx":
+        from .export import load_onnx
+
+        return load_onnx(path)
+    return load_checkpoint(path)
+
+
 def predict_image(
-    model_or_ckpt: SegmentationModel | Checkpoint | str | Path,
+    model_or_ckpt: SegmentationModel | Checkpoint | OnnxModel | str | Path,
     image: np.ndarray,
     input_scale: float | None = None,
     *,
     model_scale: float | None = None,
     class_map: ClassMap | None = None,
-    tile: int = 512,
+    tile: int = 768,
     margin: int = 64,
-    batch: int = 2,
+    batch: int = 1,
     tta: bool | str = False,
     output_size: tuple[int, int] | None = None,
     return_probs: bool = False,
     device: str | torch.device | None = None,
     threads: int | None = None,
     progress: bool = False,
+    fuse: bool = True,
+    runtime: str | None = None,
 ) -> dict[str, Any]:
     """Predict a whole image at the model's scale and return results at the input's resolution.
 
     Args:
-        model_or_ckpt: a :class:`~lumenkit.model.Checkpoint` (or its path), or a bare model.
+        model_or_ckpt: a :class:`~lumenkit.model.Checkpoint` or :class:`~lumenkit.export.OnnxModel` (or the path of
+            a ``model.pt`` or ``model.onnx``), or a bare model.
         image: ``(H, W, 3)`` uint8 RGB.
         input_scale: scale of ``image`` relative to native ×100 (1.0 = 3396×2547); default: the model's scale.
         model_scale: scale to predict at (default: the checkpoint's; for a bare model, ``input_scale``).
@@ -270,8 +436,12 @@ def predict_image(
         output_size: ``(width, height)`` of the outputs (default: the input's size), e.g. a mask's stored size.
         return_probs: also return ``probs``, ``(K, H, W)`` float32 at the output resolution.
         device: where to run (default: the model's device).
-        threads: torch intra-op threads for this call (default: leave torch's setting).
+        threads: torch intra-op threads for this call (default: leave torch's setting, which uses all cores);
+            ONNX Runtime sessions take theirs when loaded (:func:`lumenkit.export.load_onnx`).
         progress: show a tqdm bar over windows.
+        fuse: run torch models with BatchNorm folded into the convolutions (same result, faster).
+        runtime: ``None`` (the model's own), ``"torch"``, or ``"onnx"`` (a torch model is exported in memory once
+            and run by ONNX Runtime).
 
     Returns:
         ``{"codes": (H, W) uint8 LumenStone codes, "indices": (H, W) uint8 model indices,
@@ -279,17 +449,22 @@ def predict_image(
         "model_scale": float}``.
 
     Raises:
-        CheckpointError: a path that is not a lumenkit checkpoint.
-        ValueError: a bad image array, a non-positive scale, or ``tile`` too small for ``margin``.
+        CheckpointError: a path that is not a lumenkit checkpoint or exported model, or an ONNX model without
+            onnxruntime installed.
+        ValueError: a bad image array, a non-positive scale, ``tile`` too small for ``margin``, or an unknown
+            runtime.
     """
+    from .export import OnnxModel
+
     if isinstance(model_or_ckpt, (str, Path)):
-        model_or_ckpt = load_checkpoint(model_or_ckpt)
-    if isinstance(model_or_ckpt, Checkpoint):
-        model = model_or_ckpt.model
+        model_or_ckpt = load_model(model_or_ckpt)
+    model: SegmentationModel | Runner
+    if isinstance(model_or_ckpt, (Checkpoint, OnnxModel)):
+        model = model_or_ckpt.model if isinstance(model_or_ckpt, Checkpoint) else model_or_ckpt
         model_scale = model_or_ckpt.scale if model_scale is None else model_scale
         class_map = model_or_ckpt.class_map if class_map is None else class_map
     else:
-        model = _unwrap(model_or_ckpt)
+        model = model_or_ckpt if isinstance(model_or_ckpt, Runner) else _unwrap(model_or_ckpt)
     if model_scale is None:
         model_scale = input_scale if input_scale is not None else 1.0
     if input_scale is None:
@@ -303,7 +478,7 @@ def predict_image(
     work = image if abs(factor - 1) < 1e-9 else resize_image(image, target_size((w, h), factor))
     with _threads(threads):
         probs = predict_probs(model, work, tile=tile, margin=margin, batch=batch, tta=tta, device=device,
-                              progress=progress)
+                              progress=progress, fuse=fuse, runtime=runtime)
         idx, conf, full = resize_probs(probs, out_size, keep_probs=return_probs)
     del probs
     codes = class_map.to_code(idx) if class_map is not None else idx
@@ -356,6 +531,16 @@ def scale_of(path: Path, default: float = 1.0) -> float:
     return default
 
 
+def _nearest(mask: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``mask`` sampled at the pixel centres of a ``shape = (H, W)`` grid (nearest neighbour)."""
+    h, w = mask.shape
+    if (h, w) == tuple(shape[:2]):
+        return mask
+    ys = np.minimum(((np.arange(shape[0]) + 0.5) * h / shape[0]).astype(np.intp), h - 1)
+    xs = np.minimum(((np.arange(shape[1]) + 0.5) * w / shape[1]).astype(np.intp), w - 1)
+    return mask[ys[:, None], xs[None, :]]
+
+
 @dataclass
 class PredictionReport:
     """Outcome of :func:`predict_files`.
@@ -377,17 +562,18 @@ class PredictionReport:
 
 
 def predict_files(
-    checkpoint: Checkpoint | str | Path,
+    checkpoint: Checkpoint | OnnxModel | str | Path,
     paths: Sequence[str | Path],
     out: str | Path,
     scale: float | None = None,
-    tile: int = 512,
+    tile: int = 768,
     margin: int = 64,
-    batch: int = 2,
+    batch: int = 1,
     tta: bool | str = False,
     alpha: float = 0.45,
     progress: bool = True,
     on_error: Callable[[str, str], None] | None = None,
+    runtime: str | None = None,
 ) -> PredictionReport:
     """Predict image files and write, per image, a mask, an overlay and a confidence map, plus a composition CSV.
 
@@ -400,8 +586,13 @@ def predict_files(
 
     A file that cannot be read or predicted is reported (``on_error(path, message)``) and skipped.
 
+    When the model runs at a smaller scale than the file's, the file is decoded directly at the model's scale
+    (reduced-size JPEG decoding, see :func:`lumenkit.io.read_image`); masks and confidence maps are still
+    written at the file's own resolution, the overlay (a preview) at the resolution the model saw.
+
     Args:
-        checkpoint: a :class:`~lumenkit.model.Checkpoint` or the path of ``model.pt``.
+        checkpoint: a :class:`~lumenkit.model.Checkpoint` or :class:`~lumenkit.export.OnnxModel`, or the path of a
+            ``model.pt`` or ``model.onnx``.
         paths: image files and/or folders (searched recursively).
         out: output folder.
         scale: scale of the inputs relative to native ×100; default from the nearest ``dataset.yaml``, else 1.0.
@@ -412,15 +603,17 @@ def predict_files(
         alpha: overlay opacity.
         progress: show a progress bar over images.
         on_error: called with ``(path, message)`` for each failure.
+        runtime: ``None`` (the model's own), ``"torch"`` or ``"onnx"`` (see :func:`predict_image`).
 
     Raises:
-        CheckpointError: the checkpoint cannot be loaded (nothing is predicted then).
+        CheckpointError: the model cannot be loaded (nothing is predicted then), or an ONNX model without
+            onnxruntime installed.
     """
     from .errors import LumenkitError
-    from .io import read_image, save_image, write_text
+    from .io import image_size, read_image, save_image, write_text
     from .viz import overlay
 
-    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
+    ckpt = load_model(checkpoint) if isinstance(checkpoint, (str, Path)) else checkpoint
     out = Path(out)
     files, missing = collect_images(paths, exclude=out)
     failures = [(m.split(":")[0], m) for m in missing]
@@ -438,8 +631,13 @@ def predict_files(
     for f in bar if bar is not None else files:
         try:
             s = float(scale) if scale is not None else scale_of(f)
-            image = read_image(f)
-            res = predict_image(ckpt, image, s, tile=tile, margin=margin, batch=batch, tta=tta)
+            if not s > 0:
+                raise ValueError(f"scale must be positive, got {s}")
+            size = image_size(f)
+            factor = min(1.0, ckpt.scale / s)  # decode straight at the model's scale when that is smaller
+            image = read_image(f, factor=factor)
+            res = predict_image(ckpt, image, ckpt.scale if factor < 1 else s, tile=tile, margin=margin,
+                                batch=batch, tta=tta, output_size=size, runtime=runtime)
         except (LumenkitError, ValueError, OSError) as e:
             failures.append((str(f), str(e)))
             if on_error is not None:
@@ -452,7 +650,7 @@ def predict_files(
         used.add(name)
         codes = res["codes"]
         save_image(codes, out / f"{name}.png")
-        save_image(overlay(image, codes, alpha=alpha), out / "overlays" / f"{name}.jpg")
+        save_image(overlay(image, _nearest(codes, image.shape[:2]), alpha=alpha), out / "overlays" / f"{name}.jpg")
         save_image(np.clip(res["confidence"] * 255 + 0.5, 0, 255).astype(np.uint8), out / "confidence" / f"{name}.png")
         counts = np.bincount(res["indices"].ravel(), minlength=len(labels))[: len(labels)]
         row: dict[str, Any] = {"image": name, "path": str(f), "width": codes.shape[1], "height": codes.shape[0],

@@ -94,7 +94,9 @@ def read_image(path: str | Path, factor: float = 1.0) -> np.ndarray:
         size = im.size
         out_size = target_size(size, factor)
         if im.format == "JPEG" and factor <= 0.5:
-            im.draft("RGB", out_size)
+            # DCT-domain downscaling by 1/2, 1/4 or 1/8: ask for the largest reduction that still covers out_size
+            s = max(d for d in (1, 2, 4, 8) if size[0] // d >= out_size[0] and size[1] // d >= out_size[1])
+            im.draft("RGB", (size[0] // s, size[1] // s))
         _load(im, path, "image", BadImageError)
         mode = im.mode
         if mode in ("RGBA", "LA") or (mode == "P" and "transparency" in im.info):

@@ -86,11 +86,12 @@ def test_same_scale_matches_predict_probs(model, image):
     np.testing.assert_allclose(out["confidence"], ref.max(0).values.numpy())
 
 
-def test_resize_probs_matches_bilinear_interpolate():
+@pytest.mark.parametrize("size", [(40, 31), (17, 31), (9, 50), (400, 14)])
+def test_resize_probs_matches_bilinear_interpolate(size):
     torch.manual_seed(0)
     p = torch.softmax(torch.randn(4, 13, 17), 0)
-    idx, _conf, full = resize_probs(p, (40, 31), strip=5, keep_probs=True)
-    ref = torch.nn.functional.interpolate(p[None], size=(31, 40), mode="bilinear", align_corners=False)[0]
+    idx, _conf, full = resize_probs(p, size, strip=5, keep_probs=True)
+    ref = torch.nn.functional.interpolate(p[None], size=size[::-1], mode="bilinear", align_corners=False)[0]
     assert torch.allclose(full, ref, atol=1e-6)
     np.testing.assert_array_equal(idx, ref.argmax(0).numpy())
 
@@ -128,3 +129,72 @@ def test_collect_images_in_a_lumenstone_folder_skips_masks(fake_dataset, tmp_pat
     assert len(files) == 8 and all("imgs" in f.parts for f in files)
     assert missing == [f"{tmp_path / 'absent.jpg'}: no such file or folder"]
     assert scale_of(files[0]) == 0.5 and scale_of(tmp_path / "x.jpg") == 1.0
+
+
+# -- fused inference ------------------------------------------------------------------------------
+def test_fused_copy_matches_and_leaves_the_original_alone(model, image):
+    from lumenkit.model import fuse_for_inference
+
+    with torch.no_grad():
+        for mod in model.modules():
+            if isinstance(mod, torch.nn.BatchNorm2d):  # non-trivial affine terms too
+                mod.weight.uniform_(0.5, 1.5)
+                mod.bias.uniform_(-0.3, 0.3)
+    fused = fuse_for_inference(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) > 0
+    assert fused.config == model.config and not any(p.requires_grad for p in fused.parameters())
+    x = model.normalize(torch.from_numpy(image[:64, :96]).permute(2, 0, 1)[None])
+    with torch.no_grad():
+        assert torch.allclose(fused(x), model(x), atol=1e-4)
+    ref = predict_probs(model, image, tile=96, margin=32, fuse=False)
+    got = predict_probs(model, image, tile=96, margin=32)
+    assert (ref - got).abs().max() < 1e-4
+
+
+def test_fused_copy_is_cached_until_the_weights_change(image):
+    from lumenkit.infer import fused_model
+
+    m = create_model(width=4, depth=2, classes=2).eval()
+    a = fused_model(m)
+    assert fused_model(m) is a
+    before = predict_probs(m, image[:40, :40], tile=64, margin=8)
+    with torch.no_grad():
+        m.head.bias[0] += 3.0  # in place: the parameter's version changes
+    b = fused_model(m)
+    assert b is not a
+    after = predict_probs(m, image[:40, :40], tile=64, margin=8)
+    assert (after[0] > before[0]).all()
+    m.train()  # put back into training: no stale copy survives, and the model's mode is untouched
+    c = fused_model(m)
+    assert c is not b and m.training
+    m.eval()
+    assert fused_model(m) is not c  # entries made while training are not kept
+    d = fused_model(m)
+    assert fused_model(m) is d
+
+
+def test_predict_files_decodes_at_the_model_scale(model, tmp_path, monkeypatch):
+    import lumenkit.io
+    from lumenkit.infer import predict_files
+    from lumenkit.io import read_image, read_mask, save_image
+
+    img = np.random.default_rng(5).integers(0, 256, (160, 240, 3), dtype=np.uint8)
+    save_image(img, tmp_path / "in" / "a.jpg")
+    ckpt = Checkpoint(model=model, class_map=ClassMap([0, 3, 11]), scale=0.25)
+    factors = []
+    real = lumenkit.io.read_image
+
+    def spy(path, factor=1.0):
+        factors.append(factor)
+        return real(path, factor)
+
+    monkeypatch.setattr(lumenkit.io, "read_image", spy)
+    rep = predict_files(ckpt, [tmp_path / "in"], tmp_path / "out", scale=1.0, tile=64, margin=8, progress=False)
+    assert rep.ok and factors == [0.25]
+    mask = read_mask(tmp_path / "out" / "a.png")
+    assert mask.shape == (160, 240)  # outputs at the file's resolution
+    ref = predict_image(ckpt, read_image(tmp_path / "in" / "a.jpg", 0.25), 0.25, output_size=(240, 160),
+                        tile=64, margin=8)
+    np.testing.assert_array_equal(mask, ref["codes"])
+    assert rep.composition.loc[0, "width"] == 240
