@@ -19,6 +19,7 @@ import time
 
 import numpy as np
 import torch
+from common import matmul_peak
 
 from lumenkit.infer import predict_image
 from lumenkit.model import count_flops, count_parameters, create_model
@@ -38,18 +39,6 @@ base = hwm()
 predict_image(m, img, input_scale=1.0, model_scale=float(sys.argv[3]))
 print(hwm(), base)
 """
-
-
-def matmul_peak(threads: int, n: int = 2048, repeats: int = 5) -> float:
-    """fp32 GFLOP/s of a square sgemm (best of ``repeats``)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.mm(a, b)
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best / 1e9
 
 
 def train_patches_per_s(width: int, steps: int, batch: int = 8, patch: int = 256) -> float:
@@ -96,7 +85,7 @@ def main() -> None:
     ap.add_argument("--skip-native", action="store_true", help="skip the native-image memory subprocesses")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    peak = matmul_peak(a.threads)
+    peak = matmul_peak()
     print(f"reference: fp32 sgemm 2048³ on {a.threads} threads: {peak:.0f} GFLOP/s")
     configs = {"default": TrainConfig().width, "f16": 16, "f64": 64}
     result: dict[str, dict[str, float]] = {"matmul_gflops": {"value": round(peak, 1)}}

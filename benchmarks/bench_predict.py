@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from common import matmul_peak
 
 NATIVE = (3396, 2547)  # width, height at ×100
 REF_TILE = 2048
@@ -77,18 +78,6 @@ def own_seconds() -> float:
     """CPU seconds of this process and its finished children."""
     t = os.times()
     return t.user + t.system + t.children_user + t.children_system
-
-
-def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
-    """fp32 GFLOP/s of a square sgemm (best of ``repeats``)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.mm(a, b)
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best / 1e9
 
 
 def ref_positions(length: int, tile: int, step: int) -> list[int]:
