@@ -145,7 +145,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="dataset folder in LumenStone layout (uses split train)")
     p.add_argument("--out", default="runs/run", help="run folder (default runs/run)")
     p.add_argument("--class-set", type=_class_set, default=None, help="S1, S2, S3, ALL or codes 0,1,2")
-    p.add_argument("--scale", type=float, default=None, help="training scale vs native ×100 (default: stored)")
+    p.add_argument("--scale", type=float, default=0.25,
+                   help="scale the model works at vs native ×100 (default 0.25, the CPU recipe)")
     p.add_argument("--epochs", type=int, default=None, help="maximum epochs (default 50, unlimited with --minutes)")
     p.add_argument("--minutes", type=float, default=None, help="time budget in minutes incl. validation")
     p.add_argument("--patches-per-epoch", type=int, default=512, help="patches per epoch (default 512)")
@@ -158,8 +159,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 0.001)")
     p.add_argument("--sampler", choices=["balanced", "uniform"], default="balanced", help="patch sampler")
     p.add_argument("--strength", type=float, default=1.0, help="balancing strength 0–1 (default 1)")
-    p.add_argument("--photometric", type=float, default=0.0,
-                   help="brightness/gamma/white-balance jitter of patches, e.g. 0.1 for ±10%% (default off)")
+    p.add_argument("--photometric", type=float, default=0.05,
+                   help="brightness/gamma/white-balance jitter of patches (default 0.05 for ±5%%; 0 off)")
     p.add_argument("--loss", choices=["ce", "ce+dice"], default="ce", help="loss (default cross-entropy)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers per process (default 0)")
