@@ -4,8 +4,9 @@ Usage: python benchmarks/bench_predict.py [--quick] [--threads N]
        python benchmarks/bench_predict.py --ablation                   (what each step of (c) buys, separately)
        python benchmarks/bench_predict.py --precision [RUN/model.pt]   (bf16 / int8 variants vs fp32, separately)
 
-Input: one native-size 3396×2547 image of random uint8 noise (content does not change the network's cost; noise
-is the worst case for JPEG decoding), saved as a JPEG (quality 92) in a temporary folder. Configurations, each in a
+Input: one native-size 3396×2547 synthetic polished section (``--image noise``: random uint8 noise, the worst case
+for JPEG decoding and PNG encoding; content does not change the network's cost), saved as a JPEG (quality 92) in a
+temporary folder. Configurations, each in a
 fresh subprocess so its peak RSS is its own:
 
 (a) ``petroscope_f64``: the paper's ResUNet at f=64, predicted petroscope's way: native resolution (scale 1.0),
@@ -363,6 +364,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, i.e. all cores)")
     ap.add_argument("--precision", nargs="?", const="", default=None, metavar="MODEL_PT",
                     help="only compare bf16 / int8 variants with fp32 (speed, argmax agreement) on real images")
+    ap.add_argument("--image", choices=["synthetic", "noise"], default="synthetic",
+                    help="native-size input: a synthetic section (default) or uint8 noise (worst case for codecs)")
     ap.add_argument("--val-data", default=None, help="dataset for mean_iou_val (its split val), e.g. S1_v1_x05")
     ap.add_argument("--val-model", default=None, help="trained checkpoint for mean_iou_val (RUN/model.pt)")
     ap.add_argument("--size", default="3396x2547", help="image WxH (default native; smaller only for a smoke test)")
@@ -411,10 +414,15 @@ def main() -> None:
           f"fp32 sgemm 2048³: {peak:.0f} GFLOP/s", flush=True)
     result: dict[str, Any] = {"machine": {"matmul_gflops": round(peak, 1), "threads": torch.get_num_threads(),
                                           "load_avg_1min_at_start": round(load[0], 2), "started": started,
-                                          "image": "random uint8 noise 3396x2547, JPEG q92 on disk"}}
+                                          "image": f"{a.image} 3396x2547, JPEG q92 on disk"}}
     with tempfile.TemporaryDirectory() as tmp:
         rng = np.random.default_rng(0)
-        img = rng.integers(0, 256, (NATIVE[1], NATIVE[0], 3), dtype=np.uint8)
+        if a.image == "noise":
+            img = rng.integers(0, 256, (NATIVE[1], NATIVE[0], 3), dtype=np.uint8)
+        else:  # a realistic polished section: realistic JPEG decode and mask/overlay encode costs
+            from lumenkit.synth import DEPOSITS, generate_section
+
+            img, _ = generate_section(DEPOSITS["pbzn_a"], NATIVE, rng, scale=1.0)
         jpeg = Path(tmp) / "native.jpg"
         save_image(img, jpeg)
         torch.manual_seed(0)
