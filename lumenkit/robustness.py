@@ -165,7 +165,7 @@ def robustness_curves(
     ckpt = model if isinstance(model, Checkpoint) else load_checkpoint(model)
     rows = []
     conditions: list[tuple[str, float]] = [("none", 0.0)]
-    for n in names or list(PERTURBATIONS):
+    for n in names if names is not None else list(PERTURBATIONS):
         for s in (strengths or {}).get(n, PERTURBATIONS[n].strengths):
             conditions.append((n, float(s)))
     for name, s in conditions:
@@ -339,10 +339,12 @@ def remedy_table(
     for name, s in conditions:
         row: dict[str, Any] = {"perturbation": name, "strength": s}
         for label, m in models.items():
+            if name == "none" and label == "baseline":
+                row[label] = float(curves.loc[curves["perturbation"] == "none", "mean_iou"].iloc[0])
+                continue
             for remedy in (None, "flat_field") if name != "none" else (None,):
                 c = robustness_curves(data, m, split=split, names=[name] if name != "none" else [],
                                       strengths={name: [s]}, remedy=remedy, progress=False, **kwargs)
-                value = float(c["mean_iou"].iloc[-1])
-                row[f"{label}{' + flat-field' if remedy else ''}"] = value
+                row[f"{label}{' + flat-field' if remedy else ''}"] = float(c["mean_iou"].iloc[-1])
         rows.append(row)
     return {"curves": curves, "worst": worst, "table": pd.DataFrame(rows)}

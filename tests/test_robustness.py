@@ -126,6 +126,8 @@ def test_robustness_and_perturbed_evaluate_cli(fake_dataset, tmp_path, capsys):
     assert set(row) == {"perturbation", "strength", "baseline", "baseline + flat-field", "photometric-trained",
                         "photometric-trained + flat-field"}
     assert row["baseline"] == row["photometric-trained"]  # the same model twice gives the same figure
+    clean = next(r["mean_iou"] for r in d["curves"] if r["perturbation"] == "none")
+    assert d["table"][0]["baseline"] == clean == d["table"][0]["photometric-trained"]
     assert main(["evaluate", "--data", str(fake_dataset), "--model", str(tmp_path / "model.pt"), "--out",
                  str(tmp_path / "e.json"), "--perturb", "gamma=0.5", "--quiet", "--no-baselines"]) == 0
     assert json.loads((tmp_path / "e.json").read_text())["perturbation"] == "gamma=0.5"
