@@ -5,7 +5,8 @@ In reflected light a polished section has no preferred orientation, so flips and
 fill pixels that come from outside the patch with 255 (ignore); the image is resampled bilinearly with replicated
 borders.  Colour is diagnostic (reflectance and tint identify the mineral), so brightness, gamma and
 white-balance jitter are off by default and meant to stay modest (a few percent), mimicking lamp and camera drift
-between imaging sessions.
+between imaging sessions.  Sensor noise and slight defocus (also off by default) leave colour means unchanged and
+teach the network not to rely on the very smooth texture of downsampled training images.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from .classes import IGNORE
 class Augment:
     """Composable random augmentation of an ``(H, W, 3)`` uint8 image and its ``(H, W)`` uint8 mask.
 
-    Applied in this order: flips, rot90, rotation + scale (one resampling), photometric jitter (one lookup table).
-    All operations are vectorised (no per-pixel Python loops).
+    Applied in this order: flips, rot90, rotation + scale (one resampling), defocus blur, photometric jitter (one
+    lookup table), sensor noise.  All operations are vectorised (no per-pixel Python loops).
 
     Args:
         flips: random horizontal and vertical flips (each with probability 1/2).
@@ -31,6 +32,9 @@ class Augment:
         brightness: relative brightness jitter, factor in ``[1 − b, 1 + b]`` (0 = off; 0.05 is modest).
         gamma: gamma jitter, exponent ``exp(u)`` with ``u`` in ``[−g, g]`` (0 = off; 0.05 is modest).
         white_balance: per-channel gain jitter in ``[1 − w, 1 + w]``, renormalised to mean 1 (0 = off; 0.02).
+        noise: additive Gaussian sensor noise, standard deviation drawn uniformly from ``[0, noise]`` grey levels
+            (0–255 scale, at the patch's resolution; 0 = off).
+        blur: Gaussian defocus applied to half the patches, sigma drawn uniformly from ``[0, blur]`` px (0 = off).
         image_order: image interpolation for rotation/scale: 1 bilinear (default) or 0 nearest.
         seed: seed of the generator used when ``__call__`` gets no ``rng``.
 
@@ -51,11 +55,13 @@ class Augment:
         brightness: float = 0.0,
         gamma: float = 0.0,
         white_balance: float = 0.0,
+        noise: float = 0.0,
+        blur: float = 0.0,
         image_order: int = 1,
         seed: int | None = None,
     ) -> None:
         for name, v in (("rotate_deg", rotate_deg), ("brightness", brightness), ("gamma", gamma),
-                        ("white_balance", white_balance)):
+                        ("white_balance", white_balance), ("noise", noise), ("blur", blur)):
             if not v >= 0:
                 raise ValueError(f"{name} must be ≥ 0 (0 = off), got {v}")
         if brightness >= 1 or white_balance >= 1:
@@ -68,6 +74,7 @@ class Augment:
         self.flips, self.rot90 = bool(flips), bool(rot90)
         self.rotate_deg, self.scale = float(rotate_deg), (lo, hi)
         self.brightness, self.gamma, self.white_balance = float(brightness), float(gamma), float(white_balance)
+        self.noise, self.blur = float(noise), float(blur)
         self.image_order = image_order
         self.rng = np.random.default_rng(seed)
 
@@ -80,7 +87,7 @@ class Augment:
         """Parameters as a plain dict (for run configs)."""
         return {"flips": self.flips, "rot90": self.rot90, "rotate_deg": self.rotate_deg, "scale": list(self.scale),
                 "brightness": self.brightness, "gamma": self.gamma, "white_balance": self.white_balance,
-                "image_order": self.image_order}
+                "noise": self.noise, "blur": self.blur, "image_order": self.image_order}
 
     def __repr__(self) -> str:
         return "Augment(" + ", ".join(f"{k}={v!r}" for k, v in self.config().items()) + ")"
@@ -124,11 +131,17 @@ class Augment:
         zoom = float(np.exp(rng.uniform(np.log(lo), np.log(hi)))) if hi > lo else lo
         if angle != 0.0 or zoom != 1.0:
             image, mask = affine(image, mask, angle, zoom, self.image_order)
+        if self.blur > 0 and rng.random() < 0.5:
+            image = gaussian_blur(image, float(rng.uniform(0.0, self.blur)))
         if self.brightness > 0 or self.gamma > 0 or self.white_balance > 0:
             b = 1.0 + rng.uniform(-self.brightness, self.brightness) if self.brightness > 0 else 1.0
             g = float(np.exp(rng.uniform(-self.gamma, self.gamma))) if self.gamma > 0 else 1.0
             wb = 1.0 + rng.uniform(-self.white_balance, self.white_balance, 3) if self.white_balance > 0 else np.ones(3)
             image = photometric(image, b, g, wb / wb.mean())
+        if self.noise > 0:
+            sigma = float(rng.uniform(0.0, self.noise))
+            noisy = image.astype(np.float32) + rng.standard_normal(image.shape, dtype=np.float32) * sigma
+            image = np.clip(noisy + 0.5, 0, 255).astype(np.uint8)
         return np.ascontiguousarray(image), np.ascontiguousarray(mask)
 
 
@@ -141,6 +154,16 @@ def photometric(image: np.ndarray, brightness: float, gamma: float, gains: np.nd
     for c in range(image.shape[2]):  # three table lookups, each vectorised over all pixels
         np.take(lut[c], image[..., c], out=out[..., c])
     return out
+
+
+def gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur of an ``(H, W, 3)`` uint8 image with ``sigma`` px in both directions (reflect borders)."""
+    if sigma <= 0:
+        return image
+    from scipy import ndimage as ndi
+
+    out = ndi.gaussian_filter(image.astype(np.float32), sigma=(sigma, sigma, 0), mode="reflect")
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
 def affine(

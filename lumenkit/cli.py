@@ -161,6 +161,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--strength", type=float, default=1.0, help="balancing strength 0–1 (default 1)")
     p.add_argument("--photometric", type=float, default=0.05,
                    help="brightness/gamma/white-balance jitter of patches (default 0.05 for ±5%%; 0 off)")
+    p.add_argument("--noise", type=float, default=0.0,
+                   help="sensor-noise augmentation: max standard deviation in grey levels (default 0, off)")
+    p.add_argument("--blur", type=float, default=0.0,
+                   help="defocus augmentation: max Gaussian sigma in px at the training scale (default 0, off)")
+    p.add_argument("--schedule", choices=["plateau", "cosine"], default="plateau",
+                   help="learning rate: ×0.1 on a validation-loss plateau (the paper's), or a cosine to 1e-6 over "
+                        "the budget")
     p.add_argument("--loss", choices=["ce", "ce+dice"], default="ce", help="loss (default cross-entropy)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers per process (default 0)")
@@ -178,7 +185,8 @@ def _run_train(a: argparse.Namespace) -> int:
         data=a.data, out=a.out, class_set=a.class_set, scale=a.scale, epochs=epochs, minutes=a.minutes,
         patches_per_epoch=a.patches_per_epoch, seed=a.seed, width=a.width, depth=a.depth, patch_size=a.patch_size,
         batch_size=a.batch_size, n_val=a.n_val, lr=a.lr, sampler=a.sampler, strength=a.strength,
-        photometric=a.photometric, loss=a.loss, device=a.device, workers=a.workers, resume=a.resume,
+        photometric=a.photometric, noise=a.noise, blur=a.blur, schedule=a.schedule, loss=a.loss, device=a.device,
+        workers=a.workers, resume=a.resume,
         overwrite=a.overwrite, quiet=a.quiet,
     )
     result = train(cfg)

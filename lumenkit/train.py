@@ -1,4 +1,4 @@
-"""Training: balanced patches, Adam + plateau schedule on validation loss, best/last checkpoints, resume, DDP.
+"""Training: balanced patches, Adam + plateau (or cosine) schedule, best/last checkpoints, resume, DDP.
 
 One entry point, :func:`train`, runs alone or under ``torchrun --nproc-per-node N`` (DistributedDataParallel;
 gloo on CPU, nccl on GPU). Every rank draws its own patch stream; only rank 0 writes files. A run folder holds:
@@ -85,7 +85,11 @@ class TrainConfig:
             short and still validated.
         lr: Adam learning rate.
         weight_decay: Adam weight decay.
-        plateau_factor, plateau_patience, min_lr: ReduceLROnPlateau on the validation loss.
+        schedule: ``"plateau"`` (the paper's: ×``plateau_factor`` when the validation loss has not improved for
+            ``plateau_patience`` epochs) or ``"cosine"`` (half a cosine from ``lr`` to ``min_lr`` over the run: over
+            the time budget when ``minutes`` is set, else over ``epochs``; set every step).
+        plateau_factor, plateau_patience, min_lr: ReduceLROnPlateau on the validation loss; ``min_lr`` is also
+            the end of the cosine.
         loss: ``"ce"`` (cross-entropy, ignore 255) or ``"ce+dice"``.
         dice_weight: weight of the soft Dice term for ``"ce+dice"``.
         class_weights: ``None``, ``"inverse_sqrt"`` (from training pixel counts) or one weight per class.
@@ -93,6 +97,8 @@ class TrainConfig:
         strength, alpha, kappa, grid, void_border: balanced-sampler parameters (see :mod:`lumenkit.sampler`).
         flips, rot90: geometric augmentation of patches.
         photometric: brightness, gamma and white-balance jitter of patches (0.1 = ±10 %); 0 = off.
+        noise: sensor-noise augmentation, maximum standard deviation in grey levels at the training scale; 0 = off.
+        blur: defocus augmentation of half the patches, maximum Gaussian sigma in px at the training scale; 0 = off.
         n_val: validation images carved from ``train`` (split ``val``; ``fit`` is the rest).
         val_seed: seed of the validation split.
         val_tile, val_margin: tiling of whole-image validation prediction.
@@ -121,6 +127,7 @@ class TrainConfig:
     minutes: float | None = None
     lr: float = 1e-3
     weight_decay: float = 0.0
+    schedule: str = "plateau"
     plateau_factor: float = 0.1
     plateau_patience: int = 3
     min_lr: float = 1e-6
@@ -136,6 +143,8 @@ class TrainConfig:
     flips: bool = True
     rot90: bool = True
     photometric: float = 0.0
+    noise: float = 0.0
+    blur: float = 0.0
     n_val: int = 10
     val_seed: int = 0
     val_tile: int = 512
@@ -189,6 +198,11 @@ class TrainConfig:
             raise ConfigError(f"minutes must be positive (or None for no limit), got {self.minutes}")
         if self.loss not in ("ce", "ce+dice"):
             raise ConfigError(f"loss must be 'ce' or 'ce+dice', got {self.loss!r}")
+        if self.schedule not in ("plateau", "cosine"):
+            raise ConfigError(f"schedule must be 'plateau' or 'cosine', got {self.schedule!r}")
+        for name in ("photometric", "noise", "blur"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"{name} must be ≥ 0 (0 = off), got {getattr(self, name)}")
         if self.sampler not in ("balanced", "uniform"):
             raise ConfigError(f"sampler must be 'balanced' or 'uniform', got {self.sampler!r}")
         if isinstance(self.class_weights, str) and self.class_weights != "inverse_sqrt":
@@ -562,8 +576,9 @@ def _train(
     per_rank = math.ceil(cfg.patches_per_epoch / world)
     p = cfg.photometric
     augment = (
-        Augment(flips=cfg.flips, rot90=cfg.rot90, brightness=p, gamma=p, white_balance=p)
-        if (cfg.flips or cfg.rot90 or p) else None
+        Augment(flips=cfg.flips, rot90=cfg.rot90, brightness=p, gamma=p, white_balance=p, noise=cfg.noise,
+                blur=cfg.blur)
+        if (cfg.flips or cfg.rot90 or p or cfg.noise or cfg.blur) else None
     )
     patches = PatchDataset(images, masks, sampler, length=per_rank, augment=augment, seed=rank_seed)
     # state -------------------------------------------------------------------------------------------------------
@@ -584,6 +599,20 @@ def _train(
         best, elapsed_before = float(st["best_miou"]), float(st["elapsed"])
         say(f"resuming {run} at epoch {epoch + 1} ({done_in_epoch} patches into it), best mIoU {best:.3f}")
     deadline = t_start + cfg.minutes * 60 - elapsed_before if cfg.minutes else math.inf
+
+    def progress() -> float:
+        """Fraction of the run done (time budget if set, else epochs), for the cosine schedule."""
+        if cfg.minutes:
+            return (elapsed_before + time.monotonic() - t_start) / (cfg.minutes * 60)
+        return (epoch + done_in_epoch / max(1, per_rank)) / cfg.epochs
+
+    def set_lr(frac: float) -> None:
+        lr = cosine_lr(cfg.lr, cfg.min_lr, frac)
+        for group in opt.param_groups:
+            group["lr"] = lr
+
+    if cfg.schedule == "cosine":
+        set_lr(progress())
     ckpt_config = {"train": cfg.to_dict(), "val_names": val.names}
     if rank == 0:
         data_hash = LumenStoneDataset(cfg.data, "train").content_hash()
@@ -634,9 +663,11 @@ def _train(
                 lr = opt.param_groups[0]["lr"]
                 on_step({"epoch": epoch + 1, "step": step, "loss": float(loss.detach()), "lr": lr})
             flags = torch.tensor([float(stop.signum is not None),
-                                  float(time.monotonic() + val_seconds > deadline)])
-            if world > 1:
+                                  float(time.monotonic() + val_seconds > deadline), progress()])
+            if world > 1:  # the most advanced rank's progress: every rank sets the same learning rate
                 dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+            if cfg.schedule == "cosine":
+                set_lr(float(flags[2]))
             if flags[0]:
                 interrupted = True
                 break
@@ -657,7 +688,8 @@ def _train(
         val_seconds = time.monotonic() - t_val
         scores = Scores(ev["cm"], class_map.labels)
         iou, miou = scores.iou, scores.mean_iou
-        sched.step(ev["loss"])
+        if cfg.schedule == "plateau":
+            sched.step(ev["loss"])
         tl = torch.tensor([loss_sum, float(loss_n)], dtype=torch.float64)
         if world > 1:
             dist.all_reduce(tl)
@@ -686,6 +718,12 @@ def _train(
             say(f"time budget of {cfg.minutes} min reached after epoch {epoch}")
             break
     return TrainResult(run, net, pd.DataFrame(history), best, interrupted, rank, world)
+
+
+def cosine_lr(lr: float, min_lr: float, frac: float) -> float:
+    """Learning rate at fraction ``frac`` (clipped to [0, 1]) of a half-cosine from ``lr`` down to ``min_lr``."""
+    f = min(1.0, max(0.0, frac))
+    return min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * f))
 
 
 def _write_config(

@@ -92,3 +92,29 @@ def test_errors():
         Augment()(image, mask[:10])
     with pytest.raises(ValueError, match="uint8"):
         Augment()(image.astype(np.float32), mask)
+
+
+def test_noise_and_blur_change_texture_not_colour_or_mask():
+    rng = np.random.default_rng(0)
+    flat = np.full((64, 64, 3), 120, np.uint8)
+    mask = (rng.random((64, 64)) < 0.5).astype(np.uint8)
+    noisy, m = Augment(flips=False, rot90=False, noise=20.0)(flat, mask, rng=np.random.default_rng(1))
+    np.testing.assert_array_equal(m, mask)
+    assert 0.5 < noisy.astype(float).std() < 20.5  # σ drawn from [0, 20]
+    assert abs(noisy.astype(float).mean() - 120) < 1.0
+    checker = np.where((np.indices((64, 64)).sum(0) % 2)[..., None] == 1, 200, 40).astype(np.uint8).repeat(3, 2)
+    aug = Augment(flips=False, rot90=False, blur=2.0)
+    outs = [aug(checker, mask, rng=np.random.default_rng(s))[0] for s in range(8)]
+    blurred = [o for o in outs if not np.array_equal(o, checker)]
+    assert 0 < len(blurred) < 8  # half the patches on average
+    assert all(o.astype(float).std() < checker.astype(float).std() for o in blurred)
+    assert all(abs(o.astype(float).mean() - checker.astype(float).mean()) < 2 for o in blurred)
+
+
+def test_noise_and_blur_off_leave_the_random_stream_unchanged():
+    image, mask = pair()
+    a = Augment(brightness=0.05)(image, mask, rng=np.random.default_rng(5))
+    b = Augment(brightness=0.05, noise=0.0, blur=0.0)(image, mask, rng=np.random.default_rng(5))
+    np.testing.assert_array_equal(a[0], b[0])
+    with pytest.raises(ValueError, match="noise"):
+        Augment(noise=-1)

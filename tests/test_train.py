@@ -15,7 +15,7 @@ from lumenkit.cli import main
 from lumenkit.errors import ConfigError
 from lumenkit.io import save_image
 from lumenkit.model import Checkpoint, create_model, load_checkpoint
-from lumenkit.train import SegmentationLoss, TrainConfig, read_history, train
+from lumenkit.train import SegmentationLoss, TrainConfig, cosine_lr, read_history, train
 
 TINY = dict(width=4, depth=2, patch_size=32, batch_size=4, patches_per_epoch=16, n_val=2, val_tile=64,
             val_margin=8, quiet=True, threads=1)
@@ -65,6 +65,27 @@ def test_photometric_jitter_is_recorded(data, tmp_path):
     run = tmp_path / "run"
     train(data=str(data), out=str(run), epochs=1, photometric=0.1, **TINY)
     assert yaml.safe_load((run / "config.yaml").read_text())["photometric"] == 0.1
+
+
+def test_cosine_lr_runs_from_lr_to_min_lr():
+    assert cosine_lr(1e-3, 1e-6, 0.0) == pytest.approx(1e-3)
+    assert cosine_lr(1e-3, 1e-6, 0.5) == pytest.approx((1e-3 + 1e-6) / 2)
+    assert cosine_lr(1e-3, 1e-6, 1.0) == pytest.approx(1e-6)
+    assert cosine_lr(1e-3, 1e-6, 7.0) == pytest.approx(1e-6) and cosine_lr(1e-3, 1e-6, -1) == pytest.approx(1e-3)
+
+
+def test_cosine_schedule_with_noise_and_blur_augmentation(data, tmp_path):
+    run = tmp_path / "run"
+    r = train(data=str(data), out=str(run), epochs=3, schedule="cosine", noise=8.0, blur=1.0, **TINY)
+    lrs = list(r.history["lr"])  # the rate at the end of each epoch: 1/3, 2/3 and all of the run done
+    assert lrs == pytest.approx([cosine_lr(1e-3, 1e-6, f) for f in (1 / 3, 2 / 3, 1.0)])
+    assert load_checkpoint(run / "last.pt").train_state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-6)
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert (cfg["schedule"], cfg["noise"], cfg["blur"]) == ("cosine", 8.0, 1.0)
+    with pytest.raises(ConfigError, match="schedule must be"):
+        train(data=str(data), out=str(tmp_path / "bad"), epochs=1, schedule="step", **TINY)
+    with pytest.raises(ConfigError, match="noise must be"):
+        train(data=str(data), out=str(tmp_path / "bad"), epochs=1, noise=-2.0, **TINY)
 
 
 def test_resume_with_an_incompatible_config_is_refused_listing_differences(data, tmp_path):
