@@ -261,6 +261,44 @@ def _run_robustness(a: argparse.Namespace) -> int:
 
 
 # -- export ---------------------------------------------------------------------------------------
+def _add_ablation(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("ablation", help="train/evaluate one named variant of the recipe, or print the ablation table")
+    p.add_argument("action", choices=["list", "run", "table"], help="list variants, run one, or gather the table")
+    p.add_argument("name", nargs="?", default=None, help="variant to run (see `lumenkit ablation list`)")
+    p.add_argument("--data", default=None, help="dataset folder in LumenStone layout (for run)")
+    p.add_argument("--runs", default="runs/ablation",
+                   help="folder holding one run folder per variant (default runs/ablation)")
+    p.add_argument("--n-val", type=int, default=None, help="validation images carved from train (default 10)")
+    p.add_argument("--minutes", type=float, default=None, help="override the variant's time budget")
+    p.add_argument("--out", default=None, help="table: also write it as CSV here")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_run_ablation)
+
+
+def _run_ablation(a: argparse.Namespace) -> int:
+    from .ablation import ablation_table, describe, run_variant, to_markdown
+
+    if a.action == "list":
+        print(describe().to_string(index=False))
+        return 0
+    if a.action == "table":
+        df = ablation_table(a.runs)
+        if a.out:
+            from .io import write_text
+
+            write_text(a.out, df.to_csv(index=False, float_format="%.4f"))
+        print(to_markdown(df), end="")
+        return 0
+    if not a.name or not a.data:
+        raise ConfigError("ablation run needs a variant name and --data, e.g. "
+                          "`lumenkit ablation run uniform --data DIR` (names: `lumenkit ablation list`)")
+    overrides = {k: v for k, v in (("n_val", a.n_val), ("minutes", a.minutes)) if v is not None}
+    d = run_variant(a.name, a.data, a.runs, quiet=a.quiet, **overrides)
+    print(f"{a.name}: validation mean IoU {d['mean_iou']:.3f} "
+          + " ".join(f"{k} {v:.2f}" for k, v in d["per_class_iou"].items()))
+    return 0
+
+
 def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a checkpoint to ONNX (normalisation, softmax and metadata inside)")
     p.add_argument("--onnx", required=True, metavar="MODEL_PT", help="checkpoint to export, e.g. RUN/model.pt")
@@ -286,6 +324,7 @@ def _has_onnxruntime() -> bool:
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_synth, _add_info, _add_evaluate, _add_report, _add_train, _add_predict, _add_robustness, _add_export,
+    _add_ablation,
 ]
 
 

@@ -1,0 +1,203 @@
+"""Ablations of the CPU training recipe: named variants, one command each, and one table from their run folders.
+
+Every variant is a full training configuration (the base recipe plus a few changed fields) trained under the same
+time budget and evaluated on the same validation split carved from ``train``.  ``lumenkit ablation run NAME
+--data DIR --runs RUNS`` trains ``RUNS/NAME`` (resuming an interrupted run, skipping a finished one) and writes
+``RUNS/NAME/val.json``; ``lumenkit ablation table --runs RUNS`` gathers the rows, marking variants not yet run.
+
+Example:
+    >>> from lumenkit.ablation import VARIANTS, variant_config
+    >>> variant_config("uniform", data="S1_v1_x05", runs="runs/ablation").sampler
+    'uniform'
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .errors import ConfigError
+from .train import TrainConfig
+
+BASE: dict[str, Any] = {
+    "scale": 0.25, "width": 16, "depth": 4, "patch_size": 256, "batch_size": 8, "patches_per_epoch": 512,
+    "epochs": 10**6, "minutes": 45.0, "photometric": 0.05, "n_val": 10, "val_seed": 0, "seed": 0,
+}
+"""The recipe every variant starts from: ResUNet f=16 at quarter of native scale, 256-px balanced patches, batch 8,
+±5 % photometric jitter, the paper's plateau schedule, 45 minutes."""
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row of the ablation table.
+
+    Attributes:
+        name: short identifier (the run folder name).
+        change: what differs from :data:`BASE`, in words.
+        train: overrides of :data:`BASE` (fields of :class:`lumenkit.train.TrainConfig`).
+        tta: evaluate with flip/rot90 test-time augmentation.
+        uses: evaluate the model of another variant instead of training one (for evaluation-only rows).
+    """
+
+    name: str
+    change: str
+    train: dict[str, Any] = field(default_factory=dict)
+    tta: bool = False
+    uses: str | None = None
+
+
+_COSINE = {"schedule": "cosine", "noise": 12.0, "blur": 1.0}
+VARIANTS: dict[str, Variant] = {
+    v.name: v
+    for v in (
+        Variant("paper", "the paper's training: ×0.1 on a validation-loss plateau (base recipe)"),
+        Variant("uniform", "uniform patches instead of the balancing sampler", {"sampler": "uniform"}),
+        Variant("tta", "flip/rot90 test-time augmentation (8 passes) of the base model", tta=True, uses="paper"),
+        Variant("cosine", "cosine learning rate over the budget", {"schedule": "cosine"}),
+        Variant("robust", "cosine + noise (σ ≤ 12) and defocus (σ ≤ 1 px) augmentation", dict(_COSINE)),
+        Variant("no_photometric", "cosine, no photometric jitter", {"schedule": "cosine", "photometric": 0.0}),
+        Variant("no_augmentation", "cosine, no flips/rot90 and no jitter",
+                {"schedule": "cosine", "photometric": 0.0, "flips": False, "rot90": False}),
+        Variant("width32", "robust, width f=32", {**_COSINE, "width": 32}),
+        Variant("width64", "robust, width f=64 (the paper's)", {**_COSINE, "width": 64}),
+        Variant("half_budget", "robust, 22.5 minutes", {**_COSINE, "minutes": 22.5}),
+        Variant("double_budget", "robust, 90 minutes", {**_COSINE, "minutes": 90.0}),
+    )
+}
+"""The ablation rows, in table order."""
+
+
+def variant(name: str) -> Variant:
+    """The variant called ``name``.
+
+    Raises:
+        ConfigError: unknown name (the message lists the known ones).
+    """
+    if name not in VARIANTS:
+        raise ConfigError(f"unknown ablation variant {name!r}; known: {', '.join(VARIANTS)}")
+    return VARIANTS[name]
+
+
+def variant_config(name: str, data: str | Path, runs: str | Path, **overrides: Any) -> TrainConfig:
+    """The training configuration of a variant: :data:`BASE`, its changes, then ``overrides`` (e.g. ``n_val``).
+
+    Raises:
+        ConfigError: unknown variant, an evaluation-only variant, or unknown override fields.
+    """
+    v = variant(name)
+    if v.uses is not None:
+        raise ConfigError(f"ablation variant {name!r} trains nothing: it evaluates the model of {v.uses!r}")
+    d = {**BASE, **v.train, **overrides, "data": str(data), "out": str(Path(runs) / name)}
+    return TrainConfig.from_dict(d, source=f"ablation variant {name}")
+
+
+def _finished(run: Path, cfg: TrainConfig) -> bool:
+    """True when ``run`` holds a training run that used its whole budget (time or epochs)."""
+    from .model import load_checkpoint
+
+    last = run / "last.pt"
+    if not (run / "model.pt").exists() or not last.exists():
+        return False
+    st = load_checkpoint(last).train_state or {}
+    if cfg.minutes:
+        return float(st.get("elapsed", 0.0)) >= cfg.minutes * 60 - 1.0
+    return int(st.get("epoch", 0)) >= cfg.epochs
+
+
+def run_variant(name: str, data: str | Path, runs: str | Path, quiet: bool = True,
+                **overrides: Any) -> dict[str, Any]:
+    """Train (or resume, or skip when finished) and evaluate one variant on the validation split.
+
+    Writes ``RUNS/NAME/val.json`` (the :func:`lumenkit.evaluate.evaluate` document plus ``variant`` and
+    ``change``) and returns it.
+
+    Raises:
+        ConfigError: unknown variant or bad overrides; dataset and checkpoint errors as in training/evaluation.
+    """
+    from .evaluate import evaluate, write_evaluation
+    from .train import train
+
+    v = variant(name)
+    runs = Path(runs)
+    source = v.uses or name
+    cfg = variant_config(source, data, runs, **overrides)
+    run = Path(cfg.out)
+    if v.uses is None and not _finished(run, cfg):
+        train(cfg, resume=(run / "last.pt").exists(), quiet=quiet)
+    if not (run / "model.pt").exists():
+        raise ConfigError(f"{run}: no model.pt; run `lumenkit ablation run {source}` first")
+    out = runs / name / "val.json"
+    ev = evaluate(data, run / "model.pt", split="val", tta=v.tta, n_val=cfg.n_val, seed=cfg.val_seed,
+                  progress=not quiet)
+    ev.info.update({"variant": name, "change": v.change})
+    write_evaluation(ev, out)
+    return json.loads(out.read_text())
+
+
+def ablation_table(runs: str | Path, names: list[str] | None = None) -> pd.DataFrame:
+    """One row per variant (in :data:`VARIANTS` order) from ``RUNS/NAME/val.json``; NaN where not yet run.
+
+    Columns: ``variant``, ``change``, ``epochs`` (of the trained run), one per class IoU, ``mean_iou``,
+    ``ci_low``, ``ci_high`` (95 % bootstrap over images) and ``pixel_accuracy``.
+    """
+    runs = Path(runs)
+    rows: list[dict[str, Any]] = []
+    for name in names or list(VARIANTS):
+        v = variant(name)
+        row: dict[str, Any] = {"variant": name, "change": v.change}
+        path = runs / name / "val.json"
+        if path.exists():
+            d = json.loads(path.read_text())
+            row.update({k: float(x) for k, x in d["per_class_iou"].items()})
+            lo, hi = d.get("mean_iou_ci95", [math.nan, math.nan])
+            row.update(mean_iou=float(d["mean_iou"]), ci_low=_f(lo), ci_high=_f(hi),
+                       pixel_accuracy=float(d["pixel_accuracy"]))
+        hist = runs / (v.uses or name) / "history.csv"
+        row["epochs"] = len(pd.read_csv(hist)) if hist.exists() else math.nan
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    lead = ["variant", "change", "epochs"]
+    tail = [c for c in ("mean_iou", "ci_low", "ci_high", "pixel_accuracy") if c in df.columns]
+    classes = [c for c in df.columns if c not in lead + tail]
+    return df[lead + classes + tail]
+
+
+def _f(x: Any) -> float:
+    return math.nan if x is None else float(x)
+
+
+def to_markdown(df: pd.DataFrame) -> str:
+    """The ablation table as GitHub markdown (2 decimals for IoU, 3 for the mean; "not run" where missing)."""
+    lead = {"variant", "change", "epochs", "mean_iou", "ci_low", "ci_high", "pixel_accuracy"}
+    classes = [c for c in df.columns if c not in lead]
+    head = ["variant", "change", "epochs", *classes, "mean IoU (95 % interval)", "pixel acc."]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in df.to_dict("records"):
+        if "mean_iou" not in r or not r["mean_iou"] == r["mean_iou"]:
+            cells = [f"`{r['variant']}`", r["change"], "", *[""] * len(classes), "not run", ""]
+        else:
+            ep = "" if r["epochs"] != r["epochs"] else str(int(r["epochs"]))
+            ci = f" ({r['ci_low']:.2f}–{r['ci_high']:.2f})" if r.get("ci_low") == r.get("ci_low") else ""
+            cells = [f"`{r['variant']}`", r["change"], ep, *[f"{r[c]:.2f}" for c in classes],
+                     f"{r['mean_iou']:.3f}{ci}", f"{r['pixel_accuracy']:.3f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def describe() -> pd.DataFrame:
+    """The variants and their full training changes (for ``lumenkit ablation list``)."""
+    rows = []
+    for v in VARIANTS.values():
+        changes = ", ".join(f"{k}={val}" for k, val in v.train.items())
+        rows.append({"variant": v.name, "change": v.change, "tta": v.tta,
+                     "train": changes or (f"model of {v.uses}" if v.uses else "base")})
+    return pd.DataFrame(rows)
+
+
+__all__ = ["BASE", "VARIANTS", "Variant", "ablation_table", "describe", "run_variant", "to_markdown", "variant",
+           "variant_config"]

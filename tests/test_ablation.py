@@ -1,0 +1,65 @@
+import json
+
+import numpy as np
+import pytest
+from conftest import write_fake_dataset
+
+from lumenkit.ablation import VARIANTS, ablation_table, run_variant, to_markdown, variant_config
+from lumenkit.cli import main
+from lumenkit.errors import ConfigError
+
+SMALL = dict(width=4, depth=2, patch_size=32, batch_size=4, patches_per_epoch=16, n_val=2, val_tile=64,
+             val_margin=8, threads=1, epochs=1, minutes=None)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_fake_dataset(tmp_path_factory.mktemp("abl") / "fake", n_train=6, size=(96, 64))
+
+
+def test_variants_change_only_what_they_say():
+    base = variant_config("paper", "D", "R")
+    got = (base.schedule, base.sampler, base.minutes, base.width, base.scale)
+    assert got == ("plateau", "balanced", 45.0, 16, 0.25)
+    for name, v in VARIANTS.items():
+        if v.uses:
+            continue
+        cfg = variant_config(name, "D", "R")
+        assert cfg.out.endswith(name)
+        diff = {k for k in v.train if getattr(cfg, k) != getattr(base, k)}
+        assert diff == set(v.train), name  # every declared change is real, nothing else moved
+    with pytest.raises(ConfigError, match=r"unknown ablation variant 'huge'.*uniform"):
+        variant_config("huge", "D", "R")
+    with pytest.raises(ConfigError, match="trains nothing"):
+        variant_config("tta", "D", "R")
+
+
+def test_run_table_and_resumption(data, tmp_path):
+    runs = tmp_path / "runs"
+    with pytest.raises(ConfigError, match=r"no model\.pt.*ablation run paper"):
+        run_variant("tta", data, runs, **SMALL)
+    d = run_variant("uniform", data, runs, **SMALL)
+    assert d["variant"] == "uniform" and 0 <= d["mean_iou"] <= 1
+    assert "sampler: uniform" in (runs / "uniform" / "config.yaml").read_text()
+    mtime = (runs / "uniform" / "last.pt").stat().st_mtime_ns
+    run_variant("uniform", data, runs, **SMALL)  # finished: evaluated again, not retrained
+    assert (runs / "uniform" / "last.pt").stat().st_mtime_ns == mtime
+    run_variant("paper", data, runs, **SMALL)
+    t = run_variant("tta", data, runs, **SMALL)
+    assert t["tta"] and not json.loads((runs / "paper" / "val.json").read_text())["tta"]
+    df = ablation_table(runs)
+    assert list(df["variant"]) == list(VARIANTS)
+    done = df.set_index("variant")
+    assert done.loc["uniform", "mean_iou"] == pytest.approx(d["mean_iou"])
+    assert done.loc["tta", "epochs"] == 1 and np.isnan(done.loc["width64", "mean_iou"])
+    md = to_markdown(df)
+    assert md.count("not run") == len(VARIANTS) - 3 and f"{d['mean_iou']:.3f}" in md
+
+
+def test_cli(data, tmp_path, capsys):
+    assert main(["ablation", "list"]) == 0
+    assert "double_budget" in capsys.readouterr().out
+    assert main(["ablation", "run", "uniform"]) == 2
+    assert "needs a variant name and --data" in capsys.readouterr().err
+    assert main(["ablation", "table", "--runs", str(tmp_path), "--out", str(tmp_path / "t.csv")]) == 0
+    assert "| `paper` |" in capsys.readouterr().out and (tmp_path / "t.csv").exists()
