@@ -261,6 +261,32 @@ def _run_robustness(a: argparse.Namespace) -> int:
 
 
 # -- export ---------------------------------------------------------------------------------------
+def _add_combine(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("combine", help="link several LumenStone folders (e.g. S1 and S2) into one for a joint model")
+    p.add_argument("sources", nargs="+", help="dataset folders, stored at the same scale")
+    p.add_argument("--out", required=True, help="new combined folder")
+    p.add_argument("--n-val", default="10",
+                   help="validation images carved from each source's train: one number or one per source (10,5)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sources' validation splits (default 0)")
+    p.add_argument("--copy", action="store_true", help="copy files instead of symbolic links")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    p.set_defaults(func=_run_combine)
+
+
+def _run_combine(a: argparse.Namespace) -> int:
+    from .data import LumenStoneDataset, combine_datasets
+
+    try:
+        n_val = [int(v) for v in a.n_val.split(",")]
+    except ValueError:
+        raise ConfigError(f"--n-val must be a number or numbers separated by commas, got {a.n_val!r}") from None
+    out = combine_datasets(a.sources, a.out, n_val=n_val[0] if len(n_val) == 1 else n_val, seed=a.seed,
+                           copy=a.copy, overwrite=a.overwrite)
+    fit, val = LumenStoneDataset(out, "fit"), LumenStoneDataset(out, "val")
+    print(f"wrote {out}: {len(fit)} training + {len(val)} fixed validation images, classes {fit.class_map}")
+    return 0
+
+
 def _add_ablation(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ablation", help="train/evaluate one named variant of the recipe, or print the ablation table")
     p.add_argument("action", choices=["list", "run", "table"], help="list variants, run one, or gather the table")
@@ -324,7 +350,7 @@ def _has_onnxruntime() -> bool:
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_synth, _add_info, _add_evaluate, _add_report, _add_train, _add_predict, _add_robustness, _add_export,
-    _add_ablation,
+    _add_ablation, _add_combine,
 ]
 
 

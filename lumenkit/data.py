@@ -40,6 +40,8 @@ class DatasetInfo:
         scale: scale of the stored files relative to native ×100 images (1.0 = 3396×2547).
         class_set: class-set name (``"S1"``) if given.
         classes: LumenStone codes present in the dataset, if given.
+        validation: a fixed validation split (image names in ``train``), if given; it replaces the seeded carve
+            of ``fit``/``val`` (written by :func:`combine_datasets` so that each source keeps its own split).
         extra: any other keys, kept as written.
     """
 
@@ -47,6 +49,7 @@ class DatasetInfo:
     scale: float = 1.0
     class_set: str | None = None
     classes: tuple[int, ...] | None = None
+    validation: tuple[str, ...] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -59,7 +62,7 @@ class DatasetInfo:
         path = Path(root) / "dataset.yaml"
         if not path.exists():
             return cls(name=Path(root).name)
-        raw = read_yaml_mapping(path, "name, scale, class_set, classes")
+        raw = read_yaml_mapping(path, "name, scale, class_set, classes, validation")
         name = raw.pop("name", Path(root).name)
         scale = raw.pop("scale", 1.0)
         if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale <= 4:
@@ -82,7 +85,14 @@ class DatasetInfo:
             if bad:
                 raise ConfigError(f"{path}: 'classes' holds unknown codes {bad}; valid codes are 0–14")
             classes = tuple(sorted(classes))
-        return cls(name=str(name), scale=float(scale), class_set=class_set, classes=classes, extra=raw)
+        validation = raw.pop("validation", None)
+        if validation is not None:
+            if not isinstance(validation, list) or not validation or not all(isinstance(v, str) for v in validation):
+                raise ConfigError(f"{path}: 'validation' must be a non-empty list of image names in train, "
+                                  f"got {validation!r}")
+            validation = tuple(sorted(validation))
+        return cls(name=str(name), scale=float(scale), class_set=class_set, classes=classes, validation=validation,
+                   extra=raw)
 
     def to_dict(self) -> dict[str, Any]:
         """The YAML mapping for this info."""
@@ -91,6 +101,8 @@ class DatasetInfo:
             d["class_set"] = self.class_set
         if self.classes is not None:
             d["classes"] = list(self.classes)
+        if self.validation is not None:
+            d["validation"] = list(self.validation)
         d.update(self.extra)
         return d
 
@@ -168,7 +180,7 @@ class LumenStoneDataset:
         scale: working scale relative to native 3396×2547 (default: the stored scale, no resampling).
         class_set: class-set name or codes; default from ``dataset.yaml``, else every code found.
         names: restrict to these image names (stems).
-        n_val: validation images for ``"fit"`` / ``"val"``.
+        n_val: validation images for ``"fit"`` / ``"val"`` (ignored when ``dataset.yaml`` lists ``validation``).
         seed: seed of the validation split.
 
     Raises:
@@ -207,7 +219,18 @@ class LumenStoneDataset:
         if not files:
             raise EmptySplitError(f"{img_dir}: split {disk_split!r} holds no images (.jpg/.png/.tif); {LAYOUT_HELP}")
         by_name = {p.stem: p for p in files}
-        if split in ("fit", "val"):
+        if split in ("fit", "val") and self.info.validation is not None:
+            missing = sorted(set(self.info.validation) - set(by_name))
+            if missing:
+                raise ConfigError(f"{self.root / 'dataset.yaml'}: 'validation' names images not in train: "
+                                  f"{missing[:5]}; fix the list or add the images")
+            val = list(self.info.validation)
+            keep = sorted(set(by_name) - set(val)) if split == "fit" else val
+            if not keep:
+                raise ConfigError(f"{self.root / 'dataset.yaml'}: 'validation' lists every training image; "
+                                  "leave some to train on")
+            by_name = {n: by_name[n] for n in keep}
+        elif split in ("fit", "val"):
             fit, val = validation_split(list(by_name), n_val=n_val, seed=seed)
             keep = fit if split == "fit" else val
             by_name = {n: by_name[n] for n in keep}
@@ -442,3 +465,121 @@ def pixel_shares(counts: pd.DataFrame) -> pd.Series:
     """Dataset-wide share of each class (fractions summing to 1, ignore pixels excluded)."""
     c = counts.drop(columns=["ignore"], errors="ignore").sum()
     return c / c.sum()
+
+
+def combine_datasets(
+    sources: Sequence[str | Path],
+    out: str | Path,
+    n_val: int | Sequence[int] = 10,
+    seed: int = 0,
+    copy: bool = False,
+    overwrite: bool = False,
+) -> Path:
+    """Write one LumenStone-layout folder holding several datasets (e.g. S1 and S2) for a joint model.
+
+    Every image and mask is linked (or copied) as ``SOURCE__NAME`` (``SOURCE`` = the source folder's name), so
+    names never clash; ``dataset.yaml`` gets the union of the classes and, as a fixed ``validation`` list, each
+    source's own seeded validation split (``n_val`` images carved with ``seed``, as ``lumenkit evaluate --data
+    SOURCE --split val`` uses), so a joint model never trains on images its single-dataset rivals are validated
+    on.  ``test`` splits are combined when every source has one; ``deposits.csv`` rows are merged.
+
+    Args:
+        sources: dataset folders in LumenStone layout, all stored at the same scale.
+        out: the new folder (must not exist unless ``overwrite``).
+        n_val: validation images per source (one number for all, or one per source).
+        seed: seed of every source's validation split.
+        copy: copy the files instead of symbolic links (links fall back to copies where unsupported).
+        overwrite: replace an existing ``out``.
+
+    Returns:
+        The ``out`` path.
+
+    Raises:
+        ConfigError: fewer than two sources, duplicate source names, different stored scales, a bad ``n_val``, or
+            an existing ``out`` without ``overwrite``.
+        DatasetNotFoundError, EmptySplitError, MissingMaskError: a bad source folder.
+    """
+    import shutil
+
+    import yaml
+
+    from .io import write_text
+
+    roots = [Path(s).expanduser().resolve() for s in sources]
+    if len(roots) < 2:
+        raise ConfigError(f"combine needs at least two dataset folders, got {len(roots)}")
+    tags = [r.name for r in roots]
+    if len(set(tags)) != len(tags):
+        raise ConfigError(f"combine: source folders must have distinct names (they prefix the images), got {tags}")
+    nv = [int(n_val)] * len(roots) if isinstance(n_val, int) else [int(v) for v in n_val]
+    if len(nv) != len(roots):
+        raise ConfigError(f"combine: n_val has {len(nv)} values for {len(roots)} sources; give one or one each")
+    trains = [LumenStoneDataset(r, "train") for r in roots]
+    scales = {ds.stored_scale for ds in trains}
+    if len(scales) > 1:
+        raise ConfigError(f"combine: sources are stored at different scales {sorted(scales)}; resample them to one "
+                          "scale first (all LumenStone x05 folders are at 0.5)")
+    out = Path(out).expanduser()
+    if out.exists():
+        if not overwrite:
+            raise ConfigError(f"{out}: exists; choose another folder or pass overwrite=True (--overwrite)")
+        shutil.rmtree(out)
+    tmp = out.with_name(f".{out.name}.partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+
+    def place(src: Path, dst: Path) -> None:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if not copy:
+            try:
+                os.symlink(src, dst)
+                return
+            except OSError:
+                pass
+        shutil.copy2(src, dst)
+
+    classes: set[int] = set()
+    validation: list[str] = []
+    deposits = []
+    splits = ["train"] + (["test"] if all("test" in list_splits(r) for r in roots) else [])
+    for root, tag, train, k in zip(roots, tags, trains, nv, strict=True):
+        try:
+            validation += [f"{tag}__{n}" for n in validation_split(train.names, n_val=k, seed=seed)[1]]
+        except ValueError as e:
+            raise ConfigError(f"{root}: {e}") from None
+        for split in splits:
+            ds = train if split == "train" else LumenStoneDataset(root, split)
+            for name, img, msk in zip(ds.names, ds.image_paths, ds.mask_paths, strict=True):
+                place(img, tmp / "imgs" / split / f"{tag}__{name}{img.suffix.lower()}")
+                place(msk, tmp / "masks" / split / f"{tag}__{name}.png")
+        info = train.info
+        if info.classes is not None:
+            classes |= set(info.classes)
+        elif info.class_set:
+            classes |= set(ClassMap(info.class_set).codes)
+        else:
+            codes = train.class_counts().drop(columns=["ignore"]).sum()
+            from .classes import mineral
+
+            classes |= {mineral(lbl).code for lbl in codes.index[codes > 0]}
+        dep = read_deposits(root)
+        if len(dep):
+            dep = dep.copy()
+            dep.index = [f"{tag}__{n}" for n in dep.index]
+            dep["association"] = [a or tag for a in dep["association"]]
+            deposits.append(dep)
+    doc = {
+        "name": " + ".join(ds.info.name or r.name for ds, r in zip(trains, roots, strict=True)),
+        "scale": trains[0].stored_scale,
+        "classes": sorted(classes),
+        "sources": [str(r) for r in roots],
+        "validation": sorted(validation),
+    }
+    write_text(tmp / "dataset.yaml", "# written by lumenkit combine; 'validation' is each source's seeded split\n"
+               + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+    if deposits:
+        df = pd.concat(deposits)
+        df.index.name = "image"
+        write_text(tmp / "deposits.csv", df.reset_index().to_csv(index=False))
+    os.replace(tmp, out)
+    return out

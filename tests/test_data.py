@@ -203,3 +203,42 @@ def test_content_hash_changes_with_any_byte(fake_dataset):
     arr[0, 0] = 2 if arr[0, 0] != 2 else 1
     Image.fromarray(arr).save(m)
     assert LumenStoneDataset(fake_dataset).content_hash() != h
+
+
+def test_combine_keeps_each_sources_validation_split(tmp_path):
+    from lumenkit.cli import main
+    from lumenkit.data import combine_datasets
+
+    a = write_fake_dataset(tmp_path / "A", n_train=6, codes=(0, 1, 2), seed=1)
+    b = write_fake_dataset(tmp_path / "B", n_train=5, codes=(0, 3, 5), seed=2)
+    out = combine_datasets([a, b], tmp_path / "AB", n_val=[2, 1], seed=3)
+    val, fit = LumenStoneDataset(out, "val"), LumenStoneDataset(out, "fit")
+    want = (["A__" + n for n in LumenStoneDataset(a, "val", n_val=2, seed=3).names]
+            + ["B__" + n for n in LumenStoneDataset(b, "val", n_val=1, seed=3).names])
+    assert val.names == sorted(want) and len(fit) == 11 - 3 and not set(fit.names) & set(val.names)
+    assert LumenStoneDataset(out, "val", n_val=7, seed=9).names == val.names  # fixed: n_val/seed do not apply
+    assert val.class_map.codes == (0, 1, 2, 3, 5) and val.stored_scale == 0.5
+    assert len(LumenStoneDataset(out, "test")) == 4
+    item = fit[fit.names.index("B__tr00")] if "B__tr00" in fit.names else fit[-1]
+    src = b if item["name"].startswith("B__") else a
+    np.testing.assert_array_equal(item["mask"], LumenStoneDataset(src, "train")[item["name"][3:]]["mask"])
+    assert fit.deposits.loc["A__tr00", "deposit"] == "dep0"
+    with pytest.raises(ConfigError, match="exists"):
+        combine_datasets([a, b], out)
+    c = write_fake_dataset(tmp_path / "C", scale=0.25)
+    with pytest.raises(ConfigError, match="different scales"):
+        combine_datasets([a, c], tmp_path / "AC")
+    assert main(["combine", str(a), str(b), "--out", str(tmp_path / "AB2"), "--n-val", "2,1", "--copy"]) == 0
+    assert not (tmp_path / "AB2" / "imgs" / "train" / "A__tr00.png").is_symlink()
+    assert main(["combine", str(a), "--out", str(tmp_path / "X")]) == 2
+
+
+def test_a_bad_fixed_validation_list_is_named(tmp_path):
+    a = write_fake_dataset(tmp_path / "A")
+    (a / "dataset.yaml").write_text("name: a\nscale: 0.5\nvalidation: [tr00, zz99]\n")
+    with pytest.raises(ConfigError, match=r"not in train: \['zz99'\]"):
+        LumenStoneDataset(a, "val")
+    assert len(LumenStoneDataset(a, "train")) == 6
+    (a / "dataset.yaml").write_text("name: a\nscale: 0.5\nvalidation: tr00\n")
+    with pytest.raises(ConfigError, match="non-empty list"):
+        LumenStoneDataset(a, "train")
