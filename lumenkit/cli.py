@@ -96,8 +96,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tta", action="store_true", help="flip/rot90 test-time augmentation (8 passes)")
     p.add_argument("--no-baselines", action="store_true", help="skip the majority and colour-centroid baselines")
     p.add_argument("--save-masks", default=None, help="also write predicted masks NAME.png here")
-    p.add_argument("--n-val", type=int, default=10, help="validation images carved from train (split val/fit)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the validation split")
+    p.add_argument("--n-val", type=int, default=None,
+                   help="validation images carved from train (split val/fit; default: as the model was trained)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the validation split (default: the model's)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--perturb", default=None, metavar="NAME=STRENGTH",
                    help="evaluate under a changed imaging condition, e.g. white_balance=0.1 (see `robustness`)")
@@ -238,7 +239,8 @@ def _add_robustness(sub: argparse._SubParsersAction) -> None:
                         "noise, jpeg, scale (default all)")
     p.add_argument("--augmented-model", default=None,
                    help="a checkpoint trained with photometric jitter, compared at the worst conditions")
-    p.add_argument("--n-val", type=int, default=10, help="validation images carved from train (split val/fit)")
+    p.add_argument("--n-val", type=int, default=None,
+                   help="validation images carved from train (split val/fit; default: as the model was trained)")
     p.set_defaults(func=_run_robustness)
 
 

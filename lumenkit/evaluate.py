@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -117,6 +118,35 @@ def _num(v: Any) -> Any:
     return v
 
 
+def model_validation_split(ckpt: Any, n_val: int | None = None, seed: int | None = None) -> tuple[int, int]:
+    """``(n_val, seed)`` of the validation split: the given values, else the checkpoint's training ones, else 10, 0.
+
+    Evaluating ``val`` with the split the model was trained with keeps its training images out of the scores.
+    """
+    train = (getattr(ckpt, "config", None) or {}).get("train", {}) or {}
+    n = n_val if n_val is not None else int(train.get("n_val", 10))
+    s = seed if seed is not None else int(train.get("val_seed", 0))
+    return int(n), int(s)
+
+
+def evaluated_split(run_dir: str | Path | None, split: str, n_val: int = 0) -> tuple[int, int]:
+    """``(n_val, seed)`` for opening ``split`` as a previous evaluation in ``RUN_DIR/metrics.json`` did.
+
+    ``n_val`` > 0 wins; otherwise the values recorded for the same split, else ``(10, 0)`` (notebook 05 uses this to
+    read the same validation images notebook 04 predicted).
+    """
+    path = Path(run_dir) / "metrics.json" if run_dir else None
+    done: dict[str, Any] = {}
+    if path is not None and path.exists():
+        try:
+            done = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            done = {}
+    same = done.get("split") == split
+    n = n_val or (int(done.get("n_val", 10)) if same else 10)
+    return n, int(done.get("val_seed", 0)) if same else 0
+
+
 def evaluate(
     data: str | Path,
     model: Any,
@@ -125,8 +155,8 @@ def evaluate(
     void_border_px: int = 0,
     tta: bool | str = False,
     baselines: bool = True,
-    n_val: int = 10,
-    seed: int = 0,
+    n_val: int | None = None,
+    seed: int | None = None,
     save_masks: str | Path | None = None,
     predict_kwargs: dict[str, Any] | None = None,
     progress: bool = True,
@@ -146,8 +176,9 @@ def evaluate(
         void_border_px: ignore ground-truth pixels within this many px (stored resolution) of a class boundary.
         tta: test-time augmentation passed to :func:`lumenkit.infer.predict_image`.
         baselines: also score the majority and colour-centroid baselines fitted on the training split.
-        n_val: validation images carved from train (for ``val``/``fit``).
-        seed: seed of the validation split.
+        n_val: validation images carved from train (for ``val``/``fit``); ``None``: as the model was trained
+            (its recorded ``n_val``), so ``val`` never holds images the model trained on; else 10.
+        seed: seed of the validation split; ``None``: the model's recorded ``val_seed``, else 0.
         save_masks: write predicted masks ``NAME.png`` (LumenStone codes) here, for the deposit report.
         predict_kwargs: extra arguments for ``predict_image`` (tile, margin, batch, threads).
         progress: tqdm bar over images.
@@ -167,6 +198,7 @@ def evaluate(
     ckpt = model if isinstance(model, Checkpoint) else load_checkpoint(model)
     cmap = ckpt.class_map
     model_scale = float(scale if scale is not None else ckpt.scale)
+    n_val, seed = model_validation_split(ckpt, n_val, seed)
     ds = LumenStoneDataset(data, split, class_set=cmap.codes, n_val=n_val, seed=seed)
     labels = cmap.labels
     k = len(cmap)
@@ -216,6 +248,7 @@ def evaluate(
         "split": split,
         "data": str(Path(data).resolve()),
         "images": len(ds),
+        **({"n_val": n_val, "val_seed": seed} if split in ("val", "fit") else {}),
         "scales": {"stored": ds.stored_scale, "model": model_scale, "trained": float(ckpt.scale)},
         "void_border": void_border_px,
         "tta": tta if isinstance(tta, str) else bool(tta),

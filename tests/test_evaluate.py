@@ -72,3 +72,26 @@ def test_evaluate_cli(fake_dataset, ckpt, tmp_path, capsys):
     bad.write_bytes(b"not a checkpoint")
     assert main(["evaluate", "--data", str(fake_dataset), "--model", str(bad), "--out", str(out)]) == 2
     assert "bad.pt" in capsys.readouterr().err
+
+
+def test_val_defaults_to_the_split_the_model_was_trained_with(fake_dataset, tmp_path):
+    from lumenkit.evaluate import evaluated_split, model_validation_split
+    from lumenkit.model import load_checkpoint
+
+    torch.manual_seed(0)
+    model = create_model("resunet", width=4, depth=2, classes=3).eval()
+    trained = {"train": {"n_val": 2, "val_seed": 5}}
+    Checkpoint(model=model, class_map=ClassMap([0, 1, 2]), scale=0.5, config=trained).save(tmp_path / "m.pt")
+    ck = load_checkpoint(tmp_path / "m.pt")
+    assert model_validation_split(ck) == (2, 5) and model_validation_split(ck, 3, None) == (3, 5)
+    ev = evaluate(fake_dataset, ck, split="val", baselines=False, progress=False)
+    names = ev.per_image.index if ev.per_image.index.name == "image" else ev.per_image["image"]
+    assert list(names) == LumenStoneDataset(fake_dataset, "val", n_val=2, seed=5).names
+    assert ev.info["n_val"] == 2 and ev.info["val_seed"] == 5
+    assert evaluate(fake_dataset, ck, split="val", n_val=3, baselines=False, progress=False).info["images"] == 3
+    write_evaluation(ev, tmp_path / "run" / "metrics.json", n_boot=10)
+    assert evaluated_split(tmp_path / "run", "val") == (2, 5)  # notebook 05 reads what notebook 04 scored
+    assert evaluated_split(tmp_path / "run", "val", n_val=4) == (4, 5)
+    assert evaluated_split(tmp_path / "run", "test") == (10, 0) and evaluated_split(None, "val") == (10, 0)
+    plain = Checkpoint(model=model, class_map=ClassMap([0, 1, 2]), scale=0.5)
+    assert model_validation_split(plain) == (10, 0)

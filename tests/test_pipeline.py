@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -96,3 +97,20 @@ def test_environment_variables_in_paths(tmp_path, monkeypatch):
     monkeypatch.delenv("LUMENKIT_LUMENSTONE")
     with pytest.raises(ConfigError, match="export LUMENKIT_LUMENSTONE"):
         _stage_params({"data": {}}, {"data": "${LUMENKIT_LUMENSTONE}/S1_v1_x05"}, {}, tmp_path)
+
+
+def test_shipped_parameter_files_only_set_declared_parameters():
+    import papermill as pm
+
+    root = Path(__file__).resolve().parents[1]
+    declared = {p.stem: set(pm.inspect_notebook(str(p))) for p in (root / "notebooks").glob("*.ipynb")}
+    files = sorted((root / "params").glob("*.yaml"))
+    assert {f.stem for f in files} >= {"synthetic", "lumenstone_s1", "lumenstone_s2"}
+    for f in files:
+        cfg = load_params(f)
+        for nb, own in (cfg.get("notebooks") or {}).items():
+            assert nb in declared, f"{f.name}: no notebook {nb}"
+            assert set(own or {}) <= declared[nb], f"{f.name}: {nb} does not declare {set(own) - declared[nb]}"
+        shared = set(cfg) - {"run", "notebooks"}
+        everywhere = set().union(*declared.values())
+        assert shared <= everywhere, f"{f.name}: no notebook declares {shared - everywhere}"
