@@ -142,8 +142,10 @@ def run_variant(name: str, data: str | Path, runs: str | Path, quiet: bool = Tru
 def ablation_table(runs: str | Path, names: list[str] | None = None) -> pd.DataFrame:
     """One row per variant (in :data:`VARIANTS` order) from ``RUNS/NAME/val.json``; NaN where not yet run.
 
-    Columns: ``variant``, ``change``, ``epochs`` (of the trained run), one per class IoU, ``mean_iou``,
-    ``ci_low``, ``ci_high`` (95 % bootstrap over images) and ``pixel_accuracy``.
+    Columns: ``variant``, ``change``, ``epochs`` (of the trained run), ``best_epoch`` (the kept checkpoint, best
+    by validation mean IoU), one per class IoU, ``mean_iou``, ``ci_low``, ``ci_high`` (95 % bootstrap over images),
+    ``pixel_accuracy`` and ``last_miou`` (validation mean IoU of the final epoch: choosing the best epoch on the
+    validation split flatters it a little; the final epoch is the unbiased figure).
     """
     runs = Path(runs)
     rows: list[dict[str, Any]] = []
@@ -158,11 +160,14 @@ def ablation_table(runs: str | Path, names: list[str] | None = None) -> pd.DataF
             row.update(mean_iou=float(d["mean_iou"]), ci_low=_f(lo), ci_high=_f(hi),
                        pixel_accuracy=float(d["pixel_accuracy"]))
         hist = runs / (v.uses or name) / "history.csv"
-        row["epochs"] = len(pd.read_csv(hist)) if hist.exists() else math.nan
+        h = pd.read_csv(hist) if hist.exists() else None
+        row["epochs"] = len(h) if h is not None else math.nan
+        row["best_epoch"] = int(h["val_miou"].idxmax()) + 1 if h is not None and len(h) else math.nan
+        row["last_miou"] = float(h["val_miou"].iloc[-1]) if h is not None and len(h) and not v.tta else math.nan
         rows.append(row)
     df = pd.DataFrame(rows)
-    lead = ["variant", "change", "epochs"]
-    tail = [c for c in ("mean_iou", "ci_low", "ci_high", "pixel_accuracy") if c in df.columns]
+    lead = ["variant", "change", "epochs", "best_epoch"]
+    tail = [c for c in ("mean_iou", "ci_low", "ci_high", "pixel_accuracy", "last_miou") if c in df.columns]
     classes = [c for c in df.columns if c not in lead + tail]
     return df[lead + classes + tail]
 
@@ -173,18 +178,25 @@ def _f(x: Any) -> float:
 
 def to_markdown(df: pd.DataFrame) -> str:
     """The ablation table as GitHub markdown (2 decimals for IoU, 3 for the mean; "not run" where missing)."""
-    lead = {"variant", "change", "epochs", "mean_iou", "ci_low", "ci_high", "pixel_accuracy"}
+    lead = {"variant", "change", "epochs", "best_epoch", "mean_iou", "ci_low", "ci_high", "pixel_accuracy",
+            "last_miou"}
     classes = [c for c in df.columns if c not in lead]
-    head = ["variant", "change", "epochs", *classes, "mean IoU (95 % interval)", "pixel acc."]
+    head = ["variant", "change", "epochs (best)", *classes, "mean IoU (95 % interval)", "pixel acc.",
+            "final epoch mIoU"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def num(x: Any, fmt: str) -> str:
+        return "" if x is None or x != x else format(x, fmt)
+
     for r in df.to_dict("records"):
         if "mean_iou" not in r or not r["mean_iou"] == r["mean_iou"]:
-            cells = [f"`{r['variant']}`", r["change"], "", *[""] * len(classes), "not run", ""]
+            cells = [f"`{r['variant']}`", r["change"], "", *[""] * len(classes), "not run", "", ""]
         else:
-            ep = "" if r["epochs"] != r["epochs"] else str(int(r["epochs"]))
+            ep = num(r["epochs"], ".0f") + (f" ({num(r['best_epoch'], '.0f')})" if r["best_epoch"] == r["best_epoch"]
+                                             else "")
             ci = f" ({r['ci_low']:.2f}–{r['ci_high']:.2f})" if r.get("ci_low") == r.get("ci_low") else ""
             cells = [f"`{r['variant']}`", r["change"], ep, *[f"{r[c]:.2f}" for c in classes],
-                     f"{r['mean_iou']:.3f}{ci}", f"{r['pixel_accuracy']:.3f}"]
+                     f"{r['mean_iou']:.3f}{ci}", f"{r['pixel_accuracy']:.3f}", num(r.get("last_miou"), ".3f")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -52,6 +52,8 @@ def test_run_table_and_resumption(data, tmp_path):
     done = df.set_index("variant")
     assert done.loc["uniform", "mean_iou"] == pytest.approx(d["mean_iou"])
     assert done.loc["tta", "epochs"] == 1 and np.isnan(done.loc["width64", "mean_iou"])
+    assert done.loc["uniform", "best_epoch"] == 1 and 0 <= done.loc["uniform", "last_miou"] <= 1
+    assert np.isnan(done.loc["tta", "last_miou"])  # an evaluation-only row has no training curve of its own
     md = to_markdown(df)
     assert md.count("not run") == len(VARIANTS) - 3 and f"{d['mean_iou']:.3f}" in md
 
