@@ -238,7 +238,8 @@ def _add_robustness(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated perturbations: brightness, gamma, white_balance, vignetting, defocus, "
                         "noise, jpeg, scale (default all)")
     p.add_argument("--augmented-model", default=None,
-                   help="a checkpoint trained with photometric jitter, compared at the worst conditions")
+                   help="a checkpoint trained with augmentation (--photometric/--noise/--blur) on the same data and "
+                        "budget: its curves too, and both models at the baseline's worst conditions")
     p.add_argument("--n-val", type=int, default=None,
                    help="validation images carved from train (split val/fit; default: as the model was trained)")
     p.set_defaults(func=_run_robustness)
@@ -256,7 +257,11 @@ def _run_robustness(a: argparse.Namespace) -> int:
                        n_val=a.n_val)
     write_json(a.out, {"split": a.split, "model": a.model, "augmented_model": a.augmented_model,
                        **{k: v.to_dict(orient="records") for k, v in res.items()}})
-    write_text(Path(a.out).with_suffix(".csv"), res["curves"].to_csv(index=False))
+    import pandas as pd
+
+    curves = pd.concat([res["curves"].assign(model="baseline")]
+                       + ([res["augmented_curves"].assign(model="augmented")] if "augmented_curves" in res else []))
+    write_text(Path(a.out).with_suffix(".csv"), curves.to_csv(index=False))
     print(res["table"].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"wrote {a.out}")
     return 0

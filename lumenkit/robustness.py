@@ -312,39 +312,49 @@ def remedy_table(
 ) -> dict[str, Any]:
     """Curves of a model, its ``k`` worst conditions, and mean IoU there before and after each remedy.
 
-    Remedies: (a) a model trained with photometric augmentation (``augmented_model``, same data and budget), and
-    (b) a flat-field / white-balance calibration from a reference frame (:func:`flat_field_remedy`), alone and
-    combined with (a).
+    Remedies: (a) a model trained with augmentation tuned to these conditions (``augmented_model``: photometric
+    jitter, sensor noise, defocus; same data and budget), whose own curves are measured too, and (b) a flat-field /
+    white-balance calibration from a reference frame (:func:`flat_field_remedy`), alone and combined with (a).
 
     Args:
         data: dataset folder.
         model: the baseline checkpoint (or path).
-        augmented_model: a checkpoint trained with photometric jitter, or None.
+        augmented_model: a checkpoint trained with augmentation (same data and budget as ``model``), or None.
         split: split to evaluate.
         names: perturbations to scan (default all).
         k: how many worst conditions get the remedies.
         **kwargs: passed to :func:`lumenkit.evaluate.evaluate`.
 
     Returns:
-        ``{"curves": DataFrame, "worst": DataFrame, "table": DataFrame}``; ``table`` has one row per worst
-        condition (plus ``none``) and a mean-IoU column per model × remedy.
+        ``{"curves": DataFrame, "worst": DataFrame, "table": DataFrame}`` plus ``"augmented_curves"`` when an
+        augmented model is given; ``table`` has one row per worst condition of the baseline (plus ``none``) and a
+        mean-IoU column per model × remedy (``baseline``, ``augmented``, each also ``+ flat-field``).
     """
     curves = robustness_curves(data, model, split=split, names=names, progress=False, **kwargs)
     worst = worst_conditions(curves, k=k)
     models = {"baseline": model}
+    measured = {"baseline": curves}
     if augmented_model is not None:
-        models["photometric-trained"] = augmented_model
+        models["augmented"] = augmented_model
+        measured["augmented"] = robustness_curves(data, augmented_model, split=split, names=names, progress=False,
+                                                  **kwargs)
     rows = []
     conditions = [("none", 0.0), *((str(r["perturbation"]), float(r["worst strength"])) for _, r in worst.iterrows())]
     for name, s in conditions:
         row: dict[str, Any] = {"perturbation": name, "strength": s}
         for label, m in models.items():
-            if name == "none" and label == "baseline":
-                row[label] = float(curves.loc[curves["perturbation"] == "none", "mean_iou"].iloc[0])
-                continue
+            known = measured[label]
+            hit = known[(known["perturbation"] == name) & np.isclose(known["strength"], s)]
+            if len(hit):  # already on this model's curves
+                row[label] = float(hit["mean_iou"].iloc[0])
             for remedy in (None, "flat_field") if name != "none" else (None,):
+                if remedy is None and len(hit):
+                    continue
                 c = robustness_curves(data, m, split=split, names=[name] if name != "none" else [],
                                       strengths={name: [s]}, remedy=remedy, progress=False, **kwargs)
                 row[f"{label}{' + flat-field' if remedy else ''}"] = float(c["mean_iou"].iloc[-1])
         rows.append(row)
-    return {"curves": curves, "worst": worst, "table": pd.DataFrame(rows)}
+    out = {"curves": curves, "worst": worst, "table": pd.DataFrame(rows)}
+    if augmented_model is not None:
+        out["augmented_curves"] = measured["augmented"]
+    return out

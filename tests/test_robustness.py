@@ -1,4 +1,5 @@
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -123,11 +124,15 @@ def test_robustness_and_perturbed_evaluate_cli(fake_dataset, tmp_path, capsys):
     assert {r["perturbation"] for r in d["curves"]} == {"none", "white_balance", "defocus"}
     assert (tmp_path / "rob.csv").exists() and len(d["table"]) == 3
     row = d["table"][1]
-    assert set(row) == {"perturbation", "strength", "baseline", "baseline + flat-field", "photometric-trained",
-                        "photometric-trained + flat-field"}
-    assert row["baseline"] == row["photometric-trained"]  # the same model twice gives the same figure
+    assert set(row) == {"perturbation", "strength", "baseline", "baseline + flat-field", "augmented",
+                        "augmented + flat-field"}
+    assert row["baseline"] == row["augmented"]  # the same model twice gives the same figure
+    assert row["baseline + flat-field"] == row["augmented + flat-field"]
     clean = next(r["mean_iou"] for r in d["curves"] if r["perturbation"] == "none")
-    assert d["table"][0]["baseline"] == clean == d["table"][0]["photometric-trained"]
+    assert d["table"][0]["baseline"] == clean == d["table"][0]["augmented"]
+    assert d["augmented_curves"] == d["curves"]
+    csv = pd.read_csv(tmp_path / "rob.csv")
+    assert sorted(set(csv["model"])) == ["augmented", "baseline"] and len(csv) == 2 * len(d["curves"])
     assert main(["evaluate", "--data", str(fake_dataset), "--model", str(tmp_path / "model.pt"), "--out",
                  str(tmp_path / "e.json"), "--perturb", "gamma=0.5", "--quiet", "--no-baselines"]) == 0
     assert json.loads((tmp_path / "e.json").read_text())["perturbation"] == "gamma=0.5"
