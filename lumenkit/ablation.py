@@ -57,6 +57,7 @@ VARIANTS: dict[str, Variant] = {
     for v in (
         Variant("paper", "the paper's training: ×0.1 on a validation-loss plateau (base recipe)"),
         Variant("uniform", "uniform patches instead of the balancing sampler", {"sampler": "uniform"}),
+        Variant("half_balanced", "balancing strength 0.5 (half the patches balanced, half uniform)", {"strength": 0.5}),
         Variant("tta", "flip/rot90 test-time augmentation (8 passes) of the base model", tta=True, uses="paper"),
         Variant("cosine", "cosine learning rate over the budget", {"schedule": "cosine"}),
         Variant("robust", "cosine + noise (σ ≤ 12) and defocus (σ ≤ 1 px) augmentation", dict(_COSINE)),
