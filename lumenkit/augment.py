@@ -140,8 +140,11 @@ class Augment:
             image = photometric(image, b, g, wb / wb.mean())
         if self.noise > 0:
             sigma = float(rng.uniform(0.0, self.noise))
-            noisy = image.astype(np.float32) + rng.standard_normal(image.shape, dtype=np.float32) * sigma
-            image = np.clip(noisy + 0.5, 0, 255).astype(np.uint8)
+            noisy = rng.standard_normal(image.shape, dtype=np.float32)  # one float buffer, updated in place
+            noisy *= sigma
+            noisy += image
+            noisy += 0.5
+            image = np.clip(noisy, 0, 255, out=noisy).astype(np.uint8)
         return np.ascontiguousarray(image), np.ascontiguousarray(mask)
 
 
@@ -162,8 +165,9 @@ def gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
         return image
     from scipy import ndimage as ndi
 
-    out = ndi.gaussian_filter(image.astype(np.float32), sigma=(sigma, sigma, 0), mode="reflect")
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    out = ndi.gaussian_filter(image, sigma=(sigma, sigma, 0), mode="reflect", output=np.float32)
+    out += 0.5
+    return np.clip(out, 0, 255, out=out).astype(np.uint8)
 
 
 def affine(
