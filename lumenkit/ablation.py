@@ -52,7 +52,7 @@ class Variant:
 
 
 _COSINE = {"schedule": "cosine", "noise": 12.0, "blur": 1.0}
-_BEST = {"schedule": "cosine", "photometric": 0.0}  # the measured best (``no_photometric``), default of `lumenkit train`
+_BEST = {"schedule": "cosine", "photometric": 0.0}  # measured best (no_photometric); `lumenkit train` default
 VARIANTS: dict[str, Variant] = {
     v.name: v
     for v in (
