@@ -4,6 +4,9 @@ Every variant is a full training configuration (the base recipe plus a few chang
 time budget and evaluated on the same validation split carved from ``train``.  ``lumenkit ablation run NAME
 --data DIR --runs RUNS`` trains ``RUNS/NAME`` (resuming an interrupted run, skipping a finished one) and writes
 ``RUNS/NAME/val.json``; ``lumenkit ablation table --runs RUNS`` gathers the rows, marking variants not yet run.
+``lumenkit ablation score NAME --runs RUNS --data OTHER --label L`` scores a trained variant on another dataset's
+validation split (e.g. a joint S1+S2 model on S1's and on S2's own split) as ``RUNS/NAME/val_L.json``, an extra
+row ``NAME on L`` of the table.
 
 Example:
     >>> from lumenkit.ablation import VARIANTS, variant_config
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -141,13 +145,66 @@ def run_variant(name: str, data: str | Path, runs: str | Path, quiet: bool = Tru
     return json.loads(out.read_text())
 
 
+_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def score_variant(name: str, data: str | Path, runs: str | Path, label: str, n_val: int = 10, seed: int = 0,
+                  quiet: bool = True) -> dict[str, Any]:
+    """Evaluate the trained model of a variant on another dataset's validation split.
+
+    Used for a joint model: trained on ``lumenkit combine S1 S2`` (whose validation list is each source's own
+    seeded split), it is scored on ``S1 --n-val 10`` and on ``S2 --n-val 5``, the very images the single-dataset
+    models are validated on.  Classes of the model absent from ``data`` do not enter the mean IoU (it averages the
+    classes present in the ground truth), but every pixel predicted as one of them counts as an error.
+
+    Args:
+        name: the variant whose ``RUNS/NAME/model.pt`` is scored (an evaluation-only variant scores the model it
+            uses, with its test-time augmentation).
+        data: dataset folder in LumenStone layout.
+        runs: the ablation runs folder.
+        label: short name of the dataset (letters, digits, ``_.-``): the file is ``RUNS/NAME/val_LABEL.json``.
+        n_val, seed: the validation split carved from ``data``'s train images.
+
+    Returns:
+        The evaluation document written (with ``variant``, ``change`` and ``scored_on``).
+
+    Raises:
+        ConfigError: unknown variant, a bad label, or no trained model yet; dataset errors as in evaluation.
+    """
+    from .evaluate import evaluate, write_evaluation
+
+    v = variant(name)
+    if not _LABEL.match(label):
+        raise ConfigError(f"ablation score: label {label!r} must be letters, digits, '_', '.', '-' (e.g. S1)")
+    model = Path(runs) / (v.uses or name) / "model.pt"
+    if not model.exists():
+        raise ConfigError(f"{model}: no trained model; run `lumenkit ablation run {v.uses or name}` first")
+    ev = evaluate(data, model, split="val", tta=v.tta, n_val=int(n_val), seed=int(seed), progress=not quiet)
+    ev.info.update({"variant": name, "change": v.change, "scored_on": label})
+    out = Path(runs) / name / f"val_{label}.json"
+    write_evaluation(ev, out)
+    return json.loads(out.read_text())
+
+
+def _row(path: Path) -> dict[str, Any]:
+    d = json.loads(path.read_text())
+    row: dict[str, Any] = {k: _f(x) for k, x in d["per_class_iou"].items()}
+    lo, hi = d.get("mean_iou_ci95", [math.nan, math.nan])
+    row.update(mean_iou=float(d["mean_iou"]), ci_low=_f(lo), ci_high=_f(hi),
+               pixel_accuracy=float(d["pixel_accuracy"]), images=int(d.get("images", 0)))
+    return row
+
+
 def ablation_table(runs: str | Path, names: list[str] | None = None) -> pd.DataFrame:
     """One row per variant (in :data:`VARIANTS` order) from ``RUNS/NAME/val.json``; NaN where not yet run.
 
     Columns: ``variant``, ``change``, ``epochs`` (of the trained run), ``best_epoch`` (the kept checkpoint, best
     by validation mean IoU), one per class IoU, ``mean_iou``, ``ci_low``, ``ci_high`` (95 % bootstrap over images),
-    ``pixel_accuracy`` and ``last_miou`` (validation mean IoU of the final epoch: choosing the best epoch on the
-    validation split flatters it a little; the final epoch is the unbiased figure).
+    ``pixel_accuracy``, ``last_miou`` (validation mean IoU of the final epoch: choosing the best epoch on the
+    validation split flatters it a little; the final epoch is the unbiased figure) and ``images`` (validation
+    images).  Each ``RUNS/NAME/val_LABEL.json`` written by :func:`score_variant` adds a row ``NAME on LABEL``
+    right after the variant's own (``last_miou`` empty: the training curve was measured on another split); a
+    class absent from a row's validation split is NaN.
     """
     runs = Path(runs)
     rows: list[dict[str, Any]] = []
@@ -156,20 +213,21 @@ def ablation_table(runs: str | Path, names: list[str] | None = None) -> pd.DataF
         row: dict[str, Any] = {"variant": name, "change": v.change}
         path = runs / name / "val.json"
         if path.exists():
-            d = json.loads(path.read_text())
-            row.update({k: float(x) for k, x in d["per_class_iou"].items()})
-            lo, hi = d.get("mean_iou_ci95", [math.nan, math.nan])
-            row.update(mean_iou=float(d["mean_iou"]), ci_low=_f(lo), ci_high=_f(hi),
-                       pixel_accuracy=float(d["pixel_accuracy"]))
+            row.update(_row(path))
         hist = runs / (v.uses or name) / "history.csv"
         h = pd.read_csv(hist) if hist.exists() else None
         row["epochs"] = len(h) if h is not None else math.nan
         row["best_epoch"] = int(h["val_miou"].idxmax()) + 1 if h is not None and len(h) else math.nan
         row["last_miou"] = float(h["val_miou"].iloc[-1]) if h is not None and len(h) and not v.tta else math.nan
         rows.append(row)
+        for extra in sorted((runs / name).glob("val_*.json")):
+            label = extra.stem[len("val_"):]
+            rows.append({**_row(extra), "variant": f"{name} on {label}", "change": f"{v.change}; scored on {label}",
+                         "epochs": row["epochs"], "best_epoch": row["best_epoch"], "last_miou": math.nan})
     df = pd.DataFrame(rows)
     lead = ["variant", "change", "epochs", "best_epoch"]
-    tail = [c for c in ("mean_iou", "ci_low", "ci_high", "pixel_accuracy", "last_miou") if c in df.columns]
+    tail = [c for c in ("mean_iou", "ci_low", "ci_high", "pixel_accuracy", "last_miou", "images")
+            if c in df.columns]
     classes = [c for c in df.columns if c not in lead + tail]
     return df[lead + classes + tail]
 
@@ -178,10 +236,11 @@ def _f(x: Any) -> float:
     return math.nan if x is None else float(x)
 
 
-def to_markdown(df: pd.DataFrame) -> str:
-    """The ablation table as GitHub markdown (2 decimals for IoU, 3 for the mean; "not run" where missing)."""
+def to_markdown(df: pd.DataFrame, only_run: bool = False) -> str:
+    """The ablation table as GitHub markdown (2 decimals for IoU, 3 for the mean; "not run" where missing, or
+    such rows left out with ``only_run``)."""
     lead = {"variant", "change", "epochs", "best_epoch", "mean_iou", "ci_low", "ci_high", "pixel_accuracy",
-            "last_miou"}
+            "last_miou", "images"}
     classes = [c for c in df.columns if c not in lead]
     head = ["variant", "change", "epochs (best)", *classes, "mean IoU (95 % interval)", "pixel acc.",
             "final epoch mIoU"]
@@ -192,12 +251,14 @@ def to_markdown(df: pd.DataFrame) -> str:
 
     for r in df.to_dict("records"):
         if "mean_iou" not in r or not r["mean_iou"] == r["mean_iou"]:
+            if only_run:
+                continue
             cells = [f"`{r['variant']}`", r["change"], "", *[""] * len(classes), "not run", "", ""]
         else:
             ep = num(r["epochs"], ".0f") + (f" ({num(r['best_epoch'], '.0f')})" if r["best_epoch"] == r["best_epoch"]
                                              else "")
             ci = f" ({r['ci_low']:.2f}–{r['ci_high']:.2f})" if r.get("ci_low") == r.get("ci_low") else ""
-            cells = [f"`{r['variant']}`", r["change"], ep, *[f"{r[c]:.2f}" for c in classes],
+            cells = [f"`{r['variant']}`", r["change"], ep, *[num(r[c], ".2f") for c in classes],
                      f"{r['mean_iou']:.3f}{ci}", f"{r['pixel_accuracy']:.3f}", num(r.get("last_miou"), ".3f")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -213,5 +274,5 @@ def describe() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-__all__ = ["BASE", "VARIANTS", "Variant", "ablation_table", "describe", "run_variant", "to_markdown", "variant",
-           "variant_config"]
+__all__ = ["BASE", "VARIANTS", "Variant", "ablation_table", "describe", "run_variant", "score_variant", "to_markdown",
+           "variant", "variant_config"]

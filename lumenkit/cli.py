@@ -297,20 +297,25 @@ def _run_combine(a: argparse.Namespace) -> int:
 
 def _add_ablation(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ablation", help="train/evaluate one named variant of the recipe, or print the ablation table")
-    p.add_argument("action", choices=["list", "run", "table"], help="list variants, run one, or gather the table")
-    p.add_argument("name", nargs="?", default=None, help="variant to run (see `lumenkit ablation list`)")
-    p.add_argument("--data", default=None, help="dataset folder in LumenStone layout (for run)")
+    p.add_argument("action", choices=["list", "run", "score", "table"],
+                   help="list variants, run one, score a trained one on another dataset's validation split "
+                        "(RUNS/NAME/val_LABEL.json), or gather the table")
+    p.add_argument("name", nargs="?", default=None, help="variant to run or score (see `lumenkit ablation list`)")
+    p.add_argument("--data", default=None, help="dataset folder in LumenStone layout (for run and score)")
+    p.add_argument("--label", default=None, help="score: short name of --data, e.g. S1 (file val_LABEL.json)")
     p.add_argument("--runs", default="runs/ablation",
                    help="folder holding one run folder per variant (default runs/ablation)")
     p.add_argument("--n-val", type=int, default=None, help="validation images carved from train (default 10)")
     p.add_argument("--minutes", type=float, default=None, help="override the variant's time budget")
+    p.add_argument("--seed", type=int, default=0, help="score: seed of the validation split (default 0)")
     p.add_argument("--out", default=None, help="table: also write it as CSV here")
+    p.add_argument("--only-run", action="store_true", help="table: leave out variants not run yet")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_run_ablation)
 
 
 def _run_ablation(a: argparse.Namespace) -> int:
-    from .ablation import ablation_table, describe, run_variant, to_markdown
+    from .ablation import ablation_table, describe, run_variant, score_variant, to_markdown
 
     if a.action == "list":
         print(describe().to_string(index=False))
@@ -321,7 +326,16 @@ def _run_ablation(a: argparse.Namespace) -> int:
             from .io import write_text
 
             write_text(a.out, df.to_csv(index=False, float_format="%.4f"))
-        print(to_markdown(df), end="")
+        print(to_markdown(df, only_run=a.only_run), end="")
+        return 0
+    if a.action == "score":
+        if not a.name or not a.data or not a.label:
+            raise ConfigError("ablation score needs a variant name, --data and --label, e.g. `lumenkit ablation score "
+                              "no_photometric --runs runs/joint --data S1_v1_x05 --label S1 --n-val 10`")
+        d = score_variant(a.name, a.data, a.runs, a.label, n_val=10 if a.n_val is None else a.n_val, seed=a.seed,
+                          quiet=a.quiet)
+        print(f"{a.name} on {a.label}: validation mean IoU {d['mean_iou']:.3f} "
+              + " ".join(f"{k} {v:.2f}" for k, v in d["per_class_iou"].items() if v is not None))
         return 0
     if not a.name or not a.data:
         raise ConfigError("ablation run needs a variant name and --data, e.g. "

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from conftest import write_fake_dataset
 
-from lumenkit.ablation import VARIANTS, ablation_table, run_variant, to_markdown, variant_config
+from lumenkit.ablation import VARIANTS, ablation_table, run_variant, score_variant, to_markdown, variant_config
 from lumenkit.cli import main
 from lumenkit.errors import ConfigError
 
@@ -56,6 +56,25 @@ def test_run_table_and_resumption(data, tmp_path):
     assert np.isnan(done.loc["tta", "last_miou"])  # an evaluation-only row has no training curve of its own
     md = to_markdown(df)
     assert md.count("not run") == len(VARIANTS) - 3 and f"{d['mean_iou']:.3f}" in md
+    assert "not run" not in to_markdown(df, only_run=True) and to_markdown(df, only_run=True).count("\n") == 2 + 3
+
+
+def test_score_on_another_split_adds_a_row(data, tmp_path):
+    runs = tmp_path / "runs"
+    with pytest.raises(ConfigError, match=r"no trained model.*ablation run uniform"):
+        score_variant("uniform", data, runs, "S1")
+    run_variant("uniform", data, runs, **SMALL)
+    with pytest.raises(ConfigError, match="label"):
+        score_variant("uniform", data, runs, "../x")
+    d = score_variant("uniform", data, runs, "wide", n_val=4, seed=1)
+    assert d["images"] == 4 and d["val_seed"] == 1 and d["scored_on"] == "wide"
+    assert (runs / "uniform" / "val_wide.json").exists()
+    df = ablation_table(runs).set_index("variant")
+    names = list(df.index)
+    assert names[names.index("uniform") + 1] == "uniform on wide"
+    row = df.loc["uniform on wide"]
+    assert row["mean_iou"] == pytest.approx(d["mean_iou"]) and row["images"] == 4 and np.isnan(row["last_miou"])
+    assert df.loc["uniform", "images"] == 2 and row["epochs"] == df.loc["uniform", "epochs"]
 
 
 def test_cli(data, tmp_path, capsys):
@@ -65,3 +84,5 @@ def test_cli(data, tmp_path, capsys):
     assert "needs a variant name and --data" in capsys.readouterr().err
     assert main(["ablation", "table", "--runs", str(tmp_path), "--out", str(tmp_path / "t.csv")]) == 0
     assert "| `paper` |" in capsys.readouterr().out and (tmp_path / "t.csv").exists()
+    assert main(["ablation", "score", "uniform", "--data", str(data)]) == 2
+    assert "needs a variant name, --data and --label" in capsys.readouterr().err
