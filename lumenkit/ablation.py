@@ -163,7 +163,9 @@ def score_variant(name: str, data: str | Path, runs: str | Path, label: str, n_v
         data: dataset folder in LumenStone layout.
         runs: the ablation runs folder.
         label: short name of the dataset (letters, digits, ``_.-``): the file is ``RUNS/NAME/val_LABEL.json``.
-        n_val, seed: the validation split carved from ``data``'s train images.
+        n_val: validation images carved from ``data``'s train images.
+        seed: seed of that split.
+        quiet: no progress bar.
 
     Returns:
         The evaluation document written (with ``variant``, ``change`` and ``scored_on``).
@@ -237,8 +239,10 @@ def _f(x: Any) -> float:
 
 
 def to_markdown(df: pd.DataFrame, only_run: bool = False) -> str:
-    """The ablation table as GitHub markdown (2 decimals for IoU, 3 for the mean; "not run" where missing, or
-    such rows left out with ``only_run``)."""
+    """The ablation table as GitHub markdown (2 decimals for IoU, 3 for the mean).
+
+    Variants not run yet show "not run", or are left out with ``only_run``.
+    """
     lead = {"variant", "change", "epochs", "best_epoch", "mean_iou", "ci_low", "ci_high", "pixel_accuracy",
             "last_miou", "images"}
     classes = [c for c in df.columns if c not in lead]
