@@ -127,6 +127,11 @@ def _run_evaluate(a: argparse.Namespace) -> int:
           + " ".join(f"{lab} {v:.2f}" for lab, v in zip(s.labels, s.iou)))
     for name, b in ev.baselines.items():
         print(f"  baseline {name}: mean IoU {b.mean_iou:.3f}")
+    if len(ev.matrices) > 2:
+        from .evaluate import error_sources_of, summarise_error_sources
+
+        for line in summarise_error_sources(error_sources_of(ev)):
+            print(f"  {line}")
     print(f"wrote {a.out}")
     return 0
 

@@ -187,6 +187,50 @@ def per_image_table(names: Sequence[str], matrices: Sequence[np.ndarray], labels
     return pd.DataFrame(rows).set_index("image")
 
 
+def error_sources(names: Sequence[str], matrices: Sequence[np.ndarray], labels: Sequence[str]) -> pd.DataFrame:
+    """Where each class's errors come from: one row per class, the image holding most of them.
+
+    A class's errors are its false positives plus false negatives (pixels); dataset-wide IoU is
+    TP / (TP + errors).  With few validation images one image often holds most of a class's errors, e.g. a grain
+    whose label and appearance disagree; this table says which, and what the class's IoU is without that image.
+
+    Args:
+        names: image names, one per matrix.
+        matrices: per-image ``(K, K)`` confusion matrices (rows truth, columns prediction).
+        labels: class labels in matrix order.
+
+    Returns:
+        Index ``class``; columns ``iou`` (all images), ``errors`` (pixels), ``worst_image``, ``worst_share``
+        (fraction of the class's errors in that image), ``iou_without`` (the class's IoU with that image left
+        out) and ``mean_iou_without`` (mean IoU over the classes present, that image left out). Classes without
+        errors have an empty ``worst_image``.
+
+    Raises:
+        ValueError: names and matrices differ in length.
+    """
+    if len(names) != len(matrices):
+        raise ValueError(f"error_sources: {len(names)} names for {len(matrices)} confusion matrices")
+    stack = np.stack([np.asarray(m, dtype=np.float64) for m in matrices]) if len(matrices) else np.zeros((0, 0, 0))
+    total = stack.sum(0) if len(stack) else np.zeros((len(labels),) * 2)
+    tp = np.einsum("nkk->nk", stack) if len(stack) else np.zeros((0, len(labels)))
+    err = stack.sum(1) + stack.sum(2) - 2 * tp  # (N, K): FP + FN per image and class
+    iou = iou_from_confusion(total)
+    rows = []
+    for c, lab in enumerate(labels):
+        e = err[:, c] if len(err) else np.zeros(0)
+        row: dict[str, object] = {"class": lab, "iou": iou[c], "errors": int(e.sum())}
+        if e.sum() > 0:
+            w = int(np.argmax(e))
+            rest = total - stack[w]
+            s = Scores(rest, list(labels))
+            row.update(worst_image=str(names[w]), worst_share=float(e[w] / e.sum()), iou_without=float(s.iou[c]),
+                       mean_iou_without=s.mean_iou)
+        else:
+            row.update(worst_image="", worst_share=np.nan, iou_without=np.nan, mean_iou_without=np.nan)
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("class")
+
+
 def bootstrap_mean_iou(
     matrices: Sequence[np.ndarray], n_boot: int = 1000, ci: float = 0.95, seed: int = 0
 ) -> tuple[float, float]:

@@ -1,12 +1,21 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from lumenkit.classes import ClassMap
 from lumenkit.data import LumenStoneDataset
-from lumenkit.evaluate import ColourCentroids, evaluate, training_split_for, write_evaluation
+from lumenkit.errors import ConfigError
+from lumenkit.evaluate import (
+    ColourCentroids,
+    error_sources_of,
+    evaluate,
+    summarise_error_sources,
+    training_split_for,
+    write_evaluation,
+)
 from lumenkit.model import Checkpoint, create_model
 
 
@@ -51,6 +60,17 @@ def test_evaluate_json_schema_and_resolution(fake_dataset, ckpt, tmp_path):
     assert [r["image"] for r in d["per_image"]] == ["te00", "te01"]
     assert sorted(p.name for p in (tmp_path / "pred").iterdir()) == ["te00.png", "te01.png"]
     assert sum(r["pixels"] for r in d["confidence"]) == 2 * 96 * 64
+    assert list(d["per_image_confusion"]) == ["te00", "te01"]
+    assert np.sum(list(d["per_image_confusion"].values()), axis=0).tolist() == d["confusion"]
+    pd.testing.assert_frame_equal(error_sources_of(out), error_sources_of(ev))
+    src = error_sources_of(ev)
+    src.loc["Gl", ["worst_share", "worst_image"]] = [0.75, "te01"]
+    src.loc[["BG", "Ccp"], "worst_share"] = [0.39, float("nan")]
+    lines = summarise_error_sources(src)
+    assert len(lines) == 1 and lines[0].startswith("Gl: 75% of its error pixels are in te01")
+    old = {k: v for k, v in d.items() if k != "per_image_confusion"}
+    with pytest.raises(ConfigError, match="evaluate` again"):
+        error_sources_of(old)
 
 
 def test_void_border_reduces_counted_pixels(fake_dataset, ckpt):

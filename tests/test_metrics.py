@@ -7,6 +7,7 @@ from lumenkit.metrics import (
     Scores,
     bootstrap_mean_iou,
     confusion_matrix,
+    error_sources,
     iou_from_confusion,
     per_image_table,
     sum_confusions,
@@ -85,3 +86,23 @@ def test_per_image_table_and_bootstrap():
     m = Scores(sum_confusions(mats), list("abcde")).mean_iou
     assert lo <= m <= hi and hi - lo < 0.1
     assert bootstrap_mean_iou(mats, n_boot=50, seed=1) == bootstrap_mean_iou(mats, n_boot=50, seed=1)
+
+
+def test_error_sources_finds_the_image_holding_a_class_errors():
+    labels = ["BG", "Sph", "Gl"]
+    good = np.diag([900, 100, 50])
+    bad = np.array([[500, 400, 0], [0, 100, 0], [0, 0, 50]])  # 400 background pixels called Sph in one image
+    df = error_sources(["a", "b", "c"], [good, bad, good + np.array([[0, 0, 10], [0, 0, 0], [0, 0, 0]])], labels)
+    sph = df.loc["Sph"]
+    assert sph["worst_image"] == "b" and sph["worst_share"] == pytest.approx(1.0) and sph["errors"] == 400
+    assert sph["iou"] == pytest.approx(300 / 700) and sph["iou_without"] == pytest.approx(1.0)
+    gl = df.loc["Gl"]  # Gl: 10 false positives, all in c
+    assert gl["worst_image"] == "c" and gl["iou_without"] == pytest.approx(1.0)
+    bg = df.loc["BG"]  # BG errors: 400 FN in b, 10 FN in c
+    assert bg["worst_share"] == pytest.approx(400 / 410)
+    expect = Scores(good + good + np.array([[0, 0, 10], [0, 0, 0], [0, 0, 0]]), labels).mean_iou
+    assert sph["mean_iou_without"] == pytest.approx(expect)
+    perfect = error_sources(["a"], [good], labels)
+    assert perfect["worst_image"].eq("").all() and perfect["worst_share"].isna().all()
+    with pytest.raises(ValueError, match="2 names for 1"):
+        error_sources(["a", "b"], [good], labels)
