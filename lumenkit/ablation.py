@@ -191,6 +191,10 @@ def score_variant(name: str, data: str | Path, runs: str | Path, label: str, n_v
 def _row(path: Path) -> dict[str, Any]:
     d = json.loads(path.read_text())
     row: dict[str, Any] = {k: _f(x) for k, x in d["per_class_iou"].items()}
+    if "confusion" in d and "class_order" in d:  # classes absent from this split's ground truth: NaN, not 0
+        for label, truth in zip(d["class_order"], d["confusion"], strict=True):
+            if sum(truth) == 0:
+                row[label] = math.nan
     lo, hi = d.get("mean_iou_ci95", [math.nan, math.nan])
     row.update(mean_iou=float(d["mean_iou"]), ci_low=_f(lo), ci_high=_f(hi),
                pixel_accuracy=float(d["pixel_accuracy"]), images=int(d.get("images", 0)))
@@ -206,7 +210,8 @@ def ablation_table(runs: str | Path, names: list[str] | None = None) -> pd.DataF
     validation split flatters it a little; the final epoch is the unbiased figure) and ``images`` (validation
     images).  Each ``RUNS/NAME/val_LABEL.json`` written by :func:`score_variant` adds a row ``NAME on LABEL``
     right after the variant's own (``last_miou`` empty: the training curve was measured on another split); a
-    class absent from a row's validation split is NaN.
+    class absent from a row's validation ground truth is NaN (it does not enter the mean either, though pixels
+    wrongly predicted as it count against the true classes).
     """
     runs = Path(runs)
     rows: list[dict[str, Any]] = []

@@ -75,6 +75,11 @@ def test_score_on_another_split_adds_a_row(data, tmp_path):
     row = df.loc["uniform on wide"]
     assert row["mean_iou"] == pytest.approx(d["mean_iou"]) and row["images"] == 4 and np.isnan(row["last_miou"])
     assert df.loc["uniform", "images"] == 2 and row["epochs"] == df.loc["uniform", "epochs"]
+    doc = json.loads((runs / "uniform" / "val_wide.json").read_text())
+    absent = doc["class_order"][-1]
+    doc["confusion"] = [r if i < len(doc["class_order"]) - 1 else [0] * len(r) for i, r in enumerate(doc["confusion"])]
+    (runs / "uniform" / "val_wide.json").write_text(json.dumps(doc))
+    assert np.isnan(ablation_table(runs).set_index("variant").loc["uniform on wide", absent])
 
 
 def test_cli(data, tmp_path, capsys):
