@@ -162,6 +162,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--patch-size", type=int, default=256, help="patch side in px (default 256)")
     p.add_argument("--batch-size", type=int, default=8, help="patches per step per process (default 8)")
     p.add_argument("--n-val", type=int, default=10, help="validation images carved from train (default 10)")
+    p.add_argument("--val-seed", type=int, default=0,
+                   help="seed of the validation split (default 0); other seeds give other splits, e.g. for "
+                        "repeating a comparison on several splits")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 0.001)")
     p.add_argument("--sampler", choices=["balanced", "uniform"], default="balanced", help="patch sampler")
     p.add_argument("--strength", type=float, default=1.0, help="balancing strength 0–1 (default 1)")
@@ -191,7 +194,7 @@ def _run_train(a: argparse.Namespace) -> int:
     cfg = TrainConfig(
         data=a.data, out=a.out, class_set=a.class_set, scale=a.scale, epochs=epochs, minutes=a.minutes,
         patches_per_epoch=a.patches_per_epoch, seed=a.seed, width=a.width, depth=a.depth, patch_size=a.patch_size,
-        batch_size=a.batch_size, n_val=a.n_val, lr=a.lr, sampler=a.sampler, strength=a.strength,
+        batch_size=a.batch_size, n_val=a.n_val, val_seed=a.val_seed, lr=a.lr, sampler=a.sampler, strength=a.strength,
         photometric=a.photometric, noise=a.noise, blur=a.blur, schedule=a.schedule, loss=a.loss, device=a.device,
         workers=a.workers, resume=a.resume,
         overwrite=a.overwrite, quiet=a.quiet,
@@ -311,8 +314,9 @@ def _add_ablation(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--runs", default="runs/ablation",
                    help="folder holding one run folder per variant (default runs/ablation)")
     p.add_argument("--n-val", type=int, default=None, help="validation images carved from train (default 10)")
+    p.add_argument("--val-seed", type=int, default=None,
+                   help="run, score: seed of the validation split (default 0; use another --runs folder per seed)")
     p.add_argument("--minutes", type=float, default=None, help="override the variant's time budget")
-    p.add_argument("--seed", type=int, default=0, help="score: seed of the validation split (default 0)")
     p.add_argument("--out", default=None, help="table: also write it as CSV here")
     p.add_argument("--only-run", action="store_true", help="table: leave out variants not run yet")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -337,7 +341,8 @@ def _run_ablation(a: argparse.Namespace) -> int:
         if not a.name or not a.data or not a.label:
             raise ConfigError("ablation score needs a variant name, --data and --label, e.g. `lumenkit ablation score "
                               "no_photometric --runs runs/joint --data S1_v1_x05 --label S1 --n-val 10`")
-        d = score_variant(a.name, a.data, a.runs, a.label, n_val=10 if a.n_val is None else a.n_val, seed=a.seed,
+        d = score_variant(a.name, a.data, a.runs, a.label, n_val=10 if a.n_val is None else a.n_val,
+                          seed=a.val_seed or 0,
                           quiet=a.quiet)
         print(f"{a.name} on {a.label}: validation mean IoU {d['mean_iou']:.3f} "
               + " ".join(f"{k} {v:.2f}" for k, v in d["per_class_iou"].items() if v is not None))
@@ -345,7 +350,8 @@ def _run_ablation(a: argparse.Namespace) -> int:
     if not a.name or not a.data:
         raise ConfigError("ablation run needs a variant name and --data, e.g. "
                           "`lumenkit ablation run uniform --data DIR` (names: `lumenkit ablation list`)")
-    overrides = {k: v for k, v in (("n_val", a.n_val), ("minutes", a.minutes)) if v is not None}
+    overrides = {k: v for k, v in (("n_val", a.n_val), ("val_seed", a.val_seed), ("minutes", a.minutes))
+                 if v is not None}
     d = run_variant(a.name, a.data, a.runs, quiet=a.quiet, **overrides)
     print(f"{a.name}: validation mean IoU {d['mean_iou']:.3f} "
           + " ".join(f"{k} {v:.2f}" for k, v in d["per_class_iou"].items()))
