@@ -56,7 +56,7 @@ class Variant:
 
 
 _COSINE = {"schedule": "cosine", "noise": 12.0, "blur": 1.0}
-_BEST = {"schedule": "cosine", "photometric": 0.0}  # measured best (no_photometric); `lumenkit train` default
+_BEST = {"schedule": "cosine", "photometric": 0.0}  # no_photometric, the `lumenkit train` default
 VARIANTS: dict[str, Variant] = {
     v.name: v
     for v in (
@@ -188,8 +188,7 @@ def score_variant(name: str, data: str | Path, runs: str | Path, label: str, n_v
     return json.loads(out.read_text())
 
 
-def _row(path: Path) -> dict[str, Any]:
-    d = json.loads(path.read_text())
+def _row(d: dict[str, Any]) -> dict[str, Any]:
     row: dict[str, Any] = {k: _f(x) for k, x in d["per_class_iou"].items()}
     if "confusion" in d and "class_order" in d:  # classes absent from this split's ground truth: NaN, not 0
         for label, truth in zip(d["class_order"], d["confusion"], strict=True):
@@ -220,7 +219,7 @@ def ablation_table(runs: str | Path, names: list[str] | None = None) -> pd.DataF
         row: dict[str, Any] = {"variant": name, "change": v.change}
         path = runs / name / "val.json"
         if path.exists():
-            row.update(_row(path))
+            row.update(_row(json.loads(path.read_text())))
         hist = runs / (v.uses or name) / "history.csv"
         h = pd.read_csv(hist) if hist.exists() else None
         row["epochs"] = len(h) if h is not None else math.nan
@@ -228,8 +227,11 @@ def ablation_table(runs: str | Path, names: list[str] | None = None) -> pd.DataF
         row["last_miou"] = float(h["val_miou"].iloc[-1]) if h is not None and len(h) and not v.tta else math.nan
         rows.append(row)
         for extra in sorted((runs / name).glob("val_*.json")):
-            label = extra.stem[len("val_"):]
-            rows.append({**_row(extra), "variant": f"{name} on {label}", "change": f"{v.change}; scored on {label}",
+            d = json.loads(extra.read_text())
+            if "scored_on" not in d:  # another evaluation saved beside the run, not a score_variant row
+                continue
+            label = d["scored_on"]
+            rows.append({**_row(d), "variant": f"{name} on {label}", "change": f"{v.change}; scored on {label}",
                          "epochs": row["epochs"], "best_epoch": row["best_epoch"], "last_miou": math.nan})
     df = pd.DataFrame(rows)
     lead = ["variant", "change", "epochs", "best_epoch"]

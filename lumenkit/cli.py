@@ -169,8 +169,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sampler", choices=["balanced", "uniform"], default="balanced", help="patch sampler")
     p.add_argument("--strength", type=float, default=1.0, help="balancing strength 0–1 (default 1)")
     p.add_argument("--photometric", type=float, default=0.0,
-                   help="brightness/gamma/white-balance jitter of patches (0.05 for ±5%%; default 0, off: measured "
-                        "best on S1 with flat-field calibration for other lamps)")
+                   help="brightness/gamma/white-balance jitter of patches (0.05 for ±5%%; default 0, off: level "
+                        "with 0.05 on S1; calibrate other lamps with flat-field)")
     p.add_argument("--noise", type=float, default=0.0,
                    help="sensor-noise augmentation: max standard deviation in grey levels (default 0, off)")
     p.add_argument("--blur", type=float, default=0.0,

@@ -210,14 +210,14 @@ def error_sources(names: Sequence[str], matrices: Sequence[np.ndarray], labels: 
     """
     if len(names) != len(matrices):
         raise ValueError(f"error_sources: {len(names)} names for {len(matrices)} confusion matrices")
-    stack = np.stack([np.asarray(m, dtype=np.float64) for m in matrices]) if len(matrices) else np.zeros((0, 0, 0))
-    total = stack.sum(0) if len(stack) else np.zeros((len(labels),) * 2)
-    tp = np.einsum("nkk->nk", stack) if len(stack) else np.zeros((0, len(labels)))
-    err = stack.sum(1) + stack.sum(2) - 2 * tp  # (N, K): FP + FN per image and class
+    k = len(labels)
+    stack = np.stack([np.asarray(m, dtype=np.float64) for m in matrices]) if len(matrices) else np.zeros((0, k, k))
+    total = stack.sum(0)
+    err = stack.sum(1) + stack.sum(2) - 2 * np.einsum("nkk->nk", stack)  # (N, K): FP + FN per image and class
     iou = iou_from_confusion(total)
     rows = []
     for c, lab in enumerate(labels):
-        e = err[:, c] if len(err) else np.zeros(0)
+        e = err[:, c]
         row: dict[str, object] = {"class": lab, "iou": iou[c], "errors": int(e.sum())}
         if e.sum() > 0:
             w = int(np.argmax(e))

@@ -69,9 +69,11 @@ def test_score_on_another_split_adds_a_row(data, tmp_path):
     d = score_variant("uniform", data, runs, "wide", n_val=4, seed=1)
     assert d["images"] == 4 and d["val_seed"] == 1 and d["scored_on"] == "wide"
     assert (runs / "uniform" / "val_wide.json").exists()
+    stray = {k: v for k, v in d.items() if k != "scored_on"}  # e.g. a TTA evaluation saved beside the run
+    (runs / "uniform" / "val_tta.json").write_text(json.dumps(stray))
     df = ablation_table(runs).set_index("variant")
     names = list(df.index)
-    assert names[names.index("uniform") + 1] == "uniform on wide"
+    assert names[names.index("uniform") + 1] == "uniform on wide" and "uniform on tta" not in names
     row = df.loc["uniform on wide"]
     assert row["mean_iou"] == pytest.approx(d["mean_iou"]) and row["images"] == 4 and np.isnan(row["last_miou"])
     assert df.loc["uniform", "images"] == 2 and row["epochs"] == df.loc["uniform", "epochs"]

@@ -104,5 +104,6 @@ def test_error_sources_finds_the_image_holding_a_class_errors():
     assert sph["mean_iou_without"] == pytest.approx(expect)
     perfect = error_sources(["a"], [good], labels)
     assert perfect["worst_image"].eq("").all() and perfect["worst_share"].isna().all()
+    assert error_sources([], [], labels)["errors"].eq(0).all()
     with pytest.raises(ValueError, match="2 names for 1"):
         error_sources(["a", "b"], [good], labels)
