@@ -362,6 +362,34 @@ def _run_ablation(a: argparse.Namespace) -> int:
     return 0
 
 
+def _add_prior(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("prior", help="correct a balanced-sampler model for the class prior of real sections "
+                                     "(logit adjustment fitted on the training images)")
+    p.add_argument("--model", required=True, help="RUN/model.pt (its last.pt holds the served pixel counts)")
+    p.add_argument("--out", default=None, help="corrected checkpoint (default RUN/model_prior.pt)")
+    p.add_argument("--data", default=None, help="dataset folder (default: the one the model was trained on)")
+    p.add_argument("--split", default="fit", choices=["fit", "val", "train"],
+                   help="images the strength is fitted on (default fit: the training images, validation untouched)")
+    p.add_argument("--tau", type=float, default=None,
+                   help="use this strength instead of fitting one (0 = none, 1 = the full Bayes shift)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_prior)
+
+
+def _run_prior(a: argparse.Namespace) -> int:
+    from .prior import correct_model
+
+    out = Path(a.out) if a.out else Path(a.model).with_name("model_prior.pt")
+    path, fit, info = correct_model(a.model, out, data=a.data, split=a.split, tau=a.tau, progress=not a.quiet)
+    shift = " ".join(f"{lbl} {v:+.2f}" for lbl, v in zip(info["labels"], info["shift"], strict=True))
+    if fit is not None:
+        print(fit.curve.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        print(f"tau {fit.tau:g} (best mean IoU on {fit.images} {fit.split} images)")
+    print(f"full shift log(natural/served): {shift}")
+    print(f"wrote {path} (tau {info['tau']:g})")
+    return 0
+
+
 def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a checkpoint to ONNX (normalisation, softmax and metadata inside)")
     p.add_argument("--onnx", required=True, metavar="MODEL_PT", help="checkpoint to export, e.g. RUN/model.pt")
@@ -387,7 +415,7 @@ def _has_onnxruntime() -> bool:
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_synth, _add_info, _add_evaluate, _add_report, _add_train, _add_predict, _add_robustness, _add_export,
-    _add_ablation, _add_combine,
+    _add_ablation, _add_combine, _add_prior,
 ]
 
 

@@ -1,0 +1,81 @@
+import numpy as np
+import pytest
+import torch
+from conftest import write_fake_dataset
+
+from lumenkit.classes import ClassMap
+from lumenkit.errors import CheckpointError, ConfigError
+from lumenkit.model import Checkpoint, create_model, load_checkpoint
+from lumenkit.prior import apply_prior_correction, correct_model, fit_prior_correction, prior_shift, served_counts
+from lumenkit.train import TrainConfig, train
+
+
+def test_prior_shift_is_log_ratio_of_shares():
+    s = prior_shift([10, 10, 0], [30, 10, 5])
+    assert s[0] == pytest.approx(np.log((30 / 45) / 0.5)) and s[1] == pytest.approx(np.log((10 / 45) / 0.5))
+    assert s[2] == 0  # never served: no information, no shift
+    assert np.allclose(prior_shift([5, 3, 2], [50, 30, 20]), 0)  # served as in nature (uniform sampler): nothing
+    with pytest.raises(ValueError, match="equal length"):
+        prior_shift([1, 2], [1, 2, 3])
+    with pytest.raises(ValueError, match="not all zero"):
+        prior_shift([0, 0], [1, 2])
+
+
+def test_correction_adds_the_bias_to_every_logit_and_leaves_the_original():
+    torch.manual_seed(0)
+    net = create_model("resunet", in_channels=3, classes=3, width=4, depth=2).eval()
+    ck = Checkpoint(net, ClassMap([0, 1, 2]), 0.5, config={"train": {"data": "D"}})
+    x = torch.randn(1, 3, 32, 32)
+    before = net(x).detach()
+    bias = [0.5, -1.0, 2.0]
+    out = apply_prior_correction(ck, bias, {"tau": 0.5})
+    assert torch.allclose(net(x), before)  # original untouched
+    assert torch.allclose(out.model.eval()(x) - before, torch.tensor(bias).view(1, 3, 1, 1), atol=1e-5)
+    assert out.config["prior_correction"][0]["tau"] == 0.5 and "prior_correction" not in ck.config
+    twice = apply_prior_correction(out, bias)
+    assert len(twice.config["prior_correction"]) == 2
+    assert torch.allclose(twice.model.eval()(x) - before, 2 * torch.tensor(bias).view(1, 3, 1, 1), atol=1e-5)
+    with pytest.raises(ValueError, match="one value per class"):
+        apply_prior_correction(ck, [1.0, 2.0])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("prior")
+    data = write_fake_dataset(root / "fake", n_train=6, size=(96, 64), codes=(0, 1, 2))
+    cfg = TrainConfig(data=str(data), out=str(root / "run"), width=4, depth=2, patch_size=32, batch_size=4,
+                      patches_per_epoch=32, epochs=2, n_val=2, val_tile=64, val_margin=8, threads=1, quiet=True)
+    train(cfg)
+    return data, root / "run"
+
+
+def test_fit_chooses_the_best_tau_on_training_images_and_writes_a_checkpoint(trained, tmp_path):
+    _, run = trained
+    served = served_counts(run / "model.pt")
+    assert served.shape == (3,) and served.sum() > 0
+    fit = fit_prior_correction(run / "model.pt", taus=(0.0, 0.5, 1.0), progress=False)
+    assert fit.split == "fit" and fit.images == 4  # 6 training images less 2 validation images
+    assert list(fit.curve["tau"]) == [0.0, 0.5, 1.0]
+    assert fit.curve["mean_iou"].max() == pytest.approx(fit.curve.set_index("tau").loc[fit.tau, "mean_iou"])
+    assert np.allclose(fit.shift, prior_shift(served, fit.natural))
+    out, got, info = correct_model(run / "model.pt", tmp_path / "corrected.pt", taus=(0.0, 0.5, 1.0), progress=False)
+    assert got is not None and info["tau"] == got.tau and (tmp_path / "corrected.prior.csv").exists()
+    ck, orig = load_checkpoint(out), load_checkpoint(run / "model.pt")
+    delta = (ck.model.head.bias - orig.model.head.bias).detach().numpy()
+    assert np.allclose(delta, got.tau * got.shift, atol=1e-5)
+    assert ck.config["prior_correction"][-1]["fitted_on"] == "fit"
+    # tau at zero: predictions of the corrected model equal the fitted curve's first row
+    fixed, _, info0 = correct_model(run / "model.pt", tmp_path / "zero.pt", tau=0.0, progress=False)
+    assert info0["fitted_on"] is None
+    assert np.allclose(load_checkpoint(fixed).model.head.bias.detach(), orig.model.head.bias.detach())
+
+
+def test_refuses_to_overwrite_and_needs_served_counts(trained, tmp_path):
+    _, run = trained
+    with pytest.raises(ConfigError, match="overwrite the trained model"):
+        correct_model(run / "model.pt", run / "model.pt")
+    lone = tmp_path / "lone" / "model.pt"
+    lone.parent.mkdir()
+    load_checkpoint(run / "model.pt").save(lone)
+    with pytest.raises(CheckpointError, match=r"last\.pt"):
+        served_counts(lone)
