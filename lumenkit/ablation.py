@@ -46,6 +46,8 @@ class Variant:
         train: overrides of :data:`BASE` (fields of :class:`lumenkit.train.TrainConfig`).
         tta: evaluate with flip/rot90 test-time augmentation.
         uses: evaluate the model of another variant instead of training one (for evaluation-only rows).
+        prior: evaluate the model after prior correction (:mod:`lumenkit.prior`), its strength fitted on the
+            training images (``RUNS/NAME/model_prior.pt``).
     """
 
     name: str
@@ -53,6 +55,7 @@ class Variant:
     train: dict[str, Any] = field(default_factory=dict)
     tta: bool = False
     uses: str | None = None
+    prior: bool = False
 
 
 _COSINE = {"schedule": "cosine", "noise": 12.0, "blur": 1.0}
@@ -73,6 +76,10 @@ VARIANTS: dict[str, Variant] = {
             "no_photometric (the best recipe), balancing strength 0.5: half the patches balanced, half uniform",
             {**_BEST, "strength": 0.5},
         ),
+        Variant("prior", "no_photometric's model, class prior corrected (logit adjustment fitted on training images)",
+                uses="no_photometric", prior=True),
+        Variant("half_balanced_prior", "half_balanced's model, class prior corrected (fitted on the training images)",
+                uses="half_balanced", prior=True),
         Variant("width32", "no_photometric, width f=32", {**_BEST, "width": 32}),
         Variant("width64", "no_photometric, width f=64 (the paper's)", {**_BEST, "width": 64}),
         Variant("half_budget", "no_photometric, 22.5 minutes", {**_BEST, "minutes": 22.5}),
@@ -142,9 +149,15 @@ def run_variant(name: str, data: str | Path, runs: str | Path, quiet: bool = Tru
     if not (run / "model.pt").exists():
         raise ConfigError(f"{run}: no model.pt; run `lumenkit ablation run {source}` first")
     out = runs / name / "val.json"
-    ev = evaluate(data, run / "model.pt", split="val", tta=v.tta, n_val=cfg.n_val, seed=cfg.val_seed,
-                  progress=not quiet)
-    ev.info.update({"variant": name, "change": v.change})
+    model = run / "model.pt"
+    extra: dict[str, Any] = {}
+    if v.prior:
+        from .prior import correct_model
+
+        model, _, info = correct_model(model, runs / name / "model_prior.pt", data=data, progress=not quiet)
+        extra["prior_correction"] = {k: info[k] for k in ("tau", "shift", "labels", "fitted_on", "images")}
+    ev = evaluate(data, model, split="val", tta=v.tta, n_val=cfg.n_val, seed=cfg.val_seed, progress=not quiet)
+    ev.info.update({"variant": name, "change": v.change, **extra})
     write_evaluation(ev, out)
     return json.loads(out.read_text())
 
@@ -185,6 +198,10 @@ def score_variant(name: str, data: str | Path, runs: str | Path, label: str, n_v
     model = Path(runs) / (v.uses or name) / "model.pt"
     if not model.exists():
         raise ConfigError(f"{model}: no trained model; run `lumenkit ablation run {v.uses or name}` first")
+    if v.prior:
+        model = Path(runs) / name / "model_prior.pt"
+        if not model.exists():
+            raise ConfigError(f"{model}: not corrected yet; run `lumenkit ablation run {name}` first")
     ev = evaluate(data, model, split="val", tta=v.tta, n_val=int(n_val), seed=int(seed), progress=not quiet)
     ev.info.update({"variant": name, "change": v.change, "scored_on": label})
     out = Path(runs) / name / f"val_{label}.json"
@@ -228,7 +245,8 @@ def ablation_table(runs: str | Path, names: list[str] | None = None) -> pd.DataF
         h = pd.read_csv(hist) if hist.exists() else None
         row["epochs"] = len(h) if h is not None else math.nan
         row["best_epoch"] = int(h["val_miou"].idxmax()) + 1 if h is not None and len(h) else math.nan
-        row["last_miou"] = float(h["val_miou"].iloc[-1]) if h is not None and len(h) and not v.tta else math.nan
+        own_curve = h is not None and len(h) and not v.tta and not v.prior
+        row["last_miou"] = float(h["val_miou"].iloc[-1]) if own_curve else math.nan
         rows.append(row)
         for extra in sorted((runs / name).glob("val_*.json")):
             d = json.loads(extra.read_text())
@@ -284,7 +302,7 @@ def describe() -> pd.DataFrame:
     rows = []
     for v in VARIANTS.values():
         changes = ", ".join(f"{k}={val}" for k, val in v.train.items())
-        rows.append({"variant": v.name, "change": v.change, "tta": v.tta,
+        rows.append({"variant": v.name, "change": v.change, "tta": v.tta, "prior": v.prior,
                      "train": changes or (f"model of {v.uses}" if v.uses else "base")})
     return pd.DataFrame(rows)
 

@@ -93,3 +93,18 @@ def test_cli(data, tmp_path, capsys):
     assert "| `paper` |" in capsys.readouterr().out and (tmp_path / "t.csv").exists()
     assert main(["ablation", "score", "uniform", "--data", str(data)]) == 2
     assert "needs a variant name, --data and --label" in capsys.readouterr().err
+
+
+def test_prior_row_corrects_the_model_it_uses(data, tmp_path):
+    runs = tmp_path / "runs"
+    with pytest.raises(ConfigError, match=r"no model\.pt.*ablation run no_photometric"):
+        run_variant("prior", data, runs, **SMALL)
+    base = run_variant("no_photometric", data, runs, **SMALL)
+    d = run_variant("prior", data, runs, **SMALL)
+    pc = d["prior_correction"]
+    assert pc["fitted_on"] == "fit" and pc["images"] == 4 and len(pc["shift"]) == 3 and 0 <= pc["tau"] <= 1
+    assert (runs / "prior" / "model_prior.pt").exists() and not (runs / "prior" / "last.pt").exists()
+    if pc["tau"] == 0:  # no correction chosen: the same predictions as the model it uses
+        assert d["mean_iou"] == pytest.approx(base["mean_iou"])
+    row = ablation_table(runs).set_index("variant").loc["prior"]
+    assert row["epochs"] == 1 and np.isnan(row["last_miou"]) and row["mean_iou"] == pytest.approx(d["mean_iou"])
