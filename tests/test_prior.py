@@ -79,3 +79,16 @@ def test_refuses_to_overwrite_and_needs_served_counts(trained, tmp_path):
     load_checkpoint(run / "model.pt").save(lone)
     with pytest.raises(CheckpointError, match=r"last\.pt"):
         served_counts(lone)
+
+
+def test_cli_writes_the_corrected_model_beside_the_run(trained, capsys):
+    from lumenkit.cli import main
+
+    _, run = trained
+    assert main(["prior", "--model", str(run / "model.pt"), "--tau", "0.5", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "full shift log(natural/served)" in out and "model_prior.pt (tau 0.5)" in out
+    ck = load_checkpoint(run / "model_prior.pt")
+    assert ck.config["prior_correction"][-1]["tau"] == 0.5
+    assert main(["prior", "--model", str(run / "nope.pt")]) == 2
+    assert "checkpoint file not found" in capsys.readouterr().err
