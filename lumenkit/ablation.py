@@ -59,7 +59,7 @@ class Variant:
 
 
 _COSINE = {"schedule": "cosine", "noise": 12.0, "blur": 1.0}
-_BEST = {"schedule": "cosine", "photometric": 0.0}  # no_photometric, the recipe the width/budget rows start from
+_BEST = {"schedule": "cosine", "photometric": 0.0}  # no_photometric, the `lumenkit train` default
 VARIANTS: dict[str, Variant] = {
     v.name: v
     for v in (
@@ -73,8 +73,7 @@ VARIANTS: dict[str, Variant] = {
                 {"schedule": "cosine", "photometric": 0.0, "flips": False, "rot90": False}),
         Variant(
             "half_balanced",
-            "no_photometric, balancing strength 0.5: half the patches balanced, half uniform (`lumenkit train`'s "
-            "default)",
+            "no_photometric, balancing strength 0.5: half the patches balanced, half uniform",
             {**_BEST, "strength": 0.5},
         ),
         Variant("prior", "no_photometric's model, class prior corrected (logit adjustment fitted on training images)",

@@ -110,11 +110,11 @@ def test_prior_row_corrects_the_model_it_uses(data, tmp_path):
     assert row["epochs"] == 1 and np.isnan(row["last_miou"]) and row["mean_iou"] == pytest.approx(d["mean_iou"])
 
 
-def test_lumenkit_train_defaults_are_the_half_balanced_recipe():
+def test_lumenkit_train_defaults_are_the_no_photometric_recipe():
     from lumenkit.cli import _train_config, build_parser
 
-    a = build_parser().parse_args(["train", "--data", "D", "--minutes", "45", "--out", "R/half_balanced"])
-    got, want = _train_config(a), variant_config("half_balanced", "D", "R")
+    a = build_parser().parse_args(["train", "--data", "D", "--minutes", "45", "--out", "R/no_photometric"])
+    got, want = _train_config(a), variant_config("no_photometric", "D", "R")
     fields = ("scale", "width", "depth", "patch_size", "batch_size", "patches_per_epoch", "minutes", "schedule",
               "photometric", "sampler", "strength", "flips", "rot90", "noise", "blur", "n_val", "val_seed", "seed",
               "lr", "loss")
