@@ -245,7 +245,7 @@ def ablation_table(runs: str | Path, names: list[str] | None = None) -> pd.DataF
         h = pd.read_csv(hist) if hist.exists() else None
         row["epochs"] = len(h) if h is not None else math.nan
         row["best_epoch"] = int(h["val_miou"].idxmax()) + 1 if h is not None and len(h) else math.nan
-        own_curve = h is not None and len(h) and not v.tta and not v.prior
+        own_curve = h is not None and len(h) and v.uses is None  # evaluation-only rows have no curve of their own
         row["last_miou"] = float(h["val_miou"].iloc[-1]) if own_curve else math.nan
         rows.append(row)
         for extra in sorted((runs / name).glob("val_*.json")):

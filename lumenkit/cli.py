@@ -6,9 +6,12 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .errors import ConfigError, LumenkitError
+
+if TYPE_CHECKING:
+    from .train import TrainConfig
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -193,7 +196,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_train)
 
 
-def _train_config(a: argparse.Namespace) -> Any:
+def _train_config(a: argparse.Namespace) -> TrainConfig:
     """The :class:`lumenkit.train.TrainConfig` of parsed ``lumenkit train`` arguments."""
     from .train import TrainConfig
 
@@ -390,7 +393,11 @@ def _run_prior(a: argparse.Namespace) -> int:
 
     out = Path(a.out) if a.out else Path(a.model).with_name("model_prior.pt")
     path, fit, info = correct_model(a.model, out, data=a.data, split=a.split, tau=a.tau, progress=not a.quiet)
-    shift = " ".join(f"{lbl} {v:+.2f}" for lbl, v in zip(info["labels"], info["shift"], strict=True))
+    labels = info["labels"]
+    shift = " ".join(f"{lbl} {v:+.2f}" for lbl, v in zip(labels, info["shift"], strict=True))
+    for name in ("served", "natural"):
+        n = sum(info[name])
+        print(f"{name} shares: " + " ".join(f"{lbl} {c / n:.1%}" for lbl, c in zip(labels, info[name], strict=True)))
     if fit is not None:
         print(fit.curve.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         print(f"tau {fit.tau:g} (best mean IoU on {fit.images} {fit.split} images)")

@@ -73,7 +73,8 @@ def served_counts(model_path: str | Path) -> np.ndarray:
         CheckpointError: no ``last.pt`` with the sampler's served counts next to the model.
     """
     model_path = Path(model_path)
-    for cand in (model_path, model_path.with_name("last.pt")):
+    beside = model_path.with_name("last.pt")
+    for cand in dict.fromkeys((beside, model_path)):  # last.pt first: model.pt holds no training state
         if cand.is_file():
             st = load_checkpoint(cand).train_state or {}
             if "sampler_served" in st:
@@ -93,6 +94,17 @@ def _dataset(ckpt: Checkpoint, data: str | Path | None, split: str, n_val: int |
     n_val = int(train.get("n_val", 10)) if n_val is None else int(n_val)
     seed = int(train.get("val_seed", 0)) if seed is None else int(seed)
     return LumenStoneDataset(root, split, class_set=ckpt.class_map.codes, n_val=n_val, seed=seed)
+
+
+def natural_counts(ckpt: Checkpoint, data: str | Path | None = None, n_val: int | None = None,
+                   seed: int | None = None) -> np.ndarray:
+    """``(K,)`` pixel counts per class in the masks of the images the model was trained on (``fit``, stored size).
+
+    Raises:
+        ConfigError: no data folder known; dataset errors as in :class:`lumenkit.data.LumenStoneDataset`.
+    """
+    counts = _dataset(ckpt, data, "fit", n_val, seed).class_counts()
+    return counts[list(ckpt.class_map.labels)].to_numpy().sum(0).astype(np.int64)
 
 
 @dataclass
@@ -177,10 +189,9 @@ def fit_prior_correction(
         served = served_counts(path or ckpt.path)  # type: ignore[arg-type]
     cmap = ckpt.class_map
     k = len(cmap)
-    fit_ds = _dataset(ckpt, data, "fit", n_val, seed)
-    natural = fit_ds.class_counts()[list(cmap.labels)].to_numpy().sum(0)
+    natural = natural_counts(ckpt, data, n_val, seed)
     shift = prior_shift(served, natural)
-    ds = fit_ds if split == "fit" else _dataset(ckpt, data, split, n_val, seed)
+    ds = _dataset(ckpt, data, split, n_val, seed)
     mats: dict[float, list[np.ndarray]] = {t: [] for t in taus}
     sh = torch.from_numpy(shift.astype(np.float32)).view(-1, 1, 1)
     for i in tqdm(range(len(ds)), desc=f"prior correction on {split}", disable=not progress):
@@ -200,7 +211,7 @@ def fit_prior_correction(
                      **{lbl: float(v) for lbl, v in zip(cmap.labels, sc.iou, strict=True)}})
     curve = pd.DataFrame(rows)
     best = float(curve.loc[curve["mean_iou"].idxmax(), "tau"])  # idxmax: first (smallest tau) on ties
-    return PriorFit(best, shift, np.asarray(served, dtype=np.int64), natural.astype(np.int64), curve, split,
+    return PriorFit(best, shift, np.asarray(served, dtype=np.int64), natural, curve, split,
                     len(ds), list(cmap.labels))
 
 
@@ -264,7 +275,7 @@ def correct_model(
         write_text(out.with_suffix(".prior.csv"), fit.curve.to_csv(index=False, float_format="%.6g"))
     else:
         served = served_counts(model)
-        natural = _dataset(ckpt, data, "fit", None, None).class_counts()[list(ckpt.class_map.labels)].to_numpy().sum(0)
+        natural = natural_counts(ckpt, data)
         shift = prior_shift(served, natural)
         info = {"tau": float(tau), "shift": [round(float(v), 6) for v in shift], "served": [int(v) for v in served],
                 "natural": [int(v) for v in natural], "labels": list(ckpt.class_map.labels), "fitted_on": None}
@@ -274,4 +285,4 @@ def correct_model(
 
 
 __all__ = ["DEFAULT_TAUS", "PriorFit", "apply_prior_correction", "correct_model", "fit_prior_correction",
-           "prior_shift", "served_counts"]
+           "natural_counts", "prior_shift", "served_counts"]

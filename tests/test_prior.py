@@ -88,6 +88,7 @@ def test_cli_writes_the_corrected_model_beside_the_run(trained, capsys):
     assert main(["prior", "--model", str(run / "model.pt"), "--tau", "0.5", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "full shift log(natural/served)" in out and "model_prior.pt (tau 0.5)" in out
+    assert "served shares: BG" in out and "natural shares: BG" in out
     ck = load_checkpoint(run / "model_prior.pt")
     assert ck.config["prior_correction"][-1]["tau"] == 0.5
     assert main(["prior", "--model", str(run / "nope.pt")]) == 2
