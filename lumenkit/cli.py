@@ -190,6 +190,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--loss", choices=["ce", "ce+dice"], default="ce", help="loss (default cross-entropy)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers per process (default 0)")
+    p.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
+                   help="torch.compile the training step (≈1.3× faster steps after ≈1.5 min of compilation on 2 "
+                        "CPU cores); auto (default) does it for budgets ≥ 10 minutes when a C++ compiler is found")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
     p.add_argument("--overwrite", action="store_true", help="start afresh in a folder that holds a run")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -207,7 +210,7 @@ def _train_config(a: argparse.Namespace) -> TrainConfig:
         batch_size=a.batch_size, n_val=a.n_val, val_seed=a.val_seed, lr=a.lr, sampler=a.sampler, strength=a.strength,
         photometric=a.photometric, flips=not a.no_flips, rot90=not a.no_flips, noise=a.noise, blur=a.blur,
         schedule=a.schedule, loss=a.loss, device=a.device,
-        workers=a.workers, resume=a.resume,
+        workers=a.workers, compile=a.compile, resume=a.resume,
         overwrite=a.overwrite, quiet=a.quiet,
     )
 

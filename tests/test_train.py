@@ -266,3 +266,57 @@ def test_killed_training_process_leaves_a_readable_checkpoint_and_resumes(data, 
     assert not list(run.glob(".*.tmp"))  or sig == signal.SIGKILL  # SIGTERM cleans up; -9 may leave a temp file
     r = train(data=str(data), out=str(run), epochs=done + 1, resume=True, **{**TINY, "patches_per_epoch": 16})
     assert len(r.history) == done + 1
+
+
+# -- torch.compile of the training step ---------------------------------------------------------------
+def test_compile_decision_follows_the_budget_and_the_toolchain(monkeypatch):
+    from lumenkit.train import COMPILE_AUTO_MINUTES, compile_decision
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr("shutil.which", lambda name: f"/usr/bin/{name}")
+    assert compile_decision(TrainConfig(data="d", minutes=45), cpu)[0] is True
+    assert compile_decision(TrainConfig(data="d", minutes=COMPILE_AUTO_MINUTES / 2), cpu)[0] is False
+    assert compile_decision(TrainConfig(data="d", epochs=50), cpu)[0] is True  # 50 × 512 patches
+    assert compile_decision(TrainConfig(data="d", epochs=2), cpu)[0] is False
+    assert compile_decision(TrainConfig(data="d", epochs=2, compile="on"), cpu)[0] is True
+    assert compile_decision(TrainConfig(data="d", minutes=45, compile="off"), cpu) == (False, "compile='off'")
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    ok, why = compile_decision(TrainConfig(data="d", minutes=45), cpu)
+    assert ok is False and "C++ compiler" in why
+    with pytest.raises(ConfigError, match=r"needs a C\+\+ compiler.*compile='off'"):
+        compile_decision(TrainConfig(data="d", compile="on"), cpu)
+    with pytest.raises(ConfigError, match=r"compile must be 'auto', 'on' or 'off'"):
+        TrainConfig(data="d", compile="yes").check()
+
+
+def test_failed_compilation_falls_back_to_the_same_eager_training(data, tmp_path, monkeypatch):
+    eager = train(data=str(data), out=str(tmp_path / "eager"), epochs=1, compile="off", **TINY)
+
+    def broken_compile(model, *args, **kwargs):
+        def run(*a, **k):
+            raise RuntimeError("InductorError: C++ compile error\nlong details")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    monkeypatch.setattr("shutil.which", lambda name: f"/usr/bin/{name}")
+    with pytest.warns(RuntimeWarning, match="torch.compile failed \\(RuntimeError: InductorError.*training eagerly"):
+        fell_back = train(data=str(data), out=str(tmp_path / "fallback"), epochs=1, compile="on", **TINY)
+    pd.testing.assert_frame_equal(eager.history.drop(columns="seconds"), fell_back.history.drop(columns="seconds"))
+    step = yaml.safe_load((tmp_path / "fallback" / "config.yaml").read_text())["resolved"]["training_step"]
+    assert step == "torch.compile (compile='on')"
+
+
+@pytest.mark.skipif(not any(__import__("shutil").which(c) for c in ("g++", "c++", "clang++")),
+                    reason="torch.compile on CPU needs a C++ compiler")
+def test_compiled_training_step_trains_like_the_eager_one(data, tmp_path):
+    kw = {**TINY, "patches_per_epoch": 8}
+    eager = train(data=str(data), out=str(tmp_path / "eager"), epochs=1, compile="off", **kw)
+    comp = train(data=str(data), out=str(tmp_path / "comp"), epochs=1, compile="on", **kw)
+    assert yaml.safe_load((tmp_path / "comp" / "config.yaml").read_text())["resolved"]["training_step"].startswith(
+        "torch.compile")
+    # same patches, same initialisation: the compiled graph computes the same losses and updates up to rounding
+    assert comp.history["train_loss"].iloc[0] == pytest.approx(eager.history["train_loss"].iloc[0], rel=1e-4)
+    for (name, a), b in zip(eager.model.state_dict().items(), comp.model.state_dict().values(), strict=True):
+        assert torch.allclose(a.float(), b.float(), atol=2e-3), name
+    assert not any(k.startswith("_orig_mod") for k in load_checkpoint(tmp_path / "comp" / "model.pt").model
+                   .state_dict())
