@@ -684,7 +684,15 @@ def _train(
         if rank == 0:
             Checkpoint(net, class_map, scale, history, train_state(), ckpt_config).save(run / "last.pt")
 
+    def forward_backward(m: Any, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(dev.type, dtype=torch.float16, enabled=use_amp):
+            loss = criterion(m(x), y)
+        scaler.scale(loss).backward()
+        return loss
+
     interrupted = False
+    compiled_ok = False
     val_seconds = 0.0
     step = int((resumed.train_state or {}).get("step", 0)) if resumed is not None else 0
     while epoch < cfg.epochs and not interrupted:
@@ -701,20 +709,23 @@ def _train(
         for batch in loader:
             x = net.normalize(batch["image"].to(dev, non_blocking=True)).contiguous(memory_format=torch.channels_last)
             y = batch["mask"].to(dev, non_blocking=True)
+            # until a compiled step has succeeded, keep the BN statistics so a failed attempt leaves no trace
+            saved = [b.clone() for b in net.buffers()] if step_model is not model and not compiled_ok else None
             try:
-                with torch.autocast(dev.type, dtype=torch.float16, enabled=use_amp):
-                    loss = criterion(step_model(x), y)
-            except Exception as e:  # a failed compilation: carry on eagerly (any other error recurs below)
+                loss = forward_backward(step_model, x, y)
+                compiled_ok = compiled_ok or step_model is not model
+            except Exception as e:  # compilation (forward or the lazily built backward) failed: carry on eagerly
                 if step_model is model:
                     raise
+                if saved is not None:
+                    with torch.no_grad():
+                        for b, v in zip(net.buffers(), saved, strict=True):
+                            b.copy_(v)
                 first = (str(e).strip().splitlines() or [""])[0][:200]
                 warnings.warn(f"torch.compile failed ({type(e).__name__}: {first}); training eagerly "
                               "(compile='off' / --compile off skips the attempt)", RuntimeWarning, stacklevel=2)
                 step_model = model
-                with torch.autocast(dev.type, dtype=torch.float16, enabled=use_amp):
-                    loss = criterion(step_model(x), y)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+                loss = forward_backward(step_model, x, y)  # any other error recurs here
             scaler.step(opt)
             scaler.update()
             step += 1

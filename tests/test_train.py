@@ -289,12 +289,25 @@ def test_compile_decision_follows_the_budget_and_the_toolchain(monkeypatch):
         TrainConfig(data="d", compile="yes").check()
 
 
-def test_failed_compilation_falls_back_to_the_same_eager_training(data, tmp_path, monkeypatch):
+class _BackwardFails(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        raise RuntimeError("InductorError: C++ compile error (backward graph)")
+
+
+@pytest.mark.parametrize("where", ["forward", "backward"])
+def test_failed_compilation_falls_back_to_the_same_eager_training(data, tmp_path, monkeypatch, where):
     eager = train(data=str(data), out=str(tmp_path / "eager"), epochs=1, compile="off", **TINY)
 
     def broken_compile(model, *args, **kwargs):
         def run(*a, **k):
-            raise RuntimeError("InductorError: C++ compile error\nlong details")
+            if where == "forward":
+                raise RuntimeError("InductorError: C++ compile error\nlong details")
+            return _BackwardFails.apply(model(*a, **k))  # the backward graph is compiled lazily, and fails
         return run
 
     monkeypatch.setattr(torch, "compile", broken_compile)
