@@ -4,10 +4,11 @@ Usage: python benchmarks/bench_compile.py [--steps 16] [--threads N] [--width 16
 
 The training step of :mod:`lumenkit.train` (ResUNet f=16, depth 4, batch 8 × 256², channels-last, Adam,
 cross-entropy) is timed eagerly and through ``torch.compile`` (inductor) from the same initial weights on the same
-random batches. Prints the one-off compilation time (first two compiled steps, minus an eager step), the median step
-of each, their ratio, the largest difference of the first step's loss, and what a 45-minute budget of 512-patch
-epochs buys with each (validation excluded). The inductor cache (``TORCHINDUCTOR_CACHE_DIR``, by default under the
-system's temp folder) makes later compilations of the same graph faster; pass ``--fresh-cache`` to time a cold one.
+random batches. Prints the one-off compilation time (the first two compiled steps minus two median compiled
+steps), the median step of each, their ratio, the difference of the first step's loss, and what a 45-minute
+budget of 512-patch epochs buys with each (validation excluded). The inductor cache
+(``TORCHINDUCTOR_CACHE_DIR``, by default under the system's temp folder) makes later compilations of the same
+graph faster; pass ``--fresh-cache`` to time a cold one.
 The last line is one JSON object.
 """
 

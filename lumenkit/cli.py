@@ -191,7 +191,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers per process (default 0)")
     p.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
-                   help="torch.compile the training step (≈1.3× faster steps after ≈1.5 min of compilation on 2 "
+                   help="torch.compile the training step (1.2–1.3× faster steps after ≈80 s of compilation on 2 "
                         "CPU cores); auto (default) does it for budgets ≥ 10 minutes when a C++ compiler is found")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
     p.add_argument("--overwrite", action="store_true", help="start afresh in a folder that holds a run")

@@ -109,9 +109,9 @@ class TrainConfig:
         device: ``"auto"`` (CUDA with AMP when present, else CPU), ``"cpu"`` or ``"cuda"``.
         amp: mixed precision on CUDA.
         compile: ``"auto"``, ``"on"`` or ``"off"``: run the training forward/backward through ``torch.compile``
-            (inductor fuses batch norm, ReLU and the residual adds; ≈ 1.3× the steps per second of eager on the
-            build machine's 2 cores, after a one-off compilation of ≈ 1.5 minutes, see
-            ``benchmarks/bench_compile.py``). ``"auto"`` compiles runs planned to last long enough to repay it
+            (inductor fuses batch norm, ReLU and the residual adds; 1.18–1.34× the steps per second of eager on
+            the build machine's 2 cores, after a one-off compilation of ≈ 80 s, seconds from the inductor cache;
+            see ``benchmarks/bench_compile.py``). ``"auto"`` compiles runs planned to last long enough to repay it
             (``minutes`` ≥ :data:`COMPILE_AUTO_MINUTES`, or without a budget ≥ :data:`COMPILE_AUTO_PATCHES`
             patches) when a compiler toolchain is found; a compilation that fails falls back to eager training
             with a message. Validation and the saved checkpoints are the plain model either way.
@@ -611,7 +611,8 @@ def _train(
     use_amp = cfg.amp and dev.type == "cuda"
     compiled, why = compile_decision(cfg, dev)
     step_model: Any = torch.compile(model) if compiled else model  # same parameters; checkpoints save ``net``
-    say(f"training step {'compiled with torch.compile' if compiled else 'eager'} ({why})")
+    training_step = f"{'torch.compile' if compiled else 'eager'} ({why})"
+    say(f"training step: {training_step}")
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=cfg.plateau_factor,
                                                        patience=cfg.plateau_patience, min_lr=cfg.min_lr)
@@ -670,7 +671,7 @@ def _train(
     if rank == 0:
         data_hash = LumenStoneDataset(cfg.data, "train").content_hash()
         _write_config(run, cfg, net, class_map, scale, val.names, fit.names, world, dev, threads, mean, std, data_hash,
-                      f"{'torch.compile' if compiled else 'eager'} ({why})")
+                      training_step)
 
     def train_state() -> dict[str, Any]:
         return {

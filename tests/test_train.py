@@ -15,7 +15,7 @@ from lumenkit.cli import main
 from lumenkit.errors import ConfigError
 from lumenkit.io import save_image
 from lumenkit.model import Checkpoint, create_model, load_checkpoint
-from lumenkit.train import SegmentationLoss, TrainConfig, cosine_lr, read_history, train
+from lumenkit.train import SegmentationLoss, TrainConfig, compile_decision, cosine_lr, read_history, train
 
 TINY = dict(width=4, depth=2, patch_size=32, batch_size=4, patches_per_epoch=16, n_val=2, val_tile=64,
             val_margin=8, quiet=True, threads=1)
@@ -270,7 +270,7 @@ def test_killed_training_process_leaves_a_readable_checkpoint_and_resumes(data, 
 
 # -- torch.compile of the training step ---------------------------------------------------------------
 def test_compile_decision_follows_the_budget_and_the_toolchain(monkeypatch):
-    from lumenkit.train import COMPILE_AUTO_MINUTES, compile_decision
+    from lumenkit.train import COMPILE_AUTO_MINUTES
 
     cpu = torch.device("cpu")
     monkeypatch.setattr("shutil.which", lambda name: f"/usr/bin/{name}")
@@ -319,7 +319,7 @@ def test_failed_compilation_falls_back_to_the_same_eager_training(data, tmp_path
     assert step == "torch.compile (compile='on')"
 
 
-@pytest.mark.skipif(not any(__import__("shutil").which(c) for c in ("g++", "c++", "clang++")),
+@pytest.mark.skipif(not compile_decision(TrainConfig(data="d", compile="auto", minutes=45), torch.device("cpu"))[0],
                     reason="torch.compile on CPU needs a C++ compiler")
 def test_compiled_training_step_trains_like_the_eager_one(data, tmp_path):
     kw = {**TINY, "patches_per_epoch": 8}
