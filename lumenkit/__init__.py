@@ -1,7 +1,7 @@
 """lumenkit: automatic identification of ore minerals in reflected-light images of polished sections."""
 
 from .classes import CATALOGUE, CLASS_SETS, IGNORE, ClassMap, Mineral, mineral
-from .data import DatasetInfo, LumenStoneDataset, open_splits, validation_split
+from .data import DatasetInfo, LumenStoneDataset, open_splits, validation_folds, validation_split
 from .errors import (
     BadImageError,
     BadMaskError,
@@ -38,5 +38,6 @@ __all__ = [
     "__version__",
     "mineral",
     "open_splits",
+    "validation_folds",
     "validation_split",
 ]

@@ -8,6 +8,11 @@ time budget and evaluated on the same validation split carved from ``train``.  `
 validation split (e.g. a joint S1+S2 model on S1's and on S2's own split) as ``RUNS/NAME/val_L.json``, an extra
 row ``NAME on L`` of the table.
 
+Cross-validation: the folds of one validation seed partition the training images (``val_fold`` 0, 1, ...; fold 0 is
+the usual split, see :func:`lumenkit.data.validation_split`), so ``lumenkit ablation run NAME --val-fold F --runs
+runs/s1_foldF`` for every fold, then ``lumenkit ablation cv NAME --runs runs/s1_fold0 runs/s1_fold1 ...`` pools the
+folds' confusion matrices (:func:`crossval`) into the dataset-wide IoU over every training image.
+
 Example:
     >>> from lumenkit.ablation import VARIANTS, variant_config
     >>> variant_config("uniform", data="S1_v1_x05", runs="runs/ablation").sampler
@@ -19,18 +24,21 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from .errors import ConfigError
+from .errors import ConfigError, LumenkitError
 from .train import TrainConfig
 
 BASE: dict[str, Any] = {
     "scale": 0.25, "width": 16, "depth": 4, "patch_size": 256, "batch_size": 8, "patches_per_epoch": 512,
-    "epochs": 10**6, "minutes": 45.0, "photometric": 0.05, "n_val": 10, "val_seed": 0, "seed": 0, "compile": "off",
+    "epochs": 10**6, "minutes": 45.0, "photometric": 0.05, "n_val": 10, "val_seed": 0, "val_fold": 0, "seed": 0,
+    "compile": "off",
 }
 """The recipe every variant starts from: ResUNet f=16 at quarter of native scale, 256-px balanced patches, batch 8,
 ±5 % photometric jitter, the paper's plateau schedule, 45 minutes, an eager training step (the rows measured before
@@ -83,6 +91,12 @@ VARIANTS: dict[str, Variant] = {
                 uses="half_balanced", prior=True),
         Variant("compiled", "no_photometric, training step through torch.compile (the `lumenkit train` default)",
                 {**_BEST, "compile": "on"}),
+        Variant("batch4", "compiled, batch 4 instead of 8: twice the optimizer steps for the same patches",
+                {**_BEST, "compile": "on", "batch_size": 4}),
+        Variant("eighth_scale", "compiled, model at 1/8 of native scale instead of 1/4 (4× the area per patch)",
+                {**_BEST, "compile": "on", "scale": 0.125}),
+        Variant("patch128", "compiled, 32 patches of 128 px per step instead of 8 of 256 (same pixels, less context)",
+                {**_BEST, "compile": "on", "patch_size": 128, "batch_size": 32}),
         Variant("width32", "no_photometric, width f=32", {**_BEST, "width": 32}),
         Variant("width64", "no_photometric, width f=64 (the paper's)", {**_BEST, "width": 64}),
         Variant("half_budget", "no_photometric, 22.5 minutes", {**_BEST, "minutes": 22.5}),
@@ -134,12 +148,16 @@ def run_variant(name: str, data: str | Path, runs: str | Path, quiet: bool = Tru
     """Train (or resume, or skip when finished) and evaluate one variant on the validation split.
 
     Writes ``RUNS/NAME/val.json`` (the :func:`lumenkit.evaluate.evaluate` document plus ``variant`` and
-    ``change``) and returns it.
+    ``change``; it records ``n_val``, ``val_seed`` and ``val_fold``) and returns it.  ``overrides`` such as
+    ``val_fold=2`` carve another validation split (use one ``runs`` folder per split).
 
     Raises:
-        ConfigError: unknown variant or bad overrides; dataset and checkpoint errors as in training/evaluation.
+        ConfigError: unknown variant or bad overrides; a model in ``RUNS`` trained on another validation split
+            (``n_val``, ``val_seed`` or ``val_fold``) than the one asked for; dataset and checkpoint errors as in
+            training/evaluation.
     """
-    from .evaluate import evaluate, write_evaluation
+    from .evaluate import evaluate, model_validation_fold, model_validation_split, write_evaluation
+    from .model import load_checkpoint
     from .train import train
 
     v = variant(name)
@@ -159,7 +177,15 @@ def run_variant(name: str, data: str | Path, runs: str | Path, quiet: bool = Tru
 
         model, _, info = correct_model(model, runs / name / "model_prior.pt", data=data, progress=not quiet)
         extra["prior_correction"] = {k: info[k] for k in ("tau", "shift", "labels", "fitted_on", "images")}
-    ev = evaluate(data, model, split="val", tta=v.tta, n_val=cfg.n_val, seed=cfg.val_seed, progress=not quiet)
+    ckpt = load_checkpoint(model)
+    trained = (*model_validation_split(ckpt), model_validation_fold(ckpt))
+    wanted = (cfg.n_val, cfg.val_seed, cfg.val_fold)
+    if trained != wanted:
+        raise ConfigError(f"{model}: trained with n_val={trained[0]}, val_seed={trained[1]}, val_fold={trained[2]}, "
+                          f"not the split asked for (n_val={wanted[0]}, val_seed={wanted[1]}, val_fold={wanted[2]}); "
+                          "pass the same --n-val/--val-seed/--val-fold, or use another --runs folder per split")
+    ev = evaluate(data, ckpt, split="val", tta=v.tta, n_val=cfg.n_val, seed=cfg.val_seed, fold=cfg.val_fold,
+                  progress=not quiet)
     ev.info.update({"variant": name, "change": v.change, **extra})
     write_evaluation(ev, out)
     return json.loads(out.read_text())
@@ -169,7 +195,7 @@ _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 def score_variant(name: str, data: str | Path, runs: str | Path, label: str, n_val: int = 10, seed: int = 0,
-                  quiet: bool = True) -> dict[str, Any]:
+                  quiet: bool = True, fold: int = 0) -> dict[str, Any]:
     """Evaluate the trained model of a variant on another dataset's validation split.
 
     Used for a joint model: trained on ``lumenkit combine S1 S2`` (whose validation list is each source's own
@@ -186,12 +212,14 @@ def score_variant(name: str, data: str | Path, runs: str | Path, label: str, n_v
         n_val: validation images carved from ``data``'s train images.
         seed: seed of that split.
         quiet: no progress bar.
+        fold: fold of that split (which block of ``n_val`` images; 0 = the usual split).
 
     Returns:
-        The evaluation document written (with ``variant``, ``change`` and ``scored_on``).
+        The evaluation document written (with ``variant``, ``change``, ``scored_on`` and ``val_fold``).
 
     Raises:
-        ConfigError: unknown variant, a bad label, or no trained model yet; dataset errors as in evaluation.
+        ConfigError: unknown variant, a bad label, no trained model yet, or ``n_val``/``fold`` out of range;
+            dataset errors as in evaluation.
     """
     from .evaluate import evaluate, write_evaluation
 
@@ -205,7 +233,8 @@ def score_variant(name: str, data: str | Path, runs: str | Path, label: str, n_v
         model = Path(runs) / name / "model_prior.pt"
         if not model.exists():
             raise ConfigError(f"{model}: not corrected yet; run `lumenkit ablation run {name}` first")
-    ev = evaluate(data, model, split="val", tta=v.tta, n_val=int(n_val), seed=int(seed), progress=not quiet)
+    ev = evaluate(data, model, split="val", tta=v.tta, n_val=int(n_val), seed=int(seed), fold=int(fold),
+                  progress=not quiet)
     ev.info.update({"variant": name, "change": v.change, "scored_on": label})
     out = Path(runs) / name / f"val_{label}.json"
     write_evaluation(ev, out)
@@ -300,6 +329,189 @@ def to_markdown(df: pd.DataFrame, only_run: bool = False) -> str:
     return "\n".join(lines) + "\n"
 
 
+def crossval(runs: Sequence[str | Path], name: str, label: str | None = None, n_boot: int = 1000) -> pd.DataFrame:
+    """Cross-validate variant ``name``: pool its validation confusion matrices over run folders, one per fold.
+
+    Each ``RUN/NAME/val.json`` (``val_LABEL.json`` with ``label``: a :func:`score_variant` score) holds the
+    dataset-wide confusion matrix (``confusion``, pixels at the stored mask resolution, rows = truth) of one fold's
+    validation images, e.g. from ``lumenkit ablation run NAME --val-fold F --runs runs/s1_foldF``.  Their sum is
+    the confusion matrix of every validated image, whose per-class IoU is the paper's dataset-wide metric over all
+    of them; the per-fold figures are returned beside it (their mean weighs a small fold as much as a large one).
+
+    Args:
+        runs: ablation run folders, one per fold (any order).
+        name: the variant pooled.
+        label: pool ``val_LABEL.json`` instead of ``val.json``.
+        n_boot: bootstrap resamples of the pooled row's 95 % interval over images (0: no interval).
+
+    Returns:
+        One row per fold in fold order, then the pooled row.  Columns: ``row`` (``fold F``; ``pooled``, or
+        ``pooled (incomplete: …)`` / ``pooled (coverage unknown)`` when the folds do not cover every training
+        image or that cannot be checked), ``fold``, ``run`` (the run folder; empty for the pooled row), ``images``,
+        one IoU per class (NaN for a class absent from that row's ground truth), ``mean_iou``, ``ci_low``,
+        ``ci_high`` (95 % bootstrap interval over that row's images), ``pixel_accuracy``.  ``df.attrs`` holds
+        ``variant``, ``label``, ``data``, ``n_val``, ``val_seed``, ``folds`` (the folds pooled), ``n_folds`` (folds
+        the data's training images give), ``total_images``, ``missing`` (training images in no pooled fold),
+        ``complete`` (every training image validated exactly once), ``fold_miou_mean`` and ``fold_miou_std`` (mean
+        and sample standard deviation of the per-fold mean IoUs); ``n_folds``, ``total_images`` and ``complete`` are
+        ``None`` when the data folder cannot be read or has a fixed ``validation`` list.
+
+    Warns:
+        UserWarning: the folds do not cover every training image, or coverage cannot be checked.
+
+    Raises:
+        ConfigError: no run folders; a run without the evaluation file or its confusion matrix; documents that
+            differ in data, ``n_val``, ``val_seed``, class order, variant or test-time augmentation; a fold given
+            twice; an image validated in two runs; a fold the data does not have, or validation images that are not
+            that fold's (the data changed since the runs).
+    """
+    import warnings
+
+    from .data import LumenStoneDataset, validation_folds, validation_split
+    from .metrics import Scores, bootstrap_mean_iou
+
+    if not runs:
+        raise ConfigError("crossval needs the run folders of the folds, e.g. runs/s1_fold0 runs/s1_fold1 ...")
+    if label is not None and not _LABEL.match(label):
+        raise ConfigError(f"crossval: label {label!r} must be letters, digits, '_', '.', '-' (e.g. S1)")
+    file = f"val_{label}.json" if label else "val.json"
+    docs: list[tuple[Path, int, dict[str, Any]]] = []
+    for run in runs:
+        path = Path(run) / name / file
+        if not path.exists():
+            how = (f"lumenkit ablation score {name} --label {label} --val-fold F --runs {run}" if label
+                   else f"lumenkit ablation run {name} --val-fold F --runs {run}")
+            raise ConfigError(f"{path}: no evaluation of {name!r} here; run `{how}` first")
+        d = json.loads(path.read_text())
+        if "confusion" not in d or "class_order" not in d or d.get("split", "val") != "val":
+            raise ConfigError(f"{path}: not a validation-split evaluation with a confusion matrix; run the variant "
+                              "again to rewrite it")
+        docs.append((path, int(d.get("val_fold", 0)), d))  # written before folds existed: fold 0
+
+    def setup(d: dict[str, Any]) -> dict[str, Any]:
+        return {"data": d.get("data"), "n_val": d.get("n_val"), "val_seed": d.get("val_seed", 0),
+                "class_order": list(d["class_order"]), "variant": d.get("variant", name),
+                "tta": d.get("tta", False)}
+
+    first_path, _, first = docs[0]
+    ref = setup(first)
+    if ref["variant"] != name:
+        raise ConfigError(f"{first_path}: holds variant {ref['variant']!r}, not {name!r}")
+    for path, _, d in docs[1:]:
+        now = setup(d)
+        diff = [f"{k} {ref[k]!r} there, {now[k]!r} here" for k in ref if now[k] != ref[k]]
+        if diff:
+            raise ConfigError(f"{path}: not the same cross-validation as {first_path} ({'; '.join(diff)}); pool "
+                              "one variant's runs on one dataset with one n_val and val_seed, one run per fold")
+    by_fold: dict[int, Path] = {}
+    for path, fold, _ in docs:
+        if fold in by_fold:
+            raise ConfigError(f"fold {fold} given twice ({by_fold[fold]} and {path}); give each fold's run once")
+        by_fold[fold] = path
+    docs.sort(key=lambda t: t[1])
+    seen: dict[str, Path] = {}
+    for path, _, d in docs:
+        for image in (r["image"] for r in d.get("per_image", [])):
+            if image in seen:
+                raise ConfigError(f"image {image} is validated in both {seen[image]} and {path}: these runs are not "
+                                  "disjoint folds of one split")
+            seen[image] = path
+    data, n_val, seed = ref["data"], int(ref["n_val"] or 0), int(ref["val_seed"])
+    folds = [fold for _, fold, _ in docs]
+    n_folds: int | None = None
+    total: int | None = None
+    missing: list[str] = []
+    try:
+        train = LumenStoneDataset(data, "train") if data else None
+    except LumenkitError:
+        train = None
+    if train is None or train.info.validation is not None:
+        why = "its data folder cannot be read" if train is None else "its data folder has a fixed validation list"
+        warnings.warn(f"crossval {name}: cannot check that folds {folds} cover every image ({why}: {data})",
+                      stacklevel=2)
+    else:
+        everything = train.names
+        try:
+            n_folds = validation_folds(len(everything), n_val)
+        except ValueError as e:
+            raise ConfigError(f"{data}: {e}") from None
+        for path, fold, d in docs:
+            if fold >= n_folds:
+                raise ConfigError(f"{path}: fold {fold}, but {data} has folds 0 to {n_folds - 1} only "
+                                  f"({len(everything)} training images, n_val={n_val})")
+            got = sorted(r["image"] for r in d.get("per_image", []))
+            if got and got != validation_split(everything, n_val, seed, fold)[1]:
+                raise ConfigError(f"{path}: its validation images are not fold {fold} of {data} (n_val={n_val}, "
+                                  f"val_seed={seed}); did the data change since? Run the variant again")
+        total = len(everything)
+        covered = {r["image"] for _, _, d in docs for r in d.get("per_image", [])}
+        missing = sorted(set(everything) - covered) if covered else []
+        if not covered:  # documents without per-image rows: judge by the folds
+            for f in set(range(n_folds)) - set(folds):
+                missing += validation_split(everything, n_val, seed, f)[1]
+            missing.sort()
+        if missing:
+            left = sorted(set(range(n_folds)) - set(folds))
+            warnings.warn(f"crossval {name}: folds {folds} validate {total - len(missing)} of {total} training "
+                          f"images; folds {left} are missing, so the pooled figure is not over every image",
+                          stacklevel=2)
+    labels = list(ref["class_order"])
+    rows: list[dict[str, Any]] = []
+    for path, fold, d in docs:
+        rows.append({"row": f"fold {fold}", "fold": fold, "run": str(path.parent.parent), **_row(d)})
+    pooled = np.sum([np.asarray(d["confusion"], dtype=np.int64) for _, _, d in docs], axis=0)
+    sc = Scores(pooled, labels)
+    iou = {lbl: (float(v) if present else math.nan)
+           for lbl, v, present in zip(labels, sc.iou, sc.present, strict=True)}
+    per_image = [np.asarray(m, dtype=np.int64) for _, _, d in docs
+                 for m in (d.get("per_image_confusion") or {}).values()]
+    has_all = all("per_image_confusion" in d for _, _, d in docs)
+    lo, hi = bootstrap_mean_iou(per_image, n_boot=n_boot) if (has_all and n_boot > 0) else (math.nan, math.nan)
+    complete = None if total is None else not missing
+    mark = ("pooled" if complete else "pooled (coverage unknown)" if complete is None
+            else f"pooled (incomplete: {total - len(missing)} of {total} images)")
+    rows.append({"row": mark, "fold": None, "run": "", **iou, "mean_iou": sc.mean_iou, "ci_low": lo, "ci_high": hi,
+                 "pixel_accuracy": sc.pixel_accuracy, "images": int(sum(int(d.get("images", 0)) for _, _, d in docs))})
+    df = pd.DataFrame(rows)
+    df["fold"] = df["fold"].astype("Int64")
+    df = df[["row", "fold", "run", "images", *labels, "mean_iou", "ci_low", "ci_high", "pixel_accuracy"]]
+    fold_miou = df["mean_iou"].iloc[:-1].astype(float)
+    df.attrs.update({
+        "variant": name, "label": label, "data": data, "n_val": n_val, "val_seed": seed, "folds": folds,
+        "n_folds": n_folds, "total_images": total, "missing": missing, "complete": complete,
+        "fold_miou_mean": float(fold_miou.mean()),
+        "fold_miou_std": float(fold_miou.std(ddof=1)) if len(fold_miou) > 1 else math.nan,
+    })
+    return df
+
+
+def crossval_markdown(df: pd.DataFrame) -> str:
+    """:func:`crossval`'s table as GitHub markdown (2 decimals for IoU, 3 for the means).
+
+    A closing line gives the per-fold spread of mean IoU and the folds' coverage of the training images.
+    """
+    meta = {"row", "fold", "run", "images", "mean_iou", "ci_low", "ci_high", "pixel_accuracy"}
+    classes = [c for c in df.columns if c not in meta]
+    head = ["", "images", *classes, "mean IoU (95 % interval)", "pixel acc."]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in df.to_dict("records"):
+        ci = f" ({r['ci_low']:.2f}–{r['ci_high']:.2f})" if r["ci_low"] == r["ci_low"] else ""
+        cells = [r["row"], str(r["images"]), *["" if r[c] != r[c] else f"{r[c]:.2f}" for c in classes],
+                 f"{r['mean_iou']:.3f}{ci}", f"{r['pixel_accuracy']:.3f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    a = df.attrs
+    if a:
+        spread = f"per-fold mean IoU {a['fold_miou_mean']:.3f}"
+        if a["fold_miou_std"] == a["fold_miou_std"]:
+            spread += f" ± {a['fold_miou_std']:.3f} (sample SD over {len(a['folds'])} folds)"
+        cover = ("coverage unknown" if a["complete"] is None else
+                 f"every one of the {a['total_images']} training images validated once" if a["complete"] else
+                 f"{len(a['missing'])} of {a['total_images']} training images in no fold given")
+        lines += ["", f"{a['variant']}: folds {a['folds']} of {a['n_folds'] or '?'} (n_val {a['n_val']}, val_seed "
+                      f"{a['val_seed']}); {spread}; {cover}"]
+    return "\n".join(lines) + "\n"
+
+
 def describe() -> pd.DataFrame:
     """The variants and their full training changes (for ``lumenkit ablation list``)."""
     rows = []
@@ -310,5 +522,5 @@ def describe() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-__all__ = ["BASE", "VARIANTS", "Variant", "ablation_table", "describe", "run_variant", "score_variant", "to_markdown",
-           "variant", "variant_config"]
+__all__ = ["BASE", "VARIANTS", "Variant", "ablation_table", "crossval", "crossval_markdown", "describe", "run_variant",
+           "score_variant", "to_markdown", "variant", "variant_config"]

@@ -15,6 +15,11 @@ if TYPE_CHECKING:
 
 Handler = Callable[[argparse.Namespace], int]
 
+FOLD_HELP = ("which block of --n-val images of the seed's shuffled order is the validation split: fold F holds "
+             "images F*n_val to (F+1)*n_val-1 of that order, the last fold may be smaller; the folds of one seed "
+             "partition the training images (0 = the usual split)")
+"""Help text shared by every ``--val-fold`` option: what a validation fold is."""
+
 
 def _size(text: str) -> tuple[int, int]:
     try:
@@ -103,6 +108,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-val", type=int, default=None,
                    help="validation images carved from train (split val/fit; default: as the model was trained)")
     p.add_argument("--seed", type=int, default=None, help="seed of the validation split (default: the model's)")
+    p.add_argument("--val-fold", type=int, default=None,
+                   help="fold of the validation split (split val/fit; default: the one the model was trained on, so "
+                        "a model trained on fold F is scored on fold F): " + FOLD_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--perturb", default=None, metavar="NAME=STRENGTH",
                    help="evaluate under a changed imaging condition, e.g. white_balance=0.1 (see `robustness`)")
@@ -122,7 +130,7 @@ def _run_evaluate(a: argparse.Namespace) -> int:
         transform, magnification = image_transform(name, strength)
     ev = evaluate(a.data, a.model, split=a.split, scale=a.scale, void_border_px=a.void_border, tta=a.tta,
                   baselines=not a.no_baselines, n_val=a.n_val, seed=a.seed, save_masks=a.save_masks,
-                  progress=not a.quiet, transform=transform, magnification=magnification)
+                  progress=not a.quiet, transform=transform, magnification=magnification, fold=a.val_fold)
     if a.perturb:
         ev.info["perturbation"] = a.perturb
     write_evaluation(ev, a.out)
@@ -169,6 +177,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-seed", type=int, default=0,
                    help="seed of the validation split (default 0); other seeds give other splits, e.g. for "
                         "repeating a comparison on several splits")
+    p.add_argument("--val-fold", type=int, default=0,
+                   help="fold of the validation split (default 0); train once per fold 0 .. ceil(images/n_val)-1 to "
+                        "cross-validate over every image (`lumenkit ablation cv`): " + FOLD_HELP)
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 0.001)")
     p.add_argument("--sampler", choices=["balanced", "uniform"], default="balanced", help="patch sampler")
     p.add_argument("--strength", type=float, default=1.0,
@@ -207,7 +218,8 @@ def _train_config(a: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
         data=a.data, out=a.out, class_set=a.class_set, scale=a.scale, epochs=epochs, minutes=a.minutes,
         patches_per_epoch=a.patches_per_epoch, seed=a.seed, width=a.width, depth=a.depth, patch_size=a.patch_size,
-        batch_size=a.batch_size, n_val=a.n_val, val_seed=a.val_seed, lr=a.lr, sampler=a.sampler, strength=a.strength,
+        batch_size=a.batch_size, n_val=a.n_val, val_seed=a.val_seed, val_fold=a.val_fold, lr=a.lr, sampler=a.sampler,
+        strength=a.strength,
         photometric=a.photometric, flips=not a.no_flips, rot90=not a.no_flips, noise=a.noise, blur=a.blur,
         schedule=a.schedule, loss=a.loss, device=a.device,
         workers=a.workers, compile=a.compile, resume=a.resume,
@@ -303,6 +315,9 @@ def _add_combine(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-val", default="10",
                    help="validation images carved from each source's train: one number or one per source (10,5)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sources' validation splits (default 0)")
+    p.add_argument("--val-fold", type=int, default=0,
+                   help="fold of every source's validation split (default 0; each source must have that fold): "
+                        + FOLD_HELP)
     p.add_argument("--copy", action="store_true", help="copy files instead of symbolic links")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     p.set_defaults(func=_run_combine)
@@ -316,7 +331,7 @@ def _run_combine(a: argparse.Namespace) -> int:
     except ValueError:
         raise ConfigError(f"--n-val must be a number or numbers separated by commas, got {a.n_val!r}") from None
     out = combine_datasets(a.sources, a.out, n_val=n_val[0] if len(n_val) == 1 else n_val, seed=a.seed,
-                           copy=a.copy, overwrite=a.overwrite)
+                           copy=a.copy, overwrite=a.overwrite, fold=a.val_fold)
     fit, val = LumenStoneDataset(out, "fit"), LumenStoneDataset(out, "val")
     print(f"wrote {out}: {len(fit)} training + {len(val)} fixed validation images, classes {fit.class_map}")
     return 0
@@ -324,19 +339,25 @@ def _run_combine(a: argparse.Namespace) -> int:
 
 def _add_ablation(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ablation", help="train/evaluate one named variant of the recipe, or print the ablation table")
-    p.add_argument("action", choices=["list", "run", "score", "table"],
+    p.add_argument("action", choices=["list", "run", "score", "table", "cv"],
                    help="list variants, run one, score a trained one on another dataset's validation split "
-                        "(RUNS/NAME/val_LABEL.json), or gather the table")
-    p.add_argument("name", nargs="?", default=None, help="variant to run or score (see `lumenkit ablation list`)")
+                        "(RUNS/NAME/val_LABEL.json), gather the table, or cross-validate a variant: pool its "
+                        "val.json confusion matrices over run folders, one per validation fold")
+    p.add_argument("name", nargs="?", default=None, help="variant to run, score or cv (see `lumenkit ablation list`)")
     p.add_argument("--data", default=None, help="dataset folder in LumenStone layout (for run and score)")
-    p.add_argument("--label", default=None, help="score: short name of --data, e.g. S1 (file val_LABEL.json)")
-    p.add_argument("--runs", default="runs/ablation",
-                   help="folder holding one run folder per variant (default runs/ablation)")
+    p.add_argument("--label", default=None,
+                   help="score: short name of --data, e.g. S1 (file val_LABEL.json); cv: pool val_LABEL.json")
+    p.add_argument("--runs", nargs="+", default=None, metavar="DIR",
+                   help="folder holding one run folder per variant (default runs/ablation); cv: one such folder per "
+                        "fold, e.g. runs/s1_fold0 runs/s1_fold1 ...")
     p.add_argument("--n-val", type=int, default=None, help="validation images carved from train (default 10)")
     p.add_argument("--val-seed", type=int, default=None,
                    help="run, score: seed of the validation split (default 0; use another --runs folder per seed)")
+    p.add_argument("--val-fold", type=int, default=None,
+                   help="run, score: fold of the validation split (default 0; use another --runs folder per fold): "
+                        + FOLD_HELP)
     p.add_argument("--minutes", type=float, default=None, help="override the variant's time budget")
-    p.add_argument("--out", default=None, help="table: also write it as CSV here")
+    p.add_argument("--out", default=None, help="table, cv: also write it as CSV here")
     p.add_argument("--only-run", action="store_true", help="table: leave out variants not run yet")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_run_ablation)
@@ -348,6 +369,12 @@ def _run_ablation(a: argparse.Namespace) -> int:
     if a.action == "list":
         print(describe().to_string(index=False))
         return 0
+    if a.action == "cv":
+        return _run_crossval(a)
+    runs = a.runs or ["runs/ablation"]
+    if len(runs) > 1:
+        raise ConfigError(f"ablation {a.action} takes one --runs folder, got {len(runs)} (several are for `cv`)")
+    a.runs = runs[0]
     if a.action == "table":
         df = ablation_table(a.runs)
         if a.out:
@@ -361,7 +388,7 @@ def _run_ablation(a: argparse.Namespace) -> int:
             raise ConfigError("ablation score needs a variant name, --data and --label, e.g. `lumenkit ablation score "
                               "no_photometric --runs runs/joint --data S1_v1_x05 --label S1 --n-val 10`")
         d = score_variant(a.name, a.data, a.runs, a.label, n_val=10 if a.n_val is None else a.n_val,
-                          seed=a.val_seed or 0,
+                          seed=a.val_seed or 0, fold=a.val_fold or 0,
                           quiet=a.quiet)
         print(f"{a.name} on {a.label}: validation mean IoU {d['mean_iou']:.3f} "
               + " ".join(f"{k} {v:.2f}" for k, v in d["per_class_iou"].items() if v is not None))
@@ -369,11 +396,35 @@ def _run_ablation(a: argparse.Namespace) -> int:
     if not a.name or not a.data:
         raise ConfigError("ablation run needs a variant name and --data, e.g. "
                           "`lumenkit ablation run uniform --data DIR` (names: `lumenkit ablation list`)")
-    overrides = {k: v for k, v in (("n_val", a.n_val), ("val_seed", a.val_seed), ("minutes", a.minutes))
+    overrides = {k: v for k, v in (("n_val", a.n_val), ("val_seed", a.val_seed), ("val_fold", a.val_fold),
+                                   ("minutes", a.minutes))
                  if v is not None}
     d = run_variant(a.name, a.data, a.runs, quiet=a.quiet, **overrides)
     print(f"{a.name}: validation mean IoU {d['mean_iou']:.3f} "
           + " ".join(f"{k} {v:.2f}" for k, v in d["per_class_iou"].items()))
+    return 0
+
+
+def _run_crossval(a: argparse.Namespace) -> int:
+    """``lumenkit ablation cv NAME --runs DIR [DIR ...]``: print the pooled table (and write it as CSV)."""
+    import warnings
+
+    from .ablation import crossval, crossval_markdown
+
+    if not a.name or not a.runs:
+        raise ConfigError("ablation cv needs a variant name and the run folders of its folds, e.g. `lumenkit "
+                          "ablation cv no_photometric --runs runs/s1_fold0 runs/s1_fold1 runs/s1_fold2`")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        df = crossval(a.runs, a.name, label=a.label)
+    if a.out:
+        from .io import write_text
+
+        write_text(a.out, df.to_csv(index=False, float_format="%.4f"))
+    print(crossval_markdown(df), end="")
+    for w in caught:
+        if issubclass(w.category, UserWarning):  # crossval's coverage warnings
+            print(f"lumenkit: warning: {w.message}", file=sys.stderr)
     return 0
 
 

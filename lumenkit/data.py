@@ -144,22 +144,48 @@ def list_splits(root: str | Path) -> list[str]:
     return sorted(p.name for p in imgs.iterdir() if p.is_dir()) if imgs.is_dir() else []
 
 
-def validation_split(names: Sequence[str], n_val: int = 10, seed: int = 0) -> tuple[list[str], list[str]]:
+def validation_folds(n_images: int, n_val: int = 10) -> int:
+    """How many validation folds ``n_images`` training images give in blocks of ``n_val``: ``ceil(n_images / n_val)``.
+
+    Fold ``f`` of :func:`validation_split` is the ``f``-th block of ``n_val`` images of one seeded permutation
+    (the last block may be smaller), so the folds of one seed partition the images: 59 images with ``n_val=10``
+    give folds 0–5, fold 5 holding 9 images.
+
+    Raises:
+        ValueError: if ``n_val`` is not in ``[1, n_images - 1]``.
+    """
+    if not 1 <= n_val < n_images:
+        raise ValueError(f"n_val={n_val} must be between 1 and {n_images - 1} for {n_images} images")
+    return -(-n_images // n_val)
+
+
+def validation_split(
+    names: Sequence[str], n_val: int = 10, seed: int = 0, fold: int = 0
+) -> tuple[list[str], list[str]]:
     """Carve a fixed validation split from training image names.
 
-    The result depends only on the set of names, ``n_val`` and ``seed`` (not on their order).
+    The sorted names are permuted with ``np.random.default_rng(seed)``; fold ``f`` takes the images at
+    permutation positions ``f * n_val`` to ``(f + 1) * n_val - 1`` (the last fold may be smaller).  Fold 0 is
+    the split lumenkit has always carved; the folds of one seed and ``n_val`` partition the names, so training
+    once per fold cross-validates a recipe over every image (see :func:`validation_folds`).
+
+    The result depends only on the set of names, ``n_val``, ``seed`` and ``fold`` (not on their order).
 
     Returns:
         ``(train_names, val_names)``, each sorted.
 
     Raises:
-        ValueError: if ``n_val`` is not in ``[1, len(names) - 1]``.
+        ValueError: if ``n_val`` is not in ``[1, len(names) - 1]``, or ``fold`` is not in
+            ``[0, ceil(len(names) / n_val))`` (the message names the valid range).
     """
     names = sorted(names)
-    if not 1 <= n_val < len(names):
-        raise ValueError(f"n_val={n_val} must be between 1 and {len(names) - 1} for {len(names)} images")
+    folds = validation_folds(len(names), n_val)
+    if isinstance(fold, bool) or not isinstance(fold, (int, np.integer)) or not 0 <= fold < folds:
+        raise ValueError(f"val_fold={fold!r} is out of range: {len(names)} images in blocks of n_val={n_val} give "
+                         f"folds 0 to {folds - 1} (valid range [0, {folds}))")
+    fold = int(fold)
     perm = np.random.default_rng(seed).permutation(len(names))
-    val = sorted(names[i] for i in perm[:n_val])
+    val = sorted(names[i] for i in perm[fold * n_val:(fold + 1) * n_val])
     train = sorted(set(names) - set(val))
     return train, val
 
@@ -182,12 +208,15 @@ class LumenStoneDataset:
         names: restrict to these image names (stems).
         n_val: validation images for ``"fit"`` / ``"val"`` (ignored when ``dataset.yaml`` lists ``validation``).
         seed: seed of the validation split.
+        fold: which block of ``n_val`` images of that seed is ``"val"`` (0 = the usual split; see
+            :func:`validation_split`; ignored when ``dataset.yaml`` lists ``validation``).
 
     Raises:
         DatasetNotFoundError: the folder or split is missing.
         EmptySplitError: the split holds no images.
         MissingMaskError: an image has no mask.
         ConfigError: ``dataset.yaml`` or ``deposits.csv`` is malformed or names unknown images.
+        ValueError: ``n_val`` or ``fold`` out of range for the training images (split ``fit`` / ``val``).
     """
 
     def __init__(
@@ -199,6 +228,7 @@ class LumenStoneDataset:
         names: Sequence[str] | None = None,
         n_val: int = 10,
         seed: int = 0,
+        fold: int = 0,
     ) -> None:
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
@@ -231,7 +261,7 @@ class LumenStoneDataset:
                                   "leave some to train on")
             by_name = {n: by_name[n] for n in keep}
         elif split in ("fit", "val"):
-            fit, val = validation_split(list(by_name), n_val=n_val, seed=seed)
+            fit, val = validation_split(list(by_name), n_val=n_val, seed=seed, fold=fold)
             keep = fit if split == "fit" else val
             by_name = {n: by_name[n] for n in keep}
         if names is not None:
@@ -449,12 +479,16 @@ def _cached_bincount(mask_path: Path) -> np.ndarray:
 
 
 def open_splits(
-    root: str | Path, n_val: int = 10, seed: int = 0, **kwargs: Any
+    root: str | Path, n_val: int = 10, seed: int = 0, fold: int = 0, **kwargs: Any
 ) -> dict[str, LumenStoneDataset]:
-    """Open ``fit``, ``val`` (carved from train) and, when present, ``test`` splits of a dataset."""
+    """Open ``fit``, ``val`` (carved from train: fold ``fold`` of seed ``seed``) and, when present, ``test``.
+
+    Raises:
+        ValueError: ``n_val`` or ``fold`` out of range; dataset errors as in :class:`LumenStoneDataset`.
+    """
     out = {
-        "fit": LumenStoneDataset(root, "fit", n_val=n_val, seed=seed, **kwargs),
-        "val": LumenStoneDataset(root, "val", n_val=n_val, seed=seed, **kwargs),
+        "fit": LumenStoneDataset(root, "fit", n_val=n_val, seed=seed, fold=fold, **kwargs),
+        "val": LumenStoneDataset(root, "val", n_val=n_val, seed=seed, fold=fold, **kwargs),
     }
     if "test" in list_splits(root):
         out["test"] = LumenStoneDataset(root, "test", **kwargs)
@@ -474,20 +508,24 @@ def combine_datasets(
     seed: int = 0,
     copy: bool = False,
     overwrite: bool = False,
+    fold: int = 0,
 ) -> Path:
     """Write one LumenStone-layout folder holding several datasets (e.g. S1 and S2) for a joint model.
 
     Every image and mask is linked (or copied) as ``SOURCE__NAME`` (``SOURCE`` = the source folder's name), so
     names never clash; ``dataset.yaml`` gets the union of the classes and, as a fixed ``validation`` list, each
-    source's own seeded validation split (``n_val`` images carved with ``seed``, as ``lumenkit evaluate --data
-    SOURCE --split val`` uses), so a joint model never trains on images its single-dataset rivals are validated
-    on.  ``test`` splits are combined when every source has one; ``deposits.csv`` rows are merged.
+    source's own seeded validation split (fold ``fold`` of the ``n_val``-image blocks carved with ``seed``, as
+    ``lumenkit evaluate --data SOURCE --split val`` uses), so a joint model never trains on images its
+    single-dataset rivals are validated on.  ``test`` splits are combined when every source has one;
+    ``deposits.csv`` rows are merged.
 
     Args:
         sources: dataset folders in LumenStone layout, all stored at the same scale.
         out: the new folder (must not exist unless ``overwrite``).
         n_val: validation images per source (one number for all, or one per source).
         seed: seed of every source's validation split.
+        fold: fold of every source's validation split (0 = the usual split; see :func:`validation_split`); a
+            fold that one source does not have (it has fewer images or a larger ``n_val``) is an error.
         copy: copy the files instead of symbolic links (links fall back to copies where unsupported).
         overwrite: replace an existing ``out``.
 
@@ -495,8 +533,8 @@ def combine_datasets(
         The ``out`` path.
 
     Raises:
-        ConfigError: fewer than two sources, duplicate source names, different stored scales, a bad ``n_val``, or
-            an existing ``out`` without ``overwrite``.
+        ConfigError: fewer than two sources, duplicate source names, different stored scales, a bad ``n_val`` or
+            ``fold`` for a source, or an existing ``out`` without ``overwrite``.
         DatasetNotFoundError, EmptySplitError, MissingMaskError: a bad source folder.
     """
     import shutil
@@ -544,7 +582,7 @@ def combine_datasets(
     splits = ["train"] + (["test"] if all("test" in list_splits(r) for r in roots) else [])
     for root, tag, train, k in zip(roots, tags, trains, nv, strict=True):
         try:
-            validation += [f"{tag}__{n}" for n in validation_split(train.names, n_val=k, seed=seed)[1]]
+            validation += [f"{tag}__{n}" for n in validation_split(train.names, n_val=k, seed=seed, fold=fold)[1]]
         except ValueError as e:
             raise ConfigError(f"{root}: {e}") from None
         for split in splits:
@@ -575,8 +613,9 @@ def combine_datasets(
         "sources": [str(r) for r in roots],
         "validation": sorted(validation),
     }
-    write_text(tmp / "dataset.yaml", "# written by lumenkit combine; 'validation' is each source's seeded split\n"
-               + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+    carve = f" (fold {fold})" if fold else ""  # fold 0: the file as lumenkit always wrote it
+    write_text(tmp / "dataset.yaml", f"# written by lumenkit combine; 'validation' is each source's seeded split"
+               f"{carve}\n" + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
     if deposits:
         df = pd.concat(deposits)
         df.index.name = "image"

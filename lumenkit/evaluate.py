@@ -15,6 +15,7 @@ import pandas as pd
 
 from .classes import ClassMap
 from .data import LumenStoneDataset, list_splits
+from .errors import ConfigError, LumenkitError
 from .io import resize_mask, save_image, write_json
 from .metrics import Scores, bootstrap_mean_iou, confusion_matrix, per_image_table, sum_confusions, void_border
 
@@ -135,19 +136,47 @@ def model_validation_split(ckpt: Any, n_val: int | None = None, seed: int | None
     return int(n), int(s)
 
 
+def model_validation_fold(ckpt: Any, fold: int | None = None) -> int:
+    """The validation fold to evaluate a model on: ``fold`` if given, else its training ``val_fold``, else 0.
+
+    The companion of :func:`model_validation_split` (checkpoints written before folds existed record none: 0, the
+    split they were trained with).  A model trained on fold ``f`` is scored on fold ``f``, never on images it
+    trained on.
+    """
+    train = (getattr(ckpt, "config", None) or {}).get("train", {}) or {}
+    return int(fold if fold is not None else train.get("val_fold", 0))
+
+
+def evaluated_fold(run_dir: str | Path | None, split: str, fold: int | None = None) -> int:
+    """The validation fold a previous evaluation in ``RUN_DIR/metrics.json`` used for ``split``.
+
+    ``fold`` wins when given; otherwise the ``val_fold`` recorded for the same split, else 0 (the companion of
+    :func:`evaluated_split`; notebook 05 uses both to read the images notebook 04 predicted).
+    """
+    if fold is not None:
+        return int(fold)
+    done = _read_metrics(run_dir)
+    return int(done.get("val_fold", 0)) if done.get("split") == split else 0
+
+
+def _read_metrics(run_dir: str | Path | None) -> dict[str, Any]:
+    path = Path(run_dir) / "metrics.json" if run_dir else None
+    if path is None or not path.exists():
+        return {}
+    try:
+        done = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return done if isinstance(done, dict) else {}
+
+
 def evaluated_split(run_dir: str | Path | None, split: str, n_val: int = 0) -> tuple[int, int]:
     """``(n_val, seed)`` for opening ``split`` as a previous evaluation in ``RUN_DIR/metrics.json`` did.
 
     ``n_val`` > 0 wins; otherwise the values recorded for the same split, else ``(10, 0)`` (notebook 05 uses this to
-    read the same validation images notebook 04 predicted).
+    read the same validation images notebook 04 predicted; :func:`evaluated_fold` gives the fold).
     """
-    path = Path(run_dir) / "metrics.json" if run_dir else None
-    done: dict[str, Any] = {}
-    if path is not None and path.exists():
-        try:
-            done = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            done = {}
+    done = _read_metrics(run_dir)
     same = done.get("split") == split
     n = n_val or (int(done.get("n_val", 10)) if same else 10)
     return n, int(done.get("val_seed", 0)) if same else 0
@@ -168,6 +197,7 @@ def evaluate(
     progress: bool = True,
     transform: Callable[[np.ndarray], np.ndarray] | None = None,
     magnification: float = 1.0,
+    fold: int | None = None,
 ) -> Evaluation:
     """Evaluate a checkpoint on a split: metrics on dataset totals at the stored masks' resolution.
 
@@ -185,6 +215,8 @@ def evaluate(
         n_val: validation images carved from train (for ``val``/``fit``); ``None``: as the model was trained
             (its recorded ``n_val``), so ``val`` never holds images the model trained on; else 10.
         seed: seed of the validation split; ``None``: the model's recorded ``val_seed``, else 0.
+        fold: validation fold (which block of ``n_val`` images of that seed, see
+            :func:`lumenkit.data.validation_split`); ``None``: the model's recorded ``val_fold``, else 0.
         save_masks: write predicted masks ``NAME.png`` (LumenStone codes) here, for the deposit report.
         predict_kwargs: extra arguments for ``predict_image`` (tile, margin, batch, threads).
         progress: tqdm bar over images.
@@ -194,6 +226,7 @@ def evaluate(
             simulating another objective or camera pixel size (1.0 = none).
 
     Raises:
+        ConfigError: ``n_val`` or ``fold`` out of range for the training images (split ``val``/``fit``).
         lumenkit errors for bad input files; CheckpointError for a bad model file.
     """
     from tqdm.auto import tqdm
@@ -205,13 +238,20 @@ def evaluate(
     cmap = ckpt.class_map
     model_scale = float(scale if scale is not None else ckpt.scale)
     n_val, seed = model_validation_split(ckpt, n_val, seed)
-    ds = LumenStoneDataset(data, split, class_set=cmap.codes, n_val=n_val, seed=seed)
+    fold = model_validation_fold(ckpt, fold)
+    try:
+        ds = LumenStoneDataset(data, split, class_set=cmap.codes, n_val=n_val, seed=seed, fold=fold)
+    except ValueError as e:
+        if isinstance(e, LumenkitError) or "n_val" not in str(e):
+            raise
+        raise ConfigError(f"{data}: {e}; choose the validation split with n_val (--n-val) and fold "
+                          "(--val-fold)") from None
     labels = cmap.labels
     k = len(cmap)
     base: ColourCentroids | None = None
     if baselines:
         train_ds = LumenStoneDataset(data, training_split_for(data, split), class_set=cmap.codes, n_val=n_val,
-                                     seed=seed)
+                                     seed=seed, fold=fold)
         base = ColourCentroids.fit(train_ds, cmap)
     mats, base_mats = [], {"majority": [], "colour_centroid": []}
     conf_err = np.zeros((len(CONFIDENCE_BINS) - 1, 2), dtype=np.int64)
@@ -254,7 +294,7 @@ def evaluate(
         "split": split,
         "data": str(Path(data).resolve()),
         "images": len(ds),
-        **({"n_val": n_val, "val_seed": seed} if split in ("val", "fit") else {}),
+        **({"n_val": n_val, "val_seed": seed, "val_fold": fold} if split in ("val", "fit") else {}),
         "scales": {"stored": ds.stored_scale, "model": model_scale, "trained": float(ckpt.scale)},
         "void_border": void_border_px,
         "tta": tta if isinstance(tta, str) else bool(tta),
@@ -276,7 +316,6 @@ def error_sources_of(evaluation: Evaluation | str | Path | dict[str, Any]) -> pd
     Raises:
         ConfigError: a JSON written before per-image confusion matrices were recorded (evaluate again).
     """
-    from .errors import ConfigError
     from .metrics import error_sources
 
     if isinstance(evaluation, Evaluation):

@@ -37,7 +37,7 @@ import pandas as pd
 import torch
 
 from .data import LumenStoneDataset
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, LumenkitError
 from .io import write_text
 from .metrics import Scores, confusion_matrix, sum_confusions
 from .model import Checkpoint, load_checkpoint
@@ -86,24 +86,33 @@ def served_counts(model_path: str | Path) -> np.ndarray:
 
 
 def _dataset(ckpt: Checkpoint, data: str | Path | None, split: str, n_val: int | None,
-             seed: int | None) -> LumenStoneDataset:
+             seed: int | None, fold: int | None = None) -> LumenStoneDataset:
     train = ckpt.config.get("train") or {}
     root = data if data is not None else train.get("data")
     if not root:
         raise ConfigError("the checkpoint does not record its training data folder; pass data=/--data")
     n_val = int(train.get("n_val", 10)) if n_val is None else int(n_val)
     seed = int(train.get("val_seed", 0)) if seed is None else int(seed)
-    return LumenStoneDataset(root, split, class_set=ckpt.class_map.codes, n_val=n_val, seed=seed)
+    fold = int(train.get("val_fold", 0)) if fold is None else int(fold)
+    try:
+        return LumenStoneDataset(root, split, class_set=ckpt.class_map.codes, n_val=n_val, seed=seed, fold=fold)
+    except ValueError as e:
+        if isinstance(e, LumenkitError) or "n_val" not in str(e):
+            raise
+        raise ConfigError(f"{root}: {e}") from None
 
 
 def natural_counts(ckpt: Checkpoint, data: str | Path | None = None, n_val: int | None = None,
-                   seed: int | None = None) -> np.ndarray:
+                   seed: int | None = None, fold: int | None = None) -> np.ndarray:
     """``(K,)`` pixel counts per class in the masks of the images the model was trained on (``fit``, stored size).
 
+    ``n_val``, ``seed`` and ``fold`` of the validation split default to the model's recorded training ones.
+
     Raises:
-        ConfigError: no data folder known; dataset errors as in :class:`lumenkit.data.LumenStoneDataset`.
+        ConfigError: no data folder known, or the split out of range; dataset errors as in
+            :class:`lumenkit.data.LumenStoneDataset`.
     """
-    counts = _dataset(ckpt, data, "fit", n_val, seed).class_counts()
+    counts = _dataset(ckpt, data, "fit", n_val, seed, fold).class_counts()
     return counts[list(ckpt.class_map.labels)].to_numpy().sum(0).astype(np.int64)
 
 
@@ -153,6 +162,7 @@ def fit_prior_correction(
     n_val: int | None = None,
     seed: int | None = None,
     progress: bool = True,
+    fold: int | None = None,
 ) -> PriorFit:
     """Fit the strength of the prior shift on a split (default: the images the model was trained on).
 
@@ -169,6 +179,7 @@ def fit_prior_correction(
         n_val: validation images carved from train (default: as the model was trained).
         seed: seed of that split (default: as the model was trained).
         progress: tqdm bar over images.
+        fold: fold of that split (default: as the model was trained, so ``fit`` is exactly its training images).
 
     Raises:
         CheckpointError: no served counts; ConfigError: no data folder known or an empty ``taus``; dataset errors
@@ -189,9 +200,9 @@ def fit_prior_correction(
         served = served_counts(path or ckpt.path)  # type: ignore[arg-type]
     cmap = ckpt.class_map
     k = len(cmap)
-    natural = natural_counts(ckpt, data, n_val, seed)
+    natural = natural_counts(ckpt, data, n_val, seed, fold)
     shift = prior_shift(served, natural)
-    ds = _dataset(ckpt, data, split, n_val, seed)
+    ds = _dataset(ckpt, data, split, n_val, seed, fold)
     mats: dict[float, list[np.ndarray]] = {t: [] for t in taus}
     sh = torch.from_numpy(shift.astype(np.float32)).view(-1, 1, 1)
     for i in tqdm(range(len(ds)), desc=f"prior correction on {split}", disable=not progress):

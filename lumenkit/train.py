@@ -102,6 +102,11 @@ class TrainConfig:
         blur: defocus augmentation of half the patches, maximum Gaussian sigma in px at the training scale; 0 = off.
         n_val: validation images carved from ``train`` (split ``val``; ``fit`` is the rest).
         val_seed: seed of the validation split.
+        val_fold: which block of ``n_val`` images of that seed's permutation is the validation split (0 = the usual
+            split, which lumenkit has always carved; the folds of one seed partition the training images, so one run
+            per fold ``0 .. ceil(images / n_val) - 1`` cross-validates a recipe; see
+            :func:`lumenkit.data.validation_split`). Like ``val_seed`` it changes the data: it is not among
+            :data:`RUN_CONTROL_FIELDS`, so resuming with another fold is refused.
         val_tile, val_margin: tiling of whole-image validation prediction.
         seed: seed of initialisation and patch streams.
         workers: DataLoader worker processes per rank (0 = draw in the training process).
@@ -155,6 +160,7 @@ class TrainConfig:
     blur: float = 0.0
     n_val: int = 10
     val_seed: int = 0
+    val_fold: int = 0
     val_tile: int = 512
     val_margin: int = 64
     seed: int = 0
@@ -203,6 +209,9 @@ class TrainConfig:
             raise ConfigError(f"scale must be in (0, 4] relative to native ×100, got {self.scale}")
         if self.n_val < 1:
             raise ConfigError(f"n_val must be ≥ 1 (validation images carved from train), got {self.n_val}")
+        if isinstance(self.val_fold, bool) or not isinstance(self.val_fold, int) or self.val_fold < 0:
+            raise ConfigError(f"val_fold must be an integer ≥ 0 (which block of n_val images is the validation "
+                              f"split; 0 = the usual split), got {self.val_fold!r}")
         if self.minutes is not None and self.minutes <= 0:
             raise ConfigError(f"minutes must be positive (or None for no limit), got {self.minutes}")
         if self.loss not in ("ce", "ce+dice"):
@@ -448,7 +457,7 @@ def _load_val(cfg: TrainConfig, class_map: ClassMap, scale: float) -> _ValData:
     from .data import LumenStoneDataset
 
     ds = LumenStoneDataset(cfg.data, "val", scale=scale, class_set=list(class_map.codes), n_val=cfg.n_val,
-                           seed=cfg.val_seed)
+                           seed=cfg.val_seed, fold=cfg.val_fold)
     out = _ValData([], [], [], [])
     for k in range(len(ds)):
         s = ds.load(k)
@@ -576,11 +585,13 @@ def _train(
     # data -------------------------------------------------------------------------------------------------------
     try:
         fit = LumenStoneDataset(cfg.data, "fit", scale=cfg.scale, class_set=cfg.class_set, n_val=cfg.n_val,
-                                seed=cfg.val_seed)
+                                seed=cfg.val_seed, fold=cfg.val_fold)
     except ValueError as e:
         if "n_val" not in str(e):
             raise
-        raise ConfigError(f"{cfg.data}: {e}; lower n_val (--n-val) or add training images") from None
+        fix = ("choose val_fold (--val-fold) in that range" if "val_fold" in str(e)
+               else "lower n_val (--n-val) or add training images")
+        raise ConfigError(f"{cfg.data}: {e}; {fix}") from None
     scale = fit.scale
     if fit.class_map is not None:
         class_map = fit.class_map

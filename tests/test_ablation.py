@@ -1,11 +1,23 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import write_fake_dataset
 
-from lumenkit.ablation import VARIANTS, ablation_table, run_variant, score_variant, to_markdown, variant_config
+from lumenkit.ablation import (
+    BASE,
+    VARIANTS,
+    ablation_table,
+    crossval,
+    crossval_markdown,
+    run_variant,
+    score_variant,
+    to_markdown,
+    variant_config,
+)
 from lumenkit.cli import main
+from lumenkit.data import LumenStoneDataset
 from lumenkit.errors import ConfigError
 
 SMALL = dict(width=4, depth=2, patch_size=32, batch_size=4, patches_per_epoch=16, n_val=2, val_tile=64,
@@ -127,3 +139,143 @@ def test_lumenkit_train_defaults_are_the_no_photometric_recipe(monkeypatch):
     cpu = torch.device("cpu")
     assert compile_decision(got, cpu)[0] is True and compile_decision(want, cpu)[0] is False
     assert compile_decision(variant_config("compiled", "D", "R"), cpu)[0] is True
+
+
+# -- cross-validation over folds ------------------------------------------------------------------
+FOLD_CM = {  # rows = truth BG, Ccp, Gl; Gl is absent from fold 0's truth, Ccp from fold 2's (but predicted there)
+    0: [[50, 5, 0], [5, 20, 0], [0, 0, 0]],
+    1: [[40, 0, 10], [0, 10, 5], [5, 0, 30]],
+    2: [[30, 10, 0], [0, 0, 0], [0, 5, 45]],
+}
+
+
+def write_fold_doc(runs, data, fold, name="paper", change=None):
+    """``RUNS/NAME/val.json`` as ``run_variant`` writes it, for fold ``fold`` of ``data`` (n_val 2, seed 0); ``change``
+    replaces keys of the document."""
+    from lumenkit.data import LumenStoneDataset
+    from lumenkit.metrics import Scores
+
+    labels = ["BG", "Ccp", "Gl"]
+    cm = np.array(FOLD_CM[fold])
+    names = LumenStoneDataset(data, "val", n_val=2, seed=0, fold=fold).names
+    half = cm // 2
+    doc = {**Scores(cm, labels).to_dict(), "mean_iou_ci95": [0.0, 1.0], "split": "val", "data": str(data),
+           "images": len(names), "n_val": 2, "val_seed": 0, "val_fold": fold, "variant": name, "tta": False,
+           "per_image": [{"image": n} for n in names],
+           "per_image_confusion": {names[0]: half.tolist(), names[1]: (cm - half).tolist()}, **(change or {})}
+    path = runs / name / "val.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc))
+    return runs
+
+
+def test_crossval_pools_the_confusion_matrices_of_the_folds(data, tmp_path, recwarn):
+    runs = [write_fold_doc(tmp_path / f"fold{f}", data, f) for f in (2, 0, 1)]  # any order
+    df = crossval(runs, "paper", n_boot=200)
+    assert not [w for w in recwarn if issubclass(w.category, UserWarning)]  # every image validated once
+    assert list(df["row"]) == ["fold 0", "fold 1", "fold 2", "pooled"] and list(df["fold"][:3]) == [0, 1, 2]
+    pooled = df.iloc[-1]
+    # summed matrix [[120, 15, 10], [5, 30, 5], [5, 5, 75]]: IoU = TP / (row + column - TP)
+    iou = {"BG": 120 / (145 + 130 - 120), "Ccp": 30 / (40 + 50 - 30), "Gl": 75 / (85 + 90 - 75)}
+    assert {k: pooled[k] for k in iou} == pytest.approx(iou)
+    assert pooled["mean_iou"] == pytest.approx(sum(iou.values()) / 3)
+    assert pooled["pixel_accuracy"] == pytest.approx((120 + 30 + 75) / 270) and pooled["images"] == 6
+    assert pooled["ci_low"] <= pooled["mean_iou"] <= pooled["ci_high"]
+    fold0, fold2 = df.iloc[0], df.iloc[2]
+    assert np.isnan(fold0["Gl"]) and np.isnan(fold2["Ccp"])  # absent from that fold's truth
+    assert fold0["mean_iou"] == pytest.approx((50 / 60 + 20 / 30) / 2) and fold0["run"] == str(runs[1])
+    a = df.attrs
+    assert a["complete"] is True and a["missing"] == [] and a["n_folds"] == 3 and a["total_images"] == 6
+    assert a["folds"] == [0, 1, 2] and a["fold_miou_mean"] == pytest.approx(df["mean_iou"][:3].mean())
+    md = crossval_markdown(df)
+    assert f"| pooled | 6 | {iou['BG']:.2f} | 0.50 | 0.75 | {pooled['mean_iou']:.3f} (" in md
+    assert "every one of the 6 training images validated once" in md
+
+
+def test_crossval_marks_missing_folds_and_rejects_mismatched_runs(data, tmp_path):
+    r0, r2 = write_fold_doc(tmp_path / "f0", data, 0), write_fold_doc(tmp_path / "f2", data, 2)
+    with pytest.warns(UserWarning, match=r"folds \[0, 2\] validate 4 of 6 training images; folds \[1\] are missing"):
+        df = crossval([r0, r2], "paper")
+    assert df["row"].iloc[-1] == "pooled (incomplete: 4 of 6 images)" and df.attrs["complete"] is False
+    assert df.attrs["missing"] == LumenStoneDataset(data, "val", n_val=2, seed=0, fold=1).names
+    assert df["Ccp"].iloc[-1] == pytest.approx(20 / (25 + 40 - 20))  # fold 0 + fold 2: column 5 + 20 + 15
+    cases = [
+        ({"val_seed": 1}, r"val_seed 0 there, 1 here"),
+        ({"n_val": 3}, r"n_val 2 there, 3 here"),
+        ({"data": str(tmp_path / "other")}, r"data '.*' there, '.*other' here"),
+        ({"class_order": ["BG", "Gl", "Ccp"]}, "class_order"),
+        ({"val_fold": 0}, r"fold 0 given twice"),
+    ]
+    for change, message in cases:
+        bad = write_fold_doc(tmp_path / "bad", data, 1, change=change)
+        with pytest.raises(ConfigError, match=message):
+            crossval([r0, bad], "paper")
+    shifted = write_fold_doc(tmp_path / "shifted", data, 1, change={"val_fold": 2})  # fold 1's images as fold 2
+    with pytest.raises(ConfigError, match="not fold 2 of"):
+        crossval([shifted], "paper")
+    with pytest.raises(ConfigError, match="folds 0 to 2 only"):
+        crossval([write_fold_doc(tmp_path / "f5", data, 1, change={"val_fold": 5, "per_image": []})], "paper")
+    with pytest.raises(ConfigError, match=r"no evaluation of 'uniform'.*--val-fold F"):
+        crossval([r0], "uniform")
+    with pytest.raises(ConfigError, match="run folders"):
+        crossval([], "paper")
+    scored = json.loads((r0 / "paper" / "val.json").read_text())  # a score_variant document of another dataset
+    perfect = [[55, 0, 0], [0, 25, 0], [0, 0, 0]]
+    (r0 / "paper" / "val_S1.json").write_text(json.dumps({**scored, "scored_on": "S1", "confusion": perfect}))
+    with pytest.warns(UserWarning, match="validate 2 of 6"):
+        assert crossval([r0], "paper", label="S1")["mean_iou"].iloc[-1] == 1.0  # val_S1.json, not val.json
+    with pytest.raises(ConfigError, match="label"):
+        crossval([r0], "paper", label="../x")
+    gone = write_fold_doc(tmp_path / "gone", data, 1, change={"data": str(tmp_path / "nowhere")})
+    with pytest.warns(UserWarning, match="cannot check"):
+        unknown = crossval([gone], "paper")
+    assert unknown.attrs["complete"] is None and unknown["row"].iloc[-1] == "pooled (coverage unknown)"
+
+
+def test_cli_cv_prints_and_writes_the_pooled_table(data, tmp_path, capsys):
+    runs = [str(write_fold_doc(tmp_path / f"fold{f}", data, f)) for f in range(3)]
+    out = tmp_path / "cv.csv"
+    assert main(["ablation", "cv", "paper", "--runs", *runs, "--out", str(out)]) == 0
+    text = capsys.readouterr()
+    assert "| pooled | 6 |" in text.out and "folds [0, 1, 2] of 3" in text.out and not text.err
+    csv = pd.read_csv(out)
+    assert list(csv["row"]) == ["fold 0", "fold 1", "fold 2", "pooled"]
+    assert csv["mean_iou"].iloc[-1] == pytest.approx((120 / 155 + 30 / 60 + 75 / 100) / 3, abs=1e-4)
+    assert main(["ablation", "cv", "paper", "--runs", *runs[:2]]) == 0
+    text = capsys.readouterr()
+    assert "pooled (incomplete: 4 of 6 images)" in text.out and "2 of 6 training images in no fold given" in text.out
+    assert "lumenkit: warning: crossval paper: folds [0, 1] validate 4 of 6" in text.err
+    assert main(["ablation", "cv", "--runs", *runs]) == 2
+    assert "needs a variant name" in capsys.readouterr().err
+    assert main(["ablation", "table", "--runs", *runs]) == 2
+    assert "one --runs folder" in capsys.readouterr().err
+
+
+def test_cli_passes_the_fold_to_run_and_score(monkeypatch, capsys):
+    import lumenkit.ablation as ablation
+
+    seen = {}
+    doc = {"mean_iou": 0.5, "per_class_iou": {"BG": 0.5}}
+    monkeypatch.setattr(ablation, "run_variant", lambda name, data, runs, quiet, **kw: seen.update(run=kw) or doc)
+    monkeypatch.setattr(ablation, "score_variant", lambda *a, **kw: seen.update(score=kw) or doc)
+    assert main(["ablation", "run", "paper", "--data", "D", "--runs", "R", "--val-fold", "4"]) == 0
+    assert seen["run"] == {"val_fold": 4}
+    assert main(["ablation", "run", "paper", "--data", "D"]) == 0 and seen["run"] == {}  # BASE: fold 0
+    assert main(["ablation", "score", "paper", "--data", "D", "--label", "S1", "--val-fold", "3"]) == 0
+    assert seen["score"]["fold"] == 3 and seen["score"]["seed"] == 0
+    assert BASE["val_fold"] == 0 and variant_config("paper", "D", "R").val_fold == 0
+
+
+def test_run_variant_on_a_fold_records_it_and_refuses_another(data, tmp_path):
+    runs = tmp_path / "runs_fold1"
+    d = run_variant("uniform", data, runs, **SMALL, val_fold=1)
+    assert d["val_fold"] == 1 and d["val_seed"] == 0 and d["n_val"] == 2
+    fold1 = LumenStoneDataset(data, "val", n_val=2, seed=0, fold=1).names
+    assert [r["image"] for r in d["per_image"]] == fold1
+    assert "val_fold: 1" in (runs / "uniform" / "config.yaml").read_text()
+    for other in ({}, {"val_fold": 2}):  # the finished fold-1 model is never scored on another fold
+        with pytest.raises(ConfigError, match=r"trained with n_val=2, val_seed=0, val_fold=1.*val_fold=(0|2)\)"):
+            run_variant("uniform", data, runs, **SMALL, **other)
+    with pytest.warns(UserWarning, match=r"folds \[1\] validate 2 of 6"):
+        df = crossval([runs], "uniform")
+    assert df["mean_iou"].iloc[-1] == pytest.approx(d["mean_iou"]) and df["images"].iloc[-1] == 2

@@ -3,7 +3,14 @@ import pytest
 from conftest import write_fake_dataset
 from PIL import Image
 
-from lumenkit.data import DatasetInfo, LumenStoneDataset, open_splits, pixel_shares, validation_split
+from lumenkit.data import (
+    DatasetInfo,
+    LumenStoneDataset,
+    open_splits,
+    pixel_shares,
+    validation_folds,
+    validation_split,
+)
 from lumenkit.errors import (
     BadImageError,
     BadMaskError,
@@ -48,6 +55,65 @@ def test_validation_split_is_fixed_and_order_independent():
     assert validation_split(names, 10, seed=1)[1] != va
     with pytest.raises(ValueError, match="between 1 and"):
         validation_split(names[:3], 3)
+
+
+def old_validation_names(names, n_val, seed):
+    """The split lumenkit carved before folds existed, written out."""
+    names = sorted(names)
+    perm = np.random.default_rng(seed).permutation(len(names))
+    return sorted(names[i] for i in perm[:n_val])
+
+
+@pytest.mark.parametrize("n, n_val, folds", [(59, 10, 6), (23, 5, 5), (7, 3, 3), (6, 2, 3), (11, 10, 2)])
+def test_validation_folds_partition_the_images(n, n_val, folds):
+    names = [f"a{i:02d}" for i in range(1, n + 1)]
+    assert validation_folds(n, n_val) == folds
+    vals = [validation_split(names, n_val, seed=4, fold=f) for f in range(folds)]
+    seen = [name for _, va in vals for name in va]
+    assert sorted(seen) == names and len(seen) == len(set(seen))  # every image in exactly one fold
+    assert [len(va) for _, va in vals] == [n_val] * (folds - 1) + [n - (folds - 1) * n_val]
+    for tr, va in vals:
+        assert tr == sorted(set(names) - set(va))
+    # fold f is the f-th block of the seeded permutation of the sorted names
+    perm = np.random.default_rng(4).permutation(n)
+    assert vals[-1][1] == sorted(names[i] for i in perm[(folds - 1) * n_val:])
+
+
+def test_fold_zero_is_the_split_lumenkit_always_carved():
+    names = [f"a{i:02d}" for i in range(1, 60)]
+    for n_val, seed in ((10, 0), (10, 1), (5, 7), (58, 3)):
+        want = old_validation_names(names, n_val, seed)
+        assert validation_split(names, n_val, seed)[1] == want
+        assert validation_split(list(reversed(names)), n_val, seed, fold=0)[1] == want
+    # the S1 splits the README's results were measured on
+    assert validation_split(names, 10, 0)[1] == ["a05", "a09", "a17", "a21", "a28", "a35", "a43", "a52", "a53", "a57"]
+    assert validation_split(names, 10, 1)[1] == ["a04", "a07", "a16", "a17", "a24", "a25", "a34", "a36", "a53", "a59"]
+    assert validation_split(names, 10, 0, fold=1)[1] != validation_split(names, 10, 0)[1]
+
+
+def test_a_fold_out_of_range_names_the_valid_range(fake_dataset):
+    names = [f"a{i:02d}" for i in range(1, 60)]
+    assert len(validation_split(names, 10, 0, fold=5)[1]) == 9
+    for fold in (6, -1, 100):
+        with pytest.raises(ValueError, match=r"val_fold=.* out of range.*folds 0 to 5 \(valid range \[0, 6\)\)"):
+            validation_split(names, 10, 0, fold=fold)
+    with pytest.raises(ValueError, match="out of range"):
+        validation_split(names, 10, 0, fold=1.0)
+    with pytest.raises(ValueError, match=r"folds 0 to 2 \(valid range \[0, 3\)\)"):
+        LumenStoneDataset(fake_dataset, "val", n_val=2, fold=3)
+    with pytest.raises(ValueError, match="between 1 and"):
+        validation_folds(3, 3)
+
+
+def test_fit_and_val_of_every_fold(fake_dataset):
+    vals = []
+    for fold in range(3):
+        sp = open_splits(fake_dataset, n_val=2, seed=1, fold=fold)
+        assert len(sp["val"]) == 2 and len(sp["fit"]) == 4 and not set(sp["fit"].names) & set(sp["val"].names)
+        assert sp["val"].names == LumenStoneDataset(fake_dataset, "val", n_val=2, seed=1, fold=fold).names
+        vals += sp["val"].names
+    assert sorted(vals) == LumenStoneDataset(fake_dataset).names
+    assert LumenStoneDataset(fake_dataset, "val", n_val=2, seed=1).names == open_splits(fake_dataset, 2, 1)["val"].names
 
 
 def test_fit_val_test_splits(fake_dataset):
@@ -231,6 +297,26 @@ def test_combine_keeps_each_sources_validation_split(tmp_path):
     assert main(["combine", str(a), str(b), "--out", str(tmp_path / "AB2"), "--n-val", "2,1", "--copy"]) == 0
     assert not (tmp_path / "AB2" / "imgs" / "train" / "A__tr00.png").is_symlink()
     assert main(["combine", str(a), "--out", str(tmp_path / "X")]) == 2
+
+
+def test_combine_carves_each_sources_fold(tmp_path):
+    from lumenkit.cli import main
+    from lumenkit.data import combine_datasets
+
+    a = write_fake_dataset(tmp_path / "A", n_train=6, codes=(0, 1, 2), seed=1)
+    b = write_fake_dataset(tmp_path / "B", n_train=5, codes=(0, 3, 5), seed=2)
+    fold0 = LumenStoneDataset(combine_datasets([a, b], tmp_path / "AB0", n_val=2, seed=3), "val").names
+    assert fold0 == LumenStoneDataset(combine_datasets([a, b], tmp_path / "ABd", n_val=2, seed=3, fold=0), "val").names
+    out = combine_datasets([a, b], tmp_path / "AB2", n_val=2, seed=3, fold=2)
+    want = (["A__" + n for n in LumenStoneDataset(a, "val", n_val=2, seed=3, fold=2).names]
+            + ["B__" + n for n in LumenStoneDataset(b, "val", n_val=2, seed=3, fold=2).names])
+    assert LumenStoneDataset(out, "val").names == sorted(want) and len(want) == 2 + 1  # B's last fold holds one
+    assert not set(want) & set(fold0)
+    with pytest.raises(ConfigError, match=r"B: val_fold=3 is out of range.*folds 0 to 2"):
+        combine_datasets([a, b], tmp_path / "AB3", n_val=[1, 2], seed=3, fold=3)  # A has 6 folds, B 3
+    assert main(["combine", str(a), str(b), "--out", str(tmp_path / "ABc"), "--n-val", "2", "--seed", "3",
+                 "--val-fold", "2"]) == 0
+    assert LumenStoneDataset(tmp_path / "ABc", "val").names == sorted(want)
 
 
 def test_a_bad_fixed_validation_list_is_named(tmp_path):

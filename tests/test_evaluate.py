@@ -115,3 +115,43 @@ def test_val_defaults_to_the_split_the_model_was_trained_with(fake_dataset, tmp_
     assert evaluated_split(tmp_path / "run", "test") == (10, 0) and evaluated_split(None, "val") == (10, 0)
     plain = Checkpoint(model=model, class_map=ClassMap([0, 1, 2]), scale=0.5)
     assert model_validation_split(plain) == (10, 0)
+
+
+def test_val_defaults_to_the_fold_the_model_was_trained_on(fake_dataset, tmp_path, capsys):
+    from lumenkit.cli import main
+    from lumenkit.evaluate import evaluated_fold, model_validation_fold
+    from lumenkit.model import load_checkpoint
+
+    torch.manual_seed(0)
+    model = create_model("resunet", width=4, depth=2, classes=3).eval()
+    trained = {"train": {"n_val": 2, "val_seed": 5, "val_fold": 2}}
+    Checkpoint(model=model, class_map=ClassMap([0, 1, 2]), scale=0.5, config=trained).save(tmp_path / "m.pt")
+    ck = load_checkpoint(tmp_path / "m.pt")
+    assert model_validation_fold(ck) == 2 and model_validation_fold(ck, 0) == 0
+    assert model_validation_fold(Checkpoint(model=model, class_map=ClassMap([0, 1, 2]), scale=0.5)) == 0  # old
+    fold2 = LumenStoneDataset(fake_dataset, "val", n_val=2, seed=5, fold=2).names
+    assert fold2 != LumenStoneDataset(fake_dataset, "val", n_val=2, seed=5).names
+    ev = evaluate(fake_dataset, ck, split="val", progress=False)
+    assert list(ev.per_image.index) == fold2
+    assert ev.info["n_val"] == 2 and ev.info["val_seed"] == 5 and ev.info["val_fold"] == 2
+    ev1 = evaluate(fake_dataset, ck, split="val", fold=1, baselines=False, progress=False)
+    assert list(ev1.per_image.index) == LumenStoneDataset(fake_dataset, "val", n_val=2, seed=5, fold=1).names
+    assert ev1.info["val_fold"] == 1
+    assert "val_fold" not in evaluate(fake_dataset, ck, split="test", baselines=False, progress=False).info
+    with pytest.raises(ConfigError, match=r"val_fold=3 is out of range.*valid range \[0, 3\)"):
+        evaluate(fake_dataset, ck, split="val", fold=3, baselines=False, progress=False)
+    write_evaluation(ev, tmp_path / "run" / "metrics.json", n_boot=10)
+    assert evaluated_fold(tmp_path / "run", "val") == 2  # notebook 05 reads the fold notebook 04 scored
+    assert evaluated_fold(tmp_path / "run", "val", fold=1) == 1
+    assert evaluated_fold(tmp_path / "run", "test") == 0 and evaluated_fold(None, "val") == 0
+    out = tmp_path / "cli.json"
+    common = ["evaluate", "--data", str(fake_dataset), "--model", str(tmp_path / "m.pt"), "--split", "val",
+              "--no-baselines", "--quiet", "--out", str(out)]
+    assert main(common) == 0 and json.loads(out.read_text())["val_fold"] == 2
+    assert main([*common, "--val-fold", "0"]) == 0
+    d = json.loads(out.read_text())
+    assert d["val_fold"] == 0 and [r["image"] for r in d["per_image"]] == LumenStoneDataset(
+        fake_dataset, "val", n_val=2, seed=5).names
+    capsys.readouterr()
+    assert main([*common, "--val-fold", "7"]) == 2
+    assert "out of range" in capsys.readouterr().err

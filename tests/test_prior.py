@@ -39,6 +39,29 @@ def test_correction_adds_the_bias_to_every_logit_and_leaves_the_original():
         apply_prior_correction(ck, [1.0, 2.0])
 
 
+def test_natural_counts_come_from_the_fold_the_model_trained_on(tmp_path):
+    from lumenkit.data import LumenStoneDataset
+    from lumenkit.prior import natural_counts
+
+    data = write_fake_dataset(tmp_path / "fake", n_train=6, size=(96, 64), codes=(0, 1, 2))
+    net = create_model("resunet", in_channels=3, classes=3, width=4, depth=2).eval()
+
+    def counts(**split):
+        fit = LumenStoneDataset(data, "fit", n_val=2, seed=0, **split).class_counts()
+        return fit[["BG", "Ccp", "Gl"]].to_numpy().sum(0)
+
+    assert not np.array_equal(counts(fold=1), counts())  # the folds' fit images differ
+    for fold in (0, 1, 2):
+        ck = Checkpoint(net, ClassMap([0, 1, 2]), 0.5,
+                        config={"train": {"data": str(data), "n_val": 2, "val_seed": 0, "val_fold": fold}})
+        assert np.array_equal(natural_counts(ck), counts(fold=fold))
+        assert np.array_equal(natural_counts(ck, fold=0), counts())
+    old = Checkpoint(net, ClassMap([0, 1, 2]), 0.5, config={"train": {"data": str(data), "n_val": 2}})
+    assert np.array_equal(natural_counts(old), counts())  # recorded no fold: the usual split
+    with pytest.raises(ConfigError, match="out of range"):
+        natural_counts(old, fold=3)
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("prior")

@@ -161,6 +161,37 @@ def test_cli_train(data, tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r2"), "--quiet"]) == 2
 
 
+def test_cli_train_records_the_validation_fold(data, tmp_path, capsys):
+    from lumenkit.data import LumenStoneDataset
+
+    args = ["train", "--data", str(data), "--epochs", "1", "--width", "4", "--depth", "2", "--patch-size", "32",
+            "--batch-size", "4", "--patches-per-epoch", "8", "--n-val", "2", "--val-seed", "3", "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "r3"), "--val-fold", "3"]) == 2  # 6 images: folds 0 to 2
+    err = capsys.readouterr().err
+    assert "val_fold=3 is out of range" in err and "valid range [0, 3)" in err and "--val-fold" in err
+    run = tmp_path / "fold2"
+    assert main([*args, "--out", str(run), "--val-fold", "2"]) == 0
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    expected = LumenStoneDataset(data, "val", n_val=2, seed=3, fold=2).names
+    assert cfg["val_fold"] == 2 and cfg["val_seed"] == 3 and cfg["resolved"]["val_names"] == expected
+    assert expected != LumenStoneDataset(data, "val", n_val=2, seed=3).names
+    assert sorted(cfg["resolved"]["fit_names"] + expected) == LumenStoneDataset(data).names
+    assert load_checkpoint(run / "model.pt").config["train"]["val_fold"] == 2
+
+
+def test_val_fold_is_validated_and_kept_on_resume():
+    from lumenkit.train import RUN_CONTROL_FIELDS, config_differences
+
+    assert TrainConfig().val_fold == 0 and "val_fold" not in RUN_CONTROL_FIELDS
+    saved = TrainConfig(data="D", val_fold=2)
+    assert config_differences(saved, TrainConfig(data="D", val_fold=1)) == ["val_fold: saved 2, now 1"]
+    assert config_differences(saved, TrainConfig(data="D")) == []  # left at its default: as saved
+    TrainConfig(data="D", val_fold=5).check()
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ConfigError, match="val_fold must be an integer ≥ 0"):
+            TrainConfig(data="D", val_fold=bad).check()
+
+
 # -- predict --------------------------------------------------------------------------------------
 @pytest.fixture
 def model_pt(tmp_path):
