@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .classes import ClassMap
+from .classes import IGNORE, ClassMap
 from .data import LumenStoneDataset, list_splits
 from .errors import ConfigError, LumenkitError
 from .io import resize_mask, save_image, write_json
@@ -308,6 +308,61 @@ def evaluate(
         info=info,
         matrices=mats,
     )
+
+
+def scale_ceiling(
+    data: str | Path,
+    scale: float,
+    split: str = "val",
+    class_set: str | list[int] | None = None,
+    n_val: int = 10,
+    seed: int = 0,
+    fold: int = 0,
+) -> Scores:
+    """What a perfect model working at ``scale`` could score: the true masks taken to ``scale`` and back.
+
+    Each mask of the split is read at ``scale`` (relative to native ×100, as :class:`LumenStoneDataset` loads it:
+    block majority for integer factors), brought back to the stored size by nearest-neighbour sampling and compared
+    with the stored mask, summed over the split as :func:`evaluate` does.  Its mean IoU bounds from above what
+    resolution alone lets a model at that scale reach (boundary pixels and grains thinner than a pixel are lost);
+    a model's probabilities are brought back bilinearly, so it can do slightly better on boundaries.
+
+    Args:
+        data: dataset folder in LumenStone layout.
+        scale: the model scale to test, relative to native (e.g. 0.25, 0.125).
+        split: split to read (``val``/``fit`` are carved from ``train`` with ``n_val``, ``seed``, ``fold``).
+        class_set: class set or codes (default: the dataset's).
+        n_val: validation images carved from ``train`` (for ``val``/``fit``).
+        seed: seed of that split.
+        fold: fold of that split (which block of ``n_val`` images; 0 = the usual split).
+
+    Returns:
+        :class:`lumenkit.metrics.Scores` of the summed confusion matrix (rows: stored masks).
+
+    Raises:
+        ConfigError: ``n_val`` or ``fold`` out of range; dataset errors as in :class:`LumenStoneDataset`.
+    """
+    try:
+        ds = LumenStoneDataset(data, split, scale=scale, class_set=class_set, n_val=n_val, seed=seed, fold=fold)
+    except ValueError as e:
+        if isinstance(e, LumenkitError) or "n_val" not in str(e):
+            raise
+        raise ConfigError(f"{data}: {e}") from None
+    if ds.class_map is not None:
+        cmap = ds.class_map
+    else:
+        counts = ds.class_counts().drop(columns=["ignore"], errors="ignore")
+        from .classes import mineral
+
+        cmap = ClassMap([mineral(lbl).code for lbl in counts.columns[counts.sum() > 0]])
+    mats = []
+    for i in range(len(ds)):
+        stored = cmap.to_index(ds.read_mask(i), source=str(ds.mask_paths[i]))
+        low = cmap.to_index(ds.load(i)["mask"], source=str(ds.mask_paths[i]))
+        back = resize_mask(low, (stored.shape[1], stored.shape[0]))
+        back = np.where(back == IGNORE, stored, back)  # an unlabelled block: no verdict, count it as right
+        mats.append(confusion_matrix(back, stored, len(cmap)))
+    return Scores(sum_confusions(mats), cmap.labels)
 
 
 def error_sources_of(evaluation: Evaluation | str | Path | dict[str, Any]) -> pd.DataFrame:

@@ -155,3 +155,16 @@ def test_val_defaults_to_the_fold_the_model_was_trained_on(fake_dataset, tmp_pat
     capsys.readouterr()
     assert main([*common, "--val-fold", "7"]) == 2
     assert "out of range" in capsys.readouterr().err
+
+
+def test_scale_ceiling_is_perfect_at_the_stored_scale_and_falls_below_it(fake_dataset):
+    from lumenkit.evaluate import scale_ceiling
+
+    full = scale_ceiling(fake_dataset, 0.5, split="test")  # the stored scale: masks come back unchanged
+    assert full.mean_iou == pytest.approx(1.0) and full.pixel_accuracy == pytest.approx(1.0)
+    half = scale_ceiling(fake_dataset, 0.25, split="test")
+    eighth = scale_ceiling(fake_dataset, 0.0625, split="test")
+    assert 0.5 < eighth.mean_iou < half.mean_iou < 1.0  # boundaries lost, more of them at the coarser scale
+    assert half.confusion.sum() == 2 * 96 * 64  # counted at the stored resolution, like evaluate()
+    with pytest.raises(ConfigError, match="val_fold"):
+        scale_ceiling(fake_dataset, 0.25, split="val", n_val=2, fold=3)
