@@ -431,10 +431,7 @@ def crossval(runs: Sequence[str | Path], name: str, label: str | None = None, n_
                       stacklevel=2)
     else:
         everything = train.names
-        try:
-            n_folds = validation_folds(len(everything), n_val)
-        except ValueError as e:
-            raise ConfigError(f"{data}: {e}") from None
+        n_folds = validation_folds(len(everything), n_val)
         for path, fold, d in docs:
             if fold >= n_folds:
                 raise ConfigError(f"{path}: fold {fold}, but {data} has folds 0 to {n_folds - 1} only "

@@ -152,10 +152,11 @@ def validation_folds(n_images: int, n_val: int = 10) -> int:
     give folds 0–5, fold 5 holding 9 images.
 
     Raises:
-        ValueError: if ``n_val`` is not in ``[1, n_images - 1]``.
+        ConfigError (a ValueError): if ``n_val`` is not in ``[1, n_images - 1]``.
     """
     if not 1 <= n_val < n_images:
-        raise ValueError(f"n_val={n_val} must be between 1 and {n_images - 1} for {n_images} images")
+        raise ConfigError(f"n_val={n_val} must be between 1 and {n_images - 1} for {n_images} images; lower n_val "
+                          "(--n-val) or add training images")
     return -(-n_images // n_val)
 
 
@@ -175,14 +176,15 @@ def validation_split(
         ``(train_names, val_names)``, each sorted.
 
     Raises:
-        ValueError: if ``n_val`` is not in ``[1, len(names) - 1]``, or ``fold`` is not in
+        ConfigError (a ValueError): if ``n_val`` is not in ``[1, len(names) - 1]``, or ``fold`` is not in
             ``[0, ceil(len(names) / n_val))`` (the message names the valid range).
     """
     names = sorted(names)
     folds = validation_folds(len(names), n_val)
     if isinstance(fold, bool) or not isinstance(fold, (int, np.integer)) or not 0 <= fold < folds:
-        raise ValueError(f"val_fold={fold!r} is out of range: {len(names)} images in blocks of n_val={n_val} give "
-                         f"folds 0 to {folds - 1} (valid range [0, {folds}))")
+        raise ConfigError(f"val_fold={fold!r} is out of range: {len(names)} images in blocks of n_val={n_val} give "
+                          f"folds 0 to {folds - 1} (valid range [0, {folds})); choose val_fold (--val-fold) in "
+                          "that range")
     fold = int(fold)
     perm = np.random.default_rng(seed).permutation(len(names))
     val = sorted(names[i] for i in perm[fold * n_val:(fold + 1) * n_val])
@@ -216,7 +218,7 @@ class LumenStoneDataset:
         EmptySplitError: the split holds no images.
         MissingMaskError: an image has no mask.
         ConfigError: ``dataset.yaml`` or ``deposits.csv`` is malformed or names unknown images.
-        ValueError: ``n_val`` or ``fold`` out of range for the training images (split ``fit`` / ``val``).
+        ConfigError: ``n_val`` or ``fold`` out of range for the training images (split ``fit`` / ``val``).
     """
 
     def __init__(
@@ -261,7 +263,10 @@ class LumenStoneDataset:
                                   "leave some to train on")
             by_name = {n: by_name[n] for n in keep}
         elif split in ("fit", "val"):
-            fit, val = validation_split(list(by_name), n_val=n_val, seed=seed, fold=fold)
+            try:
+                fit, val = validation_split(list(by_name), n_val=n_val, seed=seed, fold=fold)
+            except ConfigError as e:
+                raise ConfigError(f"{self.root}: {e}") from None
             keep = fit if split == "fit" else val
             by_name = {n: by_name[n] for n in keep}
         if names is not None:
@@ -484,7 +489,7 @@ def open_splits(
     """Open ``fit``, ``val`` (carved from train: fold ``fold`` of seed ``seed``) and, when present, ``test``.
 
     Raises:
-        ValueError: ``n_val`` or ``fold`` out of range; dataset errors as in :class:`LumenStoneDataset`.
+        ConfigError: ``n_val`` or ``fold`` out of range; dataset errors as in :class:`LumenStoneDataset`.
     """
     out = {
         "fit": LumenStoneDataset(root, "fit", n_val=n_val, seed=seed, fold=fold, **kwargs),
@@ -583,7 +588,7 @@ def combine_datasets(
     for root, tag, train, k in zip(roots, tags, trains, nv, strict=True):
         try:
             validation += [f"{tag}__{n}" for n in validation_split(train.names, n_val=k, seed=seed, fold=fold)[1]]
-        except ValueError as e:
+        except ConfigError as e:
             raise ConfigError(f"{root}: {e}") from None
         for split in splits:
             ds = train if split == "train" else LumenStoneDataset(root, split)

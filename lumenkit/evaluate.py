@@ -15,7 +15,7 @@ import pandas as pd
 
 from .classes import IGNORE, ClassMap
 from .data import LumenStoneDataset, list_splits
-from .errors import ConfigError, LumenkitError
+from .errors import ConfigError
 from .io import resize_mask, save_image, write_json
 from .metrics import Scores, bootstrap_mean_iou, confusion_matrix, per_image_table, sum_confusions, void_border
 
@@ -239,13 +239,7 @@ def evaluate(
     model_scale = float(scale if scale is not None else ckpt.scale)
     n_val, seed = model_validation_split(ckpt, n_val, seed)
     fold = model_validation_fold(ckpt, fold)
-    try:
-        ds = LumenStoneDataset(data, split, class_set=cmap.codes, n_val=n_val, seed=seed, fold=fold)
-    except ValueError as e:
-        if isinstance(e, LumenkitError) or "n_val" not in str(e):
-            raise
-        raise ConfigError(f"{data}: {e}; choose the validation split with n_val (--n-val) and fold "
-                          "(--val-fold)") from None
+    ds = LumenStoneDataset(data, split, class_set=cmap.codes, n_val=n_val, seed=seed, fold=fold)
     labels = cmap.labels
     k = len(cmap)
     base: ColourCentroids | None = None
@@ -342,12 +336,7 @@ def scale_ceiling(
     Raises:
         ConfigError: ``n_val`` or ``fold`` out of range; dataset errors as in :class:`LumenStoneDataset`.
     """
-    try:
-        ds = LumenStoneDataset(data, split, scale=scale, class_set=class_set, n_val=n_val, seed=seed, fold=fold)
-    except ValueError as e:
-        if isinstance(e, LumenkitError) or "n_val" not in str(e):
-            raise
-        raise ConfigError(f"{data}: {e}") from None
+    ds = LumenStoneDataset(data, split, scale=scale, class_set=class_set, n_val=n_val, seed=seed, fold=fold)
     if ds.class_map is not None:
         cmap = ds.class_map
     else:

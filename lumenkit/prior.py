@@ -37,7 +37,7 @@ import pandas as pd
 import torch
 
 from .data import LumenStoneDataset
-from .errors import CheckpointError, ConfigError, LumenkitError
+from .errors import CheckpointError, ConfigError
 from .io import write_text
 from .metrics import Scores, confusion_matrix, sum_confusions
 from .model import Checkpoint, load_checkpoint
@@ -94,12 +94,7 @@ def _dataset(ckpt: Checkpoint, data: str | Path | None, split: str, n_val: int |
     n_val = int(train.get("n_val", 10)) if n_val is None else int(n_val)
     seed = int(train.get("val_seed", 0)) if seed is None else int(seed)
     fold = int(train.get("val_fold", 0)) if fold is None else int(fold)
-    try:
-        return LumenStoneDataset(root, split, class_set=ckpt.class_map.codes, n_val=n_val, seed=seed, fold=fold)
-    except ValueError as e:
-        if isinstance(e, LumenkitError) or "n_val" not in str(e):
-            raise
-        raise ConfigError(f"{root}: {e}") from None
+    return LumenStoneDataset(root, split, class_set=ckpt.class_map.codes, n_val=n_val, seed=seed, fold=fold)
 
 
 def natural_counts(ckpt: Checkpoint, data: str | Path | None = None, n_val: int | None = None,

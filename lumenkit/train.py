@@ -583,15 +583,8 @@ def _train(
     best_path = run / "model.pt"
     say = (lambda msg: None) if (cfg.quiet or rank) else (lambda msg: tqdm.write(msg, file=sys.stderr))
     # data -------------------------------------------------------------------------------------------------------
-    try:
-        fit = LumenStoneDataset(cfg.data, "fit", scale=cfg.scale, class_set=cfg.class_set, n_val=cfg.n_val,
-                                seed=cfg.val_seed, fold=cfg.val_fold)
-    except ValueError as e:
-        if "n_val" not in str(e):
-            raise
-        fix = ("choose val_fold (--val-fold) in that range" if "val_fold" in str(e)
-               else "lower n_val (--n-val) or add training images")
-        raise ConfigError(f"{cfg.data}: {e}; {fix}") from None
+    fit = LumenStoneDataset(cfg.data, "fit", scale=cfg.scale, class_set=cfg.class_set, n_val=cfg.n_val,
+                            seed=cfg.val_seed, fold=cfg.val_fold)  # ConfigError naming the fix for a bad split
     scale = fit.scale
     if fit.class_map is not None:
         class_map = fit.class_map
