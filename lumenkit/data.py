@@ -419,6 +419,26 @@ class LumenStoneDataset:
         raw = np.stack([_cached_bincount(p) for p in self.mask_paths]).sum(0)
         return tuple(int(c) for c in np.flatnonzero(raw[:IGNORE]))
 
+    @property
+    def classes(self) -> ClassMap:
+        """The class map a model of this dataset predicts: the class set, or the codes found in the masks.
+
+        Raises:
+            UnknownClassError: masks hold a code outside the LumenStone catalogue (no class set given), naming the
+                first mask that holds it.
+        """
+        if self.class_map is not None:
+            return self.class_map
+        codes = self.codes
+        bad = [c for c in codes if c not in CATALOGUE]
+        if bad:
+            where = next(p for p in self.mask_paths if _cached_bincount(p)[bad].any())
+            raise UnknownClassError(
+                f"{where}: class code(s) {bad} are not LumenStone minerals (valid 0–14, 255 = ignore); "
+                "relabel the mask or mark those pixels 255"
+            )
+        return ClassMap(codes)
+
     # -- statistics -------------------------------------------------------------------------------
     def class_counts(self) -> pd.DataFrame:
         """Pixel count per image (rows, by name) and class (columns, by label) at the stored resolution.
@@ -601,10 +621,7 @@ def combine_datasets(
         elif info.class_set:
             classes |= set(ClassMap(info.class_set).codes)
         else:
-            codes = train.class_counts().drop(columns=["ignore"]).sum()
-            from .classes import mineral
-
-            classes |= {mineral(lbl).code for lbl in codes.index[codes > 0]}
+            classes |= set(train.classes.codes)
         dep = read_deposits(root)
         if len(dep):
             dep = dep.copy()

@@ -337,13 +337,7 @@ def scale_ceiling(
         ConfigError: ``n_val`` or ``fold`` out of range; dataset errors as in :class:`LumenStoneDataset`.
     """
     ds = LumenStoneDataset(data, split, scale=scale, class_set=class_set, n_val=n_val, seed=seed, fold=fold)
-    if ds.class_map is not None:
-        cmap = ds.class_map
-    else:
-        counts = ds.class_counts().drop(columns=["ignore"], errors="ignore")
-        from .classes import mineral
-
-        cmap = ClassMap([mineral(lbl).code for lbl in counts.columns[counts.sum() > 0]])
+    cmap = ds.classes
     mats = []
     for i in range(len(ds)):
         stored = cmap.to_index(ds.read_mask(i), source=str(ds.mask_paths[i]))

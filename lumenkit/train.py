@@ -586,13 +586,7 @@ def _train(
     fit = LumenStoneDataset(cfg.data, "fit", scale=cfg.scale, class_set=cfg.class_set, n_val=cfg.n_val,
                             seed=cfg.val_seed, fold=cfg.val_fold)  # ConfigError naming the fix for a bad split
     scale = fit.scale
-    if fit.class_map is not None:
-        class_map = fit.class_map
-    else:
-        counts = fit.class_counts().drop(columns=["ignore"])
-        from .classes import mineral
-
-        class_map = ClassMap([mineral(lbl).code for lbl in counts.columns[counts.sum() > 0]])
+    class_map = fit.classes
     if resumed is not None and resumed.class_map != class_map:
         raise ConfigError(f"{run / 'last.pt'}: was trained on classes {resumed.class_map.codes}, "
                           f"the dataset gives {class_map.codes}")

@@ -27,6 +27,7 @@ from lumenkit.viz import PALETTE
 def test_open_and_load_at_stored_scale(fake_dataset):
     ds = LumenStoneDataset(fake_dataset)
     assert len(ds) == 6 and ds.stored_scale == 0.5 and ds.class_map.codes == (0, 1, 2)
+    assert ds.classes is ds.class_map  # a class set given: it is the model's classes, whatever the masks hold
     s = ds[0]
     assert s["image"].shape == (64, 96, 3) and s["mask"].shape == (64, 96)
     # the fixture paints each class in its palette colour: image and mask are aligned
@@ -222,8 +223,13 @@ def test_no_yaml_defaults_to_native_scale_and_codes_found(tmp_path):
     root = write_fake_dataset(tmp_path / "plain", scale=None, deposits=False, codes=(0, 4))
     ds = LumenStoneDataset(root)
     assert ds.stored_scale == 1.0 and ds.class_map is None and ds.deposit("tr00") == ""
-    assert ds.codes == (0, 4)
+    assert ds.codes == (0, 4) and ds.classes.codes == (0, 4) and ds.classes.labels == ["BG", "Brt"]
     assert list(ds.class_counts().columns) == ["BG", "Brt", "ignore"]
+    m = np.zeros((64, 96), np.uint8)
+    m[0, 0] = 200  # no mineral has this code, and no class set says what it is
+    Image.fromarray(m).save(root / "masks" / "train" / "tr01.png")
+    with pytest.raises(UnknownClassError, match=r"tr01\.png: class code\(s\) \[200\]"):
+        _ = LumenStoneDataset(root).classes
 
 
 def test_non_ascii_and_space_names(tmp_path):
