@@ -329,6 +329,113 @@ def to_markdown(df: pd.DataFrame, only_run: bool = False) -> str:
     return "\n".join(lines) + "\n"
 
 
+_Doc = tuple[Path, int, dict[str, Any]]  # an evaluation file, its fold, its content
+
+
+def _fold_documents(runs: Sequence[str | Path], name: str, label: str | None) -> list[_Doc]:
+    """The validation evaluations of variant ``name`` in ``runs``, in fold order (:func:`crossval`'s checks)."""
+    if not runs:
+        raise ConfigError("crossval needs the run folders of the folds, e.g. runs/s1_fold0 runs/s1_fold1 ...")
+    if label is not None and not _LABEL.match(label):
+        raise ConfigError(f"crossval: label {label!r} must be letters, digits, '_', '.', '-' (e.g. S1)")
+    file = f"val_{label}.json" if label else "val.json"
+    docs: list[_Doc] = []
+    for run in runs:
+        path = Path(run) / name / file
+        if not path.exists():
+            how = (f"lumenkit ablation score {name} --label {label} --val-fold F --runs {run}" if label
+                   else f"lumenkit ablation run {name} --val-fold F --runs {run}")
+            raise ConfigError(f"{path}: no evaluation of {name!r} here; run `{how}` first")
+        d = json.loads(path.read_text())
+        if "confusion" not in d or "class_order" not in d or d.get("split", "val") != "val":
+            raise ConfigError(f"{path}: not a validation-split evaluation with a confusion matrix; run the variant "
+                              "again to rewrite it")
+        docs.append((path, int(d.get("val_fold", 0)), d))  # written before folds existed: fold 0
+    by_fold: dict[int, Path] = {}
+    for path, fold, _ in docs:
+        if fold in by_fold:
+            raise ConfigError(f"fold {fold} given twice ({by_fold[fold]} and {path}); give each fold's run once")
+        by_fold[fold] = path
+    return sorted(docs, key=lambda t: t[1])
+
+
+def _same_setup(docs: list[_Doc], name: str) -> dict[str, Any]:
+    """The setup every document shares (data, ``n_val``, seed, classes, variant, TTA).
+
+    Raises ConfigError where one differs or where an image is validated twice.
+    """
+
+    def setup(d: dict[str, Any]) -> dict[str, Any]:
+        return {"data": d.get("data"), "n_val": d.get("n_val"), "val_seed": d.get("val_seed", 0),
+                "class_order": list(d["class_order"]), "variant": d.get("variant", name),
+                "tta": d.get("tta", False)}
+
+    first_path, _, first = docs[0]
+    ref = setup(first)
+    if ref["variant"] != name:
+        raise ConfigError(f"{first_path}: holds variant {ref['variant']!r}, not {name!r}")
+    for path, _, d in docs[1:]:
+        now = setup(d)
+        diff = [f"{k} {ref[k]!r} there, {now[k]!r} here" for k in ref if now[k] != ref[k]]
+        if diff:
+            raise ConfigError(f"{path}: not the same cross-validation as {first_path} ({'; '.join(diff)}); pool "
+                              "one variant's runs on one dataset with one n_val and val_seed, one run per fold")
+    seen: dict[str, Path] = {}
+    for path, _, d in docs:
+        for image in (r["image"] for r in d.get("per_image", [])):
+            if image in seen:
+                raise ConfigError(f"image {image} is validated in both {seen[image]} and {path}: these runs are not "
+                                  "disjoint folds of one split")
+            seen[image] = path
+    return ref
+
+
+def _coverage(docs: list[_Doc], name: str, data: str | None, n_val: int,
+              seed: int) -> tuple[int | None, int | None, list[str]]:
+    """``(n_folds, total training images, images in no fold)`` of the data's training split.
+
+    ``(None, None, [])`` with a warning when it cannot be checked; ConfigError where a document's fold or images
+    are not the data's.
+    """
+    import warnings
+
+    from .data import LumenStoneDataset, validation_folds, validation_split
+
+    folds = [fold for _, fold, _ in docs]
+    try:
+        train = LumenStoneDataset(data, "train") if data else None
+    except LumenkitError:
+        train = None
+    if train is None or train.info.validation is not None:
+        why = "its data folder cannot be read" if train is None else "its data folder has a fixed validation list"
+        warnings.warn(f"crossval {name}: cannot check that folds {folds} cover every image ({why}: {data})",
+                      stacklevel=3)
+        return None, None, []
+    everything = train.names
+    n_folds = validation_folds(len(everything), n_val)
+    for path, fold, d in docs:
+        if fold >= n_folds:
+            raise ConfigError(f"{path}: fold {fold}, but {data} has folds 0 to {n_folds - 1} only "
+                              f"({len(everything)} training images, n_val={n_val})")
+        got = sorted(r["image"] for r in d.get("per_image", []))
+        if got and got != validation_split(everything, n_val, seed, fold)[1]:
+            raise ConfigError(f"{path}: its validation images are not fold {fold} of {data} (n_val={n_val}, "
+                              f"val_seed={seed}); did the data change since? Run the variant again")
+    total = len(everything)
+    covered = {r["image"] for _, _, d in docs for r in d.get("per_image", [])}
+    missing = sorted(set(everything) - covered) if covered else []
+    if not covered:  # documents without per-image rows: judge by the folds
+        for f in set(range(n_folds)) - set(folds):
+            missing += validation_split(everything, n_val, seed, f)[1]
+        missing.sort()
+    if missing:
+        left = sorted(set(range(n_folds)) - set(folds))
+        warnings.warn(f"crossval {name}: folds {folds} validate {total - len(missing)} of {total} training "
+                      f"images; folds {left} are missing, so the pooled figure is not over every image",
+                      stacklevel=3)
+    return n_folds, total, missing
+
+
 def crossval(runs: Sequence[str | Path], name: str, label: str | None = None, n_boot: int = 1000) -> pd.DataFrame:
     """Cross-validate variant ``name``: pool its validation confusion matrices over run folders, one per fold.
 
@@ -365,93 +472,13 @@ def crossval(runs: Sequence[str | Path], name: str, label: str | None = None, n_
             twice; an image validated in two runs; a fold the data does not have, or validation images that are not
             that fold's (the data changed since the runs).
     """
-    import warnings
-
-    from .data import LumenStoneDataset, validation_folds, validation_split
     from .metrics import Scores, bootstrap_mean_iou
 
-    if not runs:
-        raise ConfigError("crossval needs the run folders of the folds, e.g. runs/s1_fold0 runs/s1_fold1 ...")
-    if label is not None and not _LABEL.match(label):
-        raise ConfigError(f"crossval: label {label!r} must be letters, digits, '_', '.', '-' (e.g. S1)")
-    file = f"val_{label}.json" if label else "val.json"
-    docs: list[tuple[Path, int, dict[str, Any]]] = []
-    for run in runs:
-        path = Path(run) / name / file
-        if not path.exists():
-            how = (f"lumenkit ablation score {name} --label {label} --val-fold F --runs {run}" if label
-                   else f"lumenkit ablation run {name} --val-fold F --runs {run}")
-            raise ConfigError(f"{path}: no evaluation of {name!r} here; run `{how}` first")
-        d = json.loads(path.read_text())
-        if "confusion" not in d or "class_order" not in d or d.get("split", "val") != "val":
-            raise ConfigError(f"{path}: not a validation-split evaluation with a confusion matrix; run the variant "
-                              "again to rewrite it")
-        docs.append((path, int(d.get("val_fold", 0)), d))  # written before folds existed: fold 0
-
-    def setup(d: dict[str, Any]) -> dict[str, Any]:
-        return {"data": d.get("data"), "n_val": d.get("n_val"), "val_seed": d.get("val_seed", 0),
-                "class_order": list(d["class_order"]), "variant": d.get("variant", name),
-                "tta": d.get("tta", False)}
-
-    first_path, _, first = docs[0]
-    ref = setup(first)
-    if ref["variant"] != name:
-        raise ConfigError(f"{first_path}: holds variant {ref['variant']!r}, not {name!r}")
-    for path, _, d in docs[1:]:
-        now = setup(d)
-        diff = [f"{k} {ref[k]!r} there, {now[k]!r} here" for k in ref if now[k] != ref[k]]
-        if diff:
-            raise ConfigError(f"{path}: not the same cross-validation as {first_path} ({'; '.join(diff)}); pool "
-                              "one variant's runs on one dataset with one n_val and val_seed, one run per fold")
-    by_fold: dict[int, Path] = {}
-    for path, fold, _ in docs:
-        if fold in by_fold:
-            raise ConfigError(f"fold {fold} given twice ({by_fold[fold]} and {path}); give each fold's run once")
-        by_fold[fold] = path
-    docs.sort(key=lambda t: t[1])
-    seen: dict[str, Path] = {}
-    for path, _, d in docs:
-        for image in (r["image"] for r in d.get("per_image", [])):
-            if image in seen:
-                raise ConfigError(f"image {image} is validated in both {seen[image]} and {path}: these runs are not "
-                                  "disjoint folds of one split")
-            seen[image] = path
+    docs = _fold_documents(runs, name, label)
+    ref = _same_setup(docs, name)
     data, n_val, seed = ref["data"], int(ref["n_val"] or 0), int(ref["val_seed"])
     folds = [fold for _, fold, _ in docs]
-    n_folds: int | None = None
-    total: int | None = None
-    missing: list[str] = []
-    try:
-        train = LumenStoneDataset(data, "train") if data else None
-    except LumenkitError:
-        train = None
-    if train is None or train.info.validation is not None:
-        why = "its data folder cannot be read" if train is None else "its data folder has a fixed validation list"
-        warnings.warn(f"crossval {name}: cannot check that folds {folds} cover every image ({why}: {data})",
-                      stacklevel=2)
-    else:
-        everything = train.names
-        n_folds = validation_folds(len(everything), n_val)
-        for path, fold, d in docs:
-            if fold >= n_folds:
-                raise ConfigError(f"{path}: fold {fold}, but {data} has folds 0 to {n_folds - 1} only "
-                                  f"({len(everything)} training images, n_val={n_val})")
-            got = sorted(r["image"] for r in d.get("per_image", []))
-            if got and got != validation_split(everything, n_val, seed, fold)[1]:
-                raise ConfigError(f"{path}: its validation images are not fold {fold} of {data} (n_val={n_val}, "
-                                  f"val_seed={seed}); did the data change since? Run the variant again")
-        total = len(everything)
-        covered = {r["image"] for _, _, d in docs for r in d.get("per_image", [])}
-        missing = sorted(set(everything) - covered) if covered else []
-        if not covered:  # documents without per-image rows: judge by the folds
-            for f in set(range(n_folds)) - set(folds):
-                missing += validation_split(everything, n_val, seed, f)[1]
-            missing.sort()
-        if missing:
-            left = sorted(set(range(n_folds)) - set(folds))
-            warnings.warn(f"crossval {name}: folds {folds} validate {total - len(missing)} of {total} training "
-                          f"images; folds {left} are missing, so the pooled figure is not over every image",
-                          stacklevel=2)
+    n_folds, total, missing = _coverage(docs, name, data, n_val, seed)
     labels = list(ref["class_order"])
     rows: list[dict[str, Any]] = []
     for path, fold, d in docs:
