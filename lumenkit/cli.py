@@ -6,11 +6,12 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, LumenkitError
 
 if TYPE_CHECKING:
+    from .metrics import Scores
     from .train import TrainConfig
 
 Handler = Callable[[argparse.Namespace], int]
@@ -134,9 +135,7 @@ def _run_evaluate(a: argparse.Namespace) -> int:
     if a.perturb:
         ev.info["perturbation"] = a.perturb
     write_evaluation(ev, a.out)
-    s = ev.scores
-    print(f"{a.split}: mean IoU {s.mean_iou:.3f}, pixel accuracy {s.pixel_accuracy:.3f} "
-          + " ".join(f"{lab} {v:.2f}" for lab, v in zip(s.labels, s.iou)))
+    print(f"{a.split}: {ev.scores.summary()}")
     for name, b in ev.baselines.items():
         print(f"  baseline {name}: mean IoU {b.mean_iou:.3f}")
     if len(ev.matrices) > 2:
@@ -390,8 +389,7 @@ def _run_ablation(a: argparse.Namespace) -> int:
         d = score_variant(a.name, a.data, a.runs, a.label, n_val=10 if a.n_val is None else a.n_val,
                           seed=a.val_seed or 0, fold=a.val_fold or 0,
                           quiet=a.quiet)
-        print(f"{a.name} on {a.label}: validation mean IoU {d['mean_iou']:.3f} "
-              + " ".join(f"{k} {v:.2f}" for k, v in d["per_class_iou"].items() if v is not None))
+        print(f"{a.name} on {a.label}: validation {_scores_of(d).summary()}")
         return 0
     if not a.name or not a.data:
         raise ConfigError("ablation run needs a variant name and --data, e.g. "
@@ -400,9 +398,17 @@ def _run_ablation(a: argparse.Namespace) -> int:
                                    ("minutes", a.minutes))
                  if v is not None}
     d = run_variant(a.name, a.data, a.runs, quiet=a.quiet, **overrides)
-    print(f"{a.name}: validation mean IoU {d['mean_iou']:.3f} "
-          + " ".join(f"{k} {v:.2f}" for k, v in d["per_class_iou"].items()))
+    print(f"{a.name}: validation {_scores_of(d).summary()}")
     return 0
+
+
+def _scores_of(d: dict[str, Any]) -> Scores:
+    """The scores of an evaluation document (its dataset-wide confusion matrix)."""
+    import numpy as np
+
+    from .metrics import Scores
+
+    return Scores(np.asarray(d["confusion"], dtype=np.int64), list(d["class_order"]))
 
 
 def _run_crossval(a: argparse.Namespace) -> int:

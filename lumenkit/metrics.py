@@ -141,6 +141,19 @@ class Scores:
         pe = float((cm.sum(0) * cm.sum(1)).sum()) / n**2
         return float((po - pe) / (1 - pe)) if pe < 1 else float("nan")
 
+    def summary(self) -> str:
+        """One line: mean IoU, pixel accuracy and each class's IoU (2 decimals).
+
+        A class with no ground-truth pixels shows ``–`` instead of its IoU (0 when it is predicted anyway): it is
+        not part of the mean, and a 0 beside the other classes would read as a class the model never finds.
+        """
+        cells = [f"{lab} {v:.2f}" if here else f"{lab} –"
+                 for lab, v, here in zip(self.labels, self.iou, self.present, strict=True)]
+        line = f"mean IoU {self.mean_iou:.3f}, pixel accuracy {self.pixel_accuracy:.3f}; " + " ".join(cells)
+        if not self.present.all():
+            line += " (–: not in the ground truth, not in the mean)"
+        return line
+
     def table(self) -> pd.DataFrame:
         """Per-class table: IoU, precision, recall, F1, ground-truth pixels."""
         return pd.DataFrame(

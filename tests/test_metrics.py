@@ -107,3 +107,13 @@ def test_error_sources_finds_the_image_holding_a_class_errors():
     assert error_sources([], [], labels)["errors"].eq(0).all()
     with pytest.raises(ValueError, match="2 names for 1"):
         error_sources(["a", "b"], [good], labels)
+
+
+def test_summary_marks_a_class_absent_from_the_truth_instead_of_a_zero():
+    # truth rows: class 2 has no pixels, yet 5 pixels are predicted as it (IoU 0, left out of the mean)
+    cm = np.array([[90, 5, 5], [10, 40, 0], [0, 0, 0]])
+    s = Scores(cm, ["BG", "Ccp", "Brt"])
+    line = s.summary()
+    assert s.iou[2] == 0 and "Brt –" in line and "Brt 0.00" not in line and "not in the mean" in line
+    assert f"mean IoU {np.mean(s.iou[:2]):.3f}" in line and "BG 0.82" in line and "Ccp 0.73" in line  # 90/110, 40/55
+    assert "not in the mean" not in Scores(cm[:2, :2], ["BG", "Ccp"]).summary()
