@@ -97,6 +97,8 @@ VARIANTS: dict[str, Variant] = {
                 {**_BEST, "compile": "on", "scale": 0.125}),
         Variant("patch128", "compiled, 32 patches of 128 px per step instead of 8 of 256 (same pixels, less context)",
                 {**_BEST, "compile": "on", "patch_size": 128, "batch_size": 32}),
+        Variant("exposure", "eighth_scale + exposure jitter ±25 % (brightness alone; S1 images differ by that much)",
+                {**_BEST, "compile": "on", "scale": 0.125, "exposure": 0.25}),
         Variant("depth5", "compiled, depth 5 instead of 4: twice the receptive field at the same 1/4 scale",
                 {**_BEST, "compile": "on", "depth": 5}),
         Variant("width32", "no_photometric, width f=32", {**_BEST, "width": 32}),

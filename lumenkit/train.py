@@ -98,6 +98,9 @@ class TrainConfig:
         strength, alpha, kappa, grid, void_border: balanced-sampler parameters (see :mod:`lumenkit.sampler`).
         flips, rot90: geometric augmentation of patches.
         photometric: brightness, gamma and white-balance jitter of patches (0.1 = ±10 %); 0 = off.
+        exposure: brightness (exposure) jitter of patches alone, factor in ``[1 − e, 1 + e]`` (0.25 = ±25 %, the
+            spread of one mineral's median grey level between LumenStone S1 images); the wider of this and
+            ``photometric`` applies to brightness; 0 = off.  Must be < 1.
         noise: sensor-noise augmentation, maximum standard deviation in grey levels at the training scale; 0 = off.
         blur: defocus augmentation of half the patches, maximum Gaussian sigma in px at the training scale; 0 = off.
         n_val: validation images carved from ``train`` (split ``val``; ``fit`` is the rest).
@@ -156,6 +159,7 @@ class TrainConfig:
     flips: bool = True
     rot90: bool = True
     photometric: float = 0.0
+    exposure: float = 0.0
     noise: float = 0.0
     blur: float = 0.0
     n_val: int = 10
@@ -221,6 +225,9 @@ class TrainConfig:
         for name in ("photometric", "noise", "blur"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"{name} must be ≥ 0 (0 = off), got {getattr(self, name)}")
+        if not 0 <= self.exposure < 1:
+            raise ConfigError(f"exposure must be in [0, 1) (0.25 = brightness ×0.75 to ×1.25; 0 = off), "
+                              f"got {self.exposure}")
         if self.sampler not in ("balanced", "uniform"):
             raise ConfigError(f"sampler must be 'balanced' or 'uniform', got {self.sampler!r}")
         if isinstance(self.class_weights, str) and self.class_weights != "inverse_sqrt":
@@ -628,9 +635,9 @@ def _train(
     per_rank = math.ceil(cfg.patches_per_epoch / world)
     p = cfg.photometric
     augment = (
-        Augment(flips=cfg.flips, rot90=cfg.rot90, brightness=p, gamma=p, white_balance=p, noise=cfg.noise,
-                blur=cfg.blur)
-        if (cfg.flips or cfg.rot90 or p or cfg.noise or cfg.blur) else None
+        Augment(flips=cfg.flips, rot90=cfg.rot90, brightness=max(p, cfg.exposure), gamma=p, white_balance=p,
+                noise=cfg.noise, blur=cfg.blur)
+        if (cfg.flips or cfg.rot90 or p or cfg.exposure or cfg.noise or cfg.blur) else None
     )
     patches = PatchDataset(images, masks, sampler, length=per_rank, augment=augment, seed=rank_seed)
     # state -------------------------------------------------------------------------------------------------------
