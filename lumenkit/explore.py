@@ -88,3 +88,54 @@ def plot_image_shares(tables: dict[str, Any], max_images: int = 60) -> Any:
     ax.set_title("composition of each image")
     ax.legend(ncol=len(sh.columns), fontsize=8, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.25))
     return fig
+
+def class_grey_levels(ds: LumenStoneDataset, scale: float | None = 0.125, min_pixels: int = 200) -> pd.DataFrame:
+    """Median grey level of each class in each image: how bright a mineral looks from one image to the next.
+
+    The grey level of a pixel is the mean of its R, G, B values (0–255).  A mineral's reflectance is fixed, so
+    differences between images of the same class are exposure and lamp differences, which a model working on
+    absolute intensities must be trained to tolerate (``TrainConfig.exposure``).
+
+    Args:
+        ds: dataset (any split).
+        scale: scale the images and masks are read at, relative to native (default 1/8: fast, medians unchanged);
+            ``None`` reads at the dataset's working scale.
+        min_pixels: fewer pixels of a class than this in an image (at ``scale``) give NaN, not a median.
+
+    Returns:
+        Rows = images (by name), columns = class labels, values = median grey level (NaN where absent or too few).
+
+    Raises:
+        Dataset errors as in :meth:`lumenkit.data.LumenStoneDataset.load`.
+    """
+    cmap = ds.classes
+    rows = {}
+    for name in ds.names:
+        sample = ds.load(name, scale=scale)
+        grey = sample["image"].astype(np.float32).mean(axis=2)
+        mask = sample["mask"]
+        row = {}
+        for code, label in zip(cmap.codes, cmap.labels, strict=True):
+            sel = mask == code
+            row[label] = float(np.median(grey[sel])) if sel.sum() >= min_pixels else np.nan
+        rows[name] = row
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("image")
+
+
+def exposure_spread(levels: pd.DataFrame) -> pd.DataFrame:
+    """Per class, the spread of :func:`class_grey_levels` between images.
+
+    Returns:
+        Rows = classes, columns ``images`` (with a median), ``median``, ``min``, ``max`` (grey levels 0–255) and
+        ``low``/``high`` (min / median and max / median: the exposure factors an augmentation must cover; e.g.
+        0.75 and 1.25 for ±25 %).
+    """
+    out = pd.DataFrame({
+        "images": levels.notna().sum(),
+        "median": levels.median(),
+        "min": levels.min(),
+        "max": levels.max(),
+    })
+    out["low"] = out["min"] / out["median"]
+    out["high"] = out["max"] / out["median"]
+    return out.rename_axis("class")
