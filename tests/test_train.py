@@ -67,6 +67,25 @@ def test_photometric_jitter_is_recorded(data, tmp_path):
     assert yaml.safe_load((run / "config.yaml").read_text())["photometric"] == 0.1
 
 
+def test_exposure_jitter_widens_brightness_alone(data, tmp_path, monkeypatch):
+    import lumenkit.augment
+
+    made = []
+
+    class Spy(lumenkit.augment.Augment):
+        def __init__(self, **kw):
+            made.append(kw)
+            super().__init__(**kw)
+
+    monkeypatch.setattr(lumenkit.augment, "Augment", Spy)
+    run = tmp_path / "run"
+    train(data=str(data), out=str(run), epochs=1, photometric=0.05, exposure=0.25, **TINY)
+    assert made and made[0]["brightness"] == 0.25 and made[0]["gamma"] == made[0]["white_balance"] == 0.05
+    assert yaml.safe_load((run / "config.yaml").read_text())["exposure"] == 0.25
+    with pytest.raises(ConfigError, match=r"exposure must be in \[0, 1\)"):
+        train(data=str(data), out=str(tmp_path / "bad"), epochs=1, exposure=1.0, **TINY)
+
+
 def test_cosine_lr_runs_from_lr_to_min_lr():
     assert cosine_lr(1e-3, 1e-6, 0.0) == pytest.approx(1e-3)
     assert cosine_lr(1e-3, 1e-6, 0.5) == pytest.approx((1e-3 + 1e-6) / 2)
