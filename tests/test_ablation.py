@@ -255,11 +255,14 @@ def test_cli_passes_the_fold_to_run_and_score(monkeypatch, capsys):
     import lumenkit.ablation as ablation
 
     seen = {}
-    doc = {"mean_iou": 0.5, "per_class_iou": {"BG": 0.5}}
+    # an evaluation document: Ccp predicted once but absent from the ground truth (IoU 0, not in the mean)
+    doc = {"mean_iou": 0.5, "per_class_iou": {"BG": 0.5, "Ccp": 0.0}, "confusion": [[1, 1], [0, 0]],
+           "class_order": ["BG", "Ccp"]}
     monkeypatch.setattr(ablation, "run_variant", lambda name, data, runs, quiet, **kw: seen.update(run=kw) or doc)
     monkeypatch.setattr(ablation, "score_variant", lambda *a, **kw: seen.update(score=kw) or doc)
     assert main(["ablation", "run", "paper", "--data", "D", "--runs", "R", "--val-fold", "4"]) == 0
     assert seen["run"] == {"val_fold": 4}
+    assert "paper: validation mean IoU 0.500, pixel accuracy 0.500; BG 0.50 Ccp –" in capsys.readouterr().out
     assert main(["ablation", "run", "paper", "--data", "D"]) == 0 and seen["run"] == {}  # BASE: fold 0
     assert main(["ablation", "score", "paper", "--data", "D", "--label", "S1", "--val-fold", "3"]) == 0
     assert seen["score"]["fold"] == 3 and seen["score"]["seed"] == 0
