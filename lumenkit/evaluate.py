@@ -356,14 +356,38 @@ def error_sources_of(evaluation: Evaluation | str | Path | dict[str, Any]) -> pd
     """
     from .metrics import error_sources
 
+    return error_sources(*_per_image_matrices(evaluation))
+
+
+def _per_image_matrices(
+    evaluation: Evaluation | str | Path | dict[str, Any],
+) -> tuple[list[str], list[np.ndarray], list[str]]:
+    """``(image names, their confusion matrices, class labels)`` of an evaluation, its JSON document or the file."""
     if isinstance(evaluation, Evaluation):
-        return error_sources(list(evaluation.per_image.index), evaluation.matrices, evaluation.scores.labels)
+        return list(evaluation.per_image.index), evaluation.matrices, evaluation.scores.labels
     d = evaluation if isinstance(evaluation, dict) else json.loads(Path(evaluation).read_text())
     if "per_image_confusion" not in d:
         raise ConfigError(f"{evaluation if not isinstance(evaluation, dict) else 'evaluation'}: no per-image "
                           "confusion matrices (written by an older lumenkit); run `lumenkit evaluate` again")
     pic = d["per_image_confusion"]
-    return error_sources(list(pic), [np.asarray(m) for m in pic.values()], list(d["class_order"]))
+    return list(pic), [np.asarray(m) for m in pic.values()], list(d["class_order"])
+
+
+def image_confusion(evaluation: Evaluation | str | Path | dict[str, Any], image: str) -> pd.DataFrame:
+    """The confusion matrix of one evaluated image: pixels by true class (rows) and predicted class (columns).
+
+    Counted at the masks' stored resolution, as every figure of :func:`evaluate`; e.g. the row ``Ccp`` of image
+    ``a25`` says where its chalcopyrite pixels went.
+
+    Raises:
+        ConfigError: ``image`` was not evaluated (the message lists the images that were), or a JSON written
+            before per-image confusion matrices were recorded.
+    """
+    names, mats, labels = _per_image_matrices(evaluation)
+    if image not in names:
+        raise ConfigError(f"image {image!r} is not in this evaluation; its images: {', '.join(names)}")
+    idx = pd.Index(labels, name="truth")
+    return pd.DataFrame(mats[names.index(image)], index=idx, columns=pd.Index(labels, name="predicted"))
 
 
 def summarise_error_sources(sources: pd.DataFrame, min_share: float = 0.4) -> list[str]:

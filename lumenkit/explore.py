@@ -89,12 +89,14 @@ def plot_image_shares(tables: dict[str, Any], max_images: int = 60) -> Any:
     ax.legend(ncol=len(sh.columns), fontsize=8, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.25))
     return fig
 
+
 def class_grey_levels(ds: LumenStoneDataset, scale: float | None = 0.125, min_pixels: int = 200) -> pd.DataFrame:
     """Median grey level of each class in each image: how bright a mineral looks from one image to the next.
 
-    The grey level of a pixel is the mean of its R, G, B values (0–255).  A mineral's reflectance is fixed, so
-    differences between images of the same class are exposure and lamp differences, which a model working on
-    absolute intensities must be trained to tolerate (``TrainConfig.exposure``).
+    The grey level of a pixel is the mean of its R, G, B values (0–255).  A mineral's reflectance varies little
+    (sphalerite most, with its iron content), so most of the difference between images of the same class is
+    exposure and lamp, which a model working on absolute intensities must be trained to tolerate
+    (``TrainConfig.exposure``).
 
     Args:
         ds: dataset (any split).

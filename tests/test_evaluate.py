@@ -12,6 +12,7 @@ from lumenkit.evaluate import (
     ColourCentroids,
     error_sources_of,
     evaluate,
+    image_confusion,
     summarise_error_sources,
     training_split_for,
     write_evaluation,
@@ -71,6 +72,12 @@ def test_evaluate_json_schema_and_resolution(fake_dataset, ckpt, tmp_path):
     old = {k: v for k, v in d.items() if k != "per_image_confusion"}
     with pytest.raises(ConfigError, match="evaluate` again"):
         error_sources_of(old)
+    one = image_confusion(out, "te01")  # where each class of one image went: rows truth, columns prediction
+    assert one.to_numpy().tolist() == d["per_image_confusion"]["te01"] and list(one.index) == ["BG", "Ccp", "Gl"]
+    assert (one.index.name, one.columns.name) == ("truth", "predicted")
+    pd.testing.assert_frame_equal(image_confusion(ev, "te00"), image_confusion(d, "te00"))
+    with pytest.raises(ConfigError, match="'a25' is not in this evaluation; its images: te00, te01"):
+        image_confusion(out, "a25")
 
 
 def test_void_border_reduces_counted_pixels(fake_dataset, ckpt):
@@ -163,8 +170,8 @@ def test_scale_ceiling_is_perfect_at_the_stored_scale_and_falls_below_it(fake_da
     full = scale_ceiling(fake_dataset, 0.5, split="test")  # the stored scale: masks come back unchanged
     assert full.mean_iou == pytest.approx(1.0) and full.pixel_accuracy == pytest.approx(1.0)
     half = scale_ceiling(fake_dataset, 0.25, split="test")
-    eighth = scale_ceiling(fake_dataset, 0.0625, split="test")
-    assert 0.5 < eighth.mean_iou < half.mean_iou < 1.0  # boundaries lost, more of them at the coarser scale
+    coarse = scale_ceiling(fake_dataset, 0.0625, split="test")  # 1/8 of the stored scale
+    assert 0.5 < coarse.mean_iou < half.mean_iou < 1.0  # boundaries lost, more of them at the coarser scale
     assert half.confusion.sum() == 2 * 96 * 64  # counted at the stored resolution, like evaluate()
     with pytest.raises(ConfigError, match="val_fold"):
         scale_ceiling(fake_dataset, 0.25, split="val", n_val=2, fold=3)
