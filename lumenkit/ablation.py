@@ -68,7 +68,7 @@ class Variant:
 
 
 _COSINE = {"schedule": "cosine", "noise": 12.0, "blur": 1.0}
-_BEST = {"schedule": "cosine", "photometric": 0.0}  # no_photometric, the `lumenkit train` default
+_BEST = {"schedule": "cosine", "photometric": 0.0}  # no_photometric; `exposure` adds the `lumenkit train` defaults
 VARIANTS: dict[str, Variant] = {
     v.name: v
     for v in (
@@ -89,7 +89,7 @@ VARIANTS: dict[str, Variant] = {
                 uses="no_photometric", prior=True),
         Variant("half_balanced_prior", "half_balanced's model, class prior corrected (fitted on the training images)",
                 uses="half_balanced", prior=True),
-        Variant("compiled", "no_photometric, training step through torch.compile (the `lumenkit train` default)",
+        Variant("compiled", "no_photometric, training step through torch.compile (as `lumenkit train`)",
                 {**_BEST, "compile": "on"}),
         Variant("batch4", "compiled, batch 4 instead of 8: twice the optimizer steps for the same patches",
                 {**_BEST, "compile": "on", "batch_size": 4}),
@@ -97,7 +97,7 @@ VARIANTS: dict[str, Variant] = {
                 {**_BEST, "compile": "on", "scale": 0.125}),
         Variant("patch128", "compiled, 32 patches of 128 px per step instead of 8 of 256 (same pixels, less context)",
                 {**_BEST, "compile": "on", "patch_size": 128, "batch_size": 32}),
-        Variant("exposure", "eighth_scale + exposure jitter ±25 % (brightness alone; S1 images differ by that much)",
+        Variant("exposure", "eighth_scale + exposure jitter ±25 % (brightness alone): the `lumenkit train` default",
                 {**_BEST, "compile": "on", "scale": 0.125, "exposure": 0.25}),
         Variant("depth5", "compiled, depth 5 instead of 4: twice the receptive field at the same 1/4 scale",
                 {**_BEST, "compile": "on", "depth": 5}),

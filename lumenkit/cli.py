@@ -162,8 +162,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="dataset folder in LumenStone layout (uses split train)")
     p.add_argument("--out", default="runs/run", help="run folder (default runs/run)")
     p.add_argument("--class-set", type=_class_set, default=None, help="S1, S2, S3, ALL or codes 0,1,2")
-    p.add_argument("--scale", type=float, default=0.25,
-                   help="scale the model works at vs native ×100 (default 0.25, the CPU recipe)")
+    p.add_argument("--scale", type=float, default=0.125,
+                   help="scale the model works at vs native ×100 (default 0.125, the S1 CPU recipe; fine "
+                        "intergrowths such as S2's pentlandite flames want 0.25 or more)")
     p.add_argument("--epochs", type=int, default=None, help="maximum epochs (default 50, unlimited with --minutes)")
     p.add_argument("--minutes", type=float, default=None, help="time budget in minutes incl. validation")
     p.add_argument("--patches-per-epoch", type=int, default=512, help="patches per epoch (default 512)")
@@ -190,9 +191,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-flips", action="store_true",
                    help="no flip/rot90 augmentation (the `no_augmentation` ablation: higher on the S1 split, but the "
                         "model then depends on the images' orientation; see README)")
-    p.add_argument("--exposure", type=float, default=0.0,
-                   help="brightness (exposure) jitter alone: factor in [1-e, 1+e] (default 0, off; 0.25 spans the "
-                        "exposure spread between LumenStone S1 images)")
+    p.add_argument("--exposure", type=float, default=0.25,
+                   help="brightness (exposure) jitter alone: factor in [1-e, 1+e] (default 0.25, the exposure "
+                        "spread between LumenStone S1 images; 0 = off)")
     p.add_argument("--noise", type=float, default=0.0,
                    help="sensor-noise augmentation: max standard deviation in grey levels (default 0, off)")
     p.add_argument("--blur", type=float, default=0.0,

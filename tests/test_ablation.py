@@ -122,23 +122,24 @@ def test_prior_row_corrects_the_model_it_uses(data, tmp_path):
     assert row["epochs"] == 1 and np.isnan(row["last_miou"]) and row["mean_iou"] == pytest.approx(d["mean_iou"])
 
 
-def test_lumenkit_train_defaults_are_the_no_photometric_recipe(monkeypatch):
+def test_lumenkit_train_defaults_are_the_exposure_recipe(monkeypatch):
     import torch
 
     from lumenkit.cli import _train_config, build_parser
     from lumenkit.train import compile_decision
 
-    a = build_parser().parse_args(["train", "--data", "D", "--minutes", "45", "--out", "R/no_photometric"])
-    got, want = _train_config(a), variant_config("no_photometric", "D", "R")
+    a = build_parser().parse_args(["train", "--data", "D", "--minutes", "45", "--out", "R/exposure"])
+    got, want = _train_config(a), variant_config("exposure", "D", "R")
     fields = ("scale", "width", "depth", "patch_size", "batch_size", "patches_per_epoch", "minutes", "schedule",
-              "photometric", "sampler", "strength", "flips", "rot90", "noise", "blur", "n_val", "val_seed", "seed",
-              "lr", "loss")
+              "photometric", "exposure", "sampler", "strength", "flips", "rot90", "noise", "blur", "n_val",
+              "val_seed", "seed", "lr", "loss")
     assert {f: getattr(got, f) for f in fields} == {f: getattr(want, f) for f in fields}
-    # ... with its training step compiled, like the `compiled` row (the other rows ran eagerly)
+    assert (got.scale, got.exposure) == (0.125, 0.25)
+    # both compile the training step (the older rows such as no_photometric ran eagerly)
     monkeypatch.setattr("shutil.which", lambda name: f"/usr/bin/{name}")
     cpu = torch.device("cpu")
-    assert compile_decision(got, cpu)[0] is True and compile_decision(want, cpu)[0] is False
-    assert compile_decision(variant_config("compiled", "D", "R"), cpu)[0] is True
+    assert compile_decision(got, cpu)[0] is True and compile_decision(want, cpu)[0] is True
+    assert compile_decision(variant_config("no_photometric", "D", "R"), cpu)[0] is False
 
 
 # -- cross-validation over folds ------------------------------------------------------------------
