@@ -194,6 +194,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--exposure", type=float, default=0.25,
                    help="brightness (exposure) jitter alone: factor in [1-e, 1+e] (default 0.25, the exposure "
                         "spread between LumenStone S1 images; 0 = off)")
+    p.add_argument("--ema", type=float, default=0.0,
+                   help="decay of a moving average of the weights and BatchNorm statistics, validated and saved as "
+                        "model.pt (e.g. 0.995, ≈200 steps; default 0, off)")
     p.add_argument("--noise", type=float, default=0.0,
                    help="sensor-noise augmentation: max standard deviation in grey levels (default 0, off)")
     p.add_argument("--blur", type=float, default=0.0,
@@ -222,7 +225,7 @@ def _train_config(a: argparse.Namespace) -> TrainConfig:
         data=a.data, out=a.out, class_set=a.class_set, scale=a.scale, epochs=epochs, minutes=a.minutes,
         patches_per_epoch=a.patches_per_epoch, seed=a.seed, width=a.width, depth=a.depth, patch_size=a.patch_size,
         batch_size=a.batch_size, n_val=a.n_val, val_seed=a.val_seed, val_fold=a.val_fold, lr=a.lr, sampler=a.sampler,
-        strength=a.strength, photometric=a.photometric, exposure=a.exposure,
+        strength=a.strength, photometric=a.photometric, exposure=a.exposure, ema=a.ema,
         flips=not a.no_flips, rot90=not a.no_flips, noise=a.noise, blur=a.blur,
         schedule=a.schedule, loss=a.loss, device=a.device,
         workers=a.workers, compile=a.compile, resume=a.resume,

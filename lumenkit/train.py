@@ -103,6 +103,13 @@ class TrainConfig:
             ``photometric`` applies to brightness; 0 = off.  Must be < 1.
         noise: sensor-noise augmentation, maximum standard deviation in grey levels at the training scale; 0 = off.
         blur: defocus augmentation of half the patches, maximum Gaussian sigma in px at the training scale; 0 = off.
+        ema: decay of an exponential moving average of the weights *and* the BatchNorm running statistics,
+            updated after every optimizer step (0 = off; 0.995 averages over ≈ 200 steps).  With it on, validation,
+            ``model.pt`` and the returned model are the average; ``last.pt`` keeps the raw weights and the average
+            for resuming.  The decay ramps up as ``min(ema, (1 + step) / (10 + step))`` so early averages do not
+            remember the random initialisation.  BatchNorm statistics of the raw model track only the last ≈ 10
+            batches of balanced patches, which makes the validation score of consecutive epochs jump; the
+            average smooths both.
         n_val: validation images carved from ``train`` (split ``val``; ``fit`` is the rest).
         val_seed: seed of the validation split.
         val_fold: which block of ``n_val`` images of that seed's permutation is the validation split (0 = the usual
@@ -162,6 +169,7 @@ class TrainConfig:
     exposure: float = 0.0
     noise: float = 0.0
     blur: float = 0.0
+    ema: float = 0.0
     n_val: int = 10
     val_seed: int = 0
     val_fold: int = 0
@@ -228,6 +236,9 @@ class TrainConfig:
         if not 0 <= self.exposure < 1:
             raise ConfigError(f"exposure must be in [0, 1) (0.25 = brightness ×0.75 to ×1.25; 0 = off), "
                               f"got {self.exposure}")
+        if not 0 <= self.ema < 1:
+            raise ConfigError(f"ema must be in [0, 1) (decay of the weight average, e.g. 0.995; 0 = off), "
+                              f"got {self.ema}")
         if self.sampler not in ("balanced", "uniform"):
             raise ConfigError(f"sampler must be 'balanced' or 'uniform', got {self.sampler!r}")
         if isinstance(self.class_weights, str) and self.class_weights != "inverse_sqrt":
@@ -618,6 +629,7 @@ def _train(
     step_model: Any = torch.compile(model) if compiled else model  # same parameters; checkpoints save ``net``
     training_step = f"{'torch.compile' if compiled else 'eager'} ({why})"
     say(f"training step: {training_step}")
+    averaged = WeightAverage(net, cfg.ema) if cfg.ema else None
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=cfg.plateau_factor,
                                                        patience=cfg.plateau_patience, min_lr=cfg.min_lr)
@@ -651,6 +663,11 @@ def _train(
         if "scaler" in st and use_amp:
             scaler.load_state_dict(st["scaler"])
         sampler.load_state_dict({"served": st["sampler_served"]})  # the balancing totals
+        if averaged is not None:
+            if "ema" not in st:
+                raise ConfigError(f"{run / 'last.pt'}: saved without a weight average (ema); resume it with "
+                                  "ema=0 / --ema 0 or start afresh with --overwrite")
+            averaged.load_state_dict(st["ema"])
         history = list(resumed.history)
         epoch, done_in_epoch = int(st["epoch"]), int(st["patches_done"])
         restarts = int(st.get("restarts", 0)) + (1 if done_in_epoch else 0)
@@ -684,6 +701,7 @@ def _train(
             "sampler_served": [int(v) for v in sampler.served], "epoch": epoch, "patches_done": done_in_epoch,
             "restarts": restarts, "loss_sum": loss_sum, "loss_n": loss_n, "best_miou": best,
             "elapsed": elapsed_before + time.monotonic() - t_start, "world_size": world, "step": step,
+            **({"ema": averaged.state_dict()} if averaged is not None else {}),
         }
 
     def save_last() -> None:
@@ -735,6 +753,8 @@ def _train(
             scaler.step(opt)
             scaler.update()
             step += 1
+            if averaged is not None:
+                averaged.update(net, step)
             done_in_epoch += len(y)
             loss_sum += float(loss.detach()) * len(y)
             loss_n += len(y)
@@ -763,9 +783,13 @@ def _train(
         if world > 1:  # BN running statistics drift apart per rank: validate and save rank 0's everywhere
             for buf in net.buffers():
                 dist.broadcast(buf, src=0)
+            if averaged is not None:
+                for buf in averaged.model.buffers():
+                    dist.broadcast(buf, src=0)
+        judged = averaged.model if averaged is not None else net  # what is validated, saved as model.pt, returned
         # validation (whole images, model scale → stored masks) ----------------------------------------------
         t_val = time.monotonic()
-        ev = evaluate(net, val, k, tile=cfg.val_tile, margin=cfg.val_margin, rank=rank, world_size=world)
+        ev = evaluate(judged, val, k, tile=cfg.val_tile, margin=cfg.val_margin, rank=rank, world_size=world)
         val_seconds = time.monotonic() - t_val
         scores = Scores(ev["cm"], class_map.labels)
         iou, miou = scores.iou, scores.mean_iou
@@ -791,14 +815,61 @@ def _train(
         if rank == 0:
             write_text(run / "history.csv", pd.DataFrame(history).to_csv(index=False, float_format="%.6g"))
             if improved or not best_path.exists():
-                Checkpoint(net, class_map, scale, history, None, ckpt_config).save(best_path)
+                Checkpoint(judged, class_map, scale, history, None, ckpt_config).save(best_path)
             save_last()
         say(f"epoch {epoch}: train loss {row['train_loss']:.4f}, val loss {ev['loss']:.4f}, val mIoU {miou:.3f}"
             f"{' (best)' if improved else ''}, lr {row['lr']:.1e}, {row['seconds']:.0f} s")
         if time_up:
             say(f"time budget of {cfg.minutes} min reached after epoch {epoch}")
             break
-    return TrainResult(run, net, pd.DataFrame(history), best, interrupted, rank, world)
+    final = averaged.model if averaged is not None else net
+    return TrainResult(run, final, pd.DataFrame(history), best, interrupted, rank, world)
+
+
+class WeightAverage:
+    """Exponential moving average of a model's parameters and buffers (BatchNorm running statistics).
+
+    ``update(net, step)`` moves the average towards ``net`` by ``1 − d`` with ``d = min(decay, (1 + step) /
+    (10 + step))``; integer buffers (BatchNorm's batch counters) are copied.  ``model`` is a separate copy in
+    eval mode without gradients, ready to validate, save or export.
+
+    Raises:
+        ValueError: ``decay`` outside ``(0, 1)``.
+    """
+
+    def __init__(self, net: nn.Module, decay: float) -> None:
+        if not 0 < decay < 1:
+            raise ValueError(f"decay must be in (0, 1), got {decay}")
+        import copy
+
+        self.decay = float(decay)
+        self.model = copy.deepcopy(net).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    def _pairs(self, net: nn.Module) -> tuple[list[torch.Tensor], list[torch.Tensor], list[tuple[torch.Tensor, ...]]]:
+        mine = [*self.model.parameters()] + [b for b in self.model.buffers() if b.is_floating_point()]
+        theirs = [*net.parameters()] + [b for b in net.buffers() if b.is_floating_point()]
+        ints = [(a, b) for a, b in zip(self.model.buffers(), net.buffers(), strict=True) if not a.is_floating_point()]
+        return mine, theirs, ints
+
+    @torch.no_grad()
+    def update(self, net: nn.Module, step: int) -> float:
+        """Fold ``net``'s current weights into the average after optimizer step ``step`` (1-based); returns ``d``."""
+        d = min(self.decay, (1 + step) / (10 + step))
+        mine, theirs, ints = self._pairs(net)
+        torch._foreach_lerp_(mine, [t.detach() for t in theirs], 1.0 - d)
+        for a, b in ints:
+            a.copy_(b)
+        return d
+
+    def state_dict(self) -> dict[str, Any]:
+        """The averaged weights (CPU tensors) for ``last.pt``."""
+        return {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore an average saved by :meth:`state_dict`."""
+        self.model.load_state_dict(state)
 
 
 def cosine_lr(lr: float, min_lr: float, frac: float) -> float:

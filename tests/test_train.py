@@ -383,3 +383,72 @@ def test_compiled_training_step_trains_like_the_eager_one(data, tmp_path):
         assert torch.allclose(a.float(), b.float(), atol=2e-3), name
     assert not any(k.startswith("_orig_mod") for k in load_checkpoint(tmp_path / "comp" / "model.pt").model
                    .state_dict())
+
+
+def test_weight_average_moves_towards_the_net_and_copies_counters():
+    from lumenkit.train import WeightAverage
+
+    torch.manual_seed(0)
+    net = create_model("resunet", classes=3, width=4, depth=2)
+    avg = WeightAverage(net, 0.9)
+    assert all(not p.requires_grad for p in avg.model.parameters()) and not avg.model.training
+    before = {k: v.clone() for k, v in avg.model.state_dict().items()}
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(1.0)
+        for name, b in net.named_buffers():
+            b.add_(1) if name.endswith("num_batches_tracked") else b.add_(2.0)
+    d = avg.update(net, step=100)  # ramp min(0.9, 101/110) = 0.9
+    assert d == pytest.approx(0.9)
+    after, raw = avg.model.state_dict(), net.state_dict()
+    for k, v in after.items():
+        if k.endswith("num_batches_tracked"):
+            assert torch.equal(v, raw[k]), k  # counters are copied, not averaged
+        else:
+            assert torch.allclose(v, 0.9 * before[k] + 0.1 * raw[k], atol=1e-6), k
+    assert avg.update(net, step=1) == pytest.approx(2 / 11)  # early steps: short memory
+    with pytest.raises(ValueError, match="decay"):
+        WeightAverage(net, 1.0)
+
+
+def test_weight_average_invalidates_the_cached_inference_copy():
+    from lumenkit.infer import predict_probs
+    from lumenkit.train import WeightAverage
+
+    torch.manual_seed(0)
+    net = create_model("resunet", classes=3, width=4, depth=2)
+    avg = WeightAverage(net, 0.5)
+    image = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    p0 = predict_probs(avg.model, image, tile=32, margin=0)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.mul_(-3.0)
+    avg.update(net, step=1000)
+    assert not torch.allclose(predict_probs(avg.model, image, tile=32, margin=0), p0)
+
+
+def test_ema_training_validates_saves_and_resumes_the_average(data, tmp_path):
+    run = tmp_path / "run"
+
+    def interrupt(info):
+        if info["step"] == 6:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    r = train(data=str(data), out=str(run), epochs=3, ema=0.9, on_step=interrupt, **TINY)
+    assert r.interrupted
+    st = load_checkpoint(run / "last.pt").train_state
+    raw = load_checkpoint(run / "last.pt").model.state_dict()
+    assert set(st["ema"]) == set(raw) and any(not torch.equal(st["ema"][k], raw[k]) for k in raw)
+    best = load_checkpoint(run / "model.pt").model.state_dict()  # epoch 1's average, not its raw weights
+    assert any(not torch.equal(best[k], raw[k]) for k in raw if not k.endswith("num_batches_tracked"))
+    r2 = train(data=str(data), out=str(run), epochs=3, ema=0.9, resume=True, **TINY)
+    assert list(r2.history["epoch"]) == [1, 2, 3]
+    final = load_checkpoint(run / "last.pt")
+    for k, v in r2.model.state_dict().items():  # the returned model is the average kept for resuming
+        assert torch.equal(v.cpu(), final.train_state["ema"][k]), k
+    with pytest.raises(ConfigError, match="ema"):
+        train(data=str(data), out=str(run), epochs=4, ema=1.5, resume=True, **TINY)
+    with pytest.raises(ConfigError, match=r"ema: saved 0.0, now 0.9"):
+        plain = tmp_path / "plain"
+        train(data=str(data), out=str(plain), epochs=1, **TINY)
+        train(data=str(data), out=str(plain), epochs=2, ema=0.9, resume=True, **TINY)
