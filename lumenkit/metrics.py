@@ -249,10 +249,21 @@ def bootstrap_mean_iou(
 ) -> tuple[float, float]:
     """Bootstrap interval of the dataset-wide mean IoU, resampling images with replacement.
 
+    Args:
+        matrices: per-image ``(K, K)`` confusion matrices.
+        n_boot: bootstrap resamples; 0 skips the bootstrap.
+        ci: coverage of the interval (0.95 = 2.5th to 97.5th percentile).
+        seed: seed of the resampling.
+
     Returns:
-        ``(low, high)``; NaNs when there are no images.
+        ``(low, high)``; NaNs when there are no images or ``n_boot`` is 0.
+
+    Raises:
+        ValueError: a negative ``n_boot`` or ``ci`` outside ``(0, 1)``.
     """
-    if len(matrices) == 0:
+    if n_boot < 0 or not 0 < ci < 1:
+        raise ValueError(f"n_boot must be ≥ 0 and ci in (0, 1), got n_boot={n_boot}, ci={ci}")
+    if len(matrices) == 0 or n_boot == 0:
         return float("nan"), float("nan")
     stack = np.stack(matrices).astype(np.float64)
     rng = np.random.default_rng(seed)

@@ -86,6 +86,9 @@ def test_per_image_table_and_bootstrap():
     m = Scores(sum_confusions(mats), list("abcde")).mean_iou
     assert lo <= m <= hi and hi - lo < 0.1
     assert bootstrap_mean_iou(mats, n_boot=50, seed=1) == bootstrap_mean_iou(mats, n_boot=50, seed=1)
+    assert all(np.isnan(bootstrap_mean_iou(mats, n_boot=0)))  # no bootstrap asked: no interval
+    with pytest.raises(ValueError, match="n_boot"):
+        bootstrap_mean_iou(mats, n_boot=-1)
 
 
 def test_error_sources_finds_the_image_holding_a_class_errors():
