@@ -3,8 +3,10 @@
 One entry point, :func:`train`, runs alone or under ``torchrun --nproc-per-node N`` (DistributedDataParallel;
 gloo on CPU, nccl on GPU). Every rank draws its own patch stream; only rank 0 writes files. A run folder holds:
 
-* ``model.pt`` — best checkpoint by validation mean IoU (what ``lumenkit predict`` and evaluation use);
-* ``last.pt`` — the latest state with optimizer / scheduler / sampler state (``resume=True`` continues it);
+* ``model.pt`` — best checkpoint by validation mean IoU (what ``lumenkit predict`` and evaluation use); with
+  ``ema`` set, the moving average of the weights (:class:`WeightAverage`) is what is validated and saved;
+* ``last.pt`` — the latest state with optimizer / scheduler / sampler state and the average (``resume=True``
+  continues it);
 * ``history.csv`` — one row per epoch: losses, validation IoU per class, learning rate, seconds;
 * ``config.yaml`` — the full configuration, versions, class set and the validation image names.
 """
