@@ -14,6 +14,7 @@ gloo on CPU, nccl on GPU). Every rank draws its own patch stream; only rank 0 wr
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import math
 import os
@@ -665,10 +666,7 @@ def _train(
         if "scaler" in st and use_amp:
             scaler.load_state_dict(st["scaler"])
         sampler.load_state_dict({"served": st["sampler_served"]})  # the balancing totals
-        if averaged is not None:
-            if "ema" not in st:
-                raise ConfigError(f"{run / 'last.pt'}: saved without a weight average (ema); resume it with "
-                                  "ema=0 / --ema 0 or start afresh with --overwrite")
+        if averaged is not None:  # a run saved without ema is refused earlier (config_differences)
             averaged.load_state_dict(st["ema"])
         history = list(resumed.history)
         epoch, done_in_epoch = int(st["epoch"]), int(st["patches_done"])
@@ -842,8 +840,6 @@ class WeightAverage:
     def __init__(self, net: nn.Module, decay: float) -> None:
         if not 0 < decay < 1:
             raise ValueError(f"decay must be in (0, 1), got {decay}")
-        import copy
-
         self.decay = float(decay)
         self.model = copy.deepcopy(net).eval()
         for p in self.model.parameters():
