@@ -101,6 +101,8 @@ VARIANTS: dict[str, Variant] = {
                 {**_BEST, "compile": "on", "scale": 0.125, "exposure": 0.25}),
         Variant("ema", "exposure + a moving average of weights and BatchNorm statistics (decay 0.995) as the model",
                 {**_BEST, "compile": "on", "scale": 0.125, "exposure": 0.25, "ema": 0.995}),
+        Variant("dice", "exposure + a soft Dice term beside the cross-entropy (loss ce+dice, weight 1)",
+                {**_BEST, "compile": "on", "scale": 0.125, "exposure": 0.25, "loss": "ce+dice"}),
         Variant("quarter_exposure", "compiled + exposure jitter ±25 % at 1/4 scale (exposure without eighth_scale)",
                 {**_BEST, "compile": "on", "exposure": 0.25}),
         Variant("depth5", "compiled, depth 5 instead of 4: twice the receptive field at the same 1/4 scale",

@@ -315,7 +315,8 @@ class SegmentationLoss(nn.Module):
             card = prob.sum((0, 2, 3)) + onehot.sum((0, 2, 3))
             present = onehot.sum((0, 2, 3)) > 0
             dice = (2 * inter + 1) / (card + 1)
-            dl = (1 - dice[present]).mean() if present.any() else logits.sum() * 0
+            # masked mean over the classes present (no boolean indexing: static shapes for torch.compile)
+            dl = ((1 - dice) * present).sum() / present.sum().clamp(min=1)
             loss = loss + self.dice_weight * dl
         return loss
 
