@@ -69,6 +69,7 @@ class Variant:
 
 _COSINE = {"schedule": "cosine", "noise": 12.0, "blur": 1.0}
 _BEST = {"schedule": "cosine", "photometric": 0.0}  # no_photometric; `exposure` adds the `lumenkit train` defaults
+_EXPOSURE = {**_BEST, "compile": "on", "scale": 0.125, "exposure": 0.25}  # the `lumenkit train` defaults
 VARIANTS: dict[str, Variant] = {
     v.name: v
     for v in (
@@ -98,11 +99,11 @@ VARIANTS: dict[str, Variant] = {
         Variant("patch128", "compiled, 32 patches of 128 px per step instead of 8 of 256 (same pixels, less context)",
                 {**_BEST, "compile": "on", "patch_size": 128, "batch_size": 32}),
         Variant("exposure", "eighth_scale + exposure jitter ±25 % (brightness alone): the `lumenkit train` default",
-                {**_BEST, "compile": "on", "scale": 0.125, "exposure": 0.25}),
+                dict(_EXPOSURE)),
         Variant("ema", "exposure + a moving average of weights and BatchNorm statistics (decay 0.995) as the model",
-                {**_BEST, "compile": "on", "scale": 0.125, "exposure": 0.25, "ema": 0.995}),
+                {**_EXPOSURE, "ema": 0.995}),
         Variant("dice", "exposure + a soft Dice term beside the cross-entropy (loss ce+dice, weight 1)",
-                {**_BEST, "compile": "on", "scale": 0.125, "exposure": 0.25, "loss": "ce+dice"}),
+                {**_EXPOSURE, "loss": "ce+dice"}),
         Variant("quarter_exposure", "compiled + exposure jitter ±25 % at 1/4 scale (exposure without eighth_scale)",
                 {**_BEST, "compile": "on", "exposure": 0.25}),
         Variant("depth5", "compiled, depth 5 instead of 4: twice the receptive field at the same 1/4 scale",
