@@ -210,6 +210,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
                    help="torch.compile the training step (1.2–1.3× faster steps after ≈80 s of compilation on 2 "
                         "CPU cores); auto (default) does it for budgets ≥ 10 minutes when a C++ compiler is found")
+    p.add_argument("--no-retain-heap", action="store_true",
+                   help="let glibc return freed tensor memory to the system at every step (slower: page faults; "
+                        "default keeps it in the heap until training ends, see lumenkit.heap)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
     p.add_argument("--overwrite", action="store_true", help="start afresh in a folder that holds a run")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -228,7 +231,7 @@ def _train_config(a: argparse.Namespace) -> TrainConfig:
         strength=a.strength, photometric=a.photometric, exposure=a.exposure, ema=a.ema,
         flips=not a.no_flips, rot90=not a.no_flips, noise=a.noise, blur=a.blur,
         schedule=a.schedule, loss=a.loss, device=a.device,
-        workers=a.workers, compile=a.compile, resume=a.resume,
+        workers=a.workers, compile=a.compile, retain_heap=not a.no_retain_heap, resume=a.resume,
         overwrite=a.overwrite, quiet=a.quiet,
     )
 
