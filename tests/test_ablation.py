@@ -132,9 +132,9 @@ def test_lumenkit_train_defaults_are_the_exposure_recipe(monkeypatch):
     got, want = _train_config(a), variant_config("exposure", "D", "R")
     fields = ("scale", "width", "depth", "patch_size", "batch_size", "patches_per_epoch", "minutes", "schedule",
               "photometric", "exposure", "sampler", "strength", "flips", "rot90", "noise", "blur", "n_val",
-              "val_seed", "seed", "lr", "loss", "ema")
+              "val_seed", "seed", "lr", "loss", "ema", "retain_heap")
     assert {f: getattr(got, f) for f in fields} == {f: getattr(want, f) for f in fields}
-    assert (got.scale, got.exposure) == (0.125, 0.25)
+    assert (got.scale, got.exposure, got.retain_heap) == (0.125, 0.25, True)
     # both compile the training step (the older rows such as no_photometric ran eagerly)
     monkeypatch.setattr("shutil.which", lambda name: f"/usr/bin/{name}")
     cpu = torch.device("cpu")

@@ -188,7 +188,7 @@ def test_cli_train(data, tmp_path, capsys):
     run = tmp_path / "cli_run"
     code = main(["train", "--data", str(data), "--out", str(run), "--epochs", "1", "--width", "4", "--depth", "2",
                  "--patch-size", "32", "--batch-size", "4", "--patches-per-epoch", "8", "--n-val", "2",
-                 "--val-seed", "3", "--no-flips", "--quiet"])
+                 "--val-seed", "3", "--no-flips", "--no-retain-heap", "--quiet"])
     assert code == 0 and (run / "model.pt").exists()
     assert "best val mIoU" in capsys.readouterr().out
     from lumenkit.data import LumenStoneDataset
@@ -196,7 +196,7 @@ def test_cli_train(data, tmp_path, capsys):
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     expected = LumenStoneDataset(data, "val", n_val=2, seed=3).names
     assert cfg["val_seed"] == 3 and cfg["resolved"]["val_names"] == expected
-    assert cfg["flips"] is False and cfg["rot90"] is False
+    assert cfg["flips"] is False and cfg["rot90"] is False and cfg["retain_heap"] is False
     assert main(["train", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r2"), "--quiet"]) == 2
 
 
