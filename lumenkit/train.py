@@ -584,8 +584,8 @@ def train(
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
     threads = cfg.threads or max(1, _usable_cores() // max(1, local_world))
     try:
-        with _torch_threads(threads), retained_heap(cfg.retain_heap), _StopRequest() as stop:
-            return _train(cfg, run, resumed, dev, rank, world, threads, stop, on_step)
+        with _torch_threads(threads), retained_heap(cfg.retain_heap) as heap_kept, _StopRequest() as stop:
+            return _train(cfg, run, resumed, dev, rank, world, threads, stop, on_step, heap_kept)
     finally:
         if started_here:
             dist.destroy_process_group()
@@ -601,6 +601,7 @@ def _train(
     threads: int,
     stop: _StopRequest,
     on_step: Callable[[dict[str, Any]], None] | None,
+    heap_kept: bool = False,
 ) -> TrainResult:
     from tqdm.auto import tqdm
 
@@ -701,7 +702,7 @@ def _train(
     if rank == 0:
         data_hash = LumenStoneDataset(cfg.data, "train").content_hash()
         _write_config(run, cfg, net, class_map, scale, val.names, fit.names, world, dev, threads, mean, std, data_hash,
-                      training_step)
+                      training_step, heap_kept)
 
     def train_state() -> dict[str, Any]:
         return {
@@ -878,6 +879,22 @@ class WeightAverage:
         self.model.load_state_dict(state)
 
 
+def cpu_gflops(n: int = 1024, repeats: int = 3) -> float:
+    """fp32 GFLOP/s of this CPU on torch's current threads: best of ``repeats`` ``n``³ matrix products (≈ 0.1 s).
+
+    Recorded in each run's ``config.yaml`` (``resolved.cpu_sgemm_gflops``) so that the epochs of time-budgeted
+    runs on different or differently loaded hosts can be compared.
+    """
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
 def cosine_lr(lr: float, min_lr: float, frac: float) -> float:
     """Learning rate at fraction ``frac`` (clipped to [0, 1]) of a half-cosine from ``lr`` down to ``min_lr``."""
     f = min(1.0, max(0.0, frac))
@@ -887,7 +904,7 @@ def cosine_lr(lr: float, min_lr: float, frac: float) -> float:
 def _write_config(
     run: Path, cfg: TrainConfig, net: SegmentationModel, class_map: ClassMap, scale: float, val_names: list[str],
     fit_names: list[str], world: int, dev: torch.device, threads: int, mean: list[float], std: list[float],
-    data_hash: str = "", training_step: str = "",
+    data_hash: str = "", training_step: str = "", heap_kept: bool = False,
 ) -> None:
     doc = {
         **cfg.to_dict(),
@@ -897,7 +914,8 @@ def _write_config(
             "gflop_per_megapixel": round(count_flops(net, 256, 256) / (256 * 256 / 1e6) / 1e9, 1),
             "world_size": world, "device": str(dev), "threads_per_process": threads,
             "val_names": val_names, "fit_names": fit_names, "data_sha1_train_split": data_hash,
-            "training_step": training_step,
+            "training_step": training_step, "heap_retained": heap_kept,
+            "cpu_sgemm_gflops": round(cpu_gflops(), 1),
         },
         "versions": _versions(),
     }

@@ -51,6 +51,10 @@ def test_training_writes_all_outputs(data, tmp_path):
     assert cfg["versions"]["torch"] and cfg["resolved"]["class_codes"] == [0, 1, 2]
     assert len(cfg["resolved"]["data_sha1_train_split"]) == 40
     assert adam_steps(run / "last.pt") == 2 * 4  # 16 patches / batch 4 per epoch
+    from lumenkit.heap import heap_retention_available
+
+    assert cfg["resolved"]["heap_retained"] is heap_retention_available()  # the default keeps freed memory
+    assert cfg["resolved"]["cpu_sgemm_gflops"] > 0
 
 
 def test_existing_run_is_not_overwritten(data, tmp_path):
@@ -197,6 +201,7 @@ def test_cli_train(data, tmp_path, capsys):
     expected = LumenStoneDataset(data, "val", n_val=2, seed=3).names
     assert cfg["val_seed"] == 3 and cfg["resolved"]["val_names"] == expected
     assert cfg["flips"] is False and cfg["rot90"] is False and cfg["retain_heap"] is False
+    assert cfg["resolved"]["heap_retained"] is False
     assert main(["train", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r2"), "--quiet"]) == 2
 
 
