@@ -39,7 +39,7 @@ from torch import nn
 
 from .classes import IGNORE, ClassMap
 from .errors import ConfigError
-from .heap import retained_heap
+from .heap import heap_retention_available, retained_heap
 from .io import write_text
 from .metrics import Scores, confusion_matrix
 from .model import Checkpoint, SegmentationModel, count_flops, create_model, load_checkpoint
@@ -136,9 +136,9 @@ class TrainConfig:
             with a message. Validation and the saved checkpoints are the plain model either way.
         retain_heap: on Linux with glibc, keep freed memory in the process heap while training instead of
             returning large blocks to the kernel and faulting them in again at the next step (see
-            :mod:`lumenkit.heap`; 1.13× the compiled and 1.20× the eager steps per second on the build machine,
-            ``benchmarks/bench_heap.py``). The process holds its peak memory until training ends. No effect
-            elsewhere or on CUDA tensors.
+            :mod:`lumenkit.heap`; 1.13× the compiled and 1.20× the eager steps per second on a host where page
+            faults are dear, ``benchmarks/bench_heap.py``). The process holds its peak memory until training
+            ends. No effect elsewhere or on CUDA tensors.
         resume: continue from ``RUN/last.pt`` when present.
         overwrite: allow starting afresh in a folder that already holds a run.
         quiet: no progress bars or epoch lines.
@@ -584,8 +584,8 @@ def train(
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
     threads = cfg.threads or max(1, _usable_cores() // max(1, local_world))
     try:
-        with _torch_threads(threads), retained_heap(cfg.retain_heap) as heap_kept, _StopRequest() as stop:
-            return _train(cfg, run, resumed, dev, rank, world, threads, stop, on_step, heap_kept)
+        with _torch_threads(threads), retained_heap(cfg.retain_heap), _StopRequest() as stop:
+            return _train(cfg, run, resumed, dev, rank, world, threads, stop, on_step)
     finally:
         if started_here:
             dist.destroy_process_group()
@@ -601,7 +601,6 @@ def _train(
     threads: int,
     stop: _StopRequest,
     on_step: Callable[[dict[str, Any]], None] | None,
-    heap_kept: bool = False,
 ) -> TrainResult:
     from tqdm.auto import tqdm
 
@@ -702,7 +701,7 @@ def _train(
     if rank == 0:
         data_hash = LumenStoneDataset(cfg.data, "train").content_hash()
         _write_config(run, cfg, net, class_map, scale, val.names, fit.names, world, dev, threads, mean, std, data_hash,
-                      training_step, heap_kept)
+                      training_step)
 
     def train_state() -> dict[str, Any]:
         return {
@@ -904,7 +903,7 @@ def cosine_lr(lr: float, min_lr: float, frac: float) -> float:
 def _write_config(
     run: Path, cfg: TrainConfig, net: SegmentationModel, class_map: ClassMap, scale: float, val_names: list[str],
     fit_names: list[str], world: int, dev: torch.device, threads: int, mean: list[float], std: list[float],
-    data_hash: str = "", training_step: str = "", heap_kept: bool = False,
+    data_hash: str = "", training_step: str = "",
 ) -> None:
     doc = {
         **cfg.to_dict(),
@@ -914,7 +913,7 @@ def _write_config(
             "gflop_per_megapixel": round(count_flops(net, 256, 256) / (256 * 256 / 1e6) / 1e9, 1),
             "world_size": world, "device": str(dev), "threads_per_process": threads,
             "val_names": val_names, "fit_names": fit_names, "data_sha1_train_split": data_hash,
-            "training_step": training_step, "heap_retained": heap_kept,
+            "training_step": training_step, "heap_retained": cfg.retain_heap and heap_retention_available(),
             "cpu_sgemm_gflops": round(cpu_gflops(), 1),
         },
         "versions": _versions(),
