@@ -95,6 +95,13 @@ def _run_report(a: argparse.Namespace) -> int:
 
 
 # -- evaluate -------------------------------------------------------------------------------------
+def _add_heap_flag(p: argparse.ArgumentParser) -> None:
+    """``--no-retain-heap`` for the commands that predict whole images (see :mod:`lumenkit.heap`)."""
+    p.add_argument("--no-retain-heap", action="store_true",
+                   help="let glibc return freed memory to the system after every window (page faults; default keeps "
+                        "it in the heap until the last image, see lumenkit.heap)")
+
+
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="dataset-wide per-class IoU of a model (and baselines) → JSON")
     p.add_argument("--data", required=True, help="dataset folder in LumenStone layout")
@@ -115,6 +122,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--perturb", default=None, metavar="NAME=STRENGTH",
                    help="evaluate under a changed imaging condition, e.g. white_balance=0.1 (see `robustness`)")
+    _add_heap_flag(p)
     p.set_defaults(func=_run_evaluate)
 
 
@@ -131,7 +139,8 @@ def _run_evaluate(a: argparse.Namespace) -> int:
         transform, magnification = image_transform(name, strength)
     ev = evaluate(a.data, a.model, split=a.split, scale=a.scale, void_border_px=a.void_border, tta=a.tta,
                   baselines=not a.no_baselines, n_val=a.n_val, seed=a.seed, save_masks=a.save_masks,
-                  progress=not a.quiet, transform=transform, magnification=magnification, fold=a.val_fold)
+                  progress=not a.quiet, transform=transform, magnification=magnification, fold=a.val_fold,
+                  predict_kwargs={"retain_heap": not a.no_retain_heap})
     if a.perturb:
         ev.info["perturbation"] = a.perturb
     write_evaluation(ev, a.out)
@@ -259,6 +268,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tta", action="store_true", help="average over flips and rotations (8× slower)")
     p.add_argument("--runtime", choices=["torch", "onnx"], default=None,
                    help="inference back end (default: torch for .pt, ONNX Runtime for .onnx)")
+    _add_heap_flag(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_predict)
 
@@ -271,7 +281,7 @@ def _run_predict(a: argparse.Namespace) -> int:
               file=sys.stderr)
 
     rep = predict_files(a.model, a.paths, a.out, scale=a.scale, tile=a.tile, margin=a.margin, tta=a.tta,
-                        progress=not a.quiet, on_error=report, runtime=a.runtime)
+                        progress=not a.quiet, on_error=report, runtime=a.runtime, retain_heap=not a.no_retain_heap)
     print(f"predicted {len(rep.composition)} image(s) into {rep.out}; {len(rep.failures)} failed")
     return 0 if rep.ok else 1
 

@@ -16,6 +16,7 @@ import pandas as pd
 from .classes import IGNORE, ClassMap
 from .data import LumenStoneDataset, list_splits
 from .errors import ConfigError
+from .heap import retained_heap
 from .io import resize_mask, save_image, write_json
 from .metrics import Scores, bootstrap_mean_iou, confusion_matrix, per_image_table, sum_confusions, void_border
 
@@ -218,7 +219,8 @@ def evaluate(
         fold: validation fold (which block of ``n_val`` images of that seed, see
             :func:`lumenkit.data.validation_split`); ``None``: the model's recorded ``val_fold``, else 0.
         save_masks: write predicted masks ``NAME.png`` (LumenStone codes) here, for the deposit report.
-        predict_kwargs: extra arguments for ``predict_image`` (tile, margin, batch, threads).
+        predict_kwargs: extra arguments for ``predict_image`` (tile, margin, batch, threads, retain_heap: kept
+            for the whole loop over images).
         progress: tqdm bar over images.
         transform: applied to each image (at model scale) before prediction, e.g. a perturbation or a
             calibration (see :mod:`lumenkit.robustness`).
@@ -250,31 +252,32 @@ def evaluate(
     mats, base_mats = [], {"majority": [], "colour_centroid": []}
     conf_err = np.zeros((len(CONFIDENCE_BINS) - 1, 2), dtype=np.int64)
     t0 = time.perf_counter()
-    for i in tqdm(range(len(ds)), desc=f"evaluate {split}", disable=not progress):
-        mask = ds.read_mask(i)
-        true = cmap.to_index(mask, source=str(ds.mask_paths[i]))
-        valid = void_border(true, void_border_px) if void_border_px else None
-        image = ds.read_image(i, scale=model_scale * magnification)
-        if transform is not None:
-            image = transform(image)
-        out = predict_image(ckpt, image, input_scale=model_scale, model_scale=model_scale,
-                            output_size=(mask.shape[1], mask.shape[0]), tta=tta, **(predict_kwargs or {}))
-        pred = out["indices"]
-        mats.append(confusion_matrix(pred, true, k, valid=valid))
-        keep = true != 255 if valid is None else (true != 255) & valid
-        b = np.clip(np.digitize(out["confidence"][keep], CONFIDENCE_BINS) - 1, 0, len(CONFIDENCE_BINS) - 2)
-        wrong = pred[keep] != true[keep]
-        conf_err[:, 0] += np.bincount(b, minlength=len(CONFIDENCE_BINS) - 1)
-        conf_err[:, 1] += np.bincount(b[wrong], minlength=len(CONFIDENCE_BINS) - 1)
-        if save_masks is not None:
-            save_image(out["codes"], Path(save_masks) / f"{ds.names[i]}.png")
-        if base is not None:
-            img_stored = ds.read_image(i, scale=ds.stored_scale)
-            cc = base.predict(img_stored)
-            if cc.shape != true.shape:
-                cc = resize_mask(cc, (true.shape[1], true.shape[0]))
-            base_mats["colour_centroid"].append(confusion_matrix(cc, true, k, valid=valid))
-            base_mats["majority"].append(confusion_matrix(np.full_like(true, base.majority), true, k, valid=valid))
+    with retained_heap((predict_kwargs or {}).get("retain_heap", True)):  # freed buffers serve the next image
+        for i in tqdm(range(len(ds)), desc=f"evaluate {split}", disable=not progress):
+            mask = ds.read_mask(i)
+            true = cmap.to_index(mask, source=str(ds.mask_paths[i]))
+            valid = void_border(true, void_border_px) if void_border_px else None
+            image = ds.read_image(i, scale=model_scale * magnification)
+            if transform is not None:
+                image = transform(image)
+            out = predict_image(ckpt, image, input_scale=model_scale, model_scale=model_scale,
+                                output_size=(mask.shape[1], mask.shape[0]), tta=tta, **(predict_kwargs or {}))
+            pred = out["indices"]
+            mats.append(confusion_matrix(pred, true, k, valid=valid))
+            keep = true != 255 if valid is None else (true != 255) & valid
+            b = np.clip(np.digitize(out["confidence"][keep], CONFIDENCE_BINS) - 1, 0, len(CONFIDENCE_BINS) - 2)
+            wrong = pred[keep] != true[keep]
+            conf_err[:, 0] += np.bincount(b, minlength=len(CONFIDENCE_BINS) - 1)
+            conf_err[:, 1] += np.bincount(b[wrong], minlength=len(CONFIDENCE_BINS) - 1)
+            if save_masks is not None:
+                save_image(out["codes"], Path(save_masks) / f"{ds.names[i]}.png")
+            if base is not None:
+                img_stored = ds.read_image(i, scale=ds.stored_scale)
+                cc = base.predict(img_stored)
+                if cc.shape != true.shape:
+                    cc = resize_mask(cc, (true.shape[1], true.shape[0]))
+                base_mats["colour_centroid"].append(confusion_matrix(cc, true, k, valid=valid))
+                base_mats["majority"].append(confusion_matrix(np.full_like(true, base.majority), true, k, valid=valid))
     seconds = time.perf_counter() - t0
     total = sum_confusions(mats)
     conf = pd.DataFrame(

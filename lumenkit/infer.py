@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .classes import ClassMap
+from .heap import retained_heap
 from .io import resize_image, target_size
 from .model import Checkpoint, SegmentationModel, fuse_for_inference, load_checkpoint
 
@@ -418,6 +419,7 @@ def predict_image(
     progress: bool = False,
     fuse: bool = True,
     runtime: str | None = None,
+    retain_heap: bool = True,
 ) -> dict[str, Any]:
     """Predict a whole image at the model's scale and return results at the input's resolution.
 
@@ -442,6 +444,9 @@ def predict_image(
         fuse: run torch models with BatchNorm folded into the convolutions (same result, faster).
         runtime: ``None`` (the model's own), ``"torch"``, or ``"onnx"`` (a torch model is exported in memory once
             and run by ONNX Runtime).
+        retain_heap: keep freed memory in glibc's heap during the call (:func:`lumenkit.heap.retained_heap`: the
+            window activations above glibc's mmap threshold are not page-faulted in afresh for every window);
+            the free memory is returned when the outermost such block ends.
 
     Returns:
         ``{"codes": (H, W) uint8 LumenStone codes, "indices": (H, W) uint8 model indices,
@@ -476,7 +481,7 @@ def predict_image(
     out_size = (w, h) if output_size is None else (int(output_size[0]), int(output_size[1]))
     factor = model_scale / input_scale
     work = image if abs(factor - 1) < 1e-9 else resize_image(image, target_size((w, h), factor))
-    with _threads(threads):
+    with retained_heap(retain_heap), _threads(threads):
         probs = predict_probs(model, work, tile=tile, margin=margin, batch=batch, tta=tta, device=device,
                               progress=progress, fuse=fuse, runtime=runtime)
         idx, conf, full = resize_probs(probs, out_size, keep_probs=return_probs)
@@ -574,6 +579,7 @@ def predict_files(
     progress: bool = True,
     on_error: Callable[[str, str], None] | None = None,
     runtime: str | None = None,
+    retain_heap: bool = True,
 ) -> PredictionReport:
     """Predict image files and write, per image, a mask, an overlay and a confidence map, plus a composition CSV.
 
@@ -604,6 +610,8 @@ def predict_files(
         progress: show a progress bar over images.
         on_error: called with ``(path, message)`` for each failure.
         runtime: ``None`` (the model's own), ``"torch"`` or ``"onnx"`` (see :func:`predict_image`).
+        retain_heap: keep freed memory in glibc's heap until the last file is done (see :func:`predict_image`);
+            the process holds its peak memory until then.
 
     Raises:
         CheckpointError: the model cannot be loaded (nothing is predicted then), or an ONNX model without
@@ -628,36 +636,38 @@ def predict_files(
         from tqdm.auto import tqdm
 
         bar = tqdm(files, desc="predict", unit="image")
-    for f in bar if bar is not None else files:
-        try:
-            s = float(scale) if scale is not None else scale_of(f)
-            if not s > 0:
-                raise ValueError(f"scale must be positive, got {s}")
-            size = image_size(f)
-            factor = min(1.0, ckpt.scale / s)  # decode straight at the model's scale when that is smaller
-            image = read_image(f, factor=factor)
-            res = predict_image(ckpt, image, ckpt.scale if factor < 1 else s, tile=tile, margin=margin,
-                                batch=batch, tta=tta, output_size=size, runtime=runtime)
-        except (LumenkitError, ValueError, OSError) as e:
-            failures.append((str(f), str(e)))
-            if on_error is not None:
-                on_error(str(f), str(e))
-            continue
-        name = f.stem if f.stem not in used else f"{f.parent.name}_{f.stem}"
-        i = 2
-        while name in used:
-            name, i = f"{f.parent.name}_{f.stem}_{i}", i + 1
-        used.add(name)
-        codes = res["codes"]
-        save_image(codes, out / f"{name}.png")
-        save_image(overlay(image, _nearest(codes, image.shape[:2]), alpha=alpha), out / "overlays" / f"{name}.jpg")
-        save_image(np.clip(res["confidence"] * 255 + 0.5, 0, 255).astype(np.uint8), out / "confidence" / f"{name}.png")
-        counts = np.bincount(res["indices"].ravel(), minlength=len(labels))[: len(labels)]
-        row: dict[str, Any] = {"image": name, "path": str(f), "width": codes.shape[1], "height": codes.shape[0],
-                               "scale": s}
-        row.update({lbl: 100.0 * c / codes.size for lbl, c in zip(labels, counts, strict=True)})
-        row["mean_confidence"] = float(res["confidence"].mean())
-        rows.append(row)
+    with retained_heap(retain_heap):  # one block for all files: freed buffers serve the next image
+        for f in bar if bar is not None else files:
+            try:
+                s = float(scale) if scale is not None else scale_of(f)
+                if not s > 0:
+                    raise ValueError(f"scale must be positive, got {s}")
+                size = image_size(f)
+                factor = min(1.0, ckpt.scale / s)  # decode straight at the model's scale when that is smaller
+                image = read_image(f, factor=factor)
+                res = predict_image(ckpt, image, ckpt.scale if factor < 1 else s, tile=tile, margin=margin,
+                                    batch=batch, tta=tta, output_size=size, runtime=runtime, retain_heap=retain_heap)
+            except (LumenkitError, ValueError, OSError) as e:
+                failures.append((str(f), str(e)))
+                if on_error is not None:
+                    on_error(str(f), str(e))
+                continue
+            name = f.stem if f.stem not in used else f"{f.parent.name}_{f.stem}"
+            i = 2
+            while name in used:
+                name, i = f"{f.parent.name}_{f.stem}_{i}", i + 1
+            used.add(name)
+            codes = res["codes"]
+            save_image(codes, out / f"{name}.png")
+            save_image(overlay(image, _nearest(codes, image.shape[:2]), alpha=alpha), out / "overlays" / f"{name}.jpg")
+            conf8 = np.clip(res["confidence"] * 255 + 0.5, 0, 255).astype(np.uint8)
+            save_image(conf8, out / "confidence" / f"{name}.png")
+            counts = np.bincount(res["indices"].ravel(), minlength=len(labels))[: len(labels)]
+            row: dict[str, Any] = {"image": name, "path": str(f), "width": codes.shape[1], "height": codes.shape[0],
+                                   "scale": s}
+            row.update({lbl: 100.0 * c / codes.size for lbl, c in zip(labels, counts, strict=True)})
+            row["mean_confidence"] = float(res["confidence"].mean())
+            rows.append(row)
     comp = pd.DataFrame(rows, columns=["image", "path", "width", "height", "scale", *labels, "mean_confidence"])
     write_text(out / "composition.csv", comp.to_csv(index=False, float_format="%.4f"))
     return PredictionReport(comp, failures, out)

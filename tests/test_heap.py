@@ -67,3 +67,89 @@ def test_elsewhere_the_block_is_a_no_op(monkeypatch):
     with retained_heap() as tuned:
         assert tuned is False
     assert heap_retention_available() is False
+
+
+def _spy_depth(monkeypatch, module: str, name: str) -> list[int]:
+    """Replace ``module.name`` with a wrapper recording the heap-block depth it is called at."""
+    import importlib
+
+    import lumenkit.heap
+
+    mod = importlib.import_module(module)
+    real, depths = getattr(mod, name), []
+
+    def spy(*args, **kwargs):
+        depths.append(lumenkit.heap._depth)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mod, name, spy)
+    return depths
+
+
+@needs_glibc
+@pytest.mark.parametrize("retain", [True, False])
+def test_prediction_runs_inside_the_block_unless_asked_not_to_and_gives_the_same_result(monkeypatch, retain):
+    import numpy as np
+    import torch
+
+    from lumenkit.infer import predict_image
+    from lumenkit.model import create_model
+
+    torch.manual_seed(0)
+    net = create_model(width=4, depth=2, classes=3).eval()
+    img = np.random.default_rng(0).integers(0, 256, (90, 130, 3), dtype=np.uint8)
+    ref = predict_image(net, img, tile=64, margin=8)["indices"]
+    depths = _spy_depth(monkeypatch, "lumenkit.infer", "predict_probs")
+    got = predict_image(net, img, tile=64, margin=8, retain_heap=retain)["indices"]
+    assert depths == [1 if retain else 0]
+    np.testing.assert_array_equal(got, ref)
+    import lumenkit.heap
+
+    assert lumenkit.heap._depth == 0  # the block closed
+
+
+@needs_glibc
+@pytest.mark.parametrize("retain", [True, False])
+def test_predict_files_and_evaluate_hold_one_block_over_all_images(fake_dataset, tmp_path, monkeypatch, retain):
+    import torch
+
+    from lumenkit.classes import ClassMap
+    from lumenkit.evaluate import evaluate
+    from lumenkit.infer import predict_files
+    from lumenkit.model import Checkpoint, create_model
+
+    torch.manual_seed(0)
+    ckpt = Checkpoint(model=create_model(width=4, depth=2, classes=3).eval(), class_map=ClassMap([0, 1, 2]),
+                      scale=0.5)
+    depths = _spy_depth(monkeypatch, "lumenkit.infer", "predict_probs")
+    rep = predict_files(ckpt, [fake_dataset / "imgs" / "test"], tmp_path / "out", scale=0.5, progress=False,
+                        retain_heap=retain)
+    assert rep.ok and len(rep.composition) == 2
+    assert depths == ([2, 2] if retain else [0, 0])  # the loop's block and predict_image's, nested
+    depths.clear()
+    evaluate(fake_dataset, ckpt, split="test", baselines=False, progress=False,
+             predict_kwargs={"retain_heap": retain})
+    assert depths == ([2, 2] if retain else [0, 0])
+
+
+@needs_glibc
+@pytest.mark.parametrize("flag", [[], ["--no-retain-heap"]])
+def test_cli_predict_and_evaluate_take_the_flag(fake_dataset, tmp_path, monkeypatch, flag):
+    import torch
+
+    from lumenkit.classes import ClassMap
+    from lumenkit.cli import main
+    from lumenkit.model import Checkpoint, create_model
+
+    torch.manual_seed(0)
+    pt = Checkpoint(model=create_model(width=4, depth=2, classes=3).eval(), class_map=ClassMap([0, 1, 2]),
+                    scale=0.5).save(tmp_path / "model.pt")
+    depths = _spy_depth(monkeypatch, "lumenkit.infer", "predict_probs")
+    want = [0, 0] if flag else [2, 2]
+    assert main(["predict", "--model", str(pt), "--out", str(tmp_path / "out"), "--scale", "0.5", "--quiet", *flag,
+                 str(fake_dataset / "imgs" / "test")]) == 0
+    assert depths == want
+    depths.clear()
+    assert main(["evaluate", "--data", str(fake_dataset), "--model", str(pt), "--out", str(tmp_path / "m.json"),
+                 "--no-baselines", "--quiet", *flag]) == 0
+    assert depths == want
