@@ -158,6 +158,10 @@ def _finished(run: Path, cfg: TrainConfig) -> bool:
     return int(st.get("epoch", 0)) >= cfg.epochs
 
 
+class VariantInterrupted(Exception):
+    """The training of an ablation variant was stopped by a signal; calling :func:`run_variant` again resumes it."""
+
+
 def run_variant(name: str, data: str | Path, runs: str | Path, quiet: bool = True,
                 **overrides: Any) -> dict[str, Any]:
     """Train (or resume, or skip when finished) and evaluate one variant on the validation split.
@@ -170,6 +174,8 @@ def run_variant(name: str, data: str | Path, runs: str | Path, quiet: bool = Tru
         ConfigError: unknown variant or bad overrides; a model in ``RUNS`` trained on another validation split
             (``n_val``, ``val_seed`` or ``val_fold``) than the one asked for; dataset and checkpoint errors as in
             training/evaluation.
+        VariantInterrupted: a signal (Ctrl-C, SIGTERM) stopped the training before its budget: ``last.pt`` holds
+            the resumable state and no ``val.json`` is written (a half-trained model would enter the table).
     """
     from .evaluate import evaluate, model_validation_fold, model_validation_split, write_evaluation
     from .model import load_checkpoint
@@ -181,7 +187,9 @@ def run_variant(name: str, data: str | Path, runs: str | Path, quiet: bool = Tru
     cfg = variant_config(source, data, runs, **overrides)
     run = Path(cfg.out)
     if v.uses is None and not _finished(run, cfg):
-        train(cfg, resume=(run / "last.pt").exists(), quiet=quiet)
+        if train(cfg, resume=(run / "last.pt").exists(), quiet=quiet).interrupted:
+            raise VariantInterrupted(f"{run}: training of {name!r} was interrupted before its budget; nothing was "
+                                     "evaluated. Run the same command again to resume it from last.pt")
     if not (run / "model.pt").exists():
         raise ConfigError(f"{run}: no model.pt; run `lumenkit ablation run {source}` first")
     out = runs / name / "val.json"
@@ -561,5 +569,5 @@ def describe() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-__all__ = ["BASE", "VARIANTS", "Variant", "ablation_table", "crossval", "crossval_markdown", "describe", "run_variant",
-           "score_variant", "to_markdown", "variant", "variant_config"]
+__all__ = ["BASE", "VARIANTS", "Variant", "VariantInterrupted", "ablation_table", "crossval", "crossval_markdown",
+           "describe", "run_variant", "score_variant", "to_markdown", "variant", "variant_config"]

@@ -383,7 +383,7 @@ def _add_ablation(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_ablation(a: argparse.Namespace) -> int:
-    from .ablation import ablation_table, describe, run_variant, score_variant, to_markdown
+    from .ablation import VariantInterrupted, ablation_table, describe, run_variant, score_variant, to_markdown
 
     if a.action == "list":
         print(describe().to_string(index=False))
@@ -417,7 +417,11 @@ def _run_ablation(a: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("n_val", a.n_val), ("val_seed", a.val_seed), ("val_fold", a.val_fold),
                                    ("minutes", a.minutes))
                  if v is not None}
-    d = run_variant(a.name, a.data, a.runs, quiet=a.quiet, **overrides)
+    try:
+        d = run_variant(a.name, a.data, a.runs, quiet=a.quiet, **overrides)
+    except VariantInterrupted as e:
+        print(f"lumenkit: {e}", file=sys.stderr)
+        return 130
     print(f"{a.name}: validation {_scores_of(d).summary()}")
     return 0
 

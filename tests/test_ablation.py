@@ -8,6 +8,7 @@ from conftest import write_fake_dataset
 from lumenkit.ablation import (
     BASE,
     VARIANTS,
+    VariantInterrupted,
     ablation_table,
     crossval,
     crossval_markdown,
@@ -44,6 +45,37 @@ def test_variants_change_only_what_they_say():
         variant_config("huge", "D", "R")
     with pytest.raises(ConfigError, match="trains nothing"):
         variant_config("tta", "D", "R")
+
+
+def test_an_interrupted_variant_is_not_evaluated_and_resumes(data, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    import lumenkit.train
+
+    real, runs = lumenkit.train.train, tmp_path / "runs"
+
+    def interrupted_train(cfg, **kw):  # SIGINT in the middle of the second epoch, as Ctrl-C would
+        def stop(info):
+            if info["step"] == 6:
+                os.kill(os.getpid(), signal.SIGINT)
+
+        return real(cfg, on_step=stop, **kw)
+
+    monkeypatch.setattr(lumenkit.train, "train", interrupted_train)
+    with pytest.raises(VariantInterrupted, match=r"uniform.*interrupted.*again to resume"):
+        run_variant("uniform", data, runs, **{**SMALL, "epochs": 3})
+    assert (runs / "uniform" / "last.pt").exists() and not (runs / "uniform" / "val.json").exists()
+    monkeypatch.setattr(lumenkit.train, "train", real)
+    d = run_variant("uniform", data, runs, **{**SMALL, "epochs": 3})
+    assert d["variant"] == "uniform"
+    assert list(pd.read_csv(runs / "uniform" / "history.csv")["epoch"]) == [1, 2, 3]  # resumed, not restarted
+
+    def raise_interrupted(*a, **kw):
+        raise VariantInterrupted("R/uniform: interrupted")
+
+    monkeypatch.setattr("lumenkit.ablation.run_variant", raise_interrupted)
+    assert main(["ablation", "run", "uniform", "--data", str(data), "--runs", str(runs), "--quiet"]) == 130
 
 
 def test_run_table_and_resumption(data, tmp_path):
