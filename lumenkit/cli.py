@@ -257,7 +257,8 @@ def _run_train(a: argparse.Namespace) -> int:
 
 # -- predict --------------------------------------------------------------------------------------
 def _add_predict(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="predict masks, overlays, confidence and composition for images")
+    p = sub.add_parser("predict", help="predict masks, overlays, confidence and composition for images (also under "
+                                       "torchrun --nproc-per-node N)")
     p.add_argument("paths", nargs="+", help="image files and/or folders (searched recursively)")
     p.add_argument("--model", required=True, help="checkpoint RUN/model.pt, or an export RUN/model.onnx")
     p.add_argument("--out", required=True, help="output folder")
@@ -268,6 +269,8 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tta", action="store_true", help="average over flips and rotations (8× slower)")
     p.add_argument("--runtime", choices=["torch", "onnx"], default=None,
                    help="inference back end (default: torch for .pt, ONNX Runtime for .onnx)")
+    p.add_argument("--device", default="auto",
+                   help="auto (CUDA if present; the local rank's GPU under torchrun), cpu, cuda or cuda:N")
     _add_heap_flag(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_predict)
@@ -281,8 +284,11 @@ def _run_predict(a: argparse.Namespace) -> int:
               file=sys.stderr)
 
     rep = predict_files(a.model, a.paths, a.out, scale=a.scale, tile=a.tile, margin=a.margin, tta=a.tta,
-                        progress=not a.quiet, on_error=report, runtime=a.runtime, retain_heap=not a.no_retain_heap)
-    print(f"predicted {len(rep.composition)} image(s) into {rep.out}; {len(rep.failures)} failed")
+                        progress=not a.quiet, on_error=report, runtime=a.runtime, retain_heap=not a.no_retain_heap,
+                        device=a.device)
+    if rep.rank == 0:
+        by = f" by {rep.world_size} processes" if rep.world_size > 1 else ""
+        print(f"predicted {len(rep.composition)} image(s) into {rep.out}{by}; {len(rep.failures)} failed")
     return 0 if rep.ok else 1
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -554,11 +555,14 @@ class PredictionReport:
         composition: one row per predicted image: size, scale, area % per mineral label, mean confidence.
         failures: ``(path, message)`` for every input that could not be predicted.
         out: the output folder.
+        rank, world_size: this process's rank and the number of processes that shared the files (1 alone).
     """
 
     composition: pd.DataFrame
     failures: list[tuple[str, str]]
     out: Path
+    rank: int = 0
+    world_size: int = 1
 
     @property
     def ok(self) -> bool:
@@ -580,6 +584,7 @@ def predict_files(
     on_error: Callable[[str, str], None] | None = None,
     runtime: str | None = None,
     retain_heap: bool = True,
+    device: str | None = None,
 ) -> PredictionReport:
     """Predict image files and write, per image, a mask, an overlay and a confidence map, plus a composition CSV.
 
@@ -596,6 +601,12 @@ def predict_files(
     (reduced-size JPEG decoding, see :func:`lumenkit.io.read_image`); masks and confidence maps are still
     written at the file's own resolution, the overlay (a preview) at the resolution the model saw.
 
+    Under ``torchrun --nproc-per-node N`` (or in a process group already initialised) the files are shared out
+    between the processes (every N-th file in sorted order); each writes its own masks, overlays and confidence
+    maps, the composition rows are gathered, and the first process writes ``composition.csv``, in the order of a
+    single-process run. Every process returns the whole report. On the CPU each process gets its share of the cores
+    as torch threads.
+
     Args:
         checkpoint: a :class:`~lumenkit.model.Checkpoint` or :class:`~lumenkit.export.OnnxModel`, or the path of a
             ``model.pt`` or ``model.onnx``.
@@ -607,67 +618,106 @@ def predict_files(
         batch: windows per forward pass.
         tta: test-time augmentation (``False``, ``True``/``"d4"``, ``"flip"``).
         alpha: overlay opacity.
-        progress: show a progress bar over images.
-        on_error: called with ``(path, message)`` for each failure.
+        progress: show a progress bar over images (the first process's share under torchrun).
+        on_error: called with ``(path, message)`` for each failure (by the process that met it).
         runtime: ``None`` (the model's own), ``"torch"`` or ``"onnx"`` (see :func:`predict_image`).
         retain_heap: keep freed memory in glibc's heap until the last file is done (see :func:`predict_image`);
             the process holds its peak memory until then.
+        device: where a torch model runs: ``"auto"`` (CUDA when available, the local rank's GPU under torchrun),
+            ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; ``None``: where the model is (a loaded checkpoint: the CPU).
 
     Raises:
         CheckpointError: the model cannot be loaded (nothing is predicted then), or an ONNX model without
             onnxruntime installed.
+        ConfigError: ``device`` asks for CUDA and none is available.
     """
     from .errors import LumenkitError
     from .io import image_size, read_image, save_image, write_text
+    from .train import _dist_init, _usable_cores, resolve_device
     from .viz import overlay
 
     ckpt = load_model(checkpoint) if isinstance(checkpoint, (str, Path)) else checkpoint
+    dev = resolve_device(device) if device is not None else None
     out = Path(out)
     files, missing = collect_images(paths, exclude=out)
-    failures = [(m.split(":")[0], m) for m in missing]
-    for path, msg in failures:
-        if on_error is not None:
-            on_error(path, msg)
-    labels = ckpt.class_map.labels
-    rows: list[dict[str, Any]] = []
-    used: set[str] = set()
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+    names = _output_names(files)
+    rank, world, started_here = _dist_init(dev if dev is not None else torch.device("cpu"))
+    try:
+        threads = max(1, _usable_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", world))) if world > 1 else None
+        failures = [(m.split(":")[0], m) for m in missing]
+        for path, msg in failures if rank == 0 else []:
+            if on_error is not None:
+                on_error(path, msg)
+        labels = ckpt.class_map.labels
+        rows: list[tuple[int, dict[str, Any]]] = []
+        mine = list(range(rank, len(files), world))
+        bar = None
+        if progress and rank == 0:
+            from tqdm.auto import tqdm
 
-        bar = tqdm(files, desc="predict", unit="image")
-    with retained_heap(retain_heap):  # one block for all files: freed buffers serve the next image
-        for f in bar if bar is not None else files:
-            try:
-                s = float(scale) if scale is not None else scale_of(f)
-                if not s > 0:
-                    raise ValueError(f"scale must be positive, got {s}")
-                size = image_size(f)
-                factor = min(1.0, ckpt.scale / s)  # decode straight at the model's scale when that is smaller
-                image = read_image(f, factor=factor)
-                res = predict_image(ckpt, image, ckpt.scale if factor < 1 else s, tile=tile, margin=margin,
-                                    batch=batch, tta=tta, output_size=size, runtime=runtime, retain_heap=retain_heap)
-            except (LumenkitError, ValueError, OSError) as e:
-                failures.append((str(f), str(e)))
-                if on_error is not None:
-                    on_error(str(f), str(e))
-                continue
-            name = f.stem if f.stem not in used else f"{f.parent.name}_{f.stem}"
-            i = 2
-            while name in used:
-                name, i = f"{f.parent.name}_{f.stem}_{i}", i + 1
-            used.add(name)
-            codes = res["codes"]
-            save_image(codes, out / f"{name}.png")
-            save_image(overlay(image, _nearest(codes, image.shape[:2]), alpha=alpha), out / "overlays" / f"{name}.jpg")
-            conf8 = np.clip(res["confidence"] * 255 + 0.5, 0, 255).astype(np.uint8)
-            save_image(conf8, out / "confidence" / f"{name}.png")
-            counts = np.bincount(res["indices"].ravel(), minlength=len(labels))[: len(labels)]
-            row: dict[str, Any] = {"image": name, "path": str(f), "width": codes.shape[1], "height": codes.shape[0],
-                                   "scale": s}
-            row.update({lbl: 100.0 * c / codes.size for lbl, c in zip(labels, counts, strict=True)})
-            row["mean_confidence"] = float(res["confidence"].mean())
-            rows.append(row)
-    comp = pd.DataFrame(rows, columns=["image", "path", "width", "height", "scale", *labels, "mean_confidence"])
-    write_text(out / "composition.csv", comp.to_csv(index=False, float_format="%.4f"))
-    return PredictionReport(comp, failures, out)
+            bar = tqdm(mine, desc="predict" if world == 1 else f"predict (1 of {world} processes)", unit="image")
+        errors: list[tuple[int, str, str]] = []
+        with retained_heap(retain_heap), _threads(threads):  # one block for all files: freed buffers serve the next
+            for k in bar if bar is not None else mine:
+                f, name = files[k], names[k]
+                try:
+                    s = float(scale) if scale is not None else scale_of(f)
+                    if not s > 0:
+                        raise ValueError(f"scale must be positive, got {s}")
+                    size = image_size(f)
+                    factor = min(1.0, ckpt.scale / s)  # decode straight at the model's scale when that is smaller
+                    image = read_image(f, factor=factor)
+                    res = predict_image(ckpt, image, ckpt.scale if factor < 1 else s, tile=tile, margin=margin,
+                                        batch=batch, tta=tta, output_size=size, runtime=runtime, device=dev,
+                                        retain_heap=retain_heap)
+                except (LumenkitError, ValueError, OSError) as e:
+                    errors.append((k, str(f), str(e)))
+                    if on_error is not None:
+                        on_error(str(f), str(e))
+                    continue
+                codes = res["codes"]
+                save_image(codes, out / f"{name}.png")
+                save_image(overlay(image, _nearest(codes, image.shape[:2]), alpha=alpha),
+                           out / "overlays" / f"{name}.jpg")
+                conf8 = np.clip(res["confidence"] * 255 + 0.5, 0, 255).astype(np.uint8)
+                save_image(conf8, out / "confidence" / f"{name}.png")
+                counts = np.bincount(res["indices"].ravel(), minlength=len(labels))[: len(labels)]
+                row: dict[str, Any] = {"image": name, "path": str(f), "width": codes.shape[1],
+                                       "height": codes.shape[0], "scale": s}
+                row.update({lbl: 100.0 * c / codes.size for lbl, c in zip(labels, counts, strict=True)})
+                row["mean_confidence"] = float(res["confidence"].mean())
+                rows.append((k, row))
+        if world > 1:
+            import torch.distributed as dist
+
+            parts: list[Any] = [None] * world
+            dist.all_gather_object(parts, (rows, errors))
+            rows = [r for p in parts for r in p[0]]
+            errors = [e for p in parts for e in p[1]]
+        failures += [(path, msg) for _, path, msg in sorted(errors)]
+        comp = pd.DataFrame([r for _, r in sorted(rows, key=lambda kr: kr[0])],
+                            columns=["image", "path", "width", "height", "scale", *labels, "mean_confidence"])
+        if rank == 0:
+            write_text(out / "composition.csv", comp.to_csv(index=False, float_format="%.4f"))
+        if world > 1:
+            dist.barrier()  # every process returns once composition.csv is there
+    finally:
+        if started_here:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+    return PredictionReport(comp, failures, out, rank, world)
+
+
+def _output_names(files: Sequence[Path]) -> list[str]:
+    """Output stem of each file: its own, or ``PARENT_STEM`` (then ``PARENT_STEM_2``, ...) for repeated stems."""
+    used: set[str] = set()
+    names = []
+    for f in files:
+        name = f.stem if f.stem not in used else f"{f.parent.name}_{f.stem}"
+        i = 2
+        while name in used:
+            name, i = f"{f.parent.name}_{f.stem}_{i}", i + 1
+        used.add(name)
+        names.append(name)
+    return names

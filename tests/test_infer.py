@@ -198,3 +198,37 @@ def test_predict_files_decodes_at_the_model_scale(model, tmp_path, monkeypatch):
                         tile=64, margin=8)
     np.testing.assert_array_equal(mask, ref["codes"])
     assert rep.composition.loc[0, "width"] == 240
+
+
+@pytest.mark.slow
+def test_predict_under_torchrun_shares_the_files_and_matches_one_process(model, tmp_path):
+    """`torchrun --nproc-per-node 2 -m lumenkit predict`: same masks and composition as one process, one report."""
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    from lumenkit.infer import predict_files
+    from lumenkit.io import read_mask, save_image
+
+    rng = np.random.default_rng(7)
+    for i in range(5):
+        save_image(rng.integers(0, 256, (70 + 9 * i, 110, 3), dtype=np.uint8), tmp_path / "in" / f"s{i}.png")
+    (tmp_path / "in" / "s5.jpg").write_bytes(b"not a jpeg")  # a bad file: reported once, the others written
+    pt = Checkpoint(model=model, class_map=ClassMap([0, 3, 11]), scale=0.5).save(tmp_path / "model.pt")
+    one = predict_files(pt, [tmp_path / "in"], tmp_path / "one", scale=0.5, tile=64, margin=8, progress=False)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "lumenkit",
+           "predict", "--model", str(pt), "--out", str(tmp_path / "two"), "--scale", "0.5", "--tile", "64",
+           "--margin", "8", "--device", "cpu", "--quiet", str(tmp_path / "in")]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "s5.jpg" in r.stderr  # exit 1: one file failed, on exactly one process
+    assert r.stderr.count("lumenkit: skipped") == 1, r.stderr
+    assert r.stdout.count("predicted 5 image(s)") == 1 and "by 2 processes; 1 failed" in r.stdout, r.stdout
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "two" / "composition.csv"),
+                                  pd.read_csv(tmp_path / "one" / "composition.csv"))
+    assert len(one.composition) == 5 and len(one.failures) == 1
+    for i in range(5):
+        two, one_mask = read_mask(tmp_path / "two" / f"s{i}.png"), read_mask(tmp_path / "one" / f"s{i}.png")
+        np.testing.assert_array_equal(two, one_mask)
+        assert (tmp_path / "two" / "overlays" / f"s{i}.jpg").exists()
+        assert (tmp_path / "two" / "confidence" / f"s{i}.png").exists()
