@@ -216,7 +216,11 @@ def test_predict_under_torchrun_shares_the_files_and_matches_one_process(model, 
         save_image(rng.integers(0, 256, (70 + 9 * i, 110, 3), dtype=np.uint8), tmp_path / "in" / f"s{i}.png")
     (tmp_path / "in" / "s5.jpg").write_bytes(b"not a jpeg")  # a bad file: reported once, the others written
     pt = Checkpoint(model=model, class_map=ClassMap([0, 3, 11]), scale=0.5).save(tmp_path / "model.pt")
-    one = predict_files(pt, [tmp_path / "in"], tmp_path / "one", scale=0.5, tile=64, margin=8, progress=False)
+    from lumenkit.infer import _threads
+    from lumenkit.train import _usable_cores
+
+    with _threads(max(1, _usable_cores() // 2)):  # each of the 2 processes' threads: the same sums, the same argmax
+        one = predict_files(pt, [tmp_path / "in"], tmp_path / "one", scale=0.5, tile=64, margin=8, progress=False)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "lumenkit",
            "predict", "--model", str(pt), "--out", str(tmp_path / "two"), "--scale", "0.5", "--tile", "64",
            "--margin", "8", "--device", "cpu", "--quiet", str(tmp_path / "in")]
