@@ -122,6 +122,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--perturb", default=None, metavar="NAME=STRENGTH",
                    help="evaluate under a changed imaging condition, e.g. white_balance=0.1 (see `robustness`)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
     _add_heap_flag(p)
     p.set_defaults(func=_run_evaluate)
 
@@ -129,6 +130,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 def _run_evaluate(a: argparse.Namespace) -> int:
     from .evaluate import evaluate, write_evaluation
     from .robustness import image_transform, parse_perturb
+    from .train import resolve_device
 
     transform, magnification = None, 1.0
     if a.perturb:
@@ -140,7 +142,7 @@ def _run_evaluate(a: argparse.Namespace) -> int:
     ev = evaluate(a.data, a.model, split=a.split, scale=a.scale, void_border_px=a.void_border, tta=a.tta,
                   baselines=not a.no_baselines, n_val=a.n_val, seed=a.seed, save_masks=a.save_masks,
                   progress=not a.quiet, transform=transform, magnification=magnification, fold=a.val_fold,
-                  predict_kwargs={"retain_heap": not a.no_retain_heap})
+                  predict_kwargs={"retain_heap": not a.no_retain_heap, "device": resolve_device(a.device)})
     if a.perturb:
         ev.info["perturbation"] = a.perturb
     write_evaluation(ev, a.out)

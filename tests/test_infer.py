@@ -236,3 +236,21 @@ def test_predict_under_torchrun_shares_the_files_and_matches_one_process(model, 
         np.testing.assert_array_equal(two, one_mask)
         assert (tmp_path / "two" / "overlays" / f"s{i}.jpg").exists()
         assert (tmp_path / "two" / "confidence" / f"s{i}.png").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_predict_and_evaluate_refuse_cuda_without_a_gpu(model, fake_dataset, tmp_path, capsys):
+    from lumenkit.cli import main
+    from lumenkit.io import save_image
+
+    pt = Checkpoint(model=create_model(width=4, depth=2, classes=3).eval(), class_map=ClassMap([0, 1, 2]),
+                    scale=0.5).save(tmp_path / "model.pt")
+    save_image(np.zeros((40, 60, 3), np.uint8), tmp_path / "in" / "a.png")
+    assert main(["predict", "--model", str(pt), "--out", str(tmp_path / "o"), "--device", "cuda", "--quiet",
+                 str(tmp_path / "in")]) == 2
+    assert "no CUDA GPU is available" in capsys.readouterr().err and not (tmp_path / "o").exists()
+    assert main(["evaluate", "--data", str(fake_dataset), "--model", str(pt), "--out", str(tmp_path / "m.json"),
+                 "--device", "cuda", "--quiet"]) == 2
+    assert "no CUDA GPU is available" in capsys.readouterr().err
+    assert main(["predict", "--model", str(pt), "--out", str(tmp_path / "o"), "--device", "cpu", "--quiet",
+                 str(tmp_path / "in")]) == 0
