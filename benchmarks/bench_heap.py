@@ -83,21 +83,12 @@ def train_setup(a: argparse.Namespace) -> tuple[Block, str, str]:
 
 def predict_setup(a: argparse.Namespace, tmp: Path) -> tuple[Block, str, str]:
     """Synthetic native-size JPEGs in ``tmp``; a block predicts them all with ``predict_files``."""
-    import numpy as np
+    from common import native_sections, untrained_checkpoint
 
-    from lumenkit.classes import ClassMap
     from lumenkit.infer import predict_files
-    from lumenkit.io import save_image
-    from lumenkit.model import Checkpoint, create_model
-    from lumenkit.synth import DEPOSITS, generate_section
 
-    rng = np.random.default_rng(0)
-    names = list(DEPOSITS)
-    for i in range(a.images):
-        img, _ = generate_section(DEPOSITS[names[i % len(names)]], (3396, 2547), rng, scale=1.0)
-        save_image(img, tmp / "images" / f"section_{i}.jpg")
-    torch.manual_seed(0)
-    ckpt = Checkpoint(model=create_model(width=16, classes=7), class_map=ClassMap("S1"), scale=a.scale)
+    native_sections(tmp / "images", a.images)
+    ckpt = untrained_checkpoint(a.scale)
 
     def run(retain: bool) -> None:
         rep = predict_files(ckpt, [tmp / "images"], tmp / "out", scale=1.0, progress=False, retain_heap=retain)

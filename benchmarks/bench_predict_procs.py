@@ -34,12 +34,9 @@ def main() -> None:
     ap.add_argument("--procs", type=int, default=None, help="torchrun processes (default: usable cores)")
     a = ap.parse_args()
     import numpy as np
-    import torch
+    from common import native_sections, untrained_checkpoint
 
-    from lumenkit.classes import ClassMap
-    from lumenkit.io import read_mask, save_image
-    from lumenkit.model import Checkpoint, create_model
-    from lumenkit.synth import DEPOSITS, generate_section
+    from lumenkit.io import read_mask
     from lumenkit.train import _usable_cores
 
     procs = a.procs or _usable_cores()
@@ -48,14 +45,8 @@ def main() -> None:
     times: dict[str, list[float]] = {"one": [], "torchrun": []}
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
-        rng = np.random.default_rng(0)
-        names = list(DEPOSITS)
-        for i in range(a.images):
-            img, _ = generate_section(DEPOSITS[names[i % len(names)]], (3396, 2547), rng, scale=1.0)
-            save_image(img, t / "images" / f"section_{i}.jpg")
-        torch.manual_seed(0)
-        pt = Checkpoint(model=create_model(width=16, classes=7), class_map=ClassMap("S1"), scale=a.scale).save(
-            t / "model.pt")
+        native_sections(t / "images", a.images)
+        pt = untrained_checkpoint(a.scale).save(t / "model.pt")
         common = ["predict", "--model", str(pt), "--scale", "1.0", "--device", "cpu", "--quiet", str(t / "images")]
         cmds = {"one": [sys.executable, "-m", "lumenkit", *common, "--out", str(t / "one")],
                 "torchrun": [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",

@@ -1,6 +1,12 @@
-"""Shared by the benchmark scripts: the in-process reference the shares of peak are computed against."""
+"""Shared by the benchmark scripts: the in-process sgemm reference, native-size synthetic inputs, an untrained model."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lumenkit.model import Checkpoint
 
 
 def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
@@ -8,3 +14,29 @@ def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
     from lumenkit.train import cpu_gflops
 
     return cpu_gflops(n, repeats)
+
+
+def native_sections(folder: Path, n: int, seed: int = 0) -> None:
+    """Write ``n`` native-size 3396×2547 synthetic polished sections as ``folder/section_I.jpg`` (quality 92),
+    cycling through the synthetic deposits."""
+    import numpy as np
+
+    from lumenkit.io import save_image
+    from lumenkit.synth import DEPOSITS, generate_section
+
+    rng = np.random.default_rng(seed)
+    names = list(DEPOSITS)
+    for i in range(n):
+        img, _ = generate_section(DEPOSITS[names[i % len(names)]], (3396, 2547), rng, scale=1.0)
+        save_image(img, folder / f"section_{i}.jpg")
+
+
+def untrained_checkpoint(scale: float) -> Checkpoint:
+    """An f=16 S1 ResUNet with seed-0 random weights at model ``scale`` (a network's cost does not depend on them)."""
+    import torch
+
+    from lumenkit.classes import ClassMap
+    from lumenkit.model import Checkpoint, create_model
+
+    torch.manual_seed(0)
+    return Checkpoint(model=create_model(width=16, classes=7), class_map=ClassMap("S1"), scale=scale)
