@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from common import matmul_peak
+from common import matmul_peak, untrained_checkpoint
 
 NATIVE = (3396, 2547)  # width, height at ×100
 REF_TILE = 2048
@@ -401,10 +401,8 @@ def main() -> None:
         print(json.dumps({"started": started, "precision": precision(a.precision or None)}))
         return
 
-    from lumenkit.classes import ClassMap
     from lumenkit.export import export_onnx
     from lumenkit.io import save_image
-    from lumenkit.model import Checkpoint, create_model
 
     started = _dt.datetime.now().isoformat(timespec="seconds")
     load = os.getloadavg()
@@ -425,9 +423,7 @@ def main() -> None:
             img, _ = generate_section(DEPOSITS["pbzn_a"], NATIVE, rng, scale=1.0)
         jpeg = Path(tmp) / "native.jpg"
         save_image(img, jpeg)
-        torch.manual_seed(0)
-        ckpt = Checkpoint(model=create_model(width=16, classes=7), class_map=ClassMap("S1"), scale=OUR_SCALE)
-        pt = ckpt.save(Path(tmp) / "model.pt")
+        pt = untrained_checkpoint(OUR_SCALE).save(Path(tmp) / "model.pt")
         t0 = time.perf_counter()
         onnx_path = export_onnx(pt)
         export_s = time.perf_counter() - t0
