@@ -2,7 +2,7 @@
 
 Usage: python benchmarks/bench_compile.py [--steps 16] [--threads N] [--width 16] [--patch-size 256]
 
-The training step of :mod:`lumenkit.train` (ResUNet f=16, depth 4, batch 8 × 256², channels-last, Adam,
+The training step of :mod:`lumenkit.training.loop` (ResUNet f=16, depth 4, batch 8 × 256², channels-last, Adam,
 cross-entropy) is timed eagerly and through ``torch.compile`` (inductor) from the same initial weights on the same
 random batches. Prints the one-off compilation time (the first two compiled steps minus two median compiled
 steps), the median step of each, their ratio, the difference of the first step's loss, and what a 45-minute
@@ -39,8 +39,8 @@ def main() -> None:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor-")
     if a.threads:
         torch.set_num_threads(a.threads)
-    from lumenkit.model import create_model
-    from lumenkit.train import SegmentationLoss
+    from lumenkit.models.resunet import create_model
+    from lumenkit.training.losses import SegmentationLoss
 
     started = _dt.datetime.now().isoformat(timespec="seconds")
     load = os.getloadavg()[0]

@@ -1,9 +1,9 @@
-"""Training step (or whole-image prediction) with glibc's default allocator vs :func:`lumenkit.heap.retained_heap`.
+"""Training step (or whole-image prediction) with glibc's default allocator vs :func:`lumenkit.runtime.retained_heap`.
 
 Usage: python benchmarks/bench_heap.py [--rounds 3] [--steps 6] [--threads N] [--compile] [--patch-size 256]
        python benchmarks/bench_heap.py --predict [--images 3] [--scale 0.125] [--rounds 3] [--threads N]
 
-The training step of :mod:`lumenkit.train` (ResUNet f=16, depth 4, batch 8 × 256², channels-last, Adam,
+The training step of :mod:`lumenkit.training.loop` (ResUNet f=16, depth 4, batch 8 × 256², channels-last, Adam,
 cross-entropy; eager unless ``--compile``) is timed in alternating blocks — default allocator, retained heap,
 default, … — on the same model and batch, so both see the same machine state. Each block runs two untimed warm-up
 steps, then ``--steps`` timed ones. Prints per block and as medians over the blocks of each kind: wall ms per step,
@@ -11,7 +11,7 @@ minor page faults per step, and the user and system CPU seconds per step (``reso
 of step times. The last line is one JSON object. Not meaningful off glibc (the retained heap is then a no-op,
 which the script says).
 
-``--predict`` times :func:`lumenkit.infer.predict_files` (what ``lumenkit predict`` runs: decode at model scale,
+``--predict`` times :func:`lumenkit.inference.predict_files` (what ``lumenkit predict`` runs: decode at model scale,
 768-px windows, mask, overlay and confidence map written) over ``--images`` native-size 3396×2547 synthetic sections
 saved as JPEG (quality 92), with an untrained f=16 model at ``--scale`` (default 1/8, the training default; the
 network's cost does not depend on its weights), in the same alternating blocks; one unit is one image. One
@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 Block = Callable[[bool], dict[str, float]]
-"""Runs one timed block (``True``: inside :func:`lumenkit.heap.retained_heap`) and returns its figures per unit."""
+"""Runs one timed block (``True``: inside :func:`lumenkit.runtime.retained_heap`) and returns its figures per unit."""
 
 
 def measure(work: Callable[[], None], units: int) -> dict[str, float]:
@@ -48,9 +48,9 @@ def measure(work: Callable[[], None], units: int) -> dict[str, float]:
 
 def train_setup(a: argparse.Namespace) -> tuple[Block, str, str]:
     """The model, batch and training step; a block times ``a.steps`` steps after two warm-up steps."""
-    from lumenkit.heap import retained_heap
-    from lumenkit.model import create_model
-    from lumenkit.train import SegmentationLoss
+    from lumenkit.models.resunet import create_model
+    from lumenkit.runtime.heap import retained_heap
+    from lumenkit.training.losses import SegmentationLoss
 
     torch.manual_seed(0)
     net = create_model("resunet", classes=7, width=16, depth=4).to(memory_format=torch.channels_last).train()
@@ -85,7 +85,7 @@ def predict_setup(a: argparse.Namespace, tmp: Path) -> tuple[Block, str, str]:
     """Synthetic native-size JPEGs in ``tmp``; a block predicts them all with ``predict_files``."""
     from common import native_sections, untrained_checkpoint
 
-    from lumenkit.infer import predict_files
+    from lumenkit.inference.predict import predict_files
 
     native_sections(tmp / "images", a.images)
     ckpt = untrained_checkpoint(a.scale)
@@ -114,7 +114,7 @@ def main() -> None:
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
-    from lumenkit.heap import heap_retention_available
+    from lumenkit.runtime.heap import heap_retention_available
 
     started = _dt.datetime.now().isoformat(timespec="seconds")
     load = os.getloadavg()[0]

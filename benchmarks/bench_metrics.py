@@ -13,7 +13,7 @@ import tracemalloc
 
 import numpy as np
 
-from lumenkit.metrics import Scores, confusion_matrix, void_border
+from lumenkit.evaluation.metrics import Scores, confusion_matrix, void_border
 
 
 def main() -> None:

@@ -21,15 +21,15 @@ import numpy as np
 import torch
 from common import matmul_peak
 
-from lumenkit.infer import predict_image
-from lumenkit.model import count_flops, count_parameters, create_model
-from lumenkit.train import TrainConfig
+from lumenkit.inference.predict import predict_image
+from lumenkit.models.resunet import count_flops, count_parameters, create_model
+from lumenkit.training.config import TrainConfig
 
 # Peak memory is read from VmHWM (reset at exec), not ru_maxrss (which keeps the forking parent's peak).
 CHILD = """
 import sys, numpy as np, torch
-from lumenkit.infer import predict_image
-from lumenkit.model import create_model
+from lumenkit.inference.predict import predict_image
+from lumenkit.models.resunet import create_model
 def hwm():
     return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')) / 1024
 torch.set_num_threads(int(sys.argv[2]))

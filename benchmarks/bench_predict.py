@@ -15,7 +15,7 @@ fresh subprocess so its peak RSS is its own:
     1024-px tile) and extrapolates seconds (per tile pixel) and extra memory (per tile pixel) to the full layout;
     the row then says ``"extrapolated": true``.
 (b) ``petroscope_f16``: the same path at f=16.
-(c) ``lumenkit_torch``: our default path, ``lumenkit predict`` (:func:`lumenkit.infer.predict_files`): f=16 at
+(c) ``lumenkit_torch``: our default path, ``lumenkit predict`` (:func:`lumenkit.inference.predict_files`): f=16 at
     model scale 0.25, JPEG decoded at reduced size, our tiling (768-px windows with 64-px margins, one at a time),
     BN folded into convs, channels-last; writes mask and
     confidence map at input resolution, an overlay and composition.csv.
@@ -99,7 +99,7 @@ def reference_predict(model: Any, image: np.ndarray, tile: int, overlap: float) 
     Returns:
         ``(indices, flops)``: ``(H, W)`` uint8 argmax and the convolution FLOPs of the tiles run.
     """
-    from lumenkit.model import count_flops
+    from lumenkit.models.resunet import count_flops
 
     h, w = image.shape[:2]
     step = int(tile * (1 - overlap))
@@ -123,8 +123,8 @@ def reference_predict(model: Any, image: np.ndarray, tile: int, overlap: float) 
 
 
 def our_windows(size: tuple[int, int], tile: int, margin: int, stride: int) -> tuple[int, int, int]:
-    """Number of windows and their height and width in :func:`lumenkit.infer.predict_probs`."""
-    from lumenkit.infer import _axis_layout, _round_up
+    """Number of windows and their height and width in :func:`lumenkit.inference.predict.predict_probs`."""
+    from lumenkit.inference.predict import _axis_layout, _round_up
 
     m = _round_up(margin, stride // 2)
     core = (tile // stride) * stride - 2 * m
@@ -135,8 +135,8 @@ def our_windows(size: tuple[int, int], tile: int, margin: int, stride: int) -> t
 
 # -- children -------------------------------------------------------------------------------------------------------
 def child_reference(a: argparse.Namespace) -> dict[str, Any]:
-    from lumenkit.io import read_image, save_image
-    from lumenkit.model import create_model
+    from lumenkit.data.imageio import read_image, save_image
+    from lumenkit.models.resunet import create_model
 
     torch.manual_seed(0)
     model = create_model(width=a.width, classes=7).eval()
@@ -160,9 +160,9 @@ def child_reference(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def child_ours(a: argparse.Namespace) -> dict[str, Any]:
-    from lumenkit.infer import load_model, predict_files, predict_probs
-    from lumenkit.io import read_image
-    from lumenkit.model import count_flops, create_model
+    from lumenkit.data.imageio import read_image
+    from lumenkit.inference.predict import load_model, predict_files, predict_probs
+    from lumenkit.models.resunet import count_flops, create_model
 
     base = rss_mb()
     t0 = time.perf_counter()
@@ -223,8 +223,8 @@ def ablation(image: np.ndarray) -> dict[str, float]:
     """Network seconds of the (c) path with each optimisation switched off in turn (same process, warm)."""
     import copy
 
-    from lumenkit.infer import predict_probs
-    from lumenkit.model import create_model, fuse_for_inference
+    from lumenkit.inference.predict import predict_probs
+    from lumenkit.models.resunet import create_model, fuse_for_inference
 
     torch.manual_seed(0)
     model = create_model(width=16, classes=7).eval()
@@ -295,11 +295,12 @@ def precision(model_pt: str | None, n_images: int = 3) -> dict[str, dict[str, fl
         quantize_static,
     )
 
-    from lumenkit.classes import ClassMap
-    from lumenkit.export import onnx_model_proto
-    from lumenkit.infer import _axis_layout, _round_up, fused_model, predict_probs, scale_of
-    from lumenkit.io import read_image
-    from lumenkit.model import Checkpoint, create_model, load_checkpoint
+    from lumenkit.data.catalogue import ClassMap
+    from lumenkit.data.imageio import read_image
+    from lumenkit.inference.onnx import onnx_model_proto
+    from lumenkit.inference.predict import _axis_layout, _round_up, fused_model, predict_probs, scale_of
+    from lumenkit.models.checkpoint import Checkpoint, load_checkpoint
+    from lumenkit.models.resunet import create_model
 
     ckpt = load_checkpoint(model_pt) if model_pt else Checkpoint(create_model(width=16, classes=7), ClassMap("S1"),
                                                                  OUR_SCALE)
@@ -385,7 +386,7 @@ def main() -> None:
         print(json.dumps(child_reference(a) if a.child == "reference" else child_ours(a)))
         return
     if a.ablation:
-        from lumenkit.io import read_image, save_image
+        from lumenkit.data.imageio import read_image, save_image
 
         started = _dt.datetime.now().isoformat(timespec="seconds")
         print(f"{started}  load average {os.getloadavg()[0]:.2f}; {torch.get_num_threads()} threads", flush=True)
@@ -401,8 +402,8 @@ def main() -> None:
         print(json.dumps({"started": started, "precision": precision(a.precision or None)}))
         return
 
-    from lumenkit.export import export_onnx
-    from lumenkit.io import save_image
+    from lumenkit.data.imageio import save_image
+    from lumenkit.inference.onnx import export_onnx
 
     started = _dt.datetime.now().isoformat(timespec="seconds")
     load = os.getloadavg()
@@ -418,7 +419,7 @@ def main() -> None:
         if a.image == "noise":
             img = rng.integers(0, 256, (NATIVE[1], NATIVE[0], 3), dtype=np.uint8)
         else:  # a realistic polished section: realistic JPEG decode and mask/overlay encode costs
-            from lumenkit.synth import DEPOSITS, generate_section
+            from lumenkit.synth.generator import DEPOSITS, generate_section
 
             img, _ = generate_section(DEPOSITS["pbzn_a"], NATIVE, rng, scale=1.0)
         jpeg = Path(tmp) / "native.jpg"
@@ -463,7 +464,7 @@ def main() -> None:
             result[name]["speedup_vs_petroscope_f64"] = round(base / rows[name]["seconds"], 1)
     result["machine"]["finished"] = _dt.datetime.now().isoformat(timespec="seconds")
     if a.val_data and a.val_model:
-        from lumenkit.evaluate import evaluate
+        from lumenkit.evaluation.evaluate import evaluate
 
         for name, runtime in (("lumenkit_torch", "torch"), ("lumenkit_onnx", "onnx")):
             ev = evaluate(a.val_data, a.val_model, split="val", baselines=False, progress=False,

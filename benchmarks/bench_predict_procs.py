@@ -36,10 +36,10 @@ def main() -> None:
     import numpy as np
     from common import native_sections, untrained_checkpoint
 
-    from lumenkit.io import read_mask
-    from lumenkit.train import _usable_cores
+    from lumenkit.data.imageio import read_mask
+    from lumenkit.runtime.devices import usable_cores
 
-    procs = a.procs or _usable_cores()
+    procs = a.procs or usable_cores()
     started = _dt.datetime.now().isoformat(timespec="seconds")
     load = os.getloadavg()[0]
     times: dict[str, list[float]] = {"one": [], "torchrun": []}
@@ -51,7 +51,7 @@ def main() -> None:
         cmds = {"one": [sys.executable, "-m", "lumenkit", *common, "--out", str(t / "one")],
                 "torchrun": [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
                              str(procs), "-m", "lumenkit", *common, "--out", str(t / "torchrun")]}
-        print(f"{a.images} native 3396x2547 JPEGs, f=16 at model scale {a.scale}; one process on {_usable_cores()} "
+        print(f"{a.images} native 3396x2547 JPEGs, f=16 at model scale {a.scale}; one process on {usable_cores()} "
               f"cores vs torchrun x{procs}")
         for r in range(a.rounds):
             for kind, cmd in cmds.items():

@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lumenkit.augment import Augment
-from lumenkit.data import LumenStoneDataset
-from lumenkit.sampler import (
+from lumenkit.data.augment import Augment
+from lumenkit.data.datasets import LumenStoneDataset
+from lumenkit.data.samplers import (
     DEFAULT_ALPHA,
     DEFAULT_GRID,
     DEFAULT_KAPPA,
@@ -107,10 +107,10 @@ def dataset_rate(images, masks, sampler, augment, n: int) -> float:
 def train_step_seconds(num_classes: int, patch: int) -> tuple[float, str]:
     torch.set_num_threads(2)
     try:
-        from lumenkit.model import ResUNet
+        from lumenkit.models.resunet import ResUNet
 
         model = ResUNet(classes=num_classes, width=16)
-        what = "lumenkit.model.ResUNet f=16"
+        what = "lumenkit.models.ResUNet f=16"
     except Exception:  # the model module is being written in parallel; fall back to a plain conv stack
         model = torch.nn.Sequential(*[m for c0, c1 in ((3, 16), (16, 32), (32, 16)) for m in (
             torch.nn.Conv2d(c0, c1, 3, padding=1), torch.nn.BatchNorm2d(c1), torch.nn.ReLU())],

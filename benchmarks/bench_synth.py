@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from lumenkit.data import LumenStoneDataset
-from lumenkit.synth import SCHEDULE, generate_section, write_dataset
+from lumenkit.data.datasets import LumenStoneDataset
+from lumenkit.synth.generator import SCHEDULE, generate_section, write_dataset
 
 
 def _encode(image: np.ndarray, mask: np.ndarray) -> None:

@@ -2,7 +2,7 @@
 
 Usage: python benchmarks/bench_train_step.py [--steps 12] [--images 16] [--scale 0.25] [--threads N] [--data DIR]
 
-A faithful replica of the loop in :mod:`lumenkit.train` with :class:`lumenkit.train.TrainConfig` defaults
+A faithful replica of the loop in :mod:`lumenkit.training.loop` with :class:`lumenkit.training.TrainConfig` defaults
 (balanced sampler, flips + rot90, batch 8 × 256², ResUNet f=16, channels-last, Adam, cross-entropy,
 ``DataLoader(num_workers=0)``): every phase of every step is timed with ``time.perf_counter``. Data: the real
 LumenStone S1 sample if present (``--data`` or ``LUMENKIT_LUMENSTONE``), read at ``--scale``; otherwise synthetic
@@ -24,12 +24,12 @@ import torch
 
 
 def load_data(a: argparse.Namespace) -> tuple[list[np.ndarray], list[np.ndarray], int, str]:
-    from lumenkit.classes import ClassMap
+    from lumenkit.data.catalogue import ClassMap
 
     root = Path(a.data) if a.data else Path(os.environ.get("LUMENKIT_LUMENSTONE", "../shared/lumenstone"))
     root = root / "S1_v1_x05" if (root / "S1_v1_x05").is_dir() else root
     if (root / "imgs").is_dir():
-        from lumenkit.data import LumenStoneDataset
+        from lumenkit.data.datasets import LumenStoneDataset
 
         ds = LumenStoneDataset(root, "train", scale=a.scale)
         sub = list(range(min(a.images, len(ds))))
@@ -38,7 +38,7 @@ def load_data(a: argparse.Namespace) -> tuple[list[np.ndarray], list[np.ndarray]
         images = [smp["image"] for smp in samples]
         masks = [cm.to_index(smp["mask"]) for smp in samples]
         return images, masks, len(cm), f"{root} ({len(sub)} train images at scale {a.scale})"
-    from lumenkit.synth import DEPOSITS, generate_section
+    from lumenkit.synth.generator import DEPOSITS, generate_section
 
     rng = np.random.default_rng(0)
     cm = ClassMap("S1")
@@ -62,10 +62,11 @@ def main() -> None:
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
-    from lumenkit.augment import Augment
-    from lumenkit.model import create_model
-    from lumenkit.sampler import BalancedSampler, PatchDataset
-    from lumenkit.train import SegmentationLoss, TrainConfig
+    from lumenkit.data.augment import Augment
+    from lumenkit.data.samplers import BalancedSampler, PatchDataset
+    from lumenkit.models.resunet import create_model
+    from lumenkit.training.config import TrainConfig
+    from lumenkit.training.losses import SegmentationLoss
 
     cfg = TrainConfig()
     started = _dt.datetime.now().isoformat(timespec="seconds")
@@ -116,7 +117,7 @@ def main() -> None:
     t0 = time.perf_counter()
     draws = [sampler.draw_with_mask() for _ in range(n)]
     draw_s = (time.perf_counter() - t0) / n
-    from lumenkit.sampler import cut
+    from lumenkit.data.samplers import cut
 
     rng = np.random.default_rng(0)
     t0 = time.perf_counter()

@@ -6,12 +6,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from lumenkit.model import Checkpoint
+    from lumenkit.models.checkpoint import Checkpoint
 
 
 def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
     """fp32 GFLOP/s of a square ``n``³ sgemm on torch's current threads (best of ``repeats``)."""
-    from lumenkit.train import cpu_gflops
+    from lumenkit.runtime.devices import cpu_gflops
 
     return cpu_gflops(n, repeats)
 
@@ -21,8 +21,8 @@ def native_sections(folder: Path, n: int, seed: int = 0) -> None:
     cycling through the synthetic deposits."""
     import numpy as np
 
-    from lumenkit.io import save_image
-    from lumenkit.synth import DEPOSITS, generate_section
+    from lumenkit.data.imageio import save_image
+    from lumenkit.synth.generator import DEPOSITS, generate_section
 
     rng = np.random.default_rng(seed)
     names = list(DEPOSITS)
@@ -35,8 +35,9 @@ def untrained_checkpoint(scale: float) -> Checkpoint:
     """An f=16 S1 ResUNet with seed-0 random weights at model ``scale`` (a network's cost does not depend on them)."""
     import torch
 
-    from lumenkit.classes import ClassMap
-    from lumenkit.model import Checkpoint, create_model
+    from lumenkit.data.catalogue import ClassMap
+    from lumenkit.models.checkpoint import Checkpoint
+    from lumenkit.models.resunet import create_model
 
     torch.manual_seed(0)
     return Checkpoint(model=create_model(width=16, classes=7), class_map=ClassMap("S1"), scale=scale)

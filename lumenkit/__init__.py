@@ -1,8 +1,9 @@
 """lumenkit: automatic identification of ore minerals in reflected-light images of polished sections."""
 
-from .classes import CATALOGUE, CLASS_SETS, IGNORE, ClassMap, Mineral, mineral
-from .data import DatasetInfo, LumenStoneDataset, open_splits, validation_folds, validation_split
-from .errors import (
+from lumenkit._version import __version__
+from lumenkit.data.catalogue import CATALOGUE, CLASS_SETS, IGNORE, ClassMap, Mineral, mineral
+from lumenkit.data.datasets import DatasetInfo, LumenStoneDataset, open_splits, validation_folds, validation_split
+from lumenkit.errors import (
     BadImageError,
     BadMaskError,
     CheckpointError,
@@ -14,8 +15,6 @@ from .errors import (
     MissingMaskError,
     UnknownClassError,
 )
-
-__version__ = "0.1.0"
 
 __all__ = [
     "BadImageError",

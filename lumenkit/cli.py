@@ -6,13 +6,12 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from .errors import ConfigError, LumenkitError
+from lumenkit.errors import ConfigError, LumenkitError
 
 if TYPE_CHECKING:
-    from .metrics import Scores
-    from .train import TrainConfig
+    from lumenkit.training.config import TrainConfig
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -45,7 +44,7 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_synth(a: argparse.Namespace) -> int:
-    from .synth import write_dataset
+    from lumenkit.synth.generator import write_dataset
 
     n_test = a.images // 3 if a.test is None else a.test
     root = write_dataset(a.out, n_train=a.images, n_test=n_test, size=a.size, seed=a.seed, overwrite=a.overwrite)
@@ -62,7 +61,7 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_info(a: argparse.Namespace) -> int:
-    from .data import LumenStoneDataset, list_splits, pixel_shares
+    from lumenkit.data.datasets import LumenStoneDataset, list_splits, pixel_shares
 
     status = 0
     for split in list_splits(a.data) or ["train"]:
@@ -87,7 +86,7 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_report(a: argparse.Namespace) -> int:
-    from .pipeline import run_report
+    from lumenkit.workbook.pipeline import run_report
 
     result = run_report(a.params, out=a.out)
     print(f"report: {result.index}")
@@ -96,10 +95,10 @@ def _run_report(a: argparse.Namespace) -> int:
 
 # -- evaluate -------------------------------------------------------------------------------------
 def _add_heap_flag(p: argparse.ArgumentParser) -> None:
-    """``--no-retain-heap`` for the commands that predict whole images (see :mod:`lumenkit.heap`)."""
+    """``--no-retain-heap`` for the commands that predict whole images (see :mod:`lumenkit.runtime.heap`)."""
     p.add_argument("--no-retain-heap", action="store_true",
                    help="let glibc return freed memory to the system after every window (page faults; default keeps "
-                        "it in the heap until the last image, see lumenkit.heap)")
+                        "it in the heap until the last image, see lumenkit.runtime.heap)")
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
@@ -128,9 +127,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_evaluate(a: argparse.Namespace) -> int:
-    from .evaluate import evaluate, write_evaluation
-    from .robustness import image_transform, parse_perturb
-    from .train import resolve_device
+    from lumenkit.evaluation.evaluate import evaluate, write_evaluation
+    from lumenkit.evaluation.robustness import image_transform, parse_perturb
+    from lumenkit.runtime.devices import resolve_device
 
     transform, magnification = None, 1.0
     if a.perturb:
@@ -150,7 +149,7 @@ def _run_evaluate(a: argparse.Namespace) -> int:
     for name, b in ev.baselines.items():
         print(f"  baseline {name}: mean IoU {b.mean_iou:.3f}")
     if len(ev.matrices) > 2:
-        from .evaluate import error_sources_of, summarise_error_sources
+        from lumenkit.evaluation.evaluate import error_sources_of, summarise_error_sources
 
         for line in summarise_error_sources(error_sources_of(ev)):
             print(f"  {line}")
@@ -223,7 +222,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                         "CPU cores); auto (default) does it for budgets ≥ 10 minutes when a C++ compiler is found")
     p.add_argument("--no-retain-heap", action="store_true",
                    help="let glibc return freed tensor memory to the system at every step (slower: page faults; "
-                        "default keeps it in the heap until training ends, see lumenkit.heap)")
+                        "default keeps it in the heap until training ends, see lumenkit.runtime.heap)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
     p.add_argument("--overwrite", action="store_true", help="start afresh in a folder that holds a run")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -231,8 +230,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _train_config(a: argparse.Namespace) -> TrainConfig:
-    """The :class:`lumenkit.train.TrainConfig` of parsed ``lumenkit train`` arguments."""
-    from .train import TrainConfig
+    """The :class:`lumenkit.training.TrainConfig` of parsed ``lumenkit train`` arguments."""
+    from lumenkit.training.config import TrainConfig
 
     epochs = a.epochs if a.epochs is not None else (10**6 if a.minutes else 50)
     return TrainConfig(
@@ -248,7 +247,7 @@ def _train_config(a: argparse.Namespace) -> TrainConfig:
 
 
 def _run_train(a: argparse.Namespace) -> int:
-    from .train import train
+    from lumenkit.training.loop import train
 
     result = train(_train_config(a))
     if result.rank == 0:
@@ -279,7 +278,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_predict(a: argparse.Namespace) -> int:
-    from .infer import predict_files
+    from lumenkit.inference.predict import predict_files
 
     def report(path: str, message: str) -> None:
         print(f"lumenkit: skipped {message}" if message.startswith(path) else f"lumenkit: skipped {path}: {message}",
@@ -313,8 +312,8 @@ def _add_robustness(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_robustness(a: argparse.Namespace) -> int:
-    from .io import write_json, write_text
-    from .robustness import PERTURBATIONS, remedy_table
+    from lumenkit.data.imageio import write_json, write_text
+    from lumenkit.evaluation.robustness import PERTURBATIONS, remedy_table
 
     names = list(PERTURBATIONS) if a.names == "all" else [n.strip() for n in a.names.split(",") if n.strip()]
     unknown = [n for n in names if n not in PERTURBATIONS]
@@ -351,7 +350,7 @@ def _add_combine(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_combine(a: argparse.Namespace) -> int:
-    from .data import LumenStoneDataset, combine_datasets
+    from lumenkit.data.datasets import LumenStoneDataset, combine_datasets
 
     try:
         n_val = [int(v) for v in a.n_val.split(",")]
@@ -364,140 +363,6 @@ def _run_combine(a: argparse.Namespace) -> int:
     return 0
 
 
-def _add_ablation(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("ablation", help="train/evaluate one named variant of the recipe, or print the ablation table")
-    p.add_argument("action", choices=["list", "run", "score", "table", "cv"],
-                   help="list variants, run one, score a trained one on another dataset's validation split "
-                        "(RUNS/NAME/val_LABEL.json), gather the table, or cross-validate a variant: pool its "
-                        "val.json confusion matrices over run folders, one per validation fold")
-    p.add_argument("name", nargs="?", default=None, help="variant to run, score or cv (see `lumenkit ablation list`)")
-    p.add_argument("--data", default=None, help="dataset folder in LumenStone layout (for run and score)")
-    p.add_argument("--label", default=None,
-                   help="score: short name of --data, e.g. S1 (file val_LABEL.json); cv: pool val_LABEL.json")
-    p.add_argument("--runs", nargs="+", default=None, metavar="DIR",
-                   help="folder holding one run folder per variant (default runs/ablation); cv: one such folder per "
-                        "fold, e.g. runs/s1_fold0 runs/s1_fold1 ...")
-    p.add_argument("--n-val", type=int, default=None, help="validation images carved from train (default 10)")
-    p.add_argument("--val-seed", type=int, default=None,
-                   help="run, score: seed of the validation split (default 0; use another --runs folder per seed)")
-    p.add_argument("--val-fold", type=int, default=None,
-                   help="run, score: fold of the validation split (default 0; use another --runs folder per fold): "
-                        + FOLD_HELP)
-    p.add_argument("--minutes", type=float, default=None, help="override the variant's time budget")
-    p.add_argument("--out", default=None, help="table, cv: also write it as CSV here")
-    p.add_argument("--only-run", action="store_true", help="table: leave out variants not run yet")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=_run_ablation)
-
-
-def _run_ablation(a: argparse.Namespace) -> int:
-    from .ablation import VariantInterrupted, ablation_table, describe, run_variant, score_variant, to_markdown
-
-    if a.action == "list":
-        print(describe().to_string(index=False))
-        return 0
-    if a.action == "cv":
-        return _run_crossval(a)
-    runs = a.runs or ["runs/ablation"]
-    if len(runs) > 1:
-        raise ConfigError(f"ablation {a.action} takes one --runs folder, got {len(runs)} (several are for `cv`)")
-    a.runs = runs[0]
-    if a.action == "table":
-        df = ablation_table(a.runs)
-        if a.out:
-            from .io import write_text
-
-            write_text(a.out, df.to_csv(index=False, float_format="%.4f"))
-        print(to_markdown(df, only_run=a.only_run), end="")
-        return 0
-    if a.action == "score":
-        if not a.name or not a.data or not a.label:
-            raise ConfigError("ablation score needs a variant name, --data and --label, e.g. `lumenkit ablation score "
-                              "no_photometric --runs runs/joint --data S1_v1_x05 --label S1 --n-val 10`")
-        d = score_variant(a.name, a.data, a.runs, a.label, n_val=10 if a.n_val is None else a.n_val,
-                          seed=a.val_seed or 0, fold=a.val_fold or 0,
-                          quiet=a.quiet)
-        print(f"{a.name} on {a.label}: validation {_scores_of(d).summary()}")
-        return 0
-    if not a.name or not a.data:
-        raise ConfigError("ablation run needs a variant name and --data, e.g. "
-                          "`lumenkit ablation run uniform --data DIR` (names: `lumenkit ablation list`)")
-    overrides = {k: v for k, v in (("n_val", a.n_val), ("val_seed", a.val_seed), ("val_fold", a.val_fold),
-                                   ("minutes", a.minutes))
-                 if v is not None}
-    try:
-        d = run_variant(a.name, a.data, a.runs, quiet=a.quiet, **overrides)
-    except VariantInterrupted as e:
-        print(f"lumenkit: {e}", file=sys.stderr)
-        return 130
-    print(f"{a.name}: validation {_scores_of(d).summary()}")
-    return 0
-
-
-def _scores_of(d: dict[str, Any]) -> Scores:
-    """The scores of an evaluation document (its dataset-wide confusion matrix)."""
-    import numpy as np
-
-    from .metrics import Scores
-
-    return Scores(np.asarray(d["confusion"], dtype=np.int64), list(d["class_order"]))
-
-
-def _run_crossval(a: argparse.Namespace) -> int:
-    """``lumenkit ablation cv NAME --runs DIR [DIR ...]``: print the pooled table (and write it as CSV)."""
-    import warnings
-
-    from .ablation import crossval, crossval_markdown
-
-    if not a.name or not a.runs:
-        raise ConfigError("ablation cv needs a variant name and the run folders of its folds, e.g. `lumenkit "
-                          "ablation cv no_photometric --runs runs/s1_fold0 runs/s1_fold1 runs/s1_fold2`")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        df = crossval(a.runs, a.name, label=a.label)
-    if a.out:
-        from .io import write_text
-
-        write_text(a.out, df.to_csv(index=False, float_format="%.4f"))
-    print(crossval_markdown(df), end="")
-    for w in caught:
-        if issubclass(w.category, UserWarning):  # crossval's coverage warnings
-            print(f"lumenkit: warning: {w.message}", file=sys.stderr)
-    return 0
-
-
-def _add_prior(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("prior", help="correct a balanced-sampler model for the class prior of real sections "
-                                     "(logit adjustment fitted on the training images)")
-    p.add_argument("--model", required=True, help="RUN/model.pt (its last.pt holds the served pixel counts)")
-    p.add_argument("--out", default=None, help="corrected checkpoint (default RUN/model_prior.pt)")
-    p.add_argument("--data", default=None, help="dataset folder (default: the one the model was trained on)")
-    p.add_argument("--split", default="fit", choices=["fit", "val", "train"],
-                   help="images the strength is fitted on (default fit: the training images, validation untouched)")
-    p.add_argument("--tau", type=float, default=None,
-                   help="use this strength instead of fitting one (0 = none, 1 = the full Bayes shift)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_run_prior)
-
-
-def _run_prior(a: argparse.Namespace) -> int:
-    from .prior import correct_model
-
-    out = Path(a.out) if a.out else Path(a.model).with_name("model_prior.pt")
-    path, fit, info = correct_model(a.model, out, data=a.data, split=a.split, tau=a.tau, progress=not a.quiet)
-    labels = info["labels"]
-    shift = " ".join(f"{lbl} {v:+.2f}" for lbl, v in zip(labels, info["shift"], strict=True))
-    for name in ("served", "natural"):
-        n = sum(info[name])
-        print(f"{name} shares: " + " ".join(f"{lbl} {c / n:.1%}" for lbl, c in zip(labels, info[name], strict=True)))
-    if fit is not None:
-        print(fit.curve.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-        print(f"tau {fit.tau:g} (best mean IoU on {fit.images} {fit.split} images)")
-    print(f"full shift log(natural/served): {shift}")
-    print(f"wrote {path} (tau {info['tau']:g})")
-    return 0
-
-
 def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a checkpoint to ONNX (normalisation, softmax and metadata inside)")
     p.add_argument("--onnx", required=True, metavar="MODEL_PT", help="checkpoint to export, e.g. RUN/model.pt")
@@ -506,7 +371,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_export(a: argparse.Namespace) -> int:
-    from .export import export_onnx, load_onnx
+    from lumenkit.inference.onnx import export_onnx, load_onnx
 
     path = export_onnx(a.onnx, a.out)
     m = load_onnx(path) if _has_onnxruntime() else None
@@ -523,13 +388,13 @@ def _has_onnxruntime() -> bool:
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_synth, _add_info, _add_evaluate, _add_report, _add_train, _add_predict, _add_robustness, _add_export,
-    _add_ablation, _add_combine, _add_prior,
+    _add_combine,
 ]
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``lumenkit`` argument parser with every subcommand."""
-    from . import __version__
+    from lumenkit._version import __version__
 
     parser = argparse.ArgumentParser(prog="lumenkit", description=__doc__)
     parser.add_argument("--version", action="version", version=f"lumenkit {__version__}")

@@ -14,7 +14,7 @@ import sys
 import threading
 from pathlib import Path
 
-from lumenkit.browser import check_pages
+from lumenkit.workbook.browser import check_pages
 
 
 def main() -> int:

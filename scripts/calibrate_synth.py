@@ -16,8 +16,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from lumenkit.calibration import run_calibration, to_markdown
 from lumenkit.errors import LumenkitError
+from lumenkit.lab.calibration_study import run_calibration
+from lumenkit.synth.calibration import to_markdown
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             synthetic = a.synthetic
             if synthetic is None:
-                from lumenkit.synth import write_dataset
+                from lumenkit.synth.generator import write_dataset
 
                 synthetic = write_dataset(Path(tmp) / "synthetic", n_train=54, n_test=0, seed=0)
             tables = run_calibration(real, synthetic, a.out, max_images=a.max_images,

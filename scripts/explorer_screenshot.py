@@ -16,12 +16,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from lumenkit.browser import CHROMIUM_ARGS, chromium_path
+from lumenkit.workbook.browser import CHROMIUM_ARGS, chromium_path
 
 NOTEBOOK = {
     "cells": [
         {"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [], "id": "a",
-         "source": "from lumenkit.widgets import Explorer\nexplorer = Explorer(DATA, max_side=640)\nexplorer"},
+         "source": "from lumenkit.workbook.widgets import Explorer\nexplorer = Explorer(DATA, max_side=640)\nexplorer"},
     ],
     "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
     "nbformat": 4, "nbformat_minor": 5,
@@ -45,7 +45,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         data = a.data
         if data is None:
-            from lumenkit.synth import write_dataset
+            from lumenkit.synth.generator import write_dataset
 
             data = write_dataset(Path(tmp) / "synthetic", n_train=4, n_test=0, size=(768, 576), seed=0)
         nb = json.loads(json.dumps(NOTEBOOK))

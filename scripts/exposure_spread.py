@@ -3,7 +3,7 @@
 Usage: python scripts/exposure_spread.py --data DIR [--split train] [--scale 0.125] [--out levels.csv]
 
 Prints, per class, the median grey level (mean of R, G, B, 0-255) over images of each image's median, its range,
-and the range as factors of the median (:func:`lumenkit.explore.exposure_spread`), then the darkest and brightest
+and the range as factors of the median (:func:`lumenkit.lab.studies.exposure_spread`), then the darkest and brightest
 image of each class. The factors say how wide an exposure augmentation (``lumenkit train --exposure``) must be
 for a model to see every image's brightness in training.
 """
@@ -14,9 +14,9 @@ import argparse
 
 import pandas as pd
 
-from lumenkit.data import LumenStoneDataset
-from lumenkit.explore import class_grey_levels, exposure_spread
-from lumenkit.io import write_text
+from lumenkit.data.datasets import LumenStoneDataset
+from lumenkit.data.imageio import write_text
+from lumenkit.lab.studies import class_grey_levels, exposure_spread
 
 
 def main() -> None:

@@ -3,7 +3,7 @@
 Usage: python scripts/scale_ceiling.py --data DIR [--split val] [--scales 0.5 0.25 0.125] [--n-val 10] [--val-seed 0]
 [--val-fold 0]
 
-Prints one row per scale: the mean IoU, pixel accuracy and per-class IoU of :func:`lumenkit.evaluate.scale_ceiling`
+Prints one row per scale: the mean IoU, pixel accuracy and per-class IoU of :func:`lumenkit.lab.studies.scale_ceiling`
 (block-majority down-sampling as the dataset loads masks, nearest-neighbour back to the stored size, summed over the
 split). A model working at that scale cannot beat these figures by much (its probabilities come back bilinearly).
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from lumenkit.evaluate import scale_ceiling
+from lumenkit.lab.studies import scale_ceiling
 
 
 def main() -> None:

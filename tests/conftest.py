@@ -23,7 +23,7 @@ def make_pair(
     rng: np.random.Generator, size: tuple[int, int] = (96, 64), codes=(0, 1, 2)
 ) -> tuple[np.ndarray, np.ndarray]:
     """An RGB image whose colour is a function of the class code, and its mask (W, H = size)."""
-    from lumenkit.viz import PALETTE
+    from lumenkit.data.colours import PALETTE
 
     w, h = size
     mask = np.full((h, w), codes[0], dtype=np.uint8)
@@ -48,7 +48,7 @@ def write_fake_dataset(
     deposits: bool = True,
 ) -> Path:
     """A tiny dataset in LumenStone layout (PNG images, so pixel colours are exact)."""
-    from lumenkit.io import save_image, write_text
+    from lumenkit.data.imageio import save_image, write_text
 
     rng = np.random.default_rng(seed)
     rows = []

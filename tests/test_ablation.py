@@ -5,7 +5,9 @@ import pandas as pd
 import pytest
 from conftest import write_fake_dataset
 
-from lumenkit.ablation import (
+from lumenkit.data.datasets import LumenStoneDataset
+from lumenkit.errors import ConfigError
+from lumenkit.lab.ablation import (
     BASE,
     VARIANTS,
     VariantInterrupted,
@@ -17,9 +19,7 @@ from lumenkit.ablation import (
     to_markdown,
     variant_config,
 )
-from lumenkit.cli import main
-from lumenkit.data import LumenStoneDataset
-from lumenkit.errors import ConfigError
+from lumenkit.lab.cli import main
 
 SMALL = dict(width=4, depth=2, patch_size=32, batch_size=4, patches_per_epoch=16, n_val=2, val_tile=64,
              val_margin=8, threads=1, epochs=1, minutes=None)
@@ -51,9 +51,9 @@ def test_an_interrupted_variant_is_not_evaluated_and_resumes(data, tmp_path, mon
     import os
     import signal
 
-    import lumenkit.train
+    import lumenkit.training.loop
 
-    real, runs = lumenkit.train.train, tmp_path / "runs"
+    real, runs = lumenkit.training.loop.train, tmp_path / "runs"
 
     def interrupted_train(cfg, **kw):  # SIGINT in the middle of the second epoch, as Ctrl-C would
         def stop(info):
@@ -62,11 +62,11 @@ def test_an_interrupted_variant_is_not_evaluated_and_resumes(data, tmp_path, mon
 
         return real(cfg, on_step=stop, **kw)
 
-    monkeypatch.setattr(lumenkit.train, "train", interrupted_train)
+    monkeypatch.setattr(lumenkit.training.loop, "train", interrupted_train)
     with pytest.raises(VariantInterrupted, match=r"uniform.*interrupted.*again to resume"):
         run_variant("uniform", data, runs, **{**SMALL, "epochs": 3})
     assert (runs / "uniform" / "last.pt").exists() and not (runs / "uniform" / "val.json").exists()
-    monkeypatch.setattr(lumenkit.train, "train", real)
+    monkeypatch.setattr(lumenkit.training.loop, "train", real)
     d = run_variant("uniform", data, runs, **{**SMALL, "epochs": 3})
     assert d["variant"] == "uniform"
     assert list(pd.read_csv(runs / "uniform" / "history.csv")["epoch"]) == [1, 2, 3]  # resumed, not restarted
@@ -74,7 +74,7 @@ def test_an_interrupted_variant_is_not_evaluated_and_resumes(data, tmp_path, mon
     def raise_interrupted(*a, **kw):
         raise VariantInterrupted("R/uniform: interrupted")
 
-    monkeypatch.setattr("lumenkit.ablation.run_variant", raise_interrupted)
+    monkeypatch.setattr("lumenkit.lab.ablation.run_variant", raise_interrupted)
     assert main(["ablation", "run", "uniform", "--data", str(data), "--runs", str(runs), "--quiet"]) == 130
 
 
@@ -158,7 +158,7 @@ def test_lumenkit_train_defaults_are_the_exposure_recipe(monkeypatch):
     import torch
 
     from lumenkit.cli import _train_config, build_parser
-    from lumenkit.train import compile_decision
+    from lumenkit.training.loop import compile_decision
 
     a = build_parser().parse_args(["train", "--data", "D", "--minutes", "45", "--out", "R/exposure"])
     got, want = _train_config(a), variant_config("exposure", "D", "R")
@@ -185,8 +185,8 @@ FOLD_CM = {  # rows = truth BG, Ccp, Gl; Gl is absent from fold 0's truth, Ccp f
 def write_fold_doc(runs, data, fold, name="paper", change=None):
     """``RUNS/NAME/val.json`` as ``run_variant`` writes it, for fold ``fold`` of ``data`` (n_val 2, seed 0); ``change``
     replaces keys of the document."""
-    from lumenkit.data import LumenStoneDataset
-    from lumenkit.metrics import Scores
+    from lumenkit.data.datasets import LumenStoneDataset
+    from lumenkit.evaluation.metrics import Scores
 
     labels = ["BG", "Ccp", "Gl"]
     cm = np.array(FOLD_CM[fold])
@@ -285,7 +285,7 @@ def test_cli_cv_prints_and_writes_the_pooled_table(data, tmp_path, capsys):
 
 
 def test_cli_passes_the_fold_to_run_and_score(monkeypatch, capsys):
-    import lumenkit.ablation as ablation
+    import lumenkit.lab.ablation as ablation
 
     seen = {}
     # an evaluation document: Ccp predicted once but absent from the ground truth (IoU 0, not in the mean)

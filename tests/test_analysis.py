@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lumenkit.analysis import (
+from lumenkit.mineralogy.analysis import (
     compare_modal,
     contact_matrix,
     deposit_modal,
@@ -134,9 +134,9 @@ def test_deposit_aggregation_with_intervals_and_comparison():
 
 
 def test_mineralogy_tables_and_csv_export(tmp_path):
-    from lumenkit.analysis import mineralogy, read_masks
+    from lumenkit.data.imageio import save_image
     from lumenkit.errors import DatasetNotFoundError
-    from lumenkit.io import save_image
+    from lumenkit.mineralogy.analysis import mineralogy, read_masks
 
     masks = {"a": squares(), "b": squares()}
     tabs = mineralogy(masks, codes=[0, 1, 2], deposits={"a": "North", "b": "North"}, n_boot=20)

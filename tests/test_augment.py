@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lumenkit.augment import Augment, affine, photometric
+from lumenkit.data.augment import Augment, affine, photometric
 
 COLOURS = np.array([[10, 20, 30], [200, 100, 0], [0, 250, 120], [90, 90, 250]], np.uint8)
 

@@ -17,9 +17,9 @@ import torch
 from conftest import write_fake_dataset
 from PIL import Image
 
-from lumenkit.classes import ClassMap
 from lumenkit.cli import main
-from lumenkit.data import LumenStoneDataset
+from lumenkit.data.catalogue import ClassMap
+from lumenkit.data.datasets import LumenStoneDataset
 from lumenkit.errors import (
     BadImageError,
     BadMaskError,
@@ -29,7 +29,8 @@ from lumenkit.errors import (
     MaskSizeError,
     UnknownClassError,
 )
-from lumenkit.model import Checkpoint, create_model
+from lumenkit.models.checkpoint import Checkpoint
+from lumenkit.models.resunet import create_model
 
 H, W = 64, 96
 
@@ -196,7 +197,7 @@ def test_empty_split_and_bad_config_files(dataset, tmp_path, capsys):
 def test_report_with_a_missing_dataset_keeps_going_and_says_why(tmp_path):
     import nbformat
 
-    from lumenkit.pipeline import run_report
+    from lumenkit.workbook.pipeline import run_report
 
     nbs = tmp_path / "nb"
     nbs.mkdir()

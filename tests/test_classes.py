@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from lumenkit.classes import (
+from lumenkit.data.catalogue import (
     CATALOGUE,
     CLASS_SETS,
     IGNORE,

@@ -3,7 +3,8 @@ import pytest
 from conftest import write_fake_dataset
 from PIL import Image
 
-from lumenkit.data import (
+from lumenkit.data.colours import PALETTE
+from lumenkit.data.datasets import (
     DatasetInfo,
     LumenStoneDataset,
     open_splits,
@@ -21,7 +22,6 @@ from lumenkit.errors import (
     MissingMaskError,
     UnknownClassError,
 )
-from lumenkit.viz import PALETTE
 
 
 def test_open_and_load_at_stored_scale(fake_dataset):
@@ -233,7 +233,7 @@ def test_no_yaml_defaults_to_native_scale_and_codes_found(tmp_path):
 
 
 def test_non_ascii_and_space_names(tmp_path):
-    from lumenkit.io import save_image
+    from lumenkit.data.imageio import save_image
 
     root = tmp_path / "ünï code"
     img, mask = np.zeros((16, 16, 3), np.uint8), np.zeros((16, 16), np.uint8)
@@ -244,7 +244,9 @@ def test_non_ascii_and_space_names(tmp_path):
 
 
 def test_plot_returns_figure(fake_dataset):
-    fig = LumenStoneDataset(fake_dataset).plot(0)
+    from lumenkit.workbook.figures import plot_dataset_sample
+
+    fig = plot_dataset_sample(LumenStoneDataset(fake_dataset), 0)
     assert fig.axes and fig.legends
 
 
@@ -279,7 +281,7 @@ def test_content_hash_changes_with_any_byte(fake_dataset):
 
 def test_combine_keeps_each_sources_validation_split(tmp_path):
     from lumenkit.cli import main
-    from lumenkit.data import combine_datasets
+    from lumenkit.data.datasets import combine_datasets
 
     a = write_fake_dataset(tmp_path / "A", n_train=6, codes=(0, 1, 2), seed=1)
     b = write_fake_dataset(tmp_path / "B", n_train=5, codes=(0, 3, 5), seed=2)
@@ -307,7 +309,7 @@ def test_combine_keeps_each_sources_validation_split(tmp_path):
 
 def test_combine_carves_each_sources_fold(tmp_path):
     from lumenkit.cli import main
-    from lumenkit.data import combine_datasets
+    from lumenkit.data.datasets import combine_datasets
 
     a = write_fake_dataset(tmp_path / "A", n_train=6, codes=(0, 1, 2), seed=1)
     b = write_fake_dataset(tmp_path / "B", n_train=5, codes=(0, 3, 5), seed=2)

@@ -5,10 +5,10 @@ import pandas as pd
 import pytest
 import torch
 
-from lumenkit.classes import ClassMap
-from lumenkit.data import LumenStoneDataset
+from lumenkit.data.catalogue import ClassMap
+from lumenkit.data.datasets import LumenStoneDataset
 from lumenkit.errors import ConfigError
-from lumenkit.evaluate import (
+from lumenkit.evaluation.evaluate import (
     ColourCentroids,
     error_sources_of,
     evaluate,
@@ -17,7 +17,8 @@ from lumenkit.evaluate import (
     training_split_for,
     write_evaluation,
 )
-from lumenkit.model import Checkpoint, create_model
+from lumenkit.models.checkpoint import Checkpoint
+from lumenkit.models.resunet import create_model
 
 
 @pytest.fixture
@@ -102,8 +103,8 @@ def test_evaluate_cli(fake_dataset, ckpt, tmp_path, capsys):
 
 
 def test_val_defaults_to_the_split_the_model_was_trained_with(fake_dataset, tmp_path):
-    from lumenkit.evaluate import evaluated_split, model_validation_split
-    from lumenkit.model import load_checkpoint
+    from lumenkit.evaluation.evaluate import evaluated_split, model_validation_split
+    from lumenkit.models.checkpoint import load_checkpoint
 
     torch.manual_seed(0)
     model = create_model("resunet", width=4, depth=2, classes=3).eval()
@@ -126,8 +127,8 @@ def test_val_defaults_to_the_split_the_model_was_trained_with(fake_dataset, tmp_
 
 def test_val_defaults_to_the_fold_the_model_was_trained_on(fake_dataset, tmp_path, capsys):
     from lumenkit.cli import main
-    from lumenkit.evaluate import evaluated_fold, model_validation_fold
-    from lumenkit.model import load_checkpoint
+    from lumenkit.evaluation.evaluate import evaluated_fold, model_validation_fold
+    from lumenkit.models.checkpoint import load_checkpoint
 
     torch.manual_seed(0)
     model = create_model("resunet", width=4, depth=2, classes=3).eval()
@@ -165,7 +166,7 @@ def test_val_defaults_to_the_fold_the_model_was_trained_on(fake_dataset, tmp_pat
 
 
 def test_scale_ceiling_is_perfect_at_the_stored_scale_and_falls_below_it(fake_dataset):
-    from lumenkit.evaluate import scale_ceiling
+    from lumenkit.lab.studies import scale_ceiling
 
     full = scale_ceiling(fake_dataset, 0.5, split="test")  # the stored scale: masks come back unchanged
     assert full.mean_iou == pytest.approx(1.0) and full.pixel_accuracy == pytest.approx(1.0)

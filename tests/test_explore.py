@@ -1,4 +1,4 @@
-"""lumenkit.explore: per-class grey levels between images (exposure spread)."""
+"""lumenkit.workbook.explore: per-class grey levels between images (exposure spread)."""
 
 import numpy as np
 import pytest
@@ -6,9 +6,9 @@ from conftest import write_fake_dataset
 
 
 def test_class_grey_levels_measure_a_darker_exposure(tmp_path):
-    from lumenkit.data import LumenStoneDataset
-    from lumenkit.explore import class_grey_levels, exposure_spread
-    from lumenkit.io import read_image, save_image
+    from lumenkit.data.datasets import LumenStoneDataset
+    from lumenkit.data.imageio import read_image, save_image
+    from lumenkit.lab.studies import class_grey_levels, exposure_spread
 
     root = write_fake_dataset(tmp_path / "d", n_train=4, size=(96, 64))
     path = root / "imgs" / "train" / "tr01.png"

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from lumenkit.classes import ClassMap
+from lumenkit.data.catalogue import ClassMap
 from lumenkit.errors import CheckpointError
-from lumenkit.infer import as_runner, predict_image, predict_probs
-from lumenkit.model import Checkpoint, create_model, save_checkpoint
+from lumenkit.inference.predict import as_runner, predict_image, predict_probs
+from lumenkit.models.checkpoint import Checkpoint, save_checkpoint
+from lumenkit.models.resunet import create_model
 
 HAS_ORT = importlib.util.find_spec("onnxruntime") is not None
 HAS_EXPORTER = all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxscript"))
@@ -51,7 +52,7 @@ def image():
 def exported(tmp_path_factory):
     if not (HAS_ORT and HAS_EXPORTER):
         pytest.skip("needs onnx, onnxscript and onnxruntime")
-    from lumenkit.export import export_onnx
+    from lumenkit.inference.onnx import export_onnx
 
     root = tmp_path_factory.mktemp("onnx")
     ckpt = Checkpoint(model=_randomised_model(), class_map=ClassMap([0, 3, 11]), scale=0.5)
@@ -80,7 +81,7 @@ def test_export_writes_metadata_and_dynamic_shapes(exported):
 
 @needs_onnx
 def test_onnx_matches_torch_on_a_large_image(exported, image):
-    from lumenkit.export import load_onnx
+    from lumenkit.inference.onnx import load_onnx
 
     pt, path = exported
     ckpt = Checkpoint.load(pt)
@@ -114,7 +115,7 @@ def test_predict_image_with_an_onnx_path_tta_and_runtime_option(exported, image)
 @needs_onnx
 def test_cli_export_then_predict_with_the_onnx_file(exported, tmp_path, capsys):
     from lumenkit.cli import main
-    from lumenkit.io import read_mask, save_image
+    from lumenkit.data.imageio import read_mask, save_image
 
     pt, _ = exported
     onnx_path = tmp_path / "exported.onnx"
@@ -134,7 +135,7 @@ def test_corrupt_and_foreign_onnx_files_are_checkpoint_errors(tmp_path):
     import onnx
     from onnx import TensorProto, helper
 
-    from lumenkit.export import load_onnx
+    from lumenkit.inference.onnx import load_onnx
 
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"\x08\x07garbage" * 50)
@@ -155,7 +156,7 @@ def test_corrupt_and_foreign_onnx_files_are_checkpoint_errors(tmp_path):
 
 
 def test_missing_onnxruntime_says_what_to_install(tmp_path, monkeypatch):
-    from lumenkit.export import load_onnx
+    from lumenkit.inference.onnx import load_onnx
 
     path = tmp_path / "m.onnx"
     path.write_bytes(b"not used")
@@ -168,7 +169,7 @@ def test_missing_onnxruntime_says_what_to_install(tmp_path, monkeypatch):
 
 
 def test_missing_exporter_says_what_to_install(tmp_path, monkeypatch):
-    from lumenkit.export import export_onnx
+    from lumenkit.inference.onnx import export_onnx
 
     ckpt = Checkpoint(model=create_model(width=4, depth=2, classes=2), class_map=ClassMap([0, 1]), scale=1.0)
     monkeypatch.setitem(sys.modules, "onnxscript", None)

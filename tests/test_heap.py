@@ -1,4 +1,4 @@
-"""lumenkit.heap: freed tensor memory kept in glibc's heap within the block, the defaults restored after it.
+"""lumenkit.runtime.heap: freed tensor memory kept in glibc's heap within the block, the defaults restored after it.
 
 The page-fault counts are taken in a fresh interpreter: in the test process, memory freed by earlier tests
 (or by the block itself) stays in the heap's bins and is reused whatever the allocator settings.
@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from lumenkit.heap import heap_retention_available, retained_heap
+from lumenkit.runtime.heap import heap_retention_available, retained_heap
 
 NBYTES = 40_000_000  # above glibc's largest mmap threshold (32 MiB): served by mmap under the defaults
 PAGES = NBYTES / 4096
@@ -21,7 +21,7 @@ needs_glibc = pytest.mark.skipif(not heap_retention_available(), reason="the hea
 
 _PROBE = """
 import json, resource, statistics, torch
-from lumenkit.heap import retained_heap
+from lumenkit.runtime.heap import retained_heap
 
 def faults(nbytes, n=8):
     # median minor page faults of allocating, filling and freeing one tensor of nbytes, after n warm-ups
@@ -73,13 +73,13 @@ def _spy_depth(monkeypatch, module: str, name: str) -> list[int]:
     """Replace ``module.name`` with a wrapper recording the heap-block depth it is called at."""
     import importlib
 
-    import lumenkit.heap
+    import lumenkit.runtime.heap
 
     mod = importlib.import_module(module)
     real, depths = getattr(mod, name), []
 
     def spy(*args, **kwargs):
-        depths.append(lumenkit.heap._depth)
+        depths.append(lumenkit.runtime.heap._depth)
         return real(*args, **kwargs)
 
     monkeypatch.setattr(mod, name, spy)
@@ -92,20 +92,20 @@ def test_prediction_runs_inside_the_block_unless_asked_not_to_and_gives_the_same
     import numpy as np
     import torch
 
-    from lumenkit.infer import predict_image
-    from lumenkit.model import create_model
+    from lumenkit.inference.predict import predict_image
+    from lumenkit.models.resunet import create_model
 
     torch.manual_seed(0)
     net = create_model(width=4, depth=2, classes=3).eval()
     img = np.random.default_rng(0).integers(0, 256, (90, 130, 3), dtype=np.uint8)
     ref = predict_image(net, img, tile=64, margin=8)["indices"]
-    depths = _spy_depth(monkeypatch, "lumenkit.infer", "predict_probs")
+    depths = _spy_depth(monkeypatch, "lumenkit.inference.predict", "predict_probs")
     got = predict_image(net, img, tile=64, margin=8, retain_heap=retain)["indices"]
     assert depths == [1 if retain else 0]
     np.testing.assert_array_equal(got, ref)
-    import lumenkit.heap
+    import lumenkit.runtime.heap
 
-    assert lumenkit.heap._depth == 0  # the block closed
+    assert lumenkit.runtime.heap._depth == 0  # the block closed
 
 
 @needs_glibc
@@ -113,15 +113,16 @@ def test_prediction_runs_inside_the_block_unless_asked_not_to_and_gives_the_same
 def test_predict_files_and_evaluate_hold_one_block_over_all_images(fake_dataset, tmp_path, monkeypatch, retain):
     import torch
 
-    from lumenkit.classes import ClassMap
-    from lumenkit.evaluate import evaluate
-    from lumenkit.infer import predict_files
-    from lumenkit.model import Checkpoint, create_model
+    from lumenkit.data.catalogue import ClassMap
+    from lumenkit.evaluation.evaluate import evaluate
+    from lumenkit.inference.predict import predict_files
+    from lumenkit.models.checkpoint import Checkpoint
+    from lumenkit.models.resunet import create_model
 
     torch.manual_seed(0)
     ckpt = Checkpoint(model=create_model(width=4, depth=2, classes=3).eval(), class_map=ClassMap([0, 1, 2]),
                       scale=0.5)
-    depths = _spy_depth(monkeypatch, "lumenkit.infer", "predict_probs")
+    depths = _spy_depth(monkeypatch, "lumenkit.inference.predict", "predict_probs")
     rep = predict_files(ckpt, [fake_dataset / "imgs" / "test"], tmp_path / "out", scale=0.5, progress=False,
                         retain_heap=retain)
     assert rep.ok and len(rep.composition) == 2
@@ -137,14 +138,15 @@ def test_predict_files_and_evaluate_hold_one_block_over_all_images(fake_dataset,
 def test_cli_predict_and_evaluate_take_the_flag(fake_dataset, tmp_path, monkeypatch, flag):
     import torch
 
-    from lumenkit.classes import ClassMap
     from lumenkit.cli import main
-    from lumenkit.model import Checkpoint, create_model
+    from lumenkit.data.catalogue import ClassMap
+    from lumenkit.models.checkpoint import Checkpoint
+    from lumenkit.models.resunet import create_model
 
     torch.manual_seed(0)
     pt = Checkpoint(model=create_model(width=4, depth=2, classes=3).eval(), class_map=ClassMap([0, 1, 2]),
                     scale=0.5).save(tmp_path / "model.pt")
-    depths = _spy_depth(monkeypatch, "lumenkit.infer", "predict_probs")
+    depths = _spy_depth(monkeypatch, "lumenkit.inference.predict", "predict_probs")
     want = [0, 0] if flag else [2, 2]
     assert main(["predict", "--model", str(pt), "--out", str(tmp_path / "out"), "--scale", "0.5", "--quiet", *flag,
                  str(fake_dataset / "imgs" / "test")]) == 0

@@ -2,9 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from lumenkit.classes import ClassMap
-from lumenkit.infer import predict_image, predict_probs, resize_probs, tta_transforms
-from lumenkit.model import Checkpoint, create_model, save_checkpoint
+from lumenkit.data.catalogue import ClassMap
+from lumenkit.inference.predict import predict_image, predict_probs, resize_probs, tta_transforms
+from lumenkit.models.checkpoint import Checkpoint, save_checkpoint
+from lumenkit.models.resunet import create_model
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +124,7 @@ def test_uneven_layouts_match_single_pass(model, size):
 
 
 def test_collect_images_in_a_lumenstone_folder_skips_masks(fake_dataset, tmp_path):
-    from lumenkit.infer import collect_images, scale_of
+    from lumenkit.inference.predict import collect_images, scale_of
 
     files, missing = collect_images([fake_dataset, tmp_path / "absent.jpg"])
     assert len(files) == 8 and all("imgs" in f.parts for f in files)
@@ -133,7 +134,7 @@ def test_collect_images_in_a_lumenstone_folder_skips_masks(fake_dataset, tmp_pat
 
 # -- fused inference ------------------------------------------------------------------------------
 def test_fused_copy_matches_and_leaves_the_original_alone(model, image):
-    from lumenkit.model import fuse_for_inference
+    from lumenkit.models.resunet import fuse_for_inference
 
     with torch.no_grad():
         for mod in model.modules():
@@ -153,7 +154,7 @@ def test_fused_copy_matches_and_leaves_the_original_alone(model, image):
 
 
 def test_fused_copy_is_cached_until_the_weights_change(image):
-    from lumenkit.infer import fused_model
+    from lumenkit.inference.predict import fused_model
 
     m = create_model(width=4, depth=2, classes=2).eval()
     a = fused_model(m)
@@ -175,21 +176,21 @@ def test_fused_copy_is_cached_until_the_weights_change(image):
 
 
 def test_predict_files_decodes_at_the_model_scale(model, tmp_path, monkeypatch):
-    import lumenkit.io
-    from lumenkit.infer import predict_files
-    from lumenkit.io import read_image, read_mask, save_image
+    import lumenkit.data.imageio
+    from lumenkit.data.imageio import read_image, read_mask, save_image
+    from lumenkit.inference.predict import predict_files
 
     img = np.random.default_rng(5).integers(0, 256, (160, 240, 3), dtype=np.uint8)
     save_image(img, tmp_path / "in" / "a.jpg")
     ckpt = Checkpoint(model=model, class_map=ClassMap([0, 3, 11]), scale=0.25)
     factors = []
-    real = lumenkit.io.read_image
+    real = lumenkit.data.imageio.read_image
 
     def spy(path, factor=1.0):
         factors.append(factor)
         return real(path, factor)
 
-    monkeypatch.setattr(lumenkit.io, "read_image", spy)
+    monkeypatch.setattr(lumenkit.data.imageio, "read_image", spy)
     rep = predict_files(ckpt, [tmp_path / "in"], tmp_path / "out", scale=1.0, tile=64, margin=8, progress=False)
     assert rep.ok and factors == [0.25]
     mask = read_mask(tmp_path / "out" / "a.png")
@@ -208,18 +209,18 @@ def test_predict_under_torchrun_shares_the_files_and_matches_one_process(model, 
 
     import pandas as pd
 
-    from lumenkit.infer import predict_files
-    from lumenkit.io import read_mask, save_image
+    from lumenkit.data.imageio import read_mask, save_image
+    from lumenkit.inference.predict import predict_files
 
     rng = np.random.default_rng(7)
     for i in range(5):
         save_image(rng.integers(0, 256, (70 + 9 * i, 110, 3), dtype=np.uint8), tmp_path / "in" / f"s{i}.png")
     (tmp_path / "in" / "s5.jpg").write_bytes(b"not a jpeg")  # a bad file: reported once, the others written
     pt = Checkpoint(model=model, class_map=ClassMap([0, 3, 11]), scale=0.5).save(tmp_path / "model.pt")
-    from lumenkit.infer import _threads
-    from lumenkit.train import _usable_cores
+    from lumenkit.inference.predict import _threads
+    from lumenkit.runtime.devices import usable_cores
 
-    with _threads(max(1, _usable_cores() // 2)):  # each of the 2 processes' threads: the same sums, the same argmax
+    with _threads(max(1, usable_cores() // 2)):  # each of the 2 processes' threads: the same sums, the same argmax
         one = predict_files(pt, [tmp_path / "in"], tmp_path / "one", scale=0.5, tile=64, margin=8, progress=False)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "lumenkit",
            "predict", "--model", str(pt), "--out", str(tmp_path / "two"), "--scale", "0.5", "--tile", "64",
@@ -241,7 +242,7 @@ def test_predict_under_torchrun_shares_the_files_and_matches_one_process(model, 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_predict_and_evaluate_refuse_cuda_without_a_gpu(model, fake_dataset, tmp_path, capsys):
     from lumenkit.cli import main
-    from lumenkit.io import save_image
+    from lumenkit.data.imageio import save_image
 
     pt = Checkpoint(model=create_model(width=4, depth=2, classes=3).eval(), class_map=ClassMap([0, 1, 2]),
                     scale=0.5).save(tmp_path / "model.pt")

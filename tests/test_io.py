@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lumenkit.errors import BadImageError, BadMaskError, MaskSizeError
-from lumenkit.io import (
+from lumenkit.data.imageio import (
     atomic_write,
     codes_from_colour_mask,
     read_image,
@@ -15,6 +14,7 @@ from lumenkit.io import (
     target_size,
     write_json,
 )
+from lumenkit.errors import BadImageError, BadMaskError, MaskSizeError
 
 
 @pytest.fixture
@@ -91,7 +91,7 @@ def test_opaque_rgba_is_accepted_transparent_is_not(tmp_path):
 
 
 def test_decompression_bomb_header_is_refused_before_decoding(tmp_path, monkeypatch):
-    import lumenkit.io as lio
+    import lumenkit.data.imageio as lio
 
     p = tmp_path / "big.png"
     Image.fromarray(np.zeros((100, 100, 3), np.uint8)).save(p)
@@ -115,7 +115,7 @@ def test_mask_checks(tmp_path):
 
 
 def test_codes_from_colour_mask():
-    from lumenkit.viz import PALETTE
+    from lumenkit.data.colours import PALETTE
 
     codes = np.array([[0, 1], [8, 11]], np.uint8)
     assert np.array_equal(codes_from_colour_mask(PALETTE[codes]), codes)

@@ -3,7 +3,7 @@ import pytest
 from sklearn.metrics import cohen_kappa_score, f1_score, jaccard_score
 from sklearn.metrics import confusion_matrix as sk_confusion
 
-from lumenkit.metrics import (
+from lumenkit.evaluation.metrics import (
     Scores,
     bootstrap_mean_iou,
     confusion_matrix,

@@ -4,19 +4,10 @@ from typing import ClassVar
 import pytest
 import torch
 
-from lumenkit import LumenkitError
-from lumenkit.classes import ClassMap
-from lumenkit.model import (
-    Checkpoint,
-    CheckpointError,
-    ConvBlock,
-    ResUNet,
-    count_flops,
-    count_parameters,
-    create_model,
-    load_checkpoint,
-    save_checkpoint,
-)
+from lumenkit import CheckpointError, LumenkitError
+from lumenkit.data.catalogue import ClassMap
+from lumenkit.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from lumenkit.models.resunet import ConvBlock, ResUNet, count_flops, count_parameters, create_model
 
 
 class BaseModelTest:

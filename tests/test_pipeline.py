@@ -5,7 +5,7 @@ import nbformat
 import pytest
 
 from lumenkit.errors import ConfigError
-from lumenkit.pipeline import load_params, run_report
+from lumenkit.workbook.pipeline import load_params, run_report
 
 
 def _notebook(path, body: str, params: str) -> None:
@@ -23,7 +23,7 @@ def test_pipeline_runs_stages_records_failure_and_skips_dependants(tmp_path):
     nbs.mkdir()
     _notebook(
         nbs / "01_explore.ipynb",
-        "from lumenkit.pipeline import write_headline\n"
+        "from lumenkit.workbook.pipeline import write_headline\n"
         "write_headline(run_dir, '01_explore', {'images': n * 2, 'data': data})\nprint('explored')",
         'data: str = ""  # dataset folder\nrun_dir: str = ""  # report folder\nn: int = 1  # a number',
     )
@@ -89,7 +89,7 @@ def test_deposit_report_renders_summary_and_one_page_per_deposit(tmp_path):
 
 
 def test_environment_variables_in_paths(tmp_path, monkeypatch):
-    from lumenkit.pipeline import _stage_params
+    from lumenkit.workbook.pipeline import _stage_params
 
     monkeypatch.setenv("LUMENKIT_LUMENSTONE", str(tmp_path / "ls"))
     p = _stage_params({"data": {}}, {"data": "${LUMENKIT_LUMENSTONE}/S1_v1_x05"}, {}, tmp_path)

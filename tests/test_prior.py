@@ -3,11 +3,13 @@ import pytest
 import torch
 from conftest import write_fake_dataset
 
-from lumenkit.classes import ClassMap
+from lumenkit.data.catalogue import ClassMap
 from lumenkit.errors import CheckpointError, ConfigError
-from lumenkit.model import Checkpoint, create_model, load_checkpoint
-from lumenkit.prior import apply_prior_correction, correct_model, fit_prior_correction, prior_shift, served_counts
-from lumenkit.train import TrainConfig, train
+from lumenkit.lab.prior import apply_prior_correction, correct_model, fit_prior_correction, prior_shift, served_counts
+from lumenkit.models.checkpoint import Checkpoint, load_checkpoint
+from lumenkit.models.resunet import create_model
+from lumenkit.training.config import TrainConfig
+from lumenkit.training.loop import train
 
 
 def test_prior_shift_is_log_ratio_of_shares():
@@ -40,8 +42,8 @@ def test_correction_adds_the_bias_to_every_logit_and_leaves_the_original():
 
 
 def test_natural_counts_come_from_the_fold_the_model_trained_on(tmp_path):
-    from lumenkit.data import LumenStoneDataset
-    from lumenkit.prior import natural_counts
+    from lumenkit.data.datasets import LumenStoneDataset
+    from lumenkit.lab.prior import natural_counts
 
     data = write_fake_dataset(tmp_path / "fake", n_train=6, size=(96, 64), codes=(0, 1, 2))
     net = create_model("resunet", in_channels=3, classes=3, width=4, depth=2).eval()
@@ -105,7 +107,7 @@ def test_refuses_to_overwrite_and_needs_served_counts(trained, tmp_path):
 
 
 def test_cli_writes_the_corrected_model_beside_the_run(trained, capsys):
-    from lumenkit.cli import main
+    from lumenkit.lab.cli import main
 
     _, run = trained
     assert main(["prior", "--model", str(run / "model.pt"), "--tau", "0.5", "--quiet"]) == 0

@@ -3,10 +3,9 @@ import pandas as pd
 import pytest
 import torch
 
-from lumenkit.calibrate import FlatField, white_balance_gains
-from lumenkit.classes import ClassMap
-from lumenkit.model import Checkpoint, create_model
-from lumenkit.robustness import (
+from lumenkit.data.catalogue import ClassMap
+from lumenkit.data.flatfield import FlatField, white_balance_gains
+from lumenkit.evaluation.robustness import (
     PERTURBATIONS,
     brightness,
     defocus,
@@ -18,6 +17,8 @@ from lumenkit.robustness import (
     white_balance,
     worst_conditions,
 )
+from lumenkit.models.checkpoint import Checkpoint
+from lumenkit.models.resunet import create_model
 
 
 @pytest.fixture
@@ -90,14 +91,14 @@ def test_robustness_curves_and_worst_conditions(fake_dataset):
     fixed = robustness_curves(fake_dataset, ckpt, names=["brightness"], strengths={"brightness": [0.3]},
                               remedy="flat_field", progress=False)
     assert list(fixed["remedy"]) == ["", "flat_field"]
-    from lumenkit.robustness import RobustnessStudy
+    from lumenkit.evaluation.robustness import RobustnessStudy
 
     study = RobustnessStudy(curves, fixed)
     assert study.summary().startswith("Conditions that hurt most:") and "below the clean" in study.summary()
 
 
 def test_flat_field_remedy_undoes_multiplicative_conditions(image):
-    from lumenkit.robustness import flat_field_remedy
+    from lumenkit.evaluation.robustness import flat_field_remedy
 
     for name, s in (("brightness", -0.3), ("white_balance", 0.2), ("vignetting", 0.5)):
         p = PERTURBATIONS[name].apply(image, s)

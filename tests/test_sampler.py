@@ -8,9 +8,9 @@ import pytest
 import torch
 from conftest import write_fake_dataset
 
-from lumenkit.classes import ClassMap
-from lumenkit.data import LumenStoneDataset
-from lumenkit.sampler import (
+from lumenkit.data.catalogue import ClassMap
+from lumenkit.data.datasets import LumenStoneDataset
+from lumenkit.data.samplers import (
     BalancedSampler,
     PatchDataset,
     UniformSampler,
@@ -255,7 +255,7 @@ def test_dataloader_workers_distinct_reproducible_and_truthful():
 
 
 def test_patch_dataset_main_process_and_augment_alignment():
-    from lumenkit.augment import Augment
+    from lumenkit.data.augment import Augment
 
     masks = blob_masks()
     colours = np.array([[10, 20, 30], [200, 100, 0], [0, 250, 120]], np.uint8)

@@ -10,12 +10,15 @@ import torch
 import yaml
 from conftest import write_fake_dataset
 
-from lumenkit.classes import ClassMap
 from lumenkit.cli import main
+from lumenkit.data.catalogue import ClassMap
+from lumenkit.data.imageio import save_image
 from lumenkit.errors import ConfigError
-from lumenkit.io import save_image
-from lumenkit.model import Checkpoint, create_model, load_checkpoint
-from lumenkit.train import SegmentationLoss, TrainConfig, compile_decision, cosine_lr, read_history, train
+from lumenkit.models.checkpoint import Checkpoint, load_checkpoint
+from lumenkit.models.resunet import create_model
+from lumenkit.training.config import TrainConfig
+from lumenkit.training.loop import compile_decision, cosine_lr, read_history, train
+from lumenkit.training.losses import SegmentationLoss
 
 TINY = dict(width=4, depth=2, patch_size=32, batch_size=4, patches_per_epoch=16, n_val=2, val_tile=64,
             val_margin=8, quiet=True, threads=1)
@@ -51,7 +54,7 @@ def test_training_writes_all_outputs(data, tmp_path):
     assert cfg["versions"]["torch"] and cfg["resolved"]["class_codes"] == [0, 1, 2]
     assert len(cfg["resolved"]["data_sha1_train_split"]) == 40
     assert adam_steps(run / "last.pt") == 2 * 4  # 16 patches / batch 4 per epoch
-    from lumenkit.heap import heap_retention_available
+    from lumenkit.runtime.heap import heap_retention_available
 
     assert cfg["resolved"]["heap_retained"] is heap_retention_available()  # the default keeps freed memory
     assert cfg["resolved"]["cpu_sgemm_gflops"] > 0
@@ -72,16 +75,16 @@ def test_photometric_jitter_is_recorded(data, tmp_path):
 
 
 def test_exposure_jitter_widens_brightness_alone(data, tmp_path, monkeypatch):
-    import lumenkit.augment
+    import lumenkit.data.augment
 
     made = []
 
-    class Spy(lumenkit.augment.Augment):
+    class Spy(lumenkit.data.augment.Augment):
         def __init__(self, **kw):
             made.append(kw)
             super().__init__(**kw)
 
-    monkeypatch.setattr(lumenkit.augment, "Augment", Spy)
+    monkeypatch.setattr(lumenkit.data.augment, "Augment", Spy)
     run = tmp_path / "run"
     train(data=str(data), out=str(run), epochs=1, photometric=0.05, exposure=0.25, **TINY)
     assert made and made[0]["brightness"] == 0.25 and made[0]["gamma"] == made[0]["white_balance"] == 0.05
@@ -195,7 +198,7 @@ def test_cli_train(data, tmp_path, capsys):
                  "--val-seed", "3", "--no-flips", "--no-retain-heap", "--quiet"])
     assert code == 0 and (run / "model.pt").exists()
     assert "best val mIoU" in capsys.readouterr().out
-    from lumenkit.data import LumenStoneDataset
+    from lumenkit.data.datasets import LumenStoneDataset
 
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     expected = LumenStoneDataset(data, "val", n_val=2, seed=3).names
@@ -206,7 +209,7 @@ def test_cli_train(data, tmp_path, capsys):
 
 
 def test_cli_train_records_the_validation_fold(data, tmp_path, capsys):
-    from lumenkit.data import LumenStoneDataset
+    from lumenkit.data.datasets import LumenStoneDataset
 
     args = ["train", "--data", str(data), "--epochs", "1", "--width", "4", "--depth", "2", "--patch-size", "32",
             "--batch-size", "4", "--patches-per-epoch", "8", "--n-val", "2", "--val-seed", "3", "--quiet"]
@@ -224,7 +227,7 @@ def test_cli_train_records_the_validation_fold(data, tmp_path, capsys):
 
 
 def test_val_fold_is_validated_and_kept_on_resume():
-    from lumenkit.train import RUN_CONTROL_FIELDS, config_differences
+    from lumenkit.training.config import RUN_CONTROL_FIELDS, config_differences
 
     assert TrainConfig().val_fold == 0 and "val_fold" not in RUN_CONTROL_FIELDS
     saved = TrainConfig(data="D", val_fold=2)
@@ -345,7 +348,7 @@ def test_killed_training_process_leaves_a_readable_checkpoint_and_resumes(data, 
 
 # -- torch.compile of the training step ---------------------------------------------------------------
 def test_compile_decision_follows_the_budget_and_the_toolchain(monkeypatch):
-    from lumenkit.train import COMPILE_AUTO_MINUTES
+    from lumenkit.training.config import COMPILE_AUTO_MINUTES
 
     cpu = torch.device("cpu")
     monkeypatch.setattr("shutil.which", lambda name: f"/usr/bin/{name}")
@@ -411,7 +414,7 @@ def test_compiled_training_step_trains_like_the_eager_one(data, tmp_path):
 
 
 def test_weight_average_moves_towards_the_net_and_copies_counters():
-    from lumenkit.train import WeightAverage
+    from lumenkit.training.ema import WeightAverage
 
     torch.manual_seed(0)
     net = create_model("resunet", classes=3, width=4, depth=2)
@@ -437,8 +440,8 @@ def test_weight_average_moves_towards_the_net_and_copies_counters():
 
 
 def test_weight_average_invalidates_the_cached_inference_copy():
-    from lumenkit.infer import predict_probs
-    from lumenkit.train import WeightAverage
+    from lumenkit.inference.predict import predict_probs
+    from lumenkit.training.ema import WeightAverage
 
     torch.manual_seed(0)
     net = create_model("resunet", classes=3, width=4, depth=2)

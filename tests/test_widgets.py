@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from lumenkit.classes import ClassMap
-from lumenkit.model import Checkpoint, create_model
-from lumenkit.viz import PALETTE
-from lumenkit.widgets import Explorer
+from lumenkit.data.catalogue import ClassMap
+from lumenkit.data.colours import PALETTE
+from lumenkit.models.checkpoint import Checkpoint
+from lumenkit.models.resunet import create_model
+from lumenkit.workbook.widgets import Explorer
 
 
 @pytest.fixture

@@ -1,0 +1,316 @@
+"""Image and mask reading with clear errors, label-preserving resampling, and atomic writes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+from lumenkit.data.catalogue import CATALOGUE, IGNORE
+from lumenkit.errors import BadImageError, BadMaskError, MaskSizeError
+
+MAX_PIXELS: int = 120_000_000
+"""Largest image (pixels) lumenkit will decode; bigger declared sizes are refused as decompression bombs."""
+
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def target_size(size: tuple[int, int], factor: float) -> tuple[int, int]:
+    """Size ``(width, height)`` after scaling by ``factor``, rounded half up, at least 1 px."""
+    w, h = size
+    return max(1, int(np.floor(w * factor + 0.5))), max(1, int(np.floor(h * factor + 0.5)))
+
+
+def _open(path: Path, kind: str, error: type[Exception]) -> Image.Image:
+    path = Path(path)
+    if not path.exists():
+        raise error(f"{path}: {kind} file does not exist")
+    if path.stat().st_size == 0:
+        raise error(f"{path}: {kind} file is empty (0 bytes); re-export it from the microscope software")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(path)
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        if isinstance(e, UnidentifiedImageError):
+            raise error(f"{path}: not a readable image ({kind}); expected a JPEG/PNG/TIFF file") from None
+        raise error(f"{path}: declared size is too large to decode safely ({e}); check the file") from None
+    except OSError as e:
+        raise error(f"{path}: {kind} file is corrupt or truncated ({e}); re-export or re-copy it") from None
+    w, h = im.size
+    if w * h > MAX_PIXELS:
+        raise error(
+            f"{path}: declared size {w}×{h} ({w * h / 1e6:.0f} MP) exceeds the {MAX_PIXELS / 1e6:.0f} MP limit "
+            "(possible decompression bomb); split the image into tiles or raise lumenkit.data.imageio.MAX_PIXELS"
+        )
+    return im
+
+
+def _load(im: Image.Image, path: Path, kind: str, error: type[Exception]) -> None:
+    try:
+        im.load()
+    except (OSError, SyntaxError, ValueError) as e:
+        raise error(f"{path}: {kind} file is corrupt or truncated ({e}); re-export or re-copy it") from None
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """``(width, height)`` of an image file from its header, without decoding pixels.
+
+    Raises:
+        BadImageError: if the file is missing, empty, not an image or too large.
+    """
+    with _open(Path(path), "image", BadImageError) as im:
+        return im.size
+
+
+def read_image(path: str | Path, factor: float = 1.0) -> np.ndarray:
+    """Read an RGB image as ``(H, W, 3)`` uint8, resampled by ``factor`` relative to the file's size.
+
+    Downscaling uses area (box) averaging; for JPEG files reduced DCT decoding is used first when the
+    factor is 1/2 or smaller, which is much faster and equivalent to box averaging within JPEG noise.
+
+    Args:
+        path: image file (JPEG, PNG, TIFF, ...).
+        factor: resampling factor relative to the stored size (0.5 halves each side).
+
+    Raises:
+        BadImageError: missing, empty, corrupt, truncated, not an image, too large, or not a colour image
+            (grayscale, 16-bit, or with a non-opaque alpha channel).
+    """
+    path = Path(path)
+    im = _open(path, "image", BadImageError)
+    with im:
+        size = im.size
+        out_size = target_size(size, factor)
+        if im.format == "JPEG" and factor <= 0.5:
+            # DCT-domain downscaling by 1/2, 1/4 or 1/8: ask for the largest reduction that still covers out_size
+            s = max(d for d in (1, 2, 4, 8) if size[0] // d >= out_size[0] and size[1] // d >= out_size[1])
+            im.draft("RGB", (size[0] // s, size[1] // s))
+        _load(im, path, "image", BadImageError)
+        mode = im.mode
+        if mode in ("RGBA", "LA") or (mode == "P" and "transparency" in im.info):
+            rgba = im.convert("RGBA")
+            if np.asarray(rgba.getchannel("A")).min() < 255:
+                raise BadImageError(
+                    f"{path}: image has a transparent alpha channel; export it as an opaque RGB image"
+                )
+            im2 = rgba.convert("RGB")
+        elif mode in ("RGB", "P", "CMYK", "YCbCr"):
+            im2 = im.convert("RGB")
+        elif mode in ("L", "1"):
+            raise BadImageError(
+                f"{path}: image is grayscale (mode {mode}); mineral identification needs colour (RGB) images"
+            )
+        else:
+            raise BadImageError(
+                f"{path}: image mode {mode} (e.g. 16-bit or float) is not supported; "
+                "convert it to 8-bit RGB (JPEG or PNG) first"
+            )
+        if im2.size != out_size:
+            resample = Image.Resampling.BOX if out_size[0] < im2.size[0] else Image.Resampling.BILINEAR
+            im2 = im2.resize(out_size, resample)
+        return np.asarray(im2, dtype=np.uint8).copy()
+
+
+def read_mask(path: str | Path, expected_size: tuple[int, int] | None = None) -> np.ndarray:
+    """Read a LumenStone mask as ``(H, W)`` uint8 class codes at its stored resolution.
+
+    Args:
+        path: single-channel 8-bit PNG of LumenStone codes (255 = ignore).
+        expected_size: ``(width, height)`` of the matching image; checked if given.
+
+    Raises:
+        BadMaskError: missing, empty, corrupt, multi-channel (colour-coded) or not 8-bit.
+        MaskSizeError: if the size differs from ``expected_size``.
+    """
+    path = Path(path)
+    im = _open(path, "mask", BadMaskError)
+    with im:
+        _load(im, path, "mask", BadMaskError)
+        if im.mode in ("RGB", "RGBA"):
+            raise BadMaskError(
+                f"{path}: mask is a colour image (mode {im.mode}); masks must be single-channel class codes. "
+                "Convert a colour-coded mask with lumenkit.data.imageio.codes_from_colour_mask(rgb, palette)"
+            )
+        if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+            raise BadMaskError(
+                f"{path}: mask is {im.mode} (16/32-bit); save it as an 8-bit single-channel PNG "
+                "(e.g. Image.fromarray(mask.astype('uint8')).save(...)) after checking codes are ≤ 255"
+            )
+        if im.mode not in ("L", "P"):
+            raise BadMaskError(f"{path}: mask mode {im.mode} is not supported; save as 8-bit grayscale PNG")
+        mask = np.asarray(im, dtype=np.uint8).copy()
+    if expected_size is not None and (mask.shape[1], mask.shape[0]) != tuple(expected_size):
+        raise MaskSizeError(
+            f"{path}: mask is {mask.shape[1]}×{mask.shape[0]} but its image is "
+            f"{expected_size[0]}×{expected_size[1]}; masks must match their image pixel for pixel"
+        )
+    return mask
+
+
+def codes_from_colour_mask(
+    rgb: np.ndarray, palette: dict[tuple[int, int, int], int] | None = None, source: str = "mask"
+) -> np.ndarray:
+    """Convert a colour-coded ``(H, W, 3)`` mask to LumenStone codes.
+
+    Args:
+        rgb: colour-coded mask.
+        palette: colour → code; default is lumenkit's display colours (:data:`lumenkit.data.catalogue.CATALOGUE`).
+        source: name used in error messages.
+
+    Raises:
+        BadMaskError: if some colour is not in the palette.
+    """
+    if palette is None:
+        palette = {m.colour: m.code for m in CATALOGUE.values()}
+    rgb = np.asarray(rgb, dtype=np.uint8)
+    key = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
+    out = np.full(key.shape, IGNORE, dtype=np.uint8)
+    done = np.zeros(key.shape, dtype=bool)
+    for (r, g, b), code in palette.items():
+        hit = key == ((r << 16) | (g << 8) | b)
+        out[hit] = code
+        done |= hit
+    if not done.all():
+        unk = np.unique(key[~done])[:5]
+        cols = [((k >> 16) & 255, (k >> 8) & 255, k & 255) for k in unk.tolist()]
+        raise BadMaskError(f"{source}: colours {cols} are not in the palette; pass palette={{colour: code}}")
+    return out
+
+
+def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resample a label mask to ``size = (width, height)`` without inventing codes.
+
+    Integer downscaling factors use a majority vote per block (ties go to the lower code); any
+    other factor uses nearest-neighbour sampling at pixel centres.
+    """
+    h, w = mask.shape
+    tw, th = size
+    if (tw, th) == (w, h):
+        return mask
+    kx, ky = w / tw, h / th
+    k = round(kx)
+    if k >= 2 and abs(kx - k) * tw < 1 and abs(ky - k) * th < 1:
+        return _majority_downscale(mask, k, tw, th)
+    ys = np.minimum(((np.arange(th) + 0.5) * h / th).astype(np.intp), h - 1)
+    xs = np.minimum(((np.arange(tw) + 0.5) * w / tw).astype(np.intp), w - 1)
+    return mask[ys[:, None], xs[None, :]]
+
+
+def _majority_downscale(mask: np.ndarray, k: int, tw: int, th: int) -> np.ndarray:
+    ph, pw = th * k, tw * k
+    m = mask[:ph, :pw]
+    if m.shape != (ph, pw):
+        m = np.pad(m, ((0, ph - m.shape[0]), (0, pw - m.shape[1])), mode="edge")
+    codes = np.flatnonzero(np.bincount(m.ravel(), minlength=256))
+    if len(codes) == 1:
+        return np.full((th, tw), codes[0], dtype=np.uint8)
+    best = np.zeros((th, tw), dtype=np.uint8)
+    best_n = np.full((th, tw), -1, dtype=np.int16)
+    for c in codes:
+        n = (m == c).reshape(th, k, tw, k).sum(axis=(1, 3), dtype=np.int16)
+        win = n > best_n
+        best[win] = c
+        best_n[win] = n[win]
+    return best
+
+
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resample an RGB uint8 image to ``size = (width, height)`` (area for down, bilinear for up)."""
+    h, w = image.shape[:2]
+    if (w, h) == tuple(size):
+        return image
+    resample = Image.Resampling.BOX if size[0] < w else Image.Resampling.BILINEAR
+    return np.asarray(Image.fromarray(image).resize(tuple(size), resample))
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
+    """Open a temporary file beside ``path``; on success rename it over ``path``, on error delete it.
+
+    Readers never see a half-written file, and an interrupted write leaves the previous file intact.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the permissions open() would
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def save_image(array: np.ndarray, path: str | Path, quality: int = 92) -> None:
+    """Write a uint8 image or mask atomically; format from the suffix (JPEG ``quality`` 1–95)."""
+    path = Path(path)
+    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".tif": "TIFF", ".tiff": "TIFF"}.get(
+        path.suffix.lower()
+    )
+    if fmt is None:
+        raise ValueError(f"{path}: unsupported image suffix; use .jpg, .png or .tif")
+    im = Image.fromarray(np.asarray(array, dtype=np.uint8))
+    kw: dict[str, Any] = {"quality": quality, "subsampling": 0} if fmt == "JPEG" else {}
+    with atomic_write(path) as f:
+        im.save(f, format=fmt, **kw)
+
+
+def read_yaml_mapping(path: str | Path, keys_hint: str) -> dict[str, Any]:
+    """Read a YAML file that must hold a mapping (an empty file gives ``{}``).
+
+    Args:
+        path: the file.
+        keys_hint: the keys expected, named in the error message.
+
+    Raises:
+        ConfigError: not valid YAML, or not a mapping.
+    """
+    import yaml
+
+    from lumenkit.errors import ConfigError
+
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: must be a mapping of keys ({keys_hint})")
+    return dict(raw)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write a text file atomically (UTF-8)."""
+    with atomic_write(path, "w") as f:
+        f.write(text)
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Write JSON atomically (indented, UTF-8, NaN allowed as in Python's json)."""
+    write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

@@ -1,0 +1,27 @@
+"""Prediction: tiled whole-image inference, batch prediction of files, the ONNX export and runtime."""
+
+from lumenkit.inference.onnx import OnnxModel, export_onnx, load_onnx
+from lumenkit.inference.predict import (
+    PredictionReport,
+    collect_images,
+    load_model,
+    predict_files,
+    predict_image,
+    predict_probs,
+    resize_probs,
+    tta_transforms,
+)
+
+__all__ = [
+    "OnnxModel",
+    "PredictionReport",
+    "collect_images",
+    "export_onnx",
+    "load_model",
+    "load_onnx",
+    "predict_files",
+    "predict_image",
+    "predict_probs",
+    "resize_probs",
+    "tta_transforms",
+]

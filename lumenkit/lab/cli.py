@@ -1,0 +1,188 @@
+"""Research commands: ``lumenkit-lab ablation | prior`` (also ``python -m lumenkit.lab``).
+
+The ablation table behind the docs' results (train, score, gather and cross-validate named variants of the recipe)
+and the class-prior correction study. Bad input prints one line and exits with code 2, as ``lumenkit`` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from lumenkit.cli import FOLD_HELP
+from lumenkit.errors import ConfigError, LumenkitError
+from lumenkit.evaluation.metrics import Scores
+
+
+def _add_ablation(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("ablation", help="train/evaluate one named variant of the recipe, or print the ablation table")
+    p.add_argument("action", choices=["list", "run", "score", "table", "cv"],
+                   help="list variants, run one, score a trained one on another dataset's validation split "
+                        "(RUNS/NAME/val_LABEL.json), gather the table, or cross-validate a variant: pool its "
+                        "val.json confusion matrices over run folders, one per validation fold")
+    p.add_argument("name", nargs="?", default=None,
+                   help="variant to run, score or cv (see `lumenkit-lab ablation list`)")
+    p.add_argument("--data", default=None, help="dataset folder in LumenStone layout (for run and score)")
+    p.add_argument("--label", default=None,
+                   help="score: short name of --data, e.g. S1 (file val_LABEL.json); cv: pool val_LABEL.json")
+    p.add_argument("--runs", nargs="+", default=None, metavar="DIR",
+                   help="folder holding one run folder per variant (default runs/ablation); cv: one such folder per "
+                        "fold, e.g. runs/s1_fold0 runs/s1_fold1 ...")
+    p.add_argument("--n-val", type=int, default=None, help="validation images carved from train (default 10)")
+    p.add_argument("--val-seed", type=int, default=None,
+                   help="run, score: seed of the validation split (default 0; use another --runs folder per seed)")
+    p.add_argument("--val-fold", type=int, default=None,
+                   help="run, score: fold of the validation split (default 0; use another --runs folder per fold): "
+                        + FOLD_HELP)
+    p.add_argument("--minutes", type=float, default=None, help="override the variant's time budget")
+    p.add_argument("--out", default=None, help="table, cv: also write it as CSV here")
+    p.add_argument("--only-run", action="store_true", help="table: leave out variants not run yet")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_run_ablation)
+
+
+def _run_ablation(a: argparse.Namespace) -> int:
+    from lumenkit.lab.ablation import (
+        VariantInterrupted,
+        ablation_table,
+        describe,
+        run_variant,
+        score_variant,
+        to_markdown,
+    )
+
+    if a.action == "list":
+        print(describe().to_string(index=False))
+        return 0
+    if a.action == "cv":
+        return _run_crossval(a)
+    runs = a.runs or ["runs/ablation"]
+    if len(runs) > 1:
+        raise ConfigError(f"ablation {a.action} takes one --runs folder, got {len(runs)} (several are for `cv`)")
+    a.runs = runs[0]
+    if a.action == "table":
+        df = ablation_table(a.runs)
+        if a.out:
+            from lumenkit.data.imageio import write_text
+
+            write_text(a.out, df.to_csv(index=False, float_format="%.4f"))
+        print(to_markdown(df, only_run=a.only_run), end="")
+        return 0
+    if a.action == "score":
+        if not a.name or not a.data or not a.label:
+            raise ConfigError("ablation score needs a variant name, --data and --label, e.g. "
+                              "`lumenkit-lab ablation score no_photometric --runs runs/joint --data S1_v1_x05 "
+                              "--label S1 --n-val 10`")
+        d = score_variant(a.name, a.data, a.runs, a.label, n_val=10 if a.n_val is None else a.n_val,
+                          seed=a.val_seed or 0, fold=a.val_fold or 0,
+                          quiet=a.quiet)
+        print(f"{a.name} on {a.label}: validation {_scores_of(d).summary()}")
+        return 0
+    if not a.name or not a.data:
+        raise ConfigError("ablation run needs a variant name and --data, e.g. "
+                          "`lumenkit-lab ablation run uniform --data DIR` (names: `lumenkit-lab ablation list`)")
+    overrides = {k: v for k, v in (("n_val", a.n_val), ("val_seed", a.val_seed), ("val_fold", a.val_fold),
+                                   ("minutes", a.minutes))
+                 if v is not None}
+    try:
+        d = run_variant(a.name, a.data, a.runs, quiet=a.quiet, **overrides)
+    except VariantInterrupted as e:
+        print(f"lumenkit: {e}", file=sys.stderr)
+        return 130
+    print(f"{a.name}: validation {_scores_of(d).summary()}")
+    return 0
+
+
+def _scores_of(d: dict[str, Any]) -> Scores:
+    """The scores of an evaluation document (its dataset-wide confusion matrix)."""
+    import numpy as np
+
+    from lumenkit.evaluation.metrics import Scores
+
+    return Scores(np.asarray(d["confusion"], dtype=np.int64), list(d["class_order"]))
+
+
+def _run_crossval(a: argparse.Namespace) -> int:
+    """``lumenkit-lab ablation cv NAME --runs DIR [DIR ...]``: print the pooled table (and write it as CSV)."""
+    import warnings
+
+    from lumenkit.lab.ablation import crossval, crossval_markdown
+
+    if not a.name or not a.runs:
+        raise ConfigError("ablation cv needs a variant name and the run folders of its folds, e.g. `lumenkit "
+                          "ablation cv no_photometric --runs runs/s1_fold0 runs/s1_fold1 runs/s1_fold2`")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        df = crossval(a.runs, a.name, label=a.label)
+    if a.out:
+        from lumenkit.data.imageio import write_text
+
+        write_text(a.out, df.to_csv(index=False, float_format="%.4f"))
+    print(crossval_markdown(df), end="")
+    for w in caught:
+        if issubclass(w.category, UserWarning):  # crossval's coverage warnings
+            print(f"lumenkit: warning: {w.message}", file=sys.stderr)
+    return 0
+
+
+def _add_prior(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("prior", help="correct a balanced-sampler model for the class prior of real sections "
+                                     "(logit adjustment fitted on the training images)")
+    p.add_argument("--model", required=True, help="RUN/model.pt (its last.pt holds the served pixel counts)")
+    p.add_argument("--out", default=None, help="corrected checkpoint (default RUN/model_prior.pt)")
+    p.add_argument("--data", default=None, help="dataset folder (default: the one the model was trained on)")
+    p.add_argument("--split", default="fit", choices=["fit", "val", "train"],
+                   help="images the strength is fitted on (default fit: the training images, validation untouched)")
+    p.add_argument("--tau", type=float, default=None,
+                   help="use this strength instead of fitting one (0 = none, 1 = the full Bayes shift)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_prior)
+
+
+def _run_prior(a: argparse.Namespace) -> int:
+    from lumenkit.lab.prior import correct_model
+
+    out = Path(a.out) if a.out else Path(a.model).with_name("model_prior.pt")
+    path, fit, info = correct_model(a.model, out, data=a.data, split=a.split, tau=a.tau, progress=not a.quiet)
+    labels = info["labels"]
+    shift = " ".join(f"{lbl} {v:+.2f}" for lbl, v in zip(labels, info["shift"], strict=True))
+    for name in ("served", "natural"):
+        n = sum(info[name])
+        print(f"{name} shares: " + " ".join(f"{lbl} {c / n:.1%}" for lbl, c in zip(labels, info[name], strict=True)))
+    if fit is not None:
+        print(fit.curve.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        print(f"tau {fit.tau:g} (best mean IoU on {fit.images} {fit.split} images)")
+    print(f"full shift log(natural/served): {shift}")
+    print(f"wrote {path} (tau {info['tau']:g})")
+    return 0
+
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_ablation, _add_prior]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``lumenkit-lab`` argument parser with every research subcommand."""
+    from lumenkit._version import __version__
+
+    parser = argparse.ArgumentParser(prog="lumenkit-lab", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"lumenkit {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: run a research subcommand; bad input prints ``lumenkit-lab: error: …`` and returns 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except LumenkitError as e:
+        print(f"lumenkit-lab: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lumenkit-lab: interrupted", file=sys.stderr)
+        return 130

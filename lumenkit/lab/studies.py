@@ -1,0 +1,114 @@
+"""One-off studies behind published figures: the scale ceiling of a model and the exposure spread between images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lumenkit.data.catalogue import IGNORE
+from lumenkit.data.datasets import LumenStoneDataset
+from lumenkit.data.imageio import resize_mask
+from lumenkit.evaluation.metrics import (
+    Scores,
+    confusion_matrix,
+    sum_confusions,
+)
+
+
+def scale_ceiling(
+    data: str | Path,
+    scale: float,
+    split: str = "val",
+    class_set: str | list[int] | None = None,
+    n_val: int = 10,
+    seed: int = 0,
+    fold: int = 0,
+) -> Scores:
+    """What a perfect model working at ``scale`` could score: the true masks taken to ``scale`` and back.
+
+    Each mask of the split is read at ``scale`` (relative to native ×100, as :class:`LumenStoneDataset` loads it:
+    block majority for integer factors), brought back to the stored size by nearest-neighbour sampling and compared
+    with the stored mask, summed over the split as :func:`evaluate` does.  Its mean IoU bounds from above what
+    resolution alone lets a model at that scale reach (boundary pixels and grains thinner than a pixel are lost);
+    a model's probabilities are brought back bilinearly, so it can do slightly better on boundaries.
+
+    Args:
+        data: dataset folder in LumenStone layout.
+        scale: the model scale to test, relative to native (e.g. 0.25, 0.125).
+        split: split to read (``val``/``fit`` are carved from ``train`` with ``n_val``, ``seed``, ``fold``).
+        class_set: class set or codes (default: the dataset's).
+        n_val: validation images carved from ``train`` (for ``val``/``fit``).
+        seed: seed of that split.
+        fold: fold of that split (which block of ``n_val`` images; 0 = the usual split).
+
+    Returns:
+        :class:`lumenkit.evaluation.metrics.Scores` of the summed confusion matrix (rows: stored masks).
+
+    Raises:
+        ConfigError: ``n_val`` or ``fold`` out of range; dataset errors as in :class:`LumenStoneDataset`.
+    """
+    ds = LumenStoneDataset(data, split, scale=scale, class_set=class_set, n_val=n_val, seed=seed, fold=fold)
+    cmap = ds.classes
+    mats = []
+    for i in range(len(ds)):
+        stored = cmap.to_index(ds.read_mask(i), source=str(ds.mask_paths[i]))
+        low = cmap.to_index(ds.load(i)["mask"], source=str(ds.mask_paths[i]))
+        back = resize_mask(low, (stored.shape[1], stored.shape[0]))
+        back = np.where(back == IGNORE, stored, back)  # an unlabelled block: no verdict, count it as right
+        mats.append(confusion_matrix(back, stored, len(cmap)))
+    return Scores(sum_confusions(mats), cmap.labels)
+
+
+def class_grey_levels(ds: LumenStoneDataset, scale: float | None = 0.125, min_pixels: int = 200) -> pd.DataFrame:
+    """Median grey level of each class in each image: how bright a mineral looks from one image to the next.
+
+    The grey level of a pixel is the mean of its R, G, B values (0–255).  A mineral's reflectance varies little
+    (sphalerite most, with its iron content), so most of the difference between images of the same class is
+    exposure and lamp, which a model working on absolute intensities must be trained to tolerate
+    (``TrainConfig.exposure``).
+
+    Args:
+        ds: dataset (any split).
+        scale: scale the images and masks are read at, relative to native (default 1/8: fast, medians unchanged);
+            ``None`` reads at the dataset's working scale.
+        min_pixels: fewer pixels of a class than this in an image (at ``scale``) give NaN, not a median.
+
+    Returns:
+        Rows = images (by name), columns = class labels, values = median grey level (NaN where absent or too few).
+
+    Raises:
+        Dataset errors as in :meth:`lumenkit.data.LumenStoneDataset.load`.
+    """
+    cmap = ds.classes
+    rows = {}
+    for name in ds.names:
+        sample = ds.load(name, scale=scale)
+        grey = sample["image"].astype(np.float32).mean(axis=2)
+        mask = sample["mask"]
+        row = {}
+        for code, label in zip(cmap.codes, cmap.labels, strict=True):
+            sel = mask == code
+            row[label] = float(np.median(grey[sel])) if sel.sum() >= min_pixels else np.nan
+        rows[name] = row
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("image")
+
+
+def exposure_spread(levels: pd.DataFrame) -> pd.DataFrame:
+    """Per class, the spread of :func:`class_grey_levels` between images.
+
+    Returns:
+        Rows = classes, columns ``images`` (with a median), ``median``, ``min``, ``max`` (grey levels 0–255) and
+        ``low``/``high`` (min / median and max / median: the exposure factors an augmentation must cover; e.g.
+        0.75 and 1.25 for ±25 %).
+    """
+    out = pd.DataFrame({
+        "images": levels.notna().sum(),
+        "median": levels.median(),
+        "min": levels.min(),
+        "max": levels.max(),
+    })
+    out["low"] = out["min"] / out["median"]
+    out["high"] = out["max"] / out["median"]
+    return out.rename_axis("class")

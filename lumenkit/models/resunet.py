@@ -1,0 +1,322 @@
+"""The paper's residual U-Net (encoder → decoder → head), a model factory, FLOP counts and checkpoints."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+BLOCKS: tuple[str, ...] = ("residual", "plain")
+
+
+"""Convolution block kinds: ``residual`` (the paper's two-branch block) and ``plain`` (two 3×3 convs)."""
+
+
+DEFAULT_MEAN: tuple[float, float, float] = (127.5, 127.5, 127.5)
+
+
+"""Default per-channel input mean (0–255 units) when training did not measure one."""
+
+
+DEFAULT_STD: tuple[float, float, float] = (64.0, 64.0, 64.0)
+
+
+"""Default per-channel input standard deviation (0–255 units)."""
+
+
+# -- building blocks ------------------------------------------------------------------------------
+def _conv_bn_relu(cin: int, cout: int, k: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+    )
+
+
+class ConvBlock(nn.Module):
+    """The paper's block: ``(1×1 conv→BN→ReLU) + (3×3 conv→BN→ReLU→3×3 conv→BN→ReLU)``.
+
+    With ``kind="plain"`` only the 3×3 branch is used (a classic U-Net block).
+
+    Args:
+        in_channels: input channels.
+        out_channels: output channels.
+        kind: ``"residual"`` or ``"plain"``.
+
+    Raises:
+        ValueError: for an unknown ``kind``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kind: str = "residual") -> None:
+        super().__init__()
+        if kind not in BLOCKS:
+            raise ValueError(f"unknown block {kind!r}; valid blocks: {', '.join(BLOCKS)}")
+        self.body = nn.Sequential(
+            _conv_bn_relu(in_channels, out_channels, 3), _conv_bn_relu(out_channels, out_channels, 3)
+        )
+        self.shortcut = _conv_bn_relu(in_channels, out_channels, 1) if kind == "residual" else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the block to ``(N, C_in, H, W)``; returns ``(N, C_out, H, W)``."""
+        y = self.body(x)
+        return y if self.shortcut is None else y + self.shortcut(x)
+
+
+class UNetEncoder(nn.Module):
+    """Encoder: ``depth`` levels plus a bottleneck, channels ``width·(1, 2, 4, …, 2**depth)``, 2×2 max-pool.
+
+    Attributes:
+        out_channels: channels of each returned feature map, finest first (``depth + 1`` entries).
+    """
+
+    def __init__(self, in_channels: int = 3, width: int = 16, depth: int = 4, block: str = "residual") -> None:
+        super().__init__()
+        self.out_channels: tuple[int, ...] = tuple(width * 2**i for i in range(depth + 1))
+        chans = (in_channels, *self.out_channels)
+        self.stages = nn.ModuleList(ConvBlock(chans[i], chans[i + 1], block) for i in range(depth + 1))
+        self.pool = nn.MaxPool2d(2)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Feature maps at strides 1, 2, …, ``2**depth`` (the last is the bottleneck)."""
+        feats = []
+        for i, stage in enumerate(self.stages):
+            x = stage(x if i == 0 else self.pool(x))
+            feats.append(x)
+        return feats
+
+
+class UNetDecoder(nn.Module):
+    """Decoder: per level a 2×2 transposed convolution, concatenation with the skip, then the same block."""
+
+    def __init__(self, encoder_channels: Sequence[int], block: str = "residual") -> None:
+        super().__init__()
+        ch = list(encoder_channels)
+        levels = list(reversed(range(len(ch) - 1)))
+        self.ups = nn.ModuleList(nn.ConvTranspose2d(ch[i + 1], ch[i], 2, stride=2) for i in levels)
+        self.blocks = nn.ModuleList(ConvBlock(2 * ch[i], ch[i], block) for i in levels)
+        self.out_channels = ch[0]
+
+    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        """Fuse encoder features (finest first) into a full-resolution map of ``out_channels``."""
+        x = feats[-1]
+        for up, block, skip in zip(self.ups, self.blocks, reversed(feats[:-1]), strict=True):
+            x = block(torch.cat([up(x), skip], dim=1))
+        return x
+
+
+class SegmentationModel(nn.Module):
+    """Encoder → decoder → 1×1 head; subclasses build the parts, ``forward`` is fixed.
+
+    Inputs are float tensors already normalised with :meth:`normalize`; outputs are class logits.
+
+    Attributes:
+        config: keyword arguments that rebuild this model with :func:`create_model` (includes ``arch``).
+        mean, std: per-channel input normalisation in 0–255 units.
+        output_stride: input height and width must be multiples of this (``2**depth``).
+    """
+
+    encoder: nn.Module
+    decoder: nn.Module
+    head: nn.Module
+    config: dict[str, Any]
+    output_stride: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def check_input_shape(self, x: torch.Tensor) -> None:
+        """Raise a ValueError naming the padded shape when ``x`` does not fit the model.
+
+        Raises:
+            ValueError: wrong rank, wrong channel count, or sides not divisible by ``output_stride``.
+        """
+        cin = self.config["in_channels"]
+        if x.ndim != 4 or x.shape[1] != cin:
+            raise ValueError(f"expected input of shape (N, {cin}, H, W), got {tuple(x.shape)}")
+        h, w = x.shape[-2:]
+        s = self.output_stride
+        if h % s or w % s:
+            ph, pw = -(-h // s) * s, -(-w // s) * s
+            raise ValueError(
+                f"input height and width must be divisible by {s} (2**depth); got {h}×{w}. "
+                f"Pad the input to {ph}×{pw} (e.g. torch.nn.functional.pad(x, (0, {pw - w}, 0, {ph - h}), "
+                "mode='reflect')) or use lumenkit.inference.predict.predict_image, which tiles and pads for you"
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits ``(N, classes, H, W)`` for a normalised input ``(N, in_channels, H, W)``.
+
+        Raises:
+            ValueError: if the input shape does not fit (see :meth:`check_input_shape`).
+        """
+        self.check_input_shape(x)
+        return self.head(self.decoder(self.encoder(x)))
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Float, normalised copy of a uint8 (or 0–255 float) batch ``(N, C, H, W)``."""
+        mean = torch.tensor(self.mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+        return (x.float() - mean) / std
+
+    @torch.inference_mode()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits in eval mode under ``torch.inference_mode()`` (the model is switched to eval)."""
+        self.eval()
+        return self.forward(x)
+
+
+class ResUNet(SegmentationModel):
+    """Khvostikov et al.'s residual U-Net.
+
+    Args:
+        in_channels: input channels (3 for RGB).
+        classes: output classes (logits per class).
+        width: channels of the first level, ``f``; levels have ``f·(1, 2, 4, 8, 16)`` at depth 4.
+        depth: encoder levels before the bottleneck (input sides must be multiples of ``2**depth``).
+        block: ``"residual"`` (the paper's) or ``"plain"``.
+        mean: per-channel input mean, 0–255 units (stored with the model so inference can normalise).
+        std: per-channel input standard deviation, 0–255 units.
+
+    Raises:
+        ValueError: for non-positive sizes, a mean/std of the wrong length, or an unknown block.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        classes: int = 7,
+        width: int = 16,
+        depth: int = 4,
+        block: str = "residual",
+        mean: Sequence[float] = DEFAULT_MEAN,
+        std: Sequence[float] = DEFAULT_STD,
+    ) -> None:
+        super().__init__()
+        for name, v in (("in_channels", in_channels), ("classes", classes), ("width", width), ("depth", depth)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if len(mean) != in_channels or len(std) != in_channels:
+            raise ValueError(f"mean and std need {in_channels} values (one per input channel)")
+        if min(std) <= 0:
+            raise ValueError(f"std must be positive, got {list(std)}")
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+        self.config = {
+            "arch": "resunet",
+            "in_channels": in_channels,
+            "classes": classes,
+            "width": width,
+            "depth": depth,
+            "block": block,
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }
+        self.output_stride = 2**depth
+        self.encoder = UNetEncoder(in_channels, width, depth, block)
+        self.decoder = UNetDecoder(self.encoder.out_channels, block)
+        self.head = nn.Conv2d(self.decoder.out_channels, classes, 1)
+
+
+ARCHITECTURES: dict[str, Callable[..., SegmentationModel]] = {"resunet": ResUNet}
+
+
+"""Model constructors by name, for :func:`create_model`."""
+
+
+def create_model(arch: str = "resunet", **kwargs: Any) -> SegmentationModel:
+    """Build a model by architecture name.
+
+    Args:
+        arch: architecture name (see :data:`ARCHITECTURES`).
+        **kwargs: the architecture's arguments (``in_channels``, ``classes``, ``width``, ``depth``, ...).
+
+    Raises:
+        KeyError: for an unknown architecture; the message lists the valid names.
+    """
+    try:
+        ctor = ARCHITECTURES[arch.lower()]
+    except KeyError:
+        raise KeyError(f"unknown architecture {arch!r}; valid names: {', '.join(sorted(ARCHITECTURES))}") from None
+    return ctor(**kwargs)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def count_flops(model: SegmentationModel, height: int = 1024, width: int = 1024) -> float:
+    """Floating-point operations of one forward pass on an ``height × width`` input (2 per multiply-add).
+
+    Counts convolutions and transposed convolutions (everything else is a few percent); runs the model once
+    on the meta device, so it is fast and allocates nothing.
+
+    Returns:
+        FLOPs (divide by ``height * width / 1e6`` for FLOP per megapixel).
+    """
+    total = 0.0
+
+    def hook(mod: nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        nonlocal total
+        w = mod.weight
+        if isinstance(mod, nn.ConvTranspose2d):  # every input pixel scatters a k×k×C_out stamp
+            total += 2.0 * inp[0].numel() / inp[0].shape[0] * w.shape[1] * w.shape[2] * w.shape[3]
+        else:
+            total += 2.0 * out.numel() / out.shape[0] * w.shape[1] * w.shape[2] * w.shape[3]
+
+    cfg = dict(model.config)
+    meta = create_model(cfg.pop("arch"), **cfg).to("meta")
+    handles = [m.register_forward_hook(hook) for m in meta.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    try:
+        with torch.no_grad():
+            meta.eval()(torch.empty(1, cfg["in_channels"], height, width, device="meta"))
+    finally:
+        for h in handles:
+            h.remove()
+    return total
+
+
+# -- inference-time fusion ------------------------------------------------------------------------
+def _fuse_children(module: nn.Module) -> int:
+    """Fold every ``Conv2d → BatchNorm2d`` pair of direct children (recursively) in place; returns the count."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    n = 0
+    names = list(module._modules)
+    for i, name in enumerate(names):
+        child = module._modules[name]
+        if child is None:
+            continue
+        nxt = module._modules[names[i + 1]] if i + 1 < len(names) else None
+        if type(child) is nn.Conv2d and type(nxt) is nn.BatchNorm2d and nxt.track_running_stats:
+            module._modules[name] = fuse_conv_bn_eval(child, nxt)
+            module._modules[names[i + 1]] = nn.Identity()
+            n += 1
+        else:
+            n += _fuse_children(child)
+    return n
+
+
+def fuse_for_inference(model: SegmentationModel) -> SegmentationModel:
+    """An inference-only copy of ``model`` with every BatchNorm folded into the convolution before it.
+
+    In eval mode ``BN(conv(x)) = γ·(W∗x − μ)/√(σ²+ε) + β`` is itself a convolution with weights
+    ``W·γ/√(σ²+ε)`` and bias ``β − γ·μ/√(σ²+ε)``, so each ``conv → BN → ReLU`` becomes ``conv → ReLU``: one
+    pass over the activations less per convolution and no separate BN kernel. Outputs equal the eval-mode
+    outputs of ``model`` within float rounding (≈1e-6 relative).
+
+    The original is left untouched (its training mode included); the copy is in eval mode, has
+    ``requires_grad=False`` everywhere, keeps ``config``, ``mean``, ``std`` and ``output_stride``, and must not be
+    trained (it has no BatchNorm left).
+
+    Args:
+        model: a lumenkit segmentation model (trained or not; BN running statistics are used).
+
+    Returns:
+        The fused copy, on the same device and dtype as ``model``.
+    """
+    fused = copy.deepcopy(model).eval()
+    _fuse_children(fused)
+    for p in fused.parameters():
+        p.requires_grad_(False)
+    return fused

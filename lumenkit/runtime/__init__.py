@@ -1,0 +1,10 @@
+"""Where computation runs: device, torch threads, the distributed process group and the process heap."""
+
+from lumenkit.runtime.devices import resolve_device
+from lumenkit.runtime.heap import heap_retention_available, retained_heap
+
+__all__ = [
+    "heap_retention_available",
+    "resolve_device",
+    "retained_heap",
+]

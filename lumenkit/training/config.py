@@ -1,0 +1,236 @@
+"""The training configuration (:class:`TrainConfig`) and which of its fields a resumed run may change."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from lumenkit.errors import ConfigError
+
+RUN_CONTROL_FIELDS: tuple[str, ...] = (
+    "data", "out", "epochs", "minutes", "quiet", "threads", "workers", "device", "resume", "overwrite",
+    "val_tile", "val_margin", "compile", "retain_heap",
+)
+
+
+"""Fields a resumed run takes from the new configuration; everything else comes from ``last.pt``."""
+
+
+def config_differences(saved: TrainConfig, new: TrainConfig) -> list[str]:
+    """Settings of ``new`` that conflict with a saved run: set to a non-default value that differs from ``saved``.
+
+    Run-control fields (paths, budget, threads, ...) may change on resume; a field left at its default means
+    "as saved".
+    """
+    defaults = TrainConfig()
+    out = []
+    for f in dataclasses.fields(TrainConfig):
+        k = f.name
+        if k in RUN_CONTROL_FIELDS:
+            continue
+        now, was = getattr(new, k), getattr(saved, k)
+        if now != getattr(defaults, k) and now != was:
+            out.append(f"{k}: saved {was!r}, now {now!r}")
+    return out
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (written to ``RUN/config.yaml``).
+
+    Attributes:
+        data: dataset folder in LumenStone layout (training split ``train``; ``test`` is never read).
+        out: run folder for ``model.pt``, ``last.pt``, ``history.csv``, ``config.yaml``.
+        class_set: class-set name or codes (default: the dataset's, else every code in the masks).
+        scale: training scale relative to native ×100 (default: the stored scale of the dataset).
+        arch, width, depth, block: model architecture (see :func:`lumenkit.models.resunet.create_model`).
+        patch_size: patch side in px at the training scale (a multiple of ``2**depth``).
+        batch_size: patches per optimizer step per process.
+        patches_per_epoch: patches per epoch over all processes (an epoch is a fixed patch budget).
+        epochs: maximum epochs.
+        minutes: time budget for the whole run incl. validation (``None`` = no limit); the last epoch is cut
+            short and still validated.
+        lr: Adam learning rate.
+        weight_decay: Adam weight decay.
+        schedule: ``"plateau"`` (the paper's: ×``plateau_factor`` when the validation loss has not improved for
+            ``plateau_patience`` epochs) or ``"cosine"`` (half a cosine from ``lr`` to ``min_lr`` over the run: over
+            the time budget when ``minutes`` is set, else over ``epochs``; set every step).
+        plateau_factor, plateau_patience, min_lr: ReduceLROnPlateau on the validation loss; ``min_lr`` is also
+            the end of the cosine.
+        loss: ``"ce"`` (cross-entropy, ignore 255) or ``"ce+dice"``.
+        dice_weight: weight of the soft Dice term for ``"ce+dice"``.
+        class_weights: ``None``, ``"inverse_sqrt"`` (from training pixel counts) or one weight per class.
+        sampler: ``"balanced"`` or ``"uniform"``.
+        strength, alpha, kappa, grid, void_border: balanced-sampler parameters (see :mod:`lumenkit.data.samplers`).
+        flips, rot90: geometric augmentation of patches.
+        photometric: brightness, gamma and white-balance jitter of patches (0.1 = ±10 %); 0 = off.
+        exposure: brightness (exposure) jitter of patches alone, factor in ``[1 − e, 1 + e]`` (0.25 = ±25 %, the
+            spread of one mineral's median grey level between LumenStone S1 images); the wider of this and
+            ``photometric`` applies to brightness; 0 = off.  Must be < 1.
+        noise: sensor-noise augmentation, maximum standard deviation in grey levels at the training scale; 0 = off.
+        blur: defocus augmentation of half the patches, maximum Gaussian sigma in px at the training scale; 0 = off.
+        ema: decay of an exponential moving average of the weights *and* the BatchNorm running statistics,
+            updated after every optimizer step (0 = off; 0.995 averages over ≈ 200 steps).  With it on, validation,
+            ``model.pt`` and the returned model are the average; ``last.pt`` keeps the raw weights and the average
+            for resuming.  The decay ramps up as ``min(ema, (1 + step) / (10 + step))`` so early averages do not
+            remember the random initialisation.  BatchNorm statistics of the raw model track only the last ≈ 10
+            batches of balanced patches, which makes the validation score of consecutive epochs jump; the
+            average smooths both.
+        n_val: validation images carved from ``train`` (split ``val``; ``fit`` is the rest).
+        val_seed: seed of the validation split.
+        val_fold: which block of ``n_val`` images of that seed's permutation is the validation split (0 = the usual
+            split, which lumenkit has always carved; the folds of one seed partition the training images, so one run
+            per fold ``0 .. ceil(images / n_val) - 1`` cross-validates a recipe; see
+            :func:`lumenkit.data.validation_split`). Like ``val_seed`` it changes the data: it is not among
+            :data:`RUN_CONTROL_FIELDS`, so resuming with another fold is refused.
+        val_tile, val_margin: tiling of whole-image validation prediction.
+        seed: seed of initialisation and patch streams.
+        workers: DataLoader worker processes per rank (0 = draw in the training process).
+        threads: torch threads per process (default: usable cores / processes on this node).
+        device: ``"auto"`` (CUDA with AMP when present, else CPU), ``"cpu"`` or ``"cuda"``.
+        amp: mixed precision on CUDA.
+        compile: ``"auto"``, ``"on"`` or ``"off"``: run the training forward/backward through ``torch.compile``
+            (inductor fuses batch norm, ReLU and the residual adds; 1.18–1.34× the steps per second of eager on
+            the build machine's 2 cores, after a one-off compilation of ≈ 80 s, seconds from the inductor cache;
+            see ``benchmarks/bench_compile.py``). ``"auto"`` compiles runs planned to last long enough to repay it
+            (``minutes`` ≥ :data:`COMPILE_AUTO_MINUTES`, or without a budget ≥ :data:`COMPILE_AUTO_PATCHES`
+            patches) when a compiler toolchain is found; a compilation that fails falls back to eager training
+            with a message. Validation and the saved checkpoints are the plain model either way.
+        retain_heap: on Linux with glibc, keep freed memory in the process heap while training instead of
+            returning large blocks to the kernel and faulting them in again at the next step (see
+            :mod:`lumenkit.runtime.heap`; 1.13× the compiled and 1.20× the eager steps per second on a host where page
+            faults are dear, ``benchmarks/bench_heap.py``). The process holds its peak memory until training
+            ends. No effect elsewhere or on CUDA tensors.
+        resume: continue from ``RUN/last.pt`` when present.
+        overwrite: allow starting afresh in a folder that already holds a run.
+        quiet: no progress bars or epoch lines.
+    """
+
+    data: str = ""
+    out: str = "runs/run"
+    class_set: str | list[int] | None = None
+    scale: float | None = None
+    arch: str = "resunet"
+    width: int = 16
+    depth: int = 4
+    block: str = "residual"
+    patch_size: int = 256
+    batch_size: int = 8
+    patches_per_epoch: int = 512
+    epochs: int = 50
+    minutes: float | None = None
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    schedule: str = "plateau"
+    plateau_factor: float = 0.1
+    plateau_patience: int = 3
+    min_lr: float = 1e-6
+    loss: str = "ce"
+    dice_weight: float = 1.0
+    class_weights: str | list[float] | None = None
+    sampler: str = "balanced"
+    strength: float = 1.0
+    alpha: float = 4.0
+    kappa: float = 1.0
+    grid: int = 16
+    void_border: int = 0
+    flips: bool = True
+    rot90: bool = True
+    photometric: float = 0.0
+    exposure: float = 0.0
+    noise: float = 0.0
+    blur: float = 0.0
+    ema: float = 0.0
+    n_val: int = 10
+    val_seed: int = 0
+    val_fold: int = 0
+    val_tile: int = 512
+    val_margin: int = 64
+    seed: int = 0
+    workers: int = 0
+    threads: int | None = None
+    device: str = "auto"
+    amp: bool = True
+    compile: str = "auto"
+    retain_heap: bool = True
+    resume: bool = False
+    overwrite: bool = False
+    quiet: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of the fields."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "config") -> TrainConfig:
+        """Build from a mapping, rejecting unknown keys.
+
+        Raises:
+            ConfigError: unknown keys (the message lists valid ones).
+        """
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(f"{source}: unknown training option(s) {unknown}; valid: {', '.join(sorted(names))}")
+        return cls(**d)
+
+    def check(self) -> None:
+        """Validate values.
+
+        Raises:
+            ConfigError: a value out of range; the message names the field and the fix.
+        """
+        stride = 2**self.depth
+        if self.patch_size < stride or self.patch_size % stride:
+            raise ConfigError(
+                f"patch_size={self.patch_size} must be a positive multiple of 2**depth={stride}; "
+                f"use {max(stride, round(self.patch_size / stride) * stride)}"
+            )
+        for name in ("batch_size", "patches_per_epoch", "epochs", "width", "depth"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be ≥ 1, got {getattr(self, name)}")
+        if self.scale is not None and not 0 < self.scale <= 4:
+            raise ConfigError(f"scale must be in (0, 4] relative to native ×100, got {self.scale}")
+        if self.n_val < 1:
+            raise ConfigError(f"n_val must be ≥ 1 (validation images carved from train), got {self.n_val}")
+        if isinstance(self.val_fold, bool) or not isinstance(self.val_fold, int) or self.val_fold < 0:
+            raise ConfigError(f"val_fold must be an integer ≥ 0 (which block of n_val images is the validation "
+                              f"split; 0 = the usual split), got {self.val_fold!r}")
+        if self.minutes is not None and self.minutes <= 0:
+            raise ConfigError(f"minutes must be positive (or None for no limit), got {self.minutes}")
+        if self.loss not in ("ce", "ce+dice"):
+            raise ConfigError(f"loss must be 'ce' or 'ce+dice', got {self.loss!r}")
+        if self.schedule not in ("plateau", "cosine"):
+            raise ConfigError(f"schedule must be 'plateau' or 'cosine', got {self.schedule!r}")
+        for name in ("photometric", "noise", "blur"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"{name} must be ≥ 0 (0 = off), got {getattr(self, name)}")
+        if not 0 <= self.exposure < 1:
+            raise ConfigError(f"exposure must be in [0, 1) (0.25 = brightness ×0.75 to ×1.25; 0 = off), "
+                              f"got {self.exposure}")
+        if not 0 <= self.ema < 1:
+            raise ConfigError(f"ema must be in [0, 1) (decay of the weight average, e.g. 0.995; 0 = off), "
+                              f"got {self.ema}")
+        if self.sampler not in ("balanced", "uniform"):
+            raise ConfigError(f"sampler must be 'balanced' or 'uniform', got {self.sampler!r}")
+        if isinstance(self.class_weights, str) and self.class_weights != "inverse_sqrt":
+            raise ConfigError(f"class_weights must be None, 'inverse_sqrt' or a list, got {self.class_weights!r}")
+        if self.compile not in ("auto", "on", "off"):
+            raise ConfigError(f"compile must be 'auto', 'on' or 'off', got {self.compile!r}")
+        if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
+            raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
+        if not self.data:
+            raise ConfigError("data: give the dataset folder (LumenStone layout)")
+
+
+COMPILE_AUTO_MINUTES = 10.0
+
+
+"""``compile="auto"`` compiles runs with a time budget of at least this many minutes."""
+
+
+COMPILE_AUTO_PATCHES = 25_000
+
+
+"""``compile="auto"`` compiles runs without a time budget that draw at least this many patches (epochs × patches)."""

@@ -1,0 +1,307 @@
+"""The report pipeline: run the notebooks with papermill into ``reports/RUN/`` and render HTML with an index."""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lumenkit.data.imageio import read_yaml_mapping, write_json, write_text
+from lumenkit.errors import ConfigError
+
+NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
+TEMPLATES = Path(__file__).resolve().parent / "resources" / "templates"
+"""nbconvert templates: ``lumenkit_report`` renders without CDN scripts, so reports open offline."""
+
+STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("01_explore", ()),
+    ("02_imbalance", ()),
+    ("03_train", ()),
+    ("04_evaluate", ("03_train",)),
+    ("05_deposit_report", ()),
+)
+"""Notebook stems in run order, each with the stages whose outputs it needs."""
+
+PER_DEPOSIT = ("05_deposit_report",)
+"""Stages rendered once for all images and then once per deposit (parameter ``deposit``)."""
+
+PATH_KEYS = ("data", "model", "run_dir", "out_dir")
+"""Parameters holding paths: made absolute (relative to the parameter file's project) before injection."""
+
+
+@dataclass
+class StageResult:
+    """Outcome of one notebook stage."""
+
+    name: str
+    status: str  # "ok", "failed", "skipped"
+    seconds: float = 0.0
+    html: str | None = None
+    error: str | None = None
+    headline: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ReportResult:
+    """Outcome of :func:`run_report`: the index page and one result per stage."""
+
+    index: Path
+    stages: list[StageResult]
+
+    @property
+    def ok(self) -> bool:
+        """True when no stage failed."""
+        return all(s.status == "ok" for s in self.stages)
+
+
+def load_params(path: str | Path) -> dict[str, Any]:
+    """Read a report parameter YAML: ``run``, ``data``, shared keys, and per-notebook ``notebooks:`` overrides.
+
+    Raises:
+        ConfigError: the file is missing, not YAML, or has keys of the wrong type.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: parameter file not found; see params/synthetic.yaml for the format")
+    raw = read_yaml_mapping(path, "run, data, notebooks, ...")
+    nbs = raw.get("notebooks", {}) or {}
+    if not isinstance(nbs, dict) or not all(isinstance(v, dict) or v is None for v in nbs.values()):
+        raise ConfigError(f"{path}: 'notebooks' must map a notebook name to a mapping of parameters")
+    raw.setdefault("run", path.stem)
+    return raw
+
+
+def write_headline(out_dir: str | Path, stage: str, values: dict[str, Any], deposit: str | None = None) -> Path:
+    """Record a stage's headline figures (flat ``name → number/text``) for the report index.
+
+    Written atomically to ``OUT_DIR/headlines/STAGE.json`` (``STAGE__DEPOSIT.json`` for a per-deposit run
+    when ``deposit`` is given and not ``"all"``); returns the path.
+    """
+    name = stage if deposit in (None, "", "all") else f"{stage}__{_slug(str(deposit))}"
+    path = Path(out_dir) / "headlines" / f"{name}.json"
+    write_json(path, values)
+    return path
+
+
+def _stage_params(declared: dict[str, Any], shared: dict[str, Any], own: dict[str, Any], base: Path) -> dict[str, Any]:
+    params = {k: v for k, v in shared.items() if k in declared}
+    params.update(own or {})
+    unknown = sorted(set(own or {}) - set(declared))
+    if unknown:
+        raise ConfigError(f"parameters {unknown} are not declared in the notebook (it takes {sorted(declared)})")
+    for k in PATH_KEYS:
+        if isinstance(params.get(k), str) and params[k]:
+            value = os.path.expanduser(os.path.expandvars(params[k]))
+            if "$" in value:
+                raise ConfigError(
+                    f"parameter {k}={params[k]!r} names an environment variable that is not set; "
+                    "e.g. export LUMENKIT_LUMENSTONE=/path/to/lumenstone"
+                )
+            params[k] = value if Path(value).is_absolute() else str((base / value).resolve())
+    return params
+
+
+def to_html(notebook: str | Path, out: str | Path) -> Path:
+    """Render an executed notebook to HTML, hiding cells tagged ``remove_cell`` and inputs tagged ``hide_input``.
+
+    The injected-parameters cell keeps its input so readers see what the run used.
+    """
+    import nbformat
+    from nbconvert import HTMLExporter
+    from nbconvert.preprocessors import TagRemovePreprocessor
+
+    nb = nbformat.read(str(notebook), as_version=4)
+    nb.metadata.pop("widgets", None)  # widget state cannot run in a static page; each notebook shows a figure
+    heads = [c.source[2:].splitlines()[0] for c in nb.cells if c.cell_type == "markdown" and c.source.startswith("# ")]
+    nb.metadata["title"] = f"lumenkit — {heads[0] if heads else Path(notebook).stem}"
+    exporter = HTMLExporter(template_name="lumenkit_report", extra_template_basedirs=[str(TEMPLATES)])
+    tags = TagRemovePreprocessor(
+        remove_cell_tags={"remove_cell"}, remove_input_tags={"hide_input"}, remove_all_outputs_tags={"remove_output"}
+    )
+    exporter.register_preprocessor(tags, enabled=True)
+    body, _ = exporter.from_notebook_node(nb)
+    write_text(out, body)
+    return Path(out)
+
+
+def run_report(
+    params_file: str | Path,
+    out: str | Path | None = None,
+    stages: list[str] | None = None,
+    notebook_dir: str | Path | None = None,
+    progress: bool = True,
+) -> ReportResult:
+    """Execute the notebooks 01→05 that exist, render each to HTML and write ``index.html``.
+
+    Every stage receives the shared parameters it declares (``data``, ``class_set``, ``run_dir``, ...) plus its
+    own section under ``notebooks:``. ``run_dir`` is the report folder, where stages exchange files. A failing
+    stage is recorded (its partial notebook is still rendered), stages that depend on it are skipped, and
+    earlier outputs are kept.
+
+    Args:
+        params_file: parameter YAML (see ``params/synthetic.yaml``).
+        out: report folder (default ``reports/<run>`` beside the parameter file's project).
+        stages: notebook stems to run (default: all of :data:`STAGES` whose notebook exists).
+        notebook_dir: where the notebooks live (default: the project's ``notebooks/``).
+        progress: print one line per stage.
+
+    Returns:
+        A :class:`ReportResult` with the index path and per-stage outcomes.
+
+    Raises:
+        ConfigError: malformed parameter file.
+    """
+    params_file = Path(params_file).resolve()
+    cfg = load_params(params_file)
+    base = params_file.parent.parent if params_file.parent.name == "params" else params_file.parent
+    nb_dir = Path(notebook_dir) if notebook_dir else NOTEBOOK_DIR
+    run_dir = Path(out).resolve() if out else base / "reports" / str(cfg["run"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    shared = {k: v for k, v in cfg.items() if k not in ("notebooks", "run")}
+    shared["run_dir"] = str(run_dir)
+    wanted = [s for s, _ in STAGES if (nb_dir / f"{s}.ipynb").exists()] if stages is None else stages
+    deps = dict(STAGES)
+    results: list[StageResult] = []
+    failed: set[str] = set()
+    write_json(run_dir / "params.json", {"params_file": str(params_file), **cfg})
+    for i, name in enumerate(wanted, 1):
+        src = nb_dir / f"{name}.ipynb"
+        blocked = [d for d in deps.get(name, ()) if d in failed or (d not in wanted and not _has_output(run_dir, d))]
+        if blocked:
+            res = StageResult(name, "skipped", error=f"needs {', '.join(blocked)}, which failed or did not run")
+            failed.add(name)
+            results.append(res)
+            if progress:
+                print(f"[{i}/{len(wanted)}] {name}: skipped ({res.error})", flush=True)
+            continue
+        if progress:
+            print(f"[{i}/{len(wanted)}] {name} …", flush=True)
+        own = (cfg.get("notebooks") or {}).get(name) or {}
+        res = _execute(src, name, shared, own, base, nb_dir, run_dir)
+        results.append(res)
+        if res.status != "ok":
+            failed.add(name)
+        if progress:
+            print(f"[{i}/{len(wanted)}] {name}: {res.status} ({res.seconds:.1f} s)"
+                  + (f" — {res.error}" if res.error else ""), flush=True)
+        if name in PER_DEPOSIT and res.status == "ok" and own.get("per_deposit", True):
+            for dep in _deposits(res.params):
+                sub = _execute(src, f"{name}__{_slug(dep)}", shared, {**own, "deposit": dep}, base, nb_dir, run_dir)
+                sub.headline.setdefault("deposit", dep)
+                results.append(sub)
+                if progress:
+                    print(f"    deposit {dep}: {sub.status} ({sub.seconds:.1f} s)", flush=True)
+    index = write_index(run_dir, cfg, results)
+    return ReportResult(index=index, stages=results)
+
+
+def _execute(
+    src: Path, name: str, shared: dict[str, Any], own: dict[str, Any], base: Path, nb_dir: Path, run_dir: Path
+) -> StageResult:
+    """Run one notebook into ``RUN/NAME.ipynb`` and ``RUN/NAME.html``; never raises."""
+    import papermill as pm
+
+    t0 = time.perf_counter()
+    executed = run_dir / f"{name}.ipynb"
+    res = StageResult(name, "ok")
+    try:
+        declared = pm.inspect_notebook(str(src))
+        own = {k: v for k, v in own.items() if k != "per_deposit"}
+        res.params = _stage_params(declared, shared, own, base)
+        tmp = run_dir / f".{name}.partial.ipynb"
+        try:
+            pm.execute_notebook(
+                str(src), str(tmp), parameters=res.params, cwd=str(nb_dir), progress_bar=False, log_output=False
+            )
+        finally:
+            if tmp.exists():
+                tmp.replace(executed)
+    except Exception as e:  # a failing stage must not lose the others
+        res.status = "failed"
+        res.error = _short_error(e)
+    res.seconds = time.perf_counter() - t0
+    if executed.exists():
+        try:
+            res.html = to_html(executed, run_dir / f"{name}.html").name
+        except Exception as e:
+            res.error = (res.error or "") + f" (HTML export failed: {_short_error(e)})"
+    hl = run_dir / "headlines" / f"{name}.json"
+    if hl.exists():
+        res.headline = json.loads(hl.read_text())
+    return res
+
+
+def _deposits(params: dict[str, Any]) -> list[str]:
+    """Deposits of the images a per-deposit stage reported on (from the dataset's deposits.csv)."""
+    from lumenkit.data.datasets import LumenStoneDataset
+
+    try:
+        ds = LumenStoneDataset(params["data"], params.get("split", "test"))
+    except Exception:
+        return []
+    return sorted({d for d in map(ds.deposit, ds.names) if d})
+
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in text)
+
+
+def _has_output(run_dir: Path, stage: str) -> bool:
+    return (run_dir / f"{stage}.ipynb").exists()
+
+
+def _short_error(e: BaseException) -> str:
+    name = getattr(e, "ename", type(e).__name__)
+    value = getattr(e, "evalue", str(e))
+    text = f"{name}: {value}".strip()
+    if not value:
+        text = "".join(traceback.format_exception_only(type(e), e)).strip()
+    return text.splitlines()[0][:400] if text else type(e).__name__
+
+
+def write_index(run_dir: Path, cfg: dict[str, Any], results: list[StageResult]) -> Path:
+    """Write ``RUN/index.html``: run parameters, a row per stage (status, time, link, headline figures, errors)."""
+    rows = []
+    for r in results:
+        link = f'<a href="{html.escape(r.html)}">{html.escape(r.name)}</a>' if r.html else html.escape(r.name)
+        figures = "".join(
+            f"<li>{html.escape(str(k))}: <b>{html.escape(_fmt(v))}</b></li>" for k, v in r.headline.items()
+        )
+        err = f'<div class="err">{html.escape(r.error)}</div>' if r.error else ""
+        rows.append(
+            f'<tr class="{r.status}"><td>{link}</td><td>{r.status}</td><td>{r.seconds:.1f} s</td>'
+            f"<td><ul>{figures}</ul>{err}</td></tr>"
+        )
+    shared = {k: v for k, v in cfg.items() if k != "notebooks"}
+    body = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><link rel="icon" href="data:,">
+<title>lumenkit report — {html.escape(str(cfg.get("run")))}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 70em; margin: 2em auto; color: #222; }}
+table {{ border-collapse: collapse; width: 100%; }}
+td, th {{ border-bottom: 1px solid #ccc; padding: .4em; text-align: left; vertical-align: top; }}
+ tr.failed td {{ background: #fde8e8; }} tr.skipped td {{ color: #888; }}
+.err {{ color: #a00; font-family: monospace; white-space: pre-wrap; }} ul {{ margin: 0; padding-left: 1.2em; }}
+</style></head><body>
+<h1>lumenkit report: {html.escape(str(cfg.get("run")))}</h1>
+<p>Generated {time.strftime("%Y-%m-%d %H:%M")} from <code>{html.escape(json.dumps(shared, default=str))}</code></p>
+<h2>Stages</h2>
+<table><tr><th>notebook</th><th>status</th><th>time</th><th>headline figures</th></tr>
+{"".join(rows)}
+</table></body></html>
+"""
+    path = run_dir / "index.html"
+    write_text(path, body)
+    return path
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return str(v)
