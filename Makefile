@@ -37,6 +37,7 @@ install: $(STAMP)
 
 lint: install
 	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports
 
 test: install lint data
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -94,11 +94,15 @@ def _run_report(a: argparse.Namespace) -> int:
 
 
 # -- evaluate -------------------------------------------------------------------------------------
+HEAP_HELP = ("let glibc return freed tensor memory to the system at every step of training and prediction (slower: "
+             "page faults; by default the process keeps its peak heap until the command ends, see "
+             "lumenkit.runtime.heap; also LUMENKIT_RETAIN_HEAP=0)")
+"""Help of ``--no-retain-heap``: one process-level setting, accepted before or after the subcommand."""
+
+
 def _add_heap_flag(p: argparse.ArgumentParser) -> None:
-    """``--no-retain-heap`` for the commands that predict whole images (see :mod:`lumenkit.runtime.heap`)."""
-    p.add_argument("--no-retain-heap", action="store_true",
-                   help="let glibc return freed memory to the system after every window (page faults; default keeps "
-                        "it in the heap until the last image, see lumenkit.runtime.heap)")
+    """``--no-retain-heap`` after a subcommand (the same setting as before it; see :mod:`lumenkit.runtime.heap`)."""
+    p.add_argument("--no-retain-heap", action="store_true", default=argparse.SUPPRESS, help=HEAP_HELP)
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
@@ -398,6 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="lumenkit", description=__doc__)
     parser.add_argument("--version", action="version", version=f"lumenkit {__version__}")
+    parser.add_argument("--no-retain-heap", action="store_true", help=HEAP_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
     for add in COMMANDS:
         add(sub)
@@ -406,7 +411,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: run a subcommand; bad input prints ``lumenkit: error: …`` and returns 2."""
+    from lumenkit.runtime.heap import set_heap_retention
+
     args = build_parser().parse_args(argv)
+    if args.no_retain_heap:
+        set_heap_retention(False)
     try:
         return int(args.func(args) or 0)
     except LumenkitError as e:
@@ -415,6 +424,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lumenkit: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if args.no_retain_heap:
+            set_heap_retention(None)  # in-process callers (tests, notebooks) get the default back
 
 
 if __name__ == "__main__":

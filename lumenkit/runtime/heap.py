@@ -13,6 +13,9 @@ it on your machine: faults per step, system time and the step time with and with
 from the heap as they are in a long-running process with a caching allocator. The price is that the process keeps
 its peak heap until the block ends, when the defaults are restored and ``malloc_trim(0)`` returns the free memory.
 Elsewhere (macOS, Windows, musl) it does nothing.
+
+Whether training and prediction use it is one process-level setting, on by default: :func:`set_heap_retention`
+(``lumenkit --no-retain-heap …`` on the command line, ``LUMENKIT_RETAIN_HEAP=0`` in the environment).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import os
 import platform
 from collections.abc import Iterator
 
@@ -29,6 +33,24 @@ _DEFAULT_MMAP_MAX = 65536  # glibc's default number of mmap'd chunks
 _DEFAULT_TRIM_THRESHOLD = 128 * 1024  # glibc's default, in bytes
 _NEVER_TRIM = 2**31 - 1  # bytes, the largest value mallopt takes: the heap top is kept up to 2 GiB
 _depth = 0
+_setting: bool | None = None  # None: from LUMENKIT_RETAIN_HEAP (default on)
+
+
+def set_heap_retention(enabled: bool | None) -> None:
+    """Turn heap retention on or off for this process (``None``: back to ``LUMENKIT_RETAIN_HEAP``, default on).
+
+    Training (:func:`lumenkit.training.train`) and prediction (:mod:`lumenkit.inference`) open a
+    :func:`retained_heap` block that follows this setting; it costs the process its peak heap until they return.
+    """
+    global _setting
+    _setting = None if enabled is None else bool(enabled)
+
+
+def heap_retention() -> bool:
+    """The process-level setting: :func:`set_heap_retention`, else ``LUMENKIT_RETAIN_HEAP`` (``0`` = off), else on."""
+    if _setting is not None:
+        return _setting
+    return os.environ.get("LUMENKIT_RETAIN_HEAP", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 def _glibc() -> ctypes.CDLL | None:
@@ -52,11 +74,12 @@ def heap_retention_available() -> bool:
 
 
 @contextlib.contextmanager
-def retained_heap(enabled: bool = True) -> Iterator[bool]:
+def retained_heap(enabled: bool | None = None) -> Iterator[bool]:
     """Within the block, serve large allocations from the heap and keep freed memory for reuse (glibc only).
 
     Args:
-        enabled: ``False`` makes the block a no-op (to measure or to save memory).
+        enabled: ``False`` makes the block a no-op (to measure or to save memory); ``None`` follows the
+            process-level setting (:func:`heap_retention`).
 
     Yields:
         Whether the allocator was tuned (``False`` when disabled or the C library is not glibc).
@@ -66,6 +89,8 @@ def retained_heap(enabled: bool = True) -> Iterator[bool]:
     ``malloc_trim(0)``. Not thread-aware: the setting is process-wide while any block is open.
     """
     global _depth
+    if enabled is None:
+        enabled = heap_retention()
     libc = _glibc() if enabled else None
     if libc is None:
         yield False
