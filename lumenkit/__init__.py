@@ -2,7 +2,14 @@
 
 from lumenkit._version import __version__
 from lumenkit.data.catalogue import CATALOGUE, CLASS_SETS, IGNORE, ClassMap, Mineral, mineral
-from lumenkit.data.datasets import DatasetInfo, LumenStoneDataset, open_splits, validation_folds, validation_split
+from lumenkit.data.datasets import (
+    DatasetInfo,
+    LumenStoneDataset,
+    ValidationSplit,
+    open_splits,
+    validation_folds,
+    validation_split,
+)
 from lumenkit.errors import (
     BadImageError,
     BadMaskError,
@@ -34,6 +41,7 @@ __all__ = [
     "Mineral",
     "MissingMaskError",
     "UnknownClassError",
+    "ValidationSplit",
     "__version__",
     "mineral",
     "open_splits",

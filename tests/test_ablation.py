@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from conftest import write_fake_dataset
 
-from lumenkit.data.datasets import LumenStoneDataset
+from lumenkit.data.datasets import LumenStoneDataset, ValidationSplit
 from lumenkit.errors import ConfigError
 from lumenkit.lab.ablation import (
     BASE,
@@ -190,7 +190,7 @@ def write_fold_doc(runs, data, fold, name="paper", change=None):
 
     labels = ["BG", "Ccp", "Gl"]
     cm = np.array(FOLD_CM[fold])
-    names = LumenStoneDataset(data, "val", n_val=2, seed=0, fold=fold).names
+    names = LumenStoneDataset(data, "val", validation=ValidationSplit(2, 0, fold)).names
     half = cm // 2
     doc = {**Scores(cm, labels).to_dict(), "mean_iou_ci95": [0.0, 1.0], "split": "val", "data": str(data),
            "images": len(names), "n_val": 2, "val_seed": 0, "val_fold": fold, "variant": name, "tta": False,
@@ -230,7 +230,7 @@ def test_crossval_marks_missing_folds_and_rejects_mismatched_runs(data, tmp_path
     with pytest.warns(UserWarning, match=r"folds \[0, 2\] validate 4 of 6 training images; folds \[1\] are missing"):
         df = crossval([r0, r2], "paper")
     assert df["row"].iloc[-1] == "pooled (incomplete: 4 of 6 images)" and df.attrs["complete"] is False
-    assert df.attrs["missing"] == LumenStoneDataset(data, "val", n_val=2, seed=0, fold=1).names
+    assert df.attrs["missing"] == LumenStoneDataset(data, "val", validation=ValidationSplit(2, 0, 1)).names
     assert df["Ccp"].iloc[-1] == pytest.approx(20 / (25 + 40 - 20))  # fold 0 + fold 2: column 5 + 20 + 15
     cases = [
         ({"val_seed": 1}, r"val_seed 0 there, 1 here"),
@@ -306,7 +306,7 @@ def test_run_variant_on_a_fold_records_it_and_refuses_another(data, tmp_path):
     runs = tmp_path / "runs_fold1"
     d = run_variant("uniform", data, runs, **SMALL, val_fold=1)
     assert d["val_fold"] == 1 and d["val_seed"] == 0 and d["n_val"] == 2
-    fold1 = LumenStoneDataset(data, "val", n_val=2, seed=0, fold=1).names
+    fold1 = LumenStoneDataset(data, "val", validation=ValidationSplit(2, 0, 1)).names
     assert [r["image"] for r in d["per_image"]] == fold1
     assert "val_fold: 1" in (runs / "uniform" / "config.yaml").read_text()
     for other in ({}, {"val_fold": 2}):  # the finished fold-1 model is never scored on another fold

@@ -7,6 +7,7 @@ from lumenkit.data.colours import PALETTE
 from lumenkit.data.datasets import (
     DatasetInfo,
     LumenStoneDataset,
+    ValidationSplit,
     open_splits,
     pixel_shares,
     validation_folds,
@@ -101,7 +102,7 @@ def test_a_fold_out_of_range_names_the_valid_range(fake_dataset):
     with pytest.raises(ValueError, match="out of range"):
         validation_split(names, 10, 0, fold=1.0)
     with pytest.raises(ValueError, match=r"folds 0 to 2 \(valid range \[0, 3\)\)"):
-        LumenStoneDataset(fake_dataset, "val", n_val=2, fold=3)
+        LumenStoneDataset(fake_dataset, "val", validation=ValidationSplit(2, 0, 3))
     with pytest.raises(ValueError, match="between 1 and"):
         validation_folds(3, 3)
 
@@ -109,16 +110,18 @@ def test_a_fold_out_of_range_names_the_valid_range(fake_dataset):
 def test_fit_and_val_of_every_fold(fake_dataset):
     vals = []
     for fold in range(3):
-        sp = open_splits(fake_dataset, n_val=2, seed=1, fold=fold)
+        sp = open_splits(fake_dataset, validation=ValidationSplit(2, 1, fold))
         assert len(sp["val"]) == 2 and len(sp["fit"]) == 4 and not set(sp["fit"].names) & set(sp["val"].names)
-        assert sp["val"].names == LumenStoneDataset(fake_dataset, "val", n_val=2, seed=1, fold=fold).names
+        assert sp["val"].names == LumenStoneDataset(fake_dataset, "val", validation=ValidationSplit(2, 1, fold)).names
         vals += sp["val"].names
     assert sorted(vals) == LumenStoneDataset(fake_dataset).names
-    assert LumenStoneDataset(fake_dataset, "val", n_val=2, seed=1).names == open_splits(fake_dataset, 2, 1)["val"].names
+    split = ValidationSplit(2, 1)
+    names = LumenStoneDataset(fake_dataset, "val", validation=split).names
+    assert names == open_splits(fake_dataset, split)["val"].names
 
 
 def test_fit_val_test_splits(fake_dataset):
-    sp = open_splits(fake_dataset, n_val=2, seed=0)
+    sp = open_splits(fake_dataset, validation=ValidationSplit(2, 0))
     assert len(sp["fit"]) == 4 and len(sp["val"]) == 2 and len(sp["test"]) == 2
     assert not set(sp["fit"].names) & set(sp["val"].names)
 
@@ -281,16 +284,17 @@ def test_content_hash_changes_with_any_byte(fake_dataset):
 
 def test_combine_keeps_each_sources_validation_split(tmp_path):
     from lumenkit.cli import main
-    from lumenkit.data.datasets import combine_datasets
+    from lumenkit.data.datasets import ValidationSplit, combine_datasets
 
     a = write_fake_dataset(tmp_path / "A", n_train=6, codes=(0, 1, 2), seed=1)
     b = write_fake_dataset(tmp_path / "B", n_train=5, codes=(0, 3, 5), seed=2)
     out = combine_datasets([a, b], tmp_path / "AB", n_val=[2, 1], seed=3)
     val, fit = LumenStoneDataset(out, "val"), LumenStoneDataset(out, "fit")
-    want = (["A__" + n for n in LumenStoneDataset(a, "val", n_val=2, seed=3).names]
-            + ["B__" + n for n in LumenStoneDataset(b, "val", n_val=1, seed=3).names])
+    want = (["A__" + n for n in LumenStoneDataset(a, "val", validation=ValidationSplit(2, 3)).names]
+            + ["B__" + n for n in LumenStoneDataset(b, "val", validation=ValidationSplit(1, 3)).names])
     assert val.names == sorted(want) and len(fit) == 11 - 3 and not set(fit.names) & set(val.names)
-    assert LumenStoneDataset(out, "val", n_val=7, seed=9).names == val.names  # fixed: n_val/seed do not apply
+    # fixed: n_val/seed do not apply
+    assert LumenStoneDataset(out, "val", validation=ValidationSplit(7, 9)).names == val.names
     assert val.class_map.codes == (0, 1, 2, 3, 5) and val.stored_scale == 0.5
     assert len(LumenStoneDataset(out, "test")) == 4
     item = fit[fit.names.index("B__tr00")] if "B__tr00" in fit.names else fit[-1]
@@ -316,8 +320,8 @@ def test_combine_carves_each_sources_fold(tmp_path):
     fold0 = LumenStoneDataset(combine_datasets([a, b], tmp_path / "AB0", n_val=2, seed=3), "val").names
     assert fold0 == LumenStoneDataset(combine_datasets([a, b], tmp_path / "ABd", n_val=2, seed=3, fold=0), "val").names
     out = combine_datasets([a, b], tmp_path / "AB2", n_val=2, seed=3, fold=2)
-    want = (["A__" + n for n in LumenStoneDataset(a, "val", n_val=2, seed=3, fold=2).names]
-            + ["B__" + n for n in LumenStoneDataset(b, "val", n_val=2, seed=3, fold=2).names])
+    want = (["A__" + n for n in LumenStoneDataset(a, "val", validation=ValidationSplit(2, 3, 2)).names]
+            + ["B__" + n for n in LumenStoneDataset(b, "val", validation=ValidationSplit(2, 3, 2)).names])
     assert LumenStoneDataset(out, "val").names == sorted(want) and len(want) == 2 + 1  # B's last fold holds one
     assert not set(want) & set(fold0)
     with pytest.raises(ConfigError, match=r"B: val_fold=3 is out of range.*folds 0 to 2"):
@@ -336,3 +340,21 @@ def test_a_bad_fixed_validation_list_is_named(tmp_path):
     (a / "dataset.yaml").write_text("name: a\nscale: 0.5\nvalidation: tr00\n")
     with pytest.raises(ConfigError, match="non-empty list"):
         LumenStoneDataset(a, "train")
+
+
+def test_validation_split_object_carves_records_and_reopens(fake_dataset):
+    split = ValidationSplit(2, 1, 1)
+    fit, val = split.carve(LumenStoneDataset(fake_dataset).names)
+    assert val == LumenStoneDataset(fake_dataset, "val", validation=split).names
+    assert fit == LumenStoneDataset(fake_dataset, "fit", validation=split).names
+    assert split.folds(6) == 3
+    assert ValidationSplit.from_dict(split.to_dict()) == split
+    assert ValidationSplit.from_dict(None) == ValidationSplit() == ValidationSplit(10, 0, 0)
+    assert ValidationSplit.from_dict({"n_val": 4}, seed=7) == ValidationSplit(4, 7, 0)
+
+    from types import SimpleNamespace
+
+    ckpt = SimpleNamespace(config={"train": {"n_val": 3, "val_seed": 2, "val_fold": 1}})
+    assert ValidationSplit.of_model(ckpt) == ValidationSplit(3, 2, 1)
+    assert ValidationSplit.of_model(ckpt, fold=0) == ValidationSplit(3, 2, 0)
+    assert ValidationSplit.of_model(object()) == ValidationSplit()

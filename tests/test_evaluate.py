@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lumenkit.data.catalogue import ClassMap
-from lumenkit.data.datasets import LumenStoneDataset
+from lumenkit.data.datasets import LumenStoneDataset, ValidationSplit
 from lumenkit.errors import ConfigError
 from lumenkit.evaluation.evaluate import (
     ColourCentroids,
@@ -114,7 +114,7 @@ def test_val_defaults_to_the_split_the_model_was_trained_with(fake_dataset, tmp_
     assert model_validation_split(ck) == (2, 5) and model_validation_split(ck, 3, None) == (3, 5)
     ev = evaluate(fake_dataset, ck, split="val", baselines=False, progress=False)
     names = ev.per_image.index if ev.per_image.index.name == "image" else ev.per_image["image"]
-    assert list(names) == LumenStoneDataset(fake_dataset, "val", n_val=2, seed=5).names
+    assert list(names) == LumenStoneDataset(fake_dataset, "val", validation=ValidationSplit(2, 5)).names
     assert ev.info["n_val"] == 2 and ev.info["val_seed"] == 5
     assert evaluate(fake_dataset, ck, split="val", n_val=3, baselines=False, progress=False).info["images"] == 3
     write_evaluation(ev, tmp_path / "run" / "metrics.json", n_boot=10)
@@ -137,13 +137,14 @@ def test_val_defaults_to_the_fold_the_model_was_trained_on(fake_dataset, tmp_pat
     ck = load_checkpoint(tmp_path / "m.pt")
     assert model_validation_fold(ck) == 2 and model_validation_fold(ck, 0) == 0
     assert model_validation_fold(Checkpoint(model=model, class_map=ClassMap([0, 1, 2]), scale=0.5)) == 0  # old
-    fold2 = LumenStoneDataset(fake_dataset, "val", n_val=2, seed=5, fold=2).names
-    assert fold2 != LumenStoneDataset(fake_dataset, "val", n_val=2, seed=5).names
+    fold2 = LumenStoneDataset(fake_dataset, "val", validation=ValidationSplit(2, 5, 2)).names
+    assert fold2 != LumenStoneDataset(fake_dataset, "val", validation=ValidationSplit(2, 5)).names
     ev = evaluate(fake_dataset, ck, split="val", progress=False)
     assert list(ev.per_image.index) == fold2
     assert ev.info["n_val"] == 2 and ev.info["val_seed"] == 5 and ev.info["val_fold"] == 2
     ev1 = evaluate(fake_dataset, ck, split="val", fold=1, baselines=False, progress=False)
-    assert list(ev1.per_image.index) == LumenStoneDataset(fake_dataset, "val", n_val=2, seed=5, fold=1).names
+    fold1 = LumenStoneDataset(fake_dataset, "val", validation=ValidationSplit(2, 5, 1))
+    assert list(ev1.per_image.index) == fold1.names
     assert ev1.info["val_fold"] == 1
     assert "val_fold" not in evaluate(fake_dataset, ck, split="test", baselines=False, progress=False).info
     with pytest.raises(ConfigError, match=r"val_fold=3 is out of range.*valid range \[0, 3\)"):
@@ -159,7 +160,7 @@ def test_val_defaults_to_the_fold_the_model_was_trained_on(fake_dataset, tmp_pat
     assert main([*common, "--val-fold", "0"]) == 0
     d = json.loads(out.read_text())
     assert d["val_fold"] == 0 and [r["image"] for r in d["per_image"]] == LumenStoneDataset(
-        fake_dataset, "val", n_val=2, seed=5).names
+        fake_dataset, "val", validation=ValidationSplit(2, 5)).names
     capsys.readouterr()
     assert main([*common, "--val-fold", "7"]) == 2
     assert "out of range" in capsys.readouterr().err

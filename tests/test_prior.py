@@ -42,14 +42,14 @@ def test_correction_adds_the_bias_to_every_logit_and_leaves_the_original():
 
 
 def test_natural_counts_come_from_the_fold_the_model_trained_on(tmp_path):
-    from lumenkit.data.datasets import LumenStoneDataset
+    from lumenkit.data.datasets import LumenStoneDataset, ValidationSplit
     from lumenkit.lab.prior import natural_counts
 
     data = write_fake_dataset(tmp_path / "fake", n_train=6, size=(96, 64), codes=(0, 1, 2))
     net = create_model("resunet", in_channels=3, classes=3, width=4, depth=2).eval()
 
     def counts(**split):
-        fit = LumenStoneDataset(data, "fit", n_val=2, seed=0, **split).class_counts()
+        fit = LumenStoneDataset(data, "fit", validation=ValidationSplit(2, 0), **split).class_counts()
         return fit[["BG", "Ccp", "Gl"]].to_numpy().sum(0)
 
     assert not np.array_equal(counts(fold=1), counts())  # the folds' fit images differ

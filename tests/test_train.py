@@ -12,6 +12,7 @@ from conftest import write_fake_dataset
 
 from lumenkit.cli import main
 from lumenkit.data.catalogue import ClassMap
+from lumenkit.data.datasets import ValidationSplit
 from lumenkit.data.imageio import save_image
 from lumenkit.errors import ConfigError
 from lumenkit.models.checkpoint import Checkpoint, load_checkpoint
@@ -198,10 +199,10 @@ def test_cli_train(data, tmp_path, capsys):
                  "--val-seed", "3", "--no-flips", "--no-retain-heap", "--quiet"])
     assert code == 0 and (run / "model.pt").exists()
     assert "best val mIoU" in capsys.readouterr().out
-    from lumenkit.data.datasets import LumenStoneDataset
+    from lumenkit.data.datasets import LumenStoneDataset, ValidationSplit
 
     cfg = yaml.safe_load((run / "config.yaml").read_text())
-    expected = LumenStoneDataset(data, "val", n_val=2, seed=3).names
+    expected = LumenStoneDataset(data, "val", validation=ValidationSplit(2, 3)).names
     assert cfg["val_seed"] == 3 and cfg["resolved"]["val_names"] == expected
     assert cfg["flips"] is False and cfg["rot90"] is False and cfg["retain_heap"] is False
     assert cfg["resolved"]["heap_retained"] is False
@@ -219,9 +220,9 @@ def test_cli_train_records_the_validation_fold(data, tmp_path, capsys):
     run = tmp_path / "fold2"
     assert main([*args, "--out", str(run), "--val-fold", "2"]) == 0
     cfg = yaml.safe_load((run / "config.yaml").read_text())
-    expected = LumenStoneDataset(data, "val", n_val=2, seed=3, fold=2).names
+    expected = LumenStoneDataset(data, "val", validation=ValidationSplit(2, 3, 2)).names
     assert cfg["val_fold"] == 2 and cfg["val_seed"] == 3 and cfg["resolved"]["val_names"] == expected
-    assert expected != LumenStoneDataset(data, "val", n_val=2, seed=3).names
+    assert expected != LumenStoneDataset(data, "val", validation=ValidationSplit(2, 3)).names
     assert sorted(cfg["resolved"]["fit_names"] + expected) == LumenStoneDataset(data).names
     assert load_checkpoint(run / "model.pt").config["train"]["val_fold"] == 2
 

@@ -5,7 +5,7 @@ Torch-free on import; the patch samplers (which need torch) live in :mod:`lumenk
 from lumenkit.data.catalogue import CATALOGUE, CLASS_SETS, ClassMap, IGNORE, Mineral, mineral, resolve_class_set
 from lumenkit.data.colours import PALETTE, colour_mask, colour_of, overlay
 from lumenkit.data.imageio import MAX_PIXELS, atomic_write, image_size, read_image, read_mask, resize_image, resize_mask, save_image, write_json, write_text
-from lumenkit.data.datasets import DatasetInfo, LumenStoneDataset, NATIVE_SIZE, combine_datasets, list_splits, open_splits, pixel_shares, read_deposits, validation_folds, validation_split
+from lumenkit.data.datasets import DatasetInfo, LumenStoneDataset, NATIVE_SIZE, combine_datasets, list_splits, open_splits, pixel_shares, read_deposits, ValidationSplit, validation_folds, validation_split
 from lumenkit.data.flatfield import FlatField
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "resize_mask",
     "resolve_class_set",
     "save_image",
+    "ValidationSplit",
     "validation_folds",
     "validation_split",
     "write_json",

@@ -185,6 +185,64 @@ def validation_split(
     return train, val
 
 
+@dataclass(frozen=True)
+class ValidationSplit:
+    """Which training images validate a model: block ``fold`` of ``n_val`` images of seed ``seed``'s permutation.
+
+    The one object for the split that training carves (``TrainConfig.n_val / val_seed / val_fold``), that a
+    checkpoint records, and that evaluation and the deposit report reopen, so a model is never scored on images it
+    trained on. See :func:`validation_split` for the carving rule.
+
+    Attributes:
+        n_val: validation images (≥ 1).
+        seed: seed of the permutation of the sorted training image names.
+        fold: which block of ``n_val`` images of that permutation (0 = the usual split; the folds of one seed
+            partition the training images).
+    """
+
+    n_val: int = 10
+    seed: int = 0
+    fold: int = 0
+
+    def carve(self, names: Sequence[str]) -> tuple[list[str], list[str]]:
+        """``(fit_names, val_names)`` of ``names``, each sorted (see :func:`validation_split`).
+
+        Raises:
+            ConfigError: ``n_val`` or ``fold`` out of range for ``len(names)`` images.
+        """
+        return validation_split(names, n_val=self.n_val, seed=self.seed, fold=self.fold)
+
+    def folds(self, n_images: int) -> int:
+        """How many folds ``n_images`` training images give with this ``n_val`` (see :func:`validation_folds`)."""
+        return validation_folds(n_images, self.n_val)
+
+    def to_dict(self) -> dict[str, int]:
+        """As recorded by training and evaluation: ``{"n_val", "val_seed", "val_fold"}``."""
+        return {"n_val": int(self.n_val), "val_seed": int(self.seed), "val_fold": int(self.fold)}
+
+    @classmethod
+    def from_dict(cls, d: Any, n_val: int | None = None, seed: int | None = None,
+                  fold: int | None = None) -> ValidationSplit:
+        """The split recorded in ``d`` (a training config or ``metrics.json``), given values winning.
+
+        Missing values fall back to the defaults (10 images, seed 0, fold 0): checkpoints written before folds
+        existed were trained on fold 0. ``d`` may be ``None``.
+        """
+        d = d if isinstance(d, dict) else {}
+        return cls(
+            int(n_val if n_val is not None else d.get("n_val", 10)),
+            int(seed if seed is not None else d.get("val_seed", 0)),
+            int(fold if fold is not None else d.get("val_fold", 0)),
+        )
+
+    @classmethod
+    def of_model(cls, checkpoint: Any, n_val: int | None = None, seed: int | None = None,
+                 fold: int | None = None) -> ValidationSplit:
+        """The split a checkpoint was trained with (its ``config["train"]``), given values winning."""
+        train = (getattr(checkpoint, "config", None) or {}).get("train", {}) or {}
+        return cls.from_dict(train, n_val, seed, fold)
+
+
 class LumenStoneDataset:
     """Image/mask pairs of one split of a folder in LumenStone layout.
 
@@ -201,17 +259,15 @@ class LumenStoneDataset:
         scale: working scale relative to native 3396×2547 (default: the stored scale, no resampling).
         class_set: class-set name or codes; default from ``dataset.yaml``, else every code found.
         names: restrict to these image names (stems).
-        n_val: validation images for ``"fit"`` / ``"val"`` (ignored when ``dataset.yaml`` lists ``validation``).
-        seed: seed of the validation split.
-        fold: which block of ``n_val`` images of that seed is ``"val"`` (0 = the usual split; see
-            :func:`validation_split`; ignored when ``dataset.yaml`` lists ``validation``).
+        validation: which training images are ``"val"`` (default ``ValidationSplit()``: 10 images, seed 0, fold 0;
+            ignored when ``dataset.yaml`` lists ``validation``).
 
     Raises:
         DatasetNotFoundError: the folder or split is missing.
         EmptySplitError: the split holds no images.
         MissingMaskError: an image has no mask.
         ConfigError: ``dataset.yaml`` or ``deposits.csv`` is malformed or names unknown images.
-        ConfigError: ``n_val`` or ``fold`` out of range for the training images (split ``fit`` / ``val``).
+        ConfigError: ``validation`` out of range for the training images (split ``fit`` / ``val``).
     """
 
     def __init__(
@@ -221,9 +277,7 @@ class LumenStoneDataset:
         scale: float | None = None,
         class_set: str | Sequence[int] | None = None,
         names: Sequence[str] | None = None,
-        n_val: int = 10,
-        seed: int = 0,
-        fold: int = 0,
+        validation: ValidationSplit | None = None,
     ) -> None:
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
@@ -257,7 +311,7 @@ class LumenStoneDataset:
             by_name = {n: by_name[n] for n in keep}
         elif split in ("fit", "val"):
             try:
-                fit, val = validation_split(list(by_name), n_val=n_val, seed=seed, fold=fold)
+                fit, val = (validation or ValidationSplit()).carve(list(by_name))
             except ConfigError as e:
                 raise ConfigError(f"{self.root}: {e}") from None
             keep = fit if split == "fit" else val
@@ -489,16 +543,16 @@ def _cached_bincount(mask_path: Path) -> np.ndarray:
 
 
 def open_splits(
-    root: str | Path, n_val: int = 10, seed: int = 0, fold: int = 0, **kwargs: Any
+    root: str | Path, validation: ValidationSplit | None = None, **kwargs: Any
 ) -> dict[str, LumenStoneDataset]:
-    """Open ``fit``, ``val`` (carved from train: fold ``fold`` of seed ``seed``) and, when present, ``test``.
+    """Open ``fit``, ``val`` (carved from train by ``validation``, default 10 images of seed 0) and ``test`` if present.
 
     Raises:
-        ConfigError: ``n_val`` or ``fold`` out of range; dataset errors as in :class:`LumenStoneDataset`.
+        ConfigError: ``validation`` out of range; dataset errors as in :class:`LumenStoneDataset`.
     """
     out = {
-        "fit": LumenStoneDataset(root, "fit", n_val=n_val, seed=seed, fold=fold, **kwargs),
-        "val": LumenStoneDataset(root, "val", n_val=n_val, seed=seed, fold=fold, **kwargs),
+        "fit": LumenStoneDataset(root, "fit", validation=validation, **kwargs),
+        "val": LumenStoneDataset(root, "val", validation=validation, **kwargs),
     }
     if "test" in list_splits(root):
         out["test"] = LumenStoneDataset(root, "test", **kwargs)

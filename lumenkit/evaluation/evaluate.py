@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from lumenkit.data.catalogue import ClassMap
-from lumenkit.data.datasets import LumenStoneDataset, list_splits
+from lumenkit.data.datasets import LumenStoneDataset, ValidationSplit, list_splits
 from lumenkit.data.imageio import resize_mask, save_image, write_json
 from lumenkit.errors import ConfigError
 from lumenkit.evaluation.metrics import (
@@ -250,13 +250,13 @@ def evaluate(
     model_scale = float(scale if scale is not None else ckpt.scale)
     n_val, seed = model_validation_split(ckpt, n_val, seed)
     fold = model_validation_fold(ckpt, fold)
-    ds = LumenStoneDataset(data, split, class_set=cmap.codes, n_val=n_val, seed=seed, fold=fold)
+    ds = LumenStoneDataset(data, split, class_set=cmap.codes, validation=ValidationSplit(n_val, seed, fold))
     labels = cmap.labels
     k = len(cmap)
     base: ColourCentroids | None = None
     if baselines:
-        train_ds = LumenStoneDataset(data, training_split_for(data, split), class_set=cmap.codes, n_val=n_val,
-                                     seed=seed, fold=fold)
+        train_ds = LumenStoneDataset(data, training_split_for(data, split), class_set=cmap.codes,
+                                     validation=ValidationSplit(n_val, seed, fold))
         base = ColourCentroids.fit(train_ds, cmap)
     mats, base_mats = [], {"majority": [], "colour_centroid": []}
     conf_err = np.zeros((len(CONFIDENCE_BINS) - 1, 2), dtype=np.int64)

@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lumenkit.data.datasets import LumenStoneDataset
+from lumenkit.data.datasets import LumenStoneDataset, ValidationSplit
 from lumenkit.data.imageio import write_text
 from lumenkit.errors import CheckpointError, ConfigError
 from lumenkit.evaluation.metrics import Scores, confusion_matrix, sum_confusions
@@ -94,7 +94,7 @@ def _dataset(ckpt: Checkpoint, data: str | Path | None, split: str, n_val: int |
     n_val = int(train.get("n_val", 10)) if n_val is None else int(n_val)
     seed = int(train.get("val_seed", 0)) if seed is None else int(seed)
     fold = int(train.get("val_fold", 0)) if fold is None else int(fold)
-    return LumenStoneDataset(root, split, class_set=ckpt.class_map.codes, n_val=n_val, seed=seed, fold=fold)
+    return LumenStoneDataset(root, split, class_set=ckpt.class_map.codes, validation=ValidationSplit(n_val, seed, fold))
 
 
 def natural_counts(ckpt: Checkpoint, data: str | Path | None = None, n_val: int | None = None,

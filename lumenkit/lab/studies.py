@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from lumenkit.data.catalogue import IGNORE
-from lumenkit.data.datasets import LumenStoneDataset
+from lumenkit.data.datasets import LumenStoneDataset, ValidationSplit
 from lumenkit.data.imageio import resize_mask
 from lumenkit.evaluation.metrics import (
     Scores,
@@ -49,7 +49,7 @@ def scale_ceiling(
     Raises:
         ConfigError: ``n_val`` or ``fold`` out of range; dataset errors as in :class:`LumenStoneDataset`.
     """
-    ds = LumenStoneDataset(data, split, scale=scale, class_set=class_set, n_val=n_val, seed=seed, fold=fold)
+    ds = LumenStoneDataset(data, split, scale=scale, class_set=class_set, validation=ValidationSplit(n_val, seed, fold))
     cmap = ds.classes
     mats = []
     for i in range(len(ds)):

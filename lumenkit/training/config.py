@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from lumenkit.data.datasets import ValidationSplit
 from lumenkit.errors import ConfigError
 
 RUN_CONTROL_FIELDS: tuple[str, ...] = (
@@ -157,6 +158,11 @@ class TrainConfig:
     resume: bool = False
     overwrite: bool = False
     quiet: bool = False
+
+    @property
+    def validation(self) -> ValidationSplit:
+        """The validation split of this run (``n_val``, ``val_seed``, ``val_fold``) as one object."""
+        return ValidationSplit(self.n_val, self.val_seed, self.val_fold)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of the fields."""

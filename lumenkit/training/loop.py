@@ -186,8 +186,7 @@ class _ValData:
 def _load_val(cfg: TrainConfig, class_map: ClassMap, scale: float) -> _ValData:
     from lumenkit.data.datasets import LumenStoneDataset
 
-    ds = LumenStoneDataset(cfg.data, "val", scale=scale, class_set=list(class_map.codes), n_val=cfg.n_val,
-                           seed=cfg.val_seed, fold=cfg.val_fold)
+    ds = LumenStoneDataset(cfg.data, "val", scale=scale, class_set=list(class_map.codes), validation=cfg.validation)
     out = _ValData([], [], [], [])
     for k in range(len(ds)):
         s = ds.load(k)
@@ -313,8 +312,8 @@ def _train(
     best_path = run / "model.pt"
     say = (lambda msg: None) if (cfg.quiet or rank) else (lambda msg: tqdm.write(msg, file=sys.stderr))
     # data -------------------------------------------------------------------------------------------------------
-    fit = LumenStoneDataset(cfg.data, "fit", scale=cfg.scale, class_set=cfg.class_set, n_val=cfg.n_val,
-                            seed=cfg.val_seed, fold=cfg.val_fold)  # ConfigError naming the fix for a bad split
+    # ConfigError naming the fix for a bad split
+    fit = LumenStoneDataset(cfg.data, "fit", scale=cfg.scale, class_set=cfg.class_set, validation=cfg.validation)
     scale = fit.scale
     class_map = fit.classes
     if resumed is not None and resumed.class_map != class_map:
