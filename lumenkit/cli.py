@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lumenkit.errors import ConfigError, LumenkitError
 
@@ -171,89 +171,97 @@ def _class_set(text: str) -> str | list[int]:
     return text
 
 
+def _optional(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    """A value of ``kind``, or ``None`` for the text ``none``."""
+
+    def parse(text: str) -> Any:
+        if text.strip().lower() == "none":
+            return None
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {kind.__name__} or 'none', got {text!r}") from None
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _class_weights(text: str) -> str | list[float] | None:
+    if text.strip().lower() == "none" or text == "inverse_sqrt":
+        return None if text.strip().lower() == "none" else text
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"class weights must be none, inverse_sqrt or numbers 1,2,0.5, got {text!r}") from None
+
+
+FIELD_TYPES: dict[str, Callable[[str], Any]] = {
+    "str": str, "int": int, "float": float, "float | None": _optional(float), "int | None": _optional(int),
+    "str | list[int] | None": _class_set, "str | list[float] | None": _class_weights,
+}
+"""How ``lumenkit train`` parses a :class:`~lumenkit.training.TrainConfig` field, by its annotation."""
+
+
+def add_config_options(p: argparse.ArgumentParser) -> None:
+    """One option per :class:`~lumenkit.training.TrainConfig` field, its help from the field's documentation.
+
+    Options left out keep the preset's value (``default=SUPPRESS``), so ``--preset`` and the options compose:
+    ``lumenkit train --data D`` is ``TrainConfig(data=D)``, the ``s1`` preset.
+    """
+    import dataclasses
+
+    from lumenkit.training.config import CHOICES, DEFAULT_PRESET, PRESETS, TrainConfig, field_docs
+
+    docs = field_docs()
+    preset = TrainConfig.from_preset(DEFAULT_PRESET)
+    p.add_argument("--preset", choices=list(PRESETS), default=DEFAULT_PRESET,
+                   help=f"named recipe the options below change (default {DEFAULT_PRESET}; see "
+                        "lumenkit.training.config.PRESETS)")
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        value = getattr(preset, f.name)
+        text = docs[f.name].replace("%", "%%")
+        if f.name == "data":
+            p.add_argument(flag, required=True, help=text)
+        elif f.type == "bool":
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                           help=f"{text} (preset {DEFAULT_PRESET}: {'on' if value else 'off'})")
+        else:
+            kind = FIELD_TYPES[str(f.type)]
+            p.add_argument(flag, type=kind, choices=CHOICES.get(f.name), default=argparse.SUPPRESS,
+                           metavar=None if f.name in CHOICES else f.name.upper(),
+                           help=f"{text} (preset {DEFAULT_PRESET}: {value})")
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train the residual U-Net (also under torchrun --nproc-per-node N)")
-    p.add_argument("--data", required=True, help="dataset folder in LumenStone layout (uses split train)")
-    p.add_argument("--out", default="runs/run", help="run folder (default runs/run)")
-    p.add_argument("--class-set", type=_class_set, default=None, help="S1, S2, S3, ALL or codes 0,1,2")
-    p.add_argument("--scale", type=float, default=0.125,
-                   help="scale the model works at vs native ×100 (default 0.125, the S1 CPU recipe; fine "
-                        "intergrowths such as S2's pentlandite flames want 0.25 or more)")
-    p.add_argument("--epochs", type=int, default=None, help="maximum epochs (default 50, unlimited with --minutes)")
-    p.add_argument("--minutes", type=float, default=None, help="time budget in minutes incl. validation")
-    p.add_argument("--patches-per-epoch", type=int, default=512, help="patches per epoch (default 512)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--width", type=int, default=16, help="channels of the first level f (default 16)")
-    p.add_argument("--depth", type=int, default=4, help="encoder levels (default 4)")
-    p.add_argument("--patch-size", type=int, default=256, help="patch side in px (default 256)")
-    p.add_argument("--batch-size", type=int, default=8, help="patches per step per process (default 8)")
-    p.add_argument("--n-val", type=int, default=10, help="validation images carved from train (default 10)")
-    p.add_argument("--val-seed", type=int, default=0,
-                   help="seed of the validation split (default 0); other seeds give other splits, e.g. for "
-                        "repeating a comparison on several splits")
-    p.add_argument("--val-fold", type=int, default=0,
-                   help="fold of the validation split (default 0); train once per fold 0 .. ceil(images/n_val)-1 to "
-                        "cross-validate over every image (`lumenkit ablation cv`): " + FOLD_HELP)
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 0.001)")
-    p.add_argument("--sampler", choices=["balanced", "uniform"], default="balanced", help="patch sampler")
-    p.add_argument("--strength", type=float, default=1.0,
-                   help="balancing strength 0–1: the share of balanced patches, the rest uniform (default 1, the "
-                        "paper's; 0.5 is the `half_balanced` ablation, level with 1 over two validation splits)")
-    p.add_argument("--photometric", type=float, default=0.0,
-                   help="brightness/gamma/white-balance jitter of patches (0.05 for ±5%%; default 0, off: level "
-                        "with 0.05 on S1; calibrate other lamps with flat-field)")
-    p.add_argument("--no-flips", action="store_true",
-                   help="no flip/rot90 augmentation (the `no_augmentation` ablation: higher on the S1 split, but the "
-                        "model then depends on the images' orientation; see README)")
-    p.add_argument("--exposure", type=float, default=0.25,
-                   help="brightness (exposure) jitter alone: factor in [1-e, 1+e] (default 0.25, the exposure "
-                        "spread between LumenStone S1 images; 0 = off)")
-    p.add_argument("--ema", type=float, default=0.0,
-                   help="decay of a moving average of the weights and BatchNorm statistics, validated and saved as "
-                        "model.pt (e.g. 0.995, ≈200 steps; default 0, off)")
-    p.add_argument("--noise", type=float, default=0.0,
-                   help="sensor-noise augmentation: max standard deviation in grey levels (default 0, off)")
-    p.add_argument("--blur", type=float, default=0.0,
-                   help="defocus augmentation: max Gaussian sigma in px at the training scale (default 0, off)")
-    p.add_argument("--schedule", choices=["plateau", "cosine"], default="cosine",
-                   help="learning rate: a cosine to 1e-6 over the budget (default), or ×0.1 on a validation-loss "
-                        "plateau (the paper's)")
-    p.add_argument("--loss", choices=["ce", "ce+dice"], default="ce", help="loss (default cross-entropy)")
-    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
-    p.add_argument("--workers", type=int, default=0, help="DataLoader workers per process (default 0)")
-    p.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
-                   help="torch.compile the training step (1.2–1.3× faster steps after ≈80 s of compilation on 2 "
-                        "CPU cores); auto (default) does it for budgets ≥ 10 minutes when a C++ compiler is found")
-    p.add_argument("--no-retain-heap", action="store_true",
-                   help="let glibc return freed tensor memory to the system at every step (slower: page faults; "
-                        "default keeps it in the heap until training ends, see lumenkit.runtime.heap)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
-    p.add_argument("--overwrite", action="store_true", help="start afresh in a folder that holds a run")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p = sub.add_parser("train", help="train the residual U-Net (also under torchrun --nproc-per-node N)",
+                       description="Train a model: a named preset (the recipe) with any field changed by an option. "
+                                   "Every option is a field of lumenkit.training.TrainConfig.")
+    add_config_options(p)
+    _add_heap_flag(p)
     p.set_defaults(func=_run_train)
 
 
-def _train_config(a: argparse.Namespace) -> TrainConfig:
-    """The :class:`lumenkit.training.TrainConfig` of parsed ``lumenkit train`` arguments."""
+def train_config(a: argparse.Namespace) -> TrainConfig:
+    """The :class:`~lumenkit.training.TrainConfig` of parsed ``lumenkit train`` arguments: preset + options.
+
+    Raises:
+        ConfigError: unknown preset.
+    """
+    import dataclasses
+
     from lumenkit.training.config import TrainConfig
 
-    epochs = a.epochs if a.epochs is not None else (10**6 if a.minutes else 50)
-    return TrainConfig(
-        data=a.data, out=a.out, class_set=a.class_set, scale=a.scale, epochs=epochs, minutes=a.minutes,
-        patches_per_epoch=a.patches_per_epoch, seed=a.seed, width=a.width, depth=a.depth, patch_size=a.patch_size,
-        batch_size=a.batch_size, n_val=a.n_val, val_seed=a.val_seed, val_fold=a.val_fold, lr=a.lr, sampler=a.sampler,
-        strength=a.strength, photometric=a.photometric, exposure=a.exposure, ema=a.ema,
-        flips=not a.no_flips, rot90=not a.no_flips, noise=a.noise, blur=a.blur,
-        schedule=a.schedule, loss=a.loss, device=a.device,
-        workers=a.workers, compile=a.compile, retain_heap=not a.no_retain_heap, resume=a.resume,
-        overwrite=a.overwrite, quiet=a.quiet,
-    )
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    given = {k: v for k, v in vars(a).items() if k in names}
+    return TrainConfig.from_preset(a.preset, **given)
 
 
 def _run_train(a: argparse.Namespace) -> int:
     from lumenkit.training.loop import train
 
-    result = train(_train_config(a))
+    result = train(train_config(a))
     if result.rank == 0:
         state = "interrupted" if result.interrupted else "done"
         print(f"{state}: best val mIoU {result.best_miou:.3f}; {result.model_path} (resume from {result.last_path})")

@@ -157,16 +157,16 @@ def test_prior_row_corrects_the_model_it_uses(data, tmp_path):
 def test_lumenkit_train_defaults_are_the_exposure_recipe(monkeypatch):
     import torch
 
-    from lumenkit.cli import _train_config, build_parser
+    from lumenkit.cli import build_parser, train_config
     from lumenkit.training.loop import compile_decision
 
     a = build_parser().parse_args(["train", "--data", "D", "--minutes", "45", "--out", "R/exposure"])
-    got, want = _train_config(a), variant_config("exposure", "D", "R")
+    got, want = train_config(a), variant_config("exposure", "D", "R")
     fields = ("scale", "width", "depth", "patch_size", "batch_size", "patches_per_epoch", "minutes", "schedule",
               "photometric", "exposure", "sampler", "strength", "flips", "rot90", "noise", "blur", "n_val",
-              "val_seed", "seed", "lr", "loss", "ema", "retain_heap")
+              "val_seed", "seed", "lr", "loss", "ema")
     assert {f: getattr(got, f) for f in fields} == {f: getattr(want, f) for f in fields}
-    assert (got.scale, got.exposure, got.retain_heap) == (0.125, 0.25, True)
+    assert (got.scale, got.exposure) == (0.125, 0.25)
     # both compile the training step (the older rows such as no_photometric ran eagerly)
     monkeypatch.setattr("shutil.which", lambda name: f"/usr/bin/{name}")
     cpu = torch.device("cpu")
@@ -296,10 +296,10 @@ def test_cli_passes_the_fold_to_run_and_score(monkeypatch, capsys):
     assert main(["ablation", "run", "paper", "--data", "D", "--runs", "R", "--val-fold", "4"]) == 0
     assert seen["run"] == {"val_fold": 4}
     assert "paper: validation mean IoU 0.500, pixel accuracy 0.500; BG 0.50 Ccp –" in capsys.readouterr().out
-    assert main(["ablation", "run", "paper", "--data", "D"]) == 0 and seen["run"] == {}  # BASE: fold 0
+    assert main(["ablation", "run", "paper", "--data", "D"]) == 0 and seen["run"] == {}  # the preset: fold 0
     assert main(["ablation", "score", "paper", "--data", "D", "--label", "S1", "--val-fold", "3"]) == 0
     assert seen["score"]["fold"] == 3 and seen["score"]["seed"] == 0
-    assert BASE["val_fold"] == 0 and variant_config("paper", "D", "R").val_fold == 0
+    assert "val_fold" not in BASE and variant_config("paper", "D", "R").val_fold == 0
 
 
 def test_run_variant_on_a_fold_records_it_and_refuses_another(data, tmp_path):
@@ -315,3 +315,14 @@ def test_run_variant_on_a_fold_records_it_and_refuses_another(data, tmp_path):
     with pytest.warns(UserWarning, match=r"folds \[1\] validate 2 of 6"):
         df = crossval([runs], "uniform")
     assert df["mean_iou"].iloc[-1] == pytest.approx(d["mean_iou"]) and df["images"].iloc[-1] == 2
+
+
+def test_every_variant_names_the_paper_preset_and_changes_only_its_fields():
+    from lumenkit.lab.ablation import PRESET
+    from lumenkit.training.config import PRESETS, TrainConfig
+
+    assert PRESET == "paper" and set(PRESETS["paper"]) <= set(TrainConfig().to_dict())
+    base = variant_config("paper", "D", "R")
+    assert base == TrainConfig.from_preset("paper", data="D", out="R/paper", epochs=10**6)
+    assert variant_config("exposure", "D", "R") == TrainConfig.from_preset(
+        "s1", data="D", out="R/exposure", epochs=10**6, compile="on")  # the default recipe, compiled

@@ -48,8 +48,8 @@ def test_natural_counts_come_from_the_fold_the_model_trained_on(tmp_path):
     data = write_fake_dataset(tmp_path / "fake", n_train=6, size=(96, 64), codes=(0, 1, 2))
     net = create_model("resunet", in_channels=3, classes=3, width=4, depth=2).eval()
 
-    def counts(**split):
-        fit = LumenStoneDataset(data, "fit", validation=ValidationSplit(2, 0), **split).class_counts()
+    def counts(fold=0):
+        fit = LumenStoneDataset(data, "fit", validation=ValidationSplit(2, 0, fold)).class_counts()
         return fit[["BG", "Ccp", "Gl"]].to_numpy().sum(0)
 
     assert not np.array_equal(counts(fold=1), counts())  # the folds' fit images differ
@@ -69,7 +69,8 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("prior")
     data = write_fake_dataset(root / "fake", n_train=6, size=(96, 64), codes=(0, 1, 2))
     cfg = TrainConfig(data=str(data), out=str(root / "run"), width=4, depth=2, patch_size=32, batch_size=4,
-                      patches_per_epoch=32, epochs=2, n_val=2, val_tile=64, val_margin=8, threads=1, quiet=True)
+                      patches_per_epoch=32, epochs=2, n_val=2, val_tile=64, val_margin=8, threads=1, quiet=True,
+                      scale=None, schedule="plateau", exposure=0.0, minutes=None)
     train(cfg)
     return data, root / "run"
 

@@ -21,8 +21,9 @@ from lumenkit.training.config import TrainConfig
 from lumenkit.training.loop import compile_decision, cosine_lr, read_history, train
 from lumenkit.training.losses import SegmentationLoss
 
+# A tiny model on the fake dataset at its stored scale, the paper's plateau schedule, no jitter, no time budget.
 TINY = dict(width=4, depth=2, patch_size=32, batch_size=4, patches_per_epoch=16, n_val=2, val_tile=64,
-            val_margin=8, quiet=True, threads=1)
+            val_margin=8, quiet=True, threads=1, scale=None, schedule="plateau", exposure=0.0, minutes=None)
 
 
 @pytest.fixture(scope="module")
@@ -87,11 +88,11 @@ def test_exposure_jitter_widens_brightness_alone(data, tmp_path, monkeypatch):
 
     monkeypatch.setattr(lumenkit.data.augment, "Augment", Spy)
     run = tmp_path / "run"
-    train(data=str(data), out=str(run), epochs=1, photometric=0.05, exposure=0.25, **TINY)
+    train(data=str(data), out=str(run), epochs=1, photometric=0.05, **{**TINY, "exposure": 0.25})
     assert made and made[0]["brightness"] == 0.25 and made[0]["gamma"] == made[0]["white_balance"] == 0.05
     assert yaml.safe_load((run / "config.yaml").read_text())["exposure"] == 0.25
     with pytest.raises(ConfigError, match=r"exposure must be in \[0, 1\)"):
-        train(data=str(data), out=str(tmp_path / "bad"), epochs=1, exposure=1.0, **TINY)
+        train(data=str(data), out=str(tmp_path / "bad"), epochs=1, **{**TINY, "exposure": 1.0})
 
 
 def test_cosine_lr_runs_from_lr_to_min_lr():
@@ -103,14 +104,14 @@ def test_cosine_lr_runs_from_lr_to_min_lr():
 
 def test_cosine_schedule_with_noise_and_blur_augmentation(data, tmp_path):
     run = tmp_path / "run"
-    r = train(data=str(data), out=str(run), epochs=3, schedule="cosine", noise=8.0, blur=1.0, **TINY)
+    r = train(data=str(data), out=str(run), epochs=3, noise=8.0, blur=1.0, **{**TINY, "schedule": "cosine"})
     lrs = list(r.history["lr"])  # the rate at the end of each epoch: 1/3, 2/3 and all of the run done
     assert lrs == pytest.approx([cosine_lr(1e-3, 1e-6, f) for f in (1 / 3, 2 / 3, 1.0)])
     assert load_checkpoint(run / "last.pt").train_state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-6)
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     assert (cfg["schedule"], cfg["noise"], cfg["blur"]) == ("cosine", 8.0, 1.0)
     with pytest.raises(ConfigError, match="schedule must be"):
-        train(data=str(data), out=str(tmp_path / "bad"), epochs=1, schedule="step", **TINY)
+        train(data=str(data), out=str(tmp_path / "bad"), epochs=1, **{**TINY, "schedule": "step"})
     with pytest.raises(ConfigError, match="noise must be"):
         train(data=str(data), out=str(tmp_path / "bad"), epochs=1, noise=-2.0, **TINY)
 
@@ -147,7 +148,7 @@ def test_interrupt_saves_resumable_state_and_resume_continues(data, tmp_path):
 
 
 def test_time_budget_stops_after_a_validated_epoch(data, tmp_path):
-    r = train(data=str(data), out=str(tmp_path / "run"), epochs=100, minutes=1e-4, **TINY)
+    r = train(data=str(data), out=str(tmp_path / "run"), epochs=100, **{**TINY, "minutes": 1e-4})
     assert len(r.history) == 1 and (tmp_path / "run" / "model.pt").exists()
 
 
@@ -196,7 +197,7 @@ def test_cli_train(data, tmp_path, capsys):
     run = tmp_path / "cli_run"
     code = main(["train", "--data", str(data), "--out", str(run), "--epochs", "1", "--width", "4", "--depth", "2",
                  "--patch-size", "32", "--batch-size", "4", "--patches-per-epoch", "8", "--n-val", "2",
-                 "--val-seed", "3", "--no-flips", "--no-retain-heap", "--quiet"])
+                 "--val-seed", "3", "--no-flips", "--no-rot90", "--no-retain-heap", "--quiet"])
     assert code == 0 and (run / "model.pt").exists()
     assert "best val mIoU" in capsys.readouterr().out
     from lumenkit.data.datasets import LumenStoneDataset, ValidationSplit
@@ -204,7 +205,7 @@ def test_cli_train(data, tmp_path, capsys):
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     expected = LumenStoneDataset(data, "val", validation=ValidationSplit(2, 3)).names
     assert cfg["val_seed"] == 3 and cfg["resolved"]["val_names"] == expected
-    assert cfg["flips"] is False and cfg["rot90"] is False and cfg["retain_heap"] is False
+    assert cfg["flips"] is False and cfg["rot90"] is False and "retain_heap" not in cfg
     assert cfg["resolved"]["heap_retained"] is False
     assert main(["train", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r2"), "--quiet"]) == 2
 
@@ -343,7 +344,8 @@ def test_killed_training_process_leaves_a_readable_checkpoint_and_resumes(data, 
     ckpt = load_checkpoint(run / "last.pt")  # complete and readable whatever the moment of the kill
     done = int(ckpt.train_state["epoch"])
     assert not list(run.glob(".*.tmp"))  or sig == signal.SIGKILL  # SIGTERM cleans up; -9 may leave a temp file
-    r = train(data=str(data), out=str(run), epochs=done + 1, resume=True, **{**TINY, "patches_per_epoch": 16})
+    as_cli = {k: v for k, v in TINY.items() if k not in ("scale", "schedule", "exposure", "minutes")}  # the preset's
+    r = train(data=str(data), out=str(run), epochs=done + 1, resume=True, **{**as_cli, "patches_per_epoch": 16})
     assert len(r.history) == done + 1
 
 
@@ -355,8 +357,8 @@ def test_compile_decision_follows_the_budget_and_the_toolchain(monkeypatch):
     monkeypatch.setattr("shutil.which", lambda name: f"/usr/bin/{name}")
     assert compile_decision(TrainConfig(data="d", minutes=45), cpu)[0] is True
     assert compile_decision(TrainConfig(data="d", minutes=COMPILE_AUTO_MINUTES / 2), cpu)[0] is False
-    assert compile_decision(TrainConfig(data="d", epochs=50), cpu)[0] is True  # 50 × 512 patches
-    assert compile_decision(TrainConfig(data="d", epochs=2), cpu)[0] is False
+    assert compile_decision(TrainConfig(data="d", epochs=50, minutes=None), cpu)[0] is True  # 50 × 512 patches
+    assert compile_decision(TrainConfig(data="d", epochs=2, minutes=None), cpu)[0] is False
     assert compile_decision(TrainConfig(data="d", epochs=2, compile="on"), cpu)[0] is True
     assert compile_decision(TrainConfig(data="d", minutes=45, compile="off"), cpu) == (False, "compile='off'")
     monkeypatch.setattr("shutil.which", lambda name: None)

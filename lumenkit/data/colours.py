@@ -11,8 +11,6 @@ from lumenkit.data.catalogue import CATALOGUE, IGNORE
 
 
 PALETTE: np.ndarray = np.zeros((256, 3), dtype=np.uint8)
-
-
 """Display colour for every code 0–255 (LumenStone codes from the catalogue; 255 = white)."""
 
 

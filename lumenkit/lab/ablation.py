@@ -35,14 +35,15 @@ import pandas as pd
 from lumenkit.errors import ConfigError, LumenkitError
 from lumenkit.training.config import TrainConfig
 
-BASE: dict[str, Any] = {
-    "scale": 0.25, "width": 16, "depth": 4, "patch_size": 256, "batch_size": 8, "patches_per_epoch": 512,
-    "epochs": 10**6, "minutes": 45.0, "photometric": 0.05, "n_val": 10, "val_seed": 0, "val_fold": 0, "seed": 0,
-    "compile": "off",
-}
-"""The recipe every variant starts from: ResUNet f=16 at quarter of native scale, 256-px balanced patches, batch 8,
-±5 % photometric jitter, the paper's plateau schedule, 45 minutes, an eager training step (the rows measured before
-``torch.compile`` was offered; the ``compiled`` row turns it on, as ``lumenkit train`` does for such budgets)."""
+PRESET = "paper"
+"""The training preset every variant starts from (:data:`lumenkit.training.config.PRESETS`)."""
+
+BASE: dict[str, Any] = {"epochs": 10**6}
+"""What the ablation changes in the :data:`PRESET` for every variant: the 45-minute budget alone decides.
+
+Together: ResUNet f=16 at quarter of native scale, 256-px balanced patches, batch 8, ±5 % photometric jitter, the
+paper's plateau schedule, 45 minutes, an eager training step (the rows measured before ``torch.compile`` was
+offered; the ``compiled`` row turns it on, as ``lumenkit train`` does for such budgets)."""
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ class Variant:
 
 _COSINE = {"schedule": "cosine", "noise": 12.0, "blur": 1.0}
 _BEST = {"schedule": "cosine", "photometric": 0.0}  # no_photometric; `exposure` adds the `lumenkit train` defaults
-_EXPOSURE = {**_BEST, "compile": "on", "scale": 0.125, "exposure": 0.25}  # the `lumenkit train` defaults
+_EXPOSURE = {**_BEST, "compile": "on", "scale": 0.125, "exposure": 0.25}  # the `s1` preset, compiled
 VARIANTS: dict[str, Variant] = {
     v.name: v
     for v in (
@@ -133,7 +134,7 @@ def variant(name: str) -> Variant:
 
 
 def variant_config(name: str, data: str | Path, runs: str | Path, **overrides: Any) -> TrainConfig:
-    """The training configuration of a variant: :data:`BASE`, its changes, then ``overrides`` (e.g. ``n_val``).
+    """The training configuration of a variant: :data:`PRESET` with :data:`BASE`, its changes, then ``overrides``.
 
     Raises:
         ConfigError: unknown variant, an evaluation-only variant, or unknown override fields.
@@ -142,7 +143,7 @@ def variant_config(name: str, data: str | Path, runs: str | Path, **overrides: A
     if v.uses is not None:
         raise ConfigError(f"ablation variant {name!r} trains nothing: it evaluates the model of {v.uses!r}")
     d = {**BASE, **v.train, **overrides, "data": str(data), "out": str(Path(runs) / name)}
-    return TrainConfig.from_dict(d, source=f"ablation variant {name}")
+    return TrainConfig.from_preset(PRESET, **d)
 
 
 def _finished(run: Path, cfg: TrainConfig) -> bool:

@@ -10,20 +10,14 @@ import torch
 from torch import nn
 
 BLOCKS: tuple[str, ...] = ("residual", "plain")
-
-
 """Convolution block kinds: ``residual`` (the paper's two-branch block) and ``plain`` (two 3×3 convs)."""
 
 
 DEFAULT_MEAN: tuple[float, float, float] = (127.5, 127.5, 127.5)
-
-
 """Default per-channel input mean (0–255 units) when training did not measure one."""
 
 
 DEFAULT_STD: tuple[float, float, float] = (64.0, 64.0, 64.0)
-
-
 """Default per-channel input standard deviation (0–255 units)."""
 
 
@@ -218,8 +212,6 @@ class ResUNet(SegmentationModel):
 
 
 ARCHITECTURES: dict[str, Callable[..., SegmentationModel]] = {"resunet": ResUNet}
-
-
 """Model constructors by name, for :func:`create_model`."""
 
 

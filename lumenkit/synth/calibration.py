@@ -14,8 +14,6 @@ from scipy import ndimage
 from lumenkit.data.catalogue import CATALOGUE, IGNORE
 
 REFERENCE_SCALE: float = 0.5
-
-
 """Grain areas are reported in pixels at this scale (the real sample's ×0.5), whatever the dataset's scale."""
 
 

@@ -1,21 +1,88 @@
-"""The training configuration (:class:`TrainConfig`) and which of its fields a resumed run may change."""
+"""The training configuration (:class:`TrainConfig`), its named presets, and what a resumed run may change.
+
+The recipe is defined once, here: :data:`PRESETS` names complete recipes (``s1`` — the default, ``s2``,
+``synthetic``, ``paper``) as overrides of the :class:`TrainConfig` defaults, and ``TrainConfig()`` *is* the ``s1``
+preset. ``lumenkit train`` (whose options are generated from these fields), notebook 03, ``params/*.yaml`` and the
+ablation variants of :mod:`lumenkit.lab` name a preset and override fields.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from lumenkit.data.datasets import ValidationSplit
 from lumenkit.errors import ConfigError
+from lumenkit.models.resunet import ARCHITECTURES, BLOCKS
 
 RUN_CONTROL_FIELDS: tuple[str, ...] = (
     "data", "out", "epochs", "minutes", "quiet", "threads", "workers", "device", "resume", "overwrite",
-    "val_tile", "val_margin", "compile", "retain_heap",
+    "val_tile", "val_margin", "compile",
 )
-
-
 """Fields a resumed run takes from the new configuration; everything else comes from ``last.pt``."""
+
+RETIRED_FIELDS: tuple[str, ...] = ("retain_heap",)
+"""Fields of older configurations that are now settings of the process (:mod:`lumenkit.runtime`); ignored when read."""
+
+
+DEFAULT_PRESET = "s1"
+"""The preset :class:`TrainConfig` defaults are (``TrainConfig() == TrainConfig.from_preset("s1")``)."""
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "s1": {},
+    "s2": {"scale": 0.25, "exposure": 0.0, "n_val": 5},
+    "synthetic": {"scale": 0.25, "patch_size": 128, "schedule": "plateau", "photometric": 0.15, "exposure": 0.0,
+                  "minutes": 8.0, "n_val": 8},
+    "paper": {"scale": 0.25, "schedule": "plateau", "photometric": 0.05, "exposure": 0.0, "compile": "off"},
+}
+"""Named recipes, as the fields in which each differs from the :class:`TrainConfig` defaults.
+
+* ``s1`` — the default, measured on LumenStone S1 (Pb–Zn–Cu): ResUNet f=16 at 1/8 of native scale, 256-px
+  balanced patches, batch 8, cosine learning rate over a 45-minute budget, ±25 % exposure jitter (the spread of
+  one mineral's grey level between S1 images); the ``exposure`` row of the ablation table.
+* ``s2`` — LumenStone S2 (Cu–Ni): the same at 1/4 scale without exposure jitter (S2's fine pentlandite flames
+  want 1/4), 5 validation images of its 23.
+* ``synthetic`` — the workbook's ``make report`` on the synthetic default: 1/4 scale, 128-px patches, ±15 %
+  photometric jitter, the paper's plateau schedule, 8 minutes, 8 validation images.
+* ``paper`` — the ablation table's base recipe after the paper: 1/4 scale, plateau schedule, ±5 % photometric
+  jitter, eager training step, 45 minutes.
+"""
+
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "arch": tuple(ARCHITECTURES),
+    "block": BLOCKS,
+    "schedule": ("plateau", "cosine"),
+    "loss": ("ce", "ce+dice"),
+    "sampler": ("balanced", "uniform"),
+    "compile": ("auto", "on", "off"),
+}
+"""The values a text field of :class:`TrainConfig` takes (checked by :meth:`TrainConfig.check`, offered by the CLI)."""
+
+
+def field_docs() -> dict[str, str]:
+    """Each :class:`TrainConfig` field's documentation, from the class docstring's ``Attributes:`` section.
+
+    One line of plain text per field (reST markup dropped); a line documenting ``a, b, c`` documents each. The
+    command line's ``lumenkit train --help`` is generated from it, so the two cannot disagree.
+    """
+    doc = TrainConfig.__doc__ or ""
+    body = doc.split("Attributes:", 1)[1] if "Attributes:" in doc else ""
+    entries: list[tuple[list[str], str]] = []
+    for line in body.splitlines():
+        m = re.match(r"^ {8}([a-z_][a-z0-9_, ]*):\s+(.*)$", line)
+        if m:
+            entries.append(([n.strip() for n in m.group(1).split(",")], m.group(2).strip()))
+        elif entries and line.startswith(" " * 12):
+            entries[-1] = (entries[-1][0], f"{entries[-1][1]} {line.strip()}")
+    out: dict[str, str] = {}
+    for names, text in entries:
+        text = re.sub(r":\w+:`~?([^`]+)`", r"\1", text).replace("``", "")
+        for n in names:
+            out[n] = text
+    return out
 
 
 def config_differences(saved: TrainConfig, new: TrainConfig) -> list[str]:
@@ -44,12 +111,16 @@ class TrainConfig:
         data: dataset folder in LumenStone layout (training split ``train``; ``test`` is never read).
         out: run folder for ``model.pt``, ``last.pt``, ``history.csv``, ``config.yaml``.
         class_set: class-set name or codes (default: the dataset's, else every code in the masks).
-        scale: training scale relative to native ×100 (default: the stored scale of the dataset).
-        arch, width, depth, block: model architecture (see :func:`lumenkit.models.resunet.create_model`).
+        scale: training scale relative to native ×100 (0.125 = 1/8 of native; ``None`` = the stored scale of the
+            dataset).
+        arch: model architecture (see :func:`lumenkit.models.create_model`).
+        width: channels of the first level f (the levels have f, 2f, 4f, 8f, 16f).
+        depth: encoder levels (the model sees ``2**depth`` px per output stride).
+        block: convolution block, ``"residual"`` (the paper's two-branch block) or ``"plain"``.
         patch_size: patch side in px at the training scale (a multiple of ``2**depth``).
         batch_size: patches per optimizer step per process.
         patches_per_epoch: patches per epoch over all processes (an epoch is a fixed patch budget).
-        epochs: maximum epochs.
+        epochs: maximum epochs (with ``minutes`` set, a cap the time budget normally reaches first).
         minutes: time budget for the whole run incl. validation (``None`` = no limit); the last epoch is cut
             short and still validated.
         lr: Adam learning rate.
@@ -98,11 +169,6 @@ class TrainConfig:
             (``minutes`` ≥ :data:`COMPILE_AUTO_MINUTES`, or without a budget ≥ :data:`COMPILE_AUTO_PATCHES`
             patches) when a compiler toolchain is found; a compilation that fails falls back to eager training
             with a message. Validation and the saved checkpoints are the plain model either way.
-        retain_heap: on Linux with glibc, keep freed memory in the process heap while training instead of
-            returning large blocks to the kernel and faulting them in again at the next step (see
-            :mod:`lumenkit.runtime.heap`; 1.13× the compiled and 1.20× the eager steps per second on a host where page
-            faults are dear, ``benchmarks/bench_heap.py``). The process holds its peak memory until training
-            ends. No effect elsewhere or on CUDA tensors.
         resume: continue from ``RUN/last.pt`` when present.
         overwrite: allow starting afresh in a folder that already holds a run.
         quiet: no progress bars or epoch lines.
@@ -111,7 +177,7 @@ class TrainConfig:
     data: str = ""
     out: str = "runs/run"
     class_set: str | list[int] | None = None
-    scale: float | None = None
+    scale: float | None = 0.125
     arch: str = "resunet"
     width: int = 16
     depth: int = 4
@@ -119,11 +185,11 @@ class TrainConfig:
     patch_size: int = 256
     batch_size: int = 8
     patches_per_epoch: int = 512
-    epochs: int = 50
-    minutes: float | None = None
+    epochs: int = 1000
+    minutes: float | None = 45.0
     lr: float = 1e-3
     weight_decay: float = 0.0
-    schedule: str = "plateau"
+    schedule: str = "cosine"
     plateau_factor: float = 0.1
     plateau_patience: int = 3
     min_lr: float = 1e-6
@@ -139,7 +205,7 @@ class TrainConfig:
     flips: bool = True
     rot90: bool = True
     photometric: float = 0.0
-    exposure: float = 0.0
+    exposure: float = 0.25
     noise: float = 0.0
     blur: float = 0.0
     ema: float = 0.0
@@ -154,7 +220,6 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True
     compile: str = "auto"
-    retain_heap: bool = True
     resume: bool = False
     overwrite: bool = False
     quiet: bool = False
@@ -163,6 +228,17 @@ class TrainConfig:
     def validation(self) -> ValidationSplit:
         """The validation split of this run (``n_val``, ``val_seed``, ``val_fold``) as one object."""
         return ValidationSplit(self.n_val, self.val_seed, self.val_fold)
+
+    @classmethod
+    def from_preset(cls, name: str = DEFAULT_PRESET, **overrides: Any) -> TrainConfig:
+        """The configuration of preset ``name`` (see :data:`PRESETS`) with ``overrides`` replacing fields.
+
+        Raises:
+            ConfigError: unknown preset (the message lists them) or unknown fields.
+        """
+        if name not in PRESETS:
+            raise ConfigError(f"unknown training preset {name!r}; known: {', '.join(PRESETS)}")
+        return cls.from_dict({**PRESETS[name], **overrides}, source=f"preset {name!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of the fields."""
@@ -176,6 +252,7 @@ class TrainConfig:
             ConfigError: unknown keys (the message lists valid ones).
         """
         names = {f.name for f in dataclasses.fields(cls)}
+        d = {k: v for k, v in d.items() if k not in RETIRED_FIELDS}
         unknown = sorted(set(d) - names)
         if unknown:
             raise ConfigError(f"{source}: unknown training option(s) {unknown}; valid: {', '.join(sorted(names))}")
@@ -205,10 +282,11 @@ class TrainConfig:
                               f"split; 0 = the usual split), got {self.val_fold!r}")
         if self.minutes is not None and self.minutes <= 0:
             raise ConfigError(f"minutes must be positive (or None for no limit), got {self.minutes}")
-        if self.loss not in ("ce", "ce+dice"):
-            raise ConfigError(f"loss must be 'ce' or 'ce+dice', got {self.loss!r}")
-        if self.schedule not in ("plateau", "cosine"):
-            raise ConfigError(f"schedule must be 'plateau' or 'cosine', got {self.schedule!r}")
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                quoted = [repr(a) for a in allowed]
+                one_of = quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+                raise ConfigError(f"{name} must be {one_of}, got {getattr(self, name)!r}")
         for name in ("photometric", "noise", "blur"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"{name} must be ≥ 0 (0 = off), got {getattr(self, name)}")
@@ -218,12 +296,8 @@ class TrainConfig:
         if not 0 <= self.ema < 1:
             raise ConfigError(f"ema must be in [0, 1) (decay of the weight average, e.g. 0.995; 0 = off), "
                               f"got {self.ema}")
-        if self.sampler not in ("balanced", "uniform"):
-            raise ConfigError(f"sampler must be 'balanced' or 'uniform', got {self.sampler!r}")
         if isinstance(self.class_weights, str) and self.class_weights != "inverse_sqrt":
             raise ConfigError(f"class_weights must be None, 'inverse_sqrt' or a list, got {self.class_weights!r}")
-        if self.compile not in ("auto", "on", "off"):
-            raise ConfigError(f"compile must be 'auto', 'on' or 'off', got {self.compile!r}")
         if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
             raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
         if not self.data:
@@ -231,12 +305,9 @@ class TrainConfig:
 
 
 COMPILE_AUTO_MINUTES = 10.0
-
-
 """``compile="auto"`` compiles runs with a time budget of at least this many minutes."""
 
 
 COMPILE_AUTO_PATCHES = 25_000
-
-
 """``compile="auto"`` compiles runs without a time budget that draw at least this many patches (epochs × patches)."""
+

@@ -33,14 +33,14 @@ import torch.distributed as dist
 import yaml
 from torch import nn
 
-from lumenkit.data.catalogue import IGNORE, ClassMap
+from lumenkit.data.catalogue import ClassMap
 from lumenkit.data.imageio import write_text
 from lumenkit.errors import ConfigError
-from lumenkit.evaluation.metrics import Scores, confusion_matrix
+from lumenkit.evaluation.metrics import Scores
 from lumenkit.models.checkpoint import Checkpoint, load_checkpoint
 from lumenkit.models.resunet import SegmentationModel, count_flops, create_model
 from lumenkit.runtime.devices import cpu_gflops, dist_init, resolve_device, torch_threads, usable_cores, versions
-from lumenkit.runtime.heap import heap_retention_available, retained_heap
+from lumenkit.runtime.heap import heap_retention, heap_retention_available, retained_heap
 from lumenkit.training.config import (
     COMPILE_AUTO_MINUTES,
     COMPILE_AUTO_PATCHES,
@@ -50,10 +50,10 @@ from lumenkit.training.config import (
 )
 from lumenkit.training.ema import WeightAverage
 from lumenkit.training.losses import SegmentationLoss
+from lumenkit.training.state import TrainingState
+from lumenkit.training.validation import load_validation, validate
 
 RESTART_EPOCH_OFFSET = 100_000
-
-
 """Added to the epoch number that seeds the patch streams of an epoch resumed mid-way (fresh, distinct streams)."""
 
 
@@ -174,69 +174,6 @@ class _StopRequest:
             signal.signal(s, h)
 
 
-# -- validation -----------------------------------------------------------------------------------
-@dataclass
-class _ValData:
-    names: list[str]
-    images: list[np.ndarray]  # at the model scale
-    masks: list[np.ndarray]  # model indices at the model scale (for the loss)
-    stored: list[np.ndarray]  # model indices at the stored resolution (for IoU)
-
-
-def _load_val(cfg: TrainConfig, class_map: ClassMap, scale: float) -> _ValData:
-    from lumenkit.data.datasets import LumenStoneDataset
-
-    ds = LumenStoneDataset(cfg.data, "val", scale=scale, class_set=list(class_map.codes), validation=cfg.validation)
-    out = _ValData([], [], [], [])
-    for k in range(len(ds)):
-        s = ds.load(k)
-        out.names.append(s["name"])
-        out.images.append(s["image"])
-        out.masks.append(class_map.to_index(s["mask"], source=str(ds.mask_paths[k])))
-        out.stored.append(class_map.to_index(ds.read_mask(k), source=str(ds.mask_paths[k])))
-    return out
-
-
-def validate(
-    model: SegmentationModel,
-    val: _ValData,
-    num_classes: int,
-    tile: int = 512,
-    margin: int = 64,
-    rank: int = 0,
-    world_size: int = 1,
-) -> dict[str, Any]:
-    """Whole-image validation: loss at the model scale, confusion matrix at the masks' stored resolution.
-
-    Images are shared among processes (``i % world_size == rank``) and the sums all-reduced.
-
-    Returns:
-        ``{"loss": mean NLL per labelled pixel, "cm": (K, K) int64 summed confusion matrix}``.
-    """
-    from lumenkit.inference.predict import predict_probs, resize_probs
-
-    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
-    nll, npx = 0.0, 0
-    for i in range(rank, len(val.images), world_size):
-        probs = predict_probs(model, val.images[i], tile=tile, margin=margin, batch=2)
-        m = torch.from_numpy(val.masks[i].astype(np.int64))
-        valid = m != IGNORE
-        p_true = probs.gather(0, m.clamp(max=num_classes - 1)[None])[0][valid]
-        nll += float(-(p_true.clamp(min=1e-8).log()).sum())
-        npx += int(valid.sum())
-        h, w = val.stored[i].shape
-        idx, _, _ = resize_probs(probs, (w, h))
-        cm += confusion_matrix(idx, val.stored[i], num_classes)
-    if world_size > 1:
-        t = torch.tensor([nll, float(npx)], dtype=torch.float64)
-        c = torch.from_numpy(cm)
-        dist.all_reduce(t)
-        dist.all_reduce(c)
-        nll, npx, cm = float(t[0]), int(t[1]), c.numpy()
-    return {"loss": nll / max(npx, 1), "cm": cm}
-
-
-# -- the loop -------------------------------------------------------------------------------------
 def train(
     config: TrainConfig | None = None,
     on_step: Callable[[dict[str, Any]], None] | None = None,
@@ -245,7 +182,8 @@ def train(
     """Train a segmentation model (alone or under ``torchrun``) and write the run folder.
 
     Args:
-        config: the configuration; keyword ``overrides`` replace its fields (or build one from scratch).
+        config: the configuration (default ``TrainConfig()``, the ``s1`` preset); keyword ``overrides`` replace its
+            fields.
         on_step: called after every optimizer step with ``{"epoch", "step", "loss", "lr"}`` (e.g. live plots).
         **overrides: fields of :class:`TrainConfig`.
 
@@ -259,279 +197,330 @@ def train(
     """
     cfg = dataclasses.replace(config, **overrides) if config is not None else TrainConfig.from_dict(overrides)
     cfg.check()
-    run = Path(cfg.out)
-    last_path = run / "last.pt"
-    resumed: Checkpoint | None = None
-    if last_path.exists() and cfg.resume:
-        resumed = load_checkpoint(last_path)
-        if not resumed.train_state:
-            raise ConfigError(f"{last_path}: holds no training state to resume; start a new run with another --out")
-        saved = TrainConfig.from_dict(resumed.config["train"], source=str(last_path))
-        diffs = config_differences(saved, cfg)
-        if diffs:
-            raise ConfigError(
-                f"{last_path}: cannot resume with a different configuration ({'; '.join(diffs)}); drop those "
-                "options to continue the saved run, or start afresh with overwrite=True (--overwrite) or another out"
-            )
-        cfg = dataclasses.replace(saved, **{k: getattr(cfg, k) for k in RUN_CONTROL_FIELDS})
-    elif last_path.exists() and not cfg.overwrite:
-        raise ConfigError(
-            f"{run}: already holds a training run (last.pt); pass resume=True (--resume) to continue it, "
-            "overwrite=True to start afresh, or choose another out folder"
-        )
+    cfg, resumed = _resume_or_start(cfg)
     dev = resolve_device(cfg.device)
     rank, world, started_here = dist_init(dev)
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
     threads = cfg.threads or max(1, usable_cores() // max(1, local_world))
     try:
-        with torch_threads(threads), retained_heap(cfg.retain_heap), _StopRequest() as stop:
-            return _train(cfg, run, resumed, dev, rank, world, threads, stop, on_step)
+        with torch_threads(threads), retained_heap(), _StopRequest() as stop:
+            return _Trainer(cfg, resumed, dev, rank, world, threads, stop, on_step).run()
     finally:
         if started_here:
             dist.destroy_process_group()
 
 
-def _train(
-    cfg: TrainConfig,
-    run: Path,
-    resumed: Checkpoint | None,
-    dev: torch.device,
-    rank: int,
-    world: int,
-    threads: int,
-    stop: _StopRequest,
-    on_step: Callable[[dict[str, Any]], None] | None,
-) -> TrainResult:
-    from tqdm.auto import tqdm
+def _resume_or_start(cfg: TrainConfig) -> tuple[TrainConfig, Checkpoint | None]:
+    """The configuration to run and the checkpoint to resume (``None``: a new run).
 
-    from lumenkit.data.augment import Augment
-    from lumenkit.data.datasets import LumenStoneDataset
-    from lumenkit.data.samplers import BalancedSampler, PatchDataset, UniformSampler, load_arrays
+    Raises:
+        ConfigError: ``last.pt`` holds no training state, the new settings conflict with the saved run, or the
+            folder holds a run and neither ``resume`` nor ``overwrite`` is set.
+    """
+    run = Path(cfg.out)
+    last_path = run / "last.pt"
+    if not last_path.exists():
+        return cfg, None
+    if not cfg.resume:
+        if cfg.overwrite:
+            return cfg, None
+        raise ConfigError(
+            f"{run}: already holds a training run (last.pt); pass resume=True (--resume) to continue it, "
+            "overwrite=True to start afresh, or choose another out folder"
+        )
+    resumed = load_checkpoint(last_path)
+    if not resumed.train_state:
+        raise ConfigError(f"{last_path}: holds no training state to resume; start a new run with another --out")
+    saved = TrainConfig.from_dict(resumed.config["train"], source=str(last_path))
+    diffs = config_differences(saved, cfg)
+    if diffs:
+        raise ConfigError(
+            f"{last_path}: cannot resume with a different configuration ({'; '.join(diffs)}); drop those "
+            "options to continue the saved run, or start afresh with overwrite=True (--overwrite) or another out"
+        )
+    return dataclasses.replace(saved, **{k: getattr(cfg, k) for k in RUN_CONTROL_FIELDS}), resumed
 
-    t_start = time.monotonic()
-    best_path = run / "model.pt"
-    say = (lambda msg: None) if (cfg.quiet or rank) else (lambda msg: tqdm.write(msg, file=sys.stderr))
-    # data -------------------------------------------------------------------------------------------------------
-    # ConfigError naming the fix for a bad split
-    fit = LumenStoneDataset(cfg.data, "fit", scale=cfg.scale, class_set=cfg.class_set, validation=cfg.validation)
-    scale = fit.scale
-    class_map = fit.classes
-    if resumed is not None and resumed.class_map != class_map:
-        raise ConfigError(f"{run / 'last.pt'}: was trained on classes {resumed.class_map.codes}, "
-                          f"the dataset gives {class_map.codes}")
-    k = len(class_map)
-    images, masks = load_arrays(fit, class_map)
-    val = _load_val(cfg, class_map, scale)
-    # model ------------------------------------------------------------------------------------------------------
-    if resumed is not None:
-        net = resumed.model
-        mean, std = list(net.mean), list(net.std)
-    else:
-        mean, std = _channel_stats(images)
-        torch.manual_seed(cfg.seed)
-        net = create_model(cfg.arch, in_channels=3, classes=k, width=cfg.width, depth=cfg.depth, block=cfg.block,
-                           mean=mean, std=std)
-    net = net.to(dev).to(memory_format=torch.channels_last)  # channels_last: ~10× faster convs on CPU (oneDNN)
-    model: nn.Module = net
-    if world > 1:
-        model = nn.parallel.DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None)
-    use_amp = cfg.amp and dev.type == "cuda"
-    compiled, why = compile_decision(cfg, dev)
-    step_model: Any = torch.compile(model) if compiled else model  # same parameters; checkpoints save ``net``
-    training_step = f"{'torch.compile' if compiled else 'eager'} ({why})"
-    say(f"training step: {training_step}")
-    averaged = WeightAverage(net, cfg.ema) if cfg.ema else None
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=cfg.plateau_factor,
-                                                       patience=cfg.plateau_patience, min_lr=cfg.min_lr)
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    weight = _class_weights(cfg, masks, k)
-    criterion = SegmentationLoss(weight, cfg.dice_weight if cfg.loss == "ce+dice" else 0.0).to(dev)
-    # patches: every rank its own stream --------------------------------------------------------------------------
-    rank_seed = int(np.random.SeedSequence([cfg.seed, rank]).generate_state(1)[0])
-    if cfg.sampler == "balanced":
-        sampler: Any = BalancedSampler(masks, cfg.patch_size, k, strength=cfg.strength, alpha=cfg.alpha,
-                                       kappa=cfg.kappa, grid=cfg.grid, void_border=cfg.void_border, seed=rank_seed)
-    else:
-        sampler = UniformSampler(masks, cfg.patch_size, k, void_border=cfg.void_border, seed=rank_seed)
-    sampler.record_history = False
-    per_rank = math.ceil(cfg.patches_per_epoch / world)
-    p = cfg.photometric
-    augment = (
-        Augment(flips=cfg.flips, rot90=cfg.rot90, brightness=max(p, cfg.exposure), gamma=p, white_balance=p,
-                noise=cfg.noise, blur=cfg.blur)
-        if (cfg.flips or cfg.rot90 or p or cfg.exposure or cfg.noise or cfg.blur) else None
-    )
-    patches = PatchDataset(images, masks, sampler, length=per_rank, augment=augment, seed=rank_seed)
-    # state -------------------------------------------------------------------------------------------------------
-    history: list[dict[str, Any]] = []
-    epoch, done_in_epoch, restarts, elapsed_before = 0, 0, 0, 0.0
-    loss_sum, loss_n, best = 0.0, 0, -math.inf
-    if resumed is not None:
-        st = resumed.train_state or {}
-        opt.load_state_dict(st["optimizer"])
-        sched.load_state_dict(st["scheduler"])
-        if "scaler" in st and use_amp:
-            scaler.load_state_dict(st["scaler"])
-        sampler.load_state_dict({"served": st["sampler_served"]})  # the balancing totals
-        if averaged is not None:  # a run saved without ema is refused earlier (config_differences)
-            averaged.load_state_dict(st["ema"])
-        history = list(resumed.history)
-        epoch, done_in_epoch = int(st["epoch"]), int(st["patches_done"])
-        restarts = int(st.get("restarts", 0)) + (1 if done_in_epoch else 0)
-        loss_sum, loss_n = float(st["loss_sum"]), int(st["loss_n"])
-        best, elapsed_before = float(st["best_miou"]), float(st["elapsed"])
-        say(f"resuming {run} at epoch {epoch + 1} ({done_in_epoch} patches into it), best mIoU {best:.3f}")
-    deadline = t_start + cfg.minutes * 60 - elapsed_before if cfg.minutes else math.inf
 
-    def progress() -> float:
+class _Trainer:
+    """One training run, in steps: data, model and optimiser, patches, then epochs of steps and validation.
+
+    The order of the set-up steps is part of the behaviour (it fixes which random numbers each draws): keep it.
+    """
+
+    def __init__(self, cfg: TrainConfig, resumed: Checkpoint | None, dev: torch.device, rank: int, world: int,
+                 threads: int, stop: _StopRequest, on_step: Callable[[dict[str, Any]], None] | None) -> None:
+        from tqdm.auto import tqdm
+
+        self.cfg, self.resumed, self.dev, self.rank, self.world = cfg, resumed, dev, rank, world
+        self.threads, self.stop, self.on_step = threads, stop, on_step
+        self.run_dir = Path(cfg.out)
+        self.t_start = time.monotonic()
+        quiet = cfg.quiet or rank
+        self.say: Callable[[str], None] = (lambda msg: None) if quiet else (
+            lambda msg: tqdm.write(msg, file=sys.stderr))
+        self.state = TrainingState()
+
+    # -- set-up -----------------------------------------------------------------------------------------------
+    def build_data(self) -> None:
+        """The training images and masks (model indices, model scale) and the validation images."""
+        from lumenkit.data.datasets import LumenStoneDataset
+        from lumenkit.data.samplers import load_arrays
+
+        cfg = self.cfg
+        # ConfigError naming the fix for a bad split
+        self.fit = LumenStoneDataset(cfg.data, "fit", scale=cfg.scale, class_set=cfg.class_set,
+                                     validation=cfg.validation)
+        self.scale, self.class_map = self.fit.scale, self.fit.classes
+        if self.resumed is not None and self.resumed.class_map != self.class_map:
+            raise ConfigError(f"{self.run_dir / 'last.pt'}: was trained on classes {self.resumed.class_map.codes}, "
+                              f"the dataset gives {self.class_map.codes}")
+        self.images, self.masks = load_arrays(self.fit, self.class_map)
+        self.val = load_validation(cfg, self.class_map, self.scale)
+
+    def build_model(self) -> None:
+        """The network (new or resumed), its DDP wrapper, the compiled step, the average, optimiser and loss."""
+        cfg, dev, k = self.cfg, self.dev, len(self.class_map)
+        if self.resumed is not None:
+            net = self.resumed.model
+            self.mean, self.std = list(net.mean), list(net.std)
+        else:
+            self.mean, self.std = _channel_stats(self.images)
+            torch.manual_seed(cfg.seed)
+            net = create_model(cfg.arch, in_channels=3, classes=k, width=cfg.width, depth=cfg.depth,
+                               block=cfg.block, mean=self.mean, std=self.std)
+        self.net = net.to(dev).to(memory_format=torch.channels_last)  # channels_last: ~10× faster convs on CPU
+        self.model: nn.Module = self.net
+        if self.world > 1:
+            self.model = nn.parallel.DistributedDataParallel(
+                self.net, device_ids=[dev.index] if dev.type == "cuda" else None)
+        self.use_amp = cfg.amp and dev.type == "cuda"
+        compiled, why = compile_decision(cfg, dev)
+        # same parameters; checkpoints save ``net``
+        self.step_model: Any = torch.compile(self.model) if compiled else self.model
+        self.compiled_ok = False
+        self.training_step = f"{'torch.compile' if compiled else 'eager'} ({why})"
+        self.say(f"training step: {self.training_step}")
+        self.averaged = WeightAverage(self.net, cfg.ema) if cfg.ema else None
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.opt, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience, min_lr=cfg.min_lr)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        weight = _class_weights(cfg, self.masks, k)
+        self.criterion = SegmentationLoss(weight, cfg.dice_weight if cfg.loss == "ce+dice" else 0.0).to(dev)
+
+    def build_patches(self) -> None:
+        """Every rank its own seeded patch stream: the sampler, the augmentation and the patch dataset."""
+        from lumenkit.data.augment import Augment
+        from lumenkit.data.samplers import BalancedSampler, PatchDataset, UniformSampler
+
+        cfg, k = self.cfg, len(self.class_map)
+        rank_seed = int(np.random.SeedSequence([cfg.seed, self.rank]).generate_state(1)[0])
+        if cfg.sampler == "balanced":
+            self.sampler: Any = BalancedSampler(self.masks, cfg.patch_size, k, strength=cfg.strength,
+                                                alpha=cfg.alpha, kappa=cfg.kappa, grid=cfg.grid,
+                                                void_border=cfg.void_border, seed=rank_seed)
+        else:
+            self.sampler = UniformSampler(self.masks, cfg.patch_size, k, void_border=cfg.void_border, seed=rank_seed)
+        self.sampler.record_history = False
+        self.per_rank = math.ceil(cfg.patches_per_epoch / self.world)
+        p = cfg.photometric
+        augment = (
+            Augment(flips=cfg.flips, rot90=cfg.rot90, brightness=max(p, cfg.exposure), gamma=p, white_balance=p,
+                    noise=cfg.noise, blur=cfg.blur)
+            if (cfg.flips or cfg.rot90 or p or cfg.exposure or cfg.noise or cfg.blur) else None
+        )
+        self.patches = PatchDataset(self.images, self.masks, self.sampler, length=self.per_rank, augment=augment,
+                                    seed=rank_seed)
+
+    def restore(self) -> None:
+        """Continue the saved run: optimiser, schedule, scaler, sampler totals, average and counters."""
+        if self.resumed is None:
+            return
+        self.state = TrainingState.restore(self.resumed, self)
+        st = self.state
+        self.say(f"resuming {self.run_dir} at epoch {st.epoch + 1} ({st.done_in_epoch} patches into it), "
+                 f"best mIoU {st.best:.3f}")
+
+    def start(self) -> None:
+        """Deadline, the first learning rate of a cosine schedule, and ``config.yaml`` (rank 0)."""
+        from lumenkit.data.datasets import LumenStoneDataset
+
+        cfg = self.cfg
+        self.deadline = self.t_start + cfg.minutes * 60 - self.state.elapsed_before if cfg.minutes else math.inf
+        if cfg.schedule == "cosine":
+            self.set_lr(self.progress())
+        self.ckpt_config = {"train": cfg.to_dict(), "val_names": self.val.names}
+        if self.rank == 0:
+            data_hash = LumenStoneDataset(cfg.data, "train").content_hash()
+            _write_config(self.run_dir, cfg, self.net, self.class_map, self.scale, self.val.names, self.fit.names,
+                          self.world, self.dev, self.threads, self.mean, self.std, data_hash, self.training_step)
+
+    # -- running ----------------------------------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        """Set up, then train epoch by epoch until the epochs or the time budget run out or a signal stops it."""
+        self.build_data()
+        self.build_model()
+        self.build_patches()
+        self.restore()
+        self.start()
+        cfg, st = self.cfg, self.state
+        self.val_seconds = 0.0
+        interrupted = False
+        while st.epoch < cfg.epochs:
+            t_epoch = time.monotonic()
+            interrupted, time_up = self.train_epoch()
+            if interrupted:
+                self.save_last()
+                self.say(f"interrupted: saved resumable state to {self.run_dir / 'last.pt'} "
+                         "(continue with resume=True / --resume)")
+                break
+            self.end_epoch(t_epoch)
+            if time_up:
+                self.say(f"time budget of {cfg.minutes} min reached after epoch {st.epoch}")
+                break
+        final = self.averaged.model if self.averaged is not None else self.net
+        return TrainResult(self.run_dir, final, pd.DataFrame(st.history), st.best, interrupted, self.rank,
+                           self.world)
+
+    def progress(self) -> float:
         """Fraction of the run done (time budget if set, else epochs), for the cosine schedule."""
+        cfg, st = self.cfg, self.state
         if cfg.minutes:
-            return (elapsed_before + time.monotonic() - t_start) / (cfg.minutes * 60)
-        return (epoch + done_in_epoch / max(1, per_rank)) / cfg.epochs
+            return (st.elapsed_before + time.monotonic() - self.t_start) / (cfg.minutes * 60)
+        return (st.epoch + st.done_in_epoch / max(1, self.per_rank)) / cfg.epochs
 
-    def set_lr(frac: float) -> None:
-        lr = cosine_lr(cfg.lr, cfg.min_lr, frac)
-        for group in opt.param_groups:
+    def set_lr(self, frac: float) -> None:
+        """Set the cosine schedule's learning rate at fraction ``frac`` of the run."""
+        lr = cosine_lr(self.cfg.lr, self.cfg.min_lr, frac)
+        for group in self.opt.param_groups:
             group["lr"] = lr
 
-    if cfg.schedule == "cosine":
-        set_lr(progress())
-    ckpt_config = {"train": cfg.to_dict(), "val_names": val.names}
-    if rank == 0:
-        data_hash = LumenStoneDataset(cfg.data, "train").content_hash()
-        _write_config(run, cfg, net, class_map, scale, val.names, fit.names, world, dev, threads, mean, std, data_hash,
-                      training_step)
+    def train_epoch(self) -> tuple[bool, bool]:
+        """The optimizer steps of one epoch (or what is left of it); returns ``(interrupted, time_up)``."""
+        from tqdm.auto import tqdm
 
-    def train_state() -> dict[str, Any]:
-        return {
-            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
-            "sampler_served": [int(v) for v in sampler.served], "epoch": epoch, "patches_done": done_in_epoch,
-            "restarts": restarts, "loss_sum": loss_sum, "loss_n": loss_n, "best_miou": best,
-            "elapsed": elapsed_before + time.monotonic() - t_start, "world_size": world, "step": step,
-            **({"ema": averaged.state_dict()} if averaged is not None else {}),
-        }
+        cfg, st, dev = self.cfg, self.state, self.dev
+        self.patches.length = max(0, self.per_rank - st.done_in_epoch)
+        self.patches.set_epoch(st.epoch + RESTART_EPOCH_OFFSET * st.restarts if st.done_in_epoch else st.epoch)
+        loader = torch.utils.data.DataLoader(self.patches, batch_size=cfg.batch_size, num_workers=cfg.workers,
+                                             pin_memory=dev.type == "cuda")
+        n_steps = math.ceil(self.patches.length / cfg.batch_size)
+        bar = tqdm(total=n_steps, desc=f"epoch {st.epoch + 1}/{cfg.epochs}", unit="step", leave=False,
+                   disable=cfg.quiet or self.rank != 0)
+        self.model.train()
+        try:
+            for batch in loader:
+                x = self.net.normalize(batch["image"].to(dev, non_blocking=True))
+                x = x.contiguous(memory_format=torch.channels_last)
+                y = batch["mask"].to(dev, non_blocking=True)
+                loss = self.optimizer_step(x, y)
+                st.done_in_epoch += len(y)
+                st.loss_sum += float(loss.detach()) * len(y)
+                st.loss_n += len(y)
+                bar.update(1)
+                bar.set_postfix(loss=f"{st.loss_sum / st.loss_n:.4f}")
+                if self.on_step is not None:
+                    lr = self.opt.param_groups[0]["lr"]
+                    self.on_step({"epoch": st.epoch + 1, "step": st.step, "loss": float(loss.detach()), "lr": lr})
+                stop, time_up = self.after_step()
+                if stop or time_up:
+                    return stop, time_up
+            return False, False
+        finally:
+            bar.close()
 
-    def save_last() -> None:
-        if rank == 0:
-            Checkpoint(net, class_map, scale, history, train_state(), ckpt_config).save(run / "last.pt")
-
-    def forward_backward(m: Any, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast(dev.type, dtype=torch.float16, enabled=use_amp):
-            loss = criterion(m(x), y)
-        scaler.scale(loss).backward()
+    def optimizer_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Forward, backward and update (compiled when asked; a failed compilation falls back to eager once)."""
+        net, model = self.net, self.model
+        # until a compiled step has succeeded, keep the BN statistics so a failed attempt leaves no trace
+        saved = [b.clone() for b in net.buffers()] if self.step_model is not model and not self.compiled_ok else None
+        try:
+            loss = self._forward_backward(self.step_model, x, y)
+            self.compiled_ok = self.compiled_ok or self.step_model is not model
+        except Exception as e:  # compilation (forward or the lazily built backward) failed: carry on eagerly
+            if self.step_model is model:
+                raise
+            if saved is not None:
+                with torch.no_grad():
+                    for b, v in zip(net.buffers(), saved, strict=True):
+                        b.copy_(v)
+            first = (str(e).strip().splitlines() or [""])[0][:200]
+            warnings.warn(f"torch.compile failed ({type(e).__name__}: {first}); training eagerly "
+                          "(compile='off' / --compile off skips the attempt)", RuntimeWarning, stacklevel=2)
+            self.step_model = model
+            loss = self._forward_backward(model, x, y)  # any other error recurs here
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.state.step += 1
+        if self.averaged is not None:
+            self.averaged.update(net, self.state.step)
         return loss
 
-    interrupted = False
-    compiled_ok = False
-    val_seconds = 0.0
-    step = int((resumed.train_state or {}).get("step", 0)) if resumed is not None else 0
-    while epoch < cfg.epochs and not interrupted:
-        t_epoch = time.monotonic()
-        patches.length = max(0, per_rank - done_in_epoch)
-        patches.set_epoch(epoch + RESTART_EPOCH_OFFSET * restarts if done_in_epoch else epoch)
-        loader = torch.utils.data.DataLoader(patches, batch_size=cfg.batch_size, num_workers=cfg.workers,
-                                             pin_memory=dev.type == "cuda")
-        n_steps = math.ceil(patches.length / cfg.batch_size)
-        bar = tqdm(total=n_steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", leave=False,
-                   disable=cfg.quiet or rank != 0)
-        time_up = False
-        model.train()
-        for batch in loader:
-            x = net.normalize(batch["image"].to(dev, non_blocking=True)).contiguous(memory_format=torch.channels_last)
-            y = batch["mask"].to(dev, non_blocking=True)
-            # until a compiled step has succeeded, keep the BN statistics so a failed attempt leaves no trace
-            saved = [b.clone() for b in net.buffers()] if step_model is not model and not compiled_ok else None
-            try:
-                loss = forward_backward(step_model, x, y)
-                compiled_ok = compiled_ok or step_model is not model
-            except Exception as e:  # compilation (forward or the lazily built backward) failed: carry on eagerly
-                if step_model is model:
-                    raise
-                if saved is not None:
-                    with torch.no_grad():
-                        for b, v in zip(net.buffers(), saved, strict=True):
-                            b.copy_(v)
-                first = (str(e).strip().splitlines() or [""])[0][:200]
-                warnings.warn(f"torch.compile failed ({type(e).__name__}: {first}); training eagerly "
-                              "(compile='off' / --compile off skips the attempt)", RuntimeWarning, stacklevel=2)
-                step_model = model
-                loss = forward_backward(step_model, x, y)  # any other error recurs here
-            scaler.step(opt)
-            scaler.update()
-            step += 1
-            if averaged is not None:
-                averaged.update(net, step)
-            done_in_epoch += len(y)
-            loss_sum += float(loss.detach()) * len(y)
-            loss_n += len(y)
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss_sum / loss_n:.4f}")
-            if on_step is not None:
-                lr = opt.param_groups[0]["lr"]
-                on_step({"epoch": epoch + 1, "step": step, "loss": float(loss.detach()), "lr": lr})
-            flags = torch.tensor([float(stop.signum is not None),
-                                  float(time.monotonic() + val_seconds > deadline), progress()])
-            if world > 1:  # the most advanced rank's progress: every rank sets the same learning rate
-                dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-            if cfg.schedule == "cosine":
-                set_lr(float(flags[2]))
-            if flags[0]:
-                interrupted = True
-                break
-            if flags[1]:
-                time_up = True
-                break
-        bar.close()
-        if interrupted:
-            save_last()
-            say(f"interrupted: saved resumable state to {run / 'last.pt'} (continue with resume=True / --resume)")
-            break
-        if world > 1:  # BN running statistics drift apart per rank: validate and save rank 0's everywhere
-            for buf in net.buffers():
+    def _forward_backward(self, m: Any, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self.opt.zero_grad(set_to_none=True)
+        with torch.autocast(self.dev.type, dtype=torch.float16, enabled=self.use_amp):
+            loss = self.criterion(m(x), y)
+        self.scaler.scale(loss).backward()
+        return loss
+
+    def after_step(self) -> tuple[bool, bool]:
+        """Stop request and time budget, agreed between ranks; the cosine learning rate of the most advanced rank."""
+        flags = torch.tensor([float(self.stop.signum is not None),
+                              float(time.monotonic() + self.val_seconds > self.deadline), self.progress()])
+        if self.world > 1:  # the most advanced rank's progress: every rank sets the same learning rate
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        if self.cfg.schedule == "cosine":
+            self.set_lr(float(flags[2]))
+        return bool(flags[0]), bool(flags[1])
+
+    def end_epoch(self, t_epoch: float) -> None:
+        """Validate on whole images, step the plateau schedule, append to the history, write the checkpoints."""
+        cfg, st, class_map = self.cfg, self.state, self.class_map
+        if self.world > 1:  # BN running statistics drift apart per rank: validate and save rank 0's everywhere
+            for buf in self.net.buffers():
                 dist.broadcast(buf, src=0)
-            if averaged is not None:
-                for buf in averaged.model.buffers():
+            if self.averaged is not None:
+                for buf in self.averaged.model.buffers():
                     dist.broadcast(buf, src=0)
-        judged = averaged.model if averaged is not None else net  # what is validated, saved as model.pt, returned
-        # validation (whole images, model scale → stored masks) ----------------------------------------------
+        judged = self.averaged.model if self.averaged is not None else self.net  # validated, saved, returned
         t_val = time.monotonic()
-        ev = validate(judged, val, k, tile=cfg.val_tile, margin=cfg.val_margin, rank=rank, world_size=world)
-        val_seconds = time.monotonic() - t_val
+        ev = validate(judged, self.val, len(class_map), tile=cfg.val_tile, margin=cfg.val_margin, rank=self.rank,
+                      world_size=self.world)
+        self.val_seconds = time.monotonic() - t_val
         scores = Scores(ev["cm"], class_map.labels)
-        iou, miou = scores.iou, scores.mean_iou
+        miou = scores.mean_iou
         if cfg.schedule == "plateau":
-            sched.step(ev["loss"])
-        tl = torch.tensor([loss_sum, float(loss_n)], dtype=torch.float64)
-        if world > 1:
+            self.sched.step(ev["loss"])
+        tl = torch.tensor([st.loss_sum, float(st.loss_n)], dtype=torch.float64)
+        if self.world > 1:
             dist.all_reduce(tl)
         row: dict[str, Any] = {
-            "epoch": epoch + 1, "train_loss": float(tl[0] / tl[1].clamp(min=1)), "val_loss": ev["loss"],
-            "val_miou": miou,
-            "val_pixel_acc": scores.pixel_accuracy,
-            **{f"iou_{lbl}": float(v) for lbl, v in zip(class_map.labels, iou, strict=True)},
-            "lr": opt.param_groups[0]["lr"], "seconds": time.monotonic() - t_epoch,
-            "patches": int(tl[1]), "steps": math.ceil(loss_n / cfg.batch_size),
+            "epoch": st.epoch + 1, "train_loss": float(tl[0] / tl[1].clamp(min=1)), "val_loss": ev["loss"],
+            "val_miou": miou, "val_pixel_acc": scores.pixel_accuracy,
+            **{f"iou_{lbl}": float(v) for lbl, v in zip(class_map.labels, scores.iou, strict=True)},
+            "lr": self.opt.param_groups[0]["lr"], "seconds": time.monotonic() - t_epoch,
+            "patches": int(tl[1]), "steps": math.ceil(st.loss_n / cfg.batch_size),
         }
-        history.append(row)
-        improved = not math.isnan(miou) and miou > best
+        st.history.append(row)
+        improved = not math.isnan(miou) and miou > st.best
         if improved:
-            best = miou
-        epoch += 1
-        done_in_epoch, restarts, loss_sum, loss_n = 0, 0, 0.0, 0
-        if rank == 0:
-            write_text(run / "history.csv", pd.DataFrame(history).to_csv(index=False, float_format="%.6g"))
+            st.best = miou
+        st.next_epoch()
+        if self.rank == 0:
+            best_path = self.run_dir / "model.pt"
+            write_text(self.run_dir / "history.csv", pd.DataFrame(st.history).to_csv(index=False, float_format="%.6g"))
             if improved or not best_path.exists():
-                Checkpoint(judged, class_map, scale, history, None, ckpt_config).save(best_path)
-            save_last()
-        say(f"epoch {epoch}: train loss {row['train_loss']:.4f}, val loss {ev['loss']:.4f}, val mIoU {miou:.3f}"
-            f"{' (best)' if improved else ''}, lr {row['lr']:.1e}, {row['seconds']:.0f} s")
-        if time_up:
-            say(f"time budget of {cfg.minutes} min reached after epoch {epoch}")
-            break
-    final = averaged.model if averaged is not None else net
-    return TrainResult(run, final, pd.DataFrame(history), best, interrupted, rank, world)
+                Checkpoint(judged, class_map, self.scale, st.history, None, self.ckpt_config).save(best_path)
+            self.save_last()
+        self.say(f"epoch {st.epoch}: train loss {row['train_loss']:.4f}, val loss {ev['loss']:.4f}, val mIoU "
+                 f"{miou:.3f}{' (best)' if improved else ''}, lr {row['lr']:.1e}, {row['seconds']:.0f} s")
+
+    def save_last(self) -> None:
+        """``RUN/last.pt``: the raw weights with everything :class:`TrainingState` needs to resume (rank 0)."""
+        if self.rank == 0:
+            elapsed = self.state.elapsed_before + time.monotonic() - self.t_start
+            Checkpoint(self.net, self.class_map, self.scale, self.state.history, self.state.to_dict(self, elapsed),
+                       self.ckpt_config).save(self.run_dir / "last.pt")
 
 
 def cosine_lr(lr: float, min_lr: float, frac: float) -> float:
@@ -553,7 +542,7 @@ def _write_config(
             "gflop_per_megapixel": round(count_flops(net, 256, 256) / (256 * 256 / 1e6) / 1e9, 1),
             "world_size": world, "device": str(dev), "threads_per_process": threads,
             "val_names": val_names, "fit_names": fit_names, "data_sha1_train_split": data_hash,
-            "training_step": training_step, "heap_retained": cfg.retain_heap and heap_retention_available(),
+            "training_step": training_step, "heap_retained": heap_retention() and heap_retention_available(),
             "cpu_sgemm_gflops": round(cpu_gflops(), 1),
         },
         "versions": versions(),

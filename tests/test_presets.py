@@ -1,0 +1,96 @@
+"""One recipe, defined once: the presets, the CLI generated from the config's fields, notebook 03 and the params."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from lumenkit.cli import build_parser, train_config
+from lumenkit.errors import ConfigError
+from lumenkit.training import TrainConfig
+from lumenkit.training.config import DEFAULT_PRESET, PRESETS, field_docs
+from lumenkit.workbook.training import notebook_train_config
+
+ROOT = Path(__file__).resolve().parents[1]
+WHERE = ("out", "resume", "overwrite", "quiet")  # where a run is written, not what it trains
+
+
+def recipe(cfg: TrainConfig) -> dict:
+    return {k: v for k, v in cfg.to_dict().items() if k not in WHERE}
+
+
+def notebook_03_config(params_file: Path, run_dir: Path) -> TrainConfig:
+    """The configuration notebook 03 builds from the parameters `lumenkit report --params` gives it."""
+    import papermill as pm
+
+    from lumenkit.workbook.pipeline import _stage_params, load_params
+
+    nb = ROOT / "notebooks" / "03_train.ipynb"
+    call = "notebook_train_config(data, preset, overrides, class_set, seed, val_fold, run_dir, resume)"
+    assert call in nb.read_text()
+    cfg = load_params(params_file)
+    shared = {k: v for k, v in cfg.items() if k not in ("notebooks", "run")}
+    shared["run_dir"] = str(run_dir)
+    declared = pm.inspect_notebook(str(nb))
+    p = {k: ast.literal_eval(v["default"]) for k, v in declared.items()}  # what papermill does not inject
+    p.update(_stage_params(declared, shared, cfg["notebooks"]["03_train"], params_file.parent))
+    return notebook_train_config(p["data"], p["preset"], p["overrides"], p["class_set"], p["seed"], p["val_fold"],
+                                 p["run_dir"], p["resume"])
+
+
+def test_cli_api_notebook_and_s1_preset_resolve_to_the_same_configuration(tmp_path, monkeypatch):
+    monkeypatch.setenv("LUMENKIT_LUMENSTONE", str(tmp_path))
+    d = str(tmp_path / "S1_v1_x05")
+    cli = train_config(build_parser().parse_args(["train", "--data", d]))
+    api = TrainConfig(data=d)
+    preset = TrainConfig.from_preset("s1", data=d)
+    nb = notebook_03_config(ROOT / "params" / "lumenstone_s1.yaml", tmp_path / "report")
+    assert recipe(cli) == recipe(api) == recipe(preset) == recipe(nb)
+    assert DEFAULT_PRESET == "s1" and TrainConfig() == TrainConfig.from_preset("s1")
+    assert (api.scale, api.schedule, api.exposure, api.minutes) == (0.125, "cosine", 0.25, 45.0)  # the S1 recipe
+
+
+@pytest.mark.parametrize(("params", "preset"), [("lumenstone_s2.yaml", "s2"), ("synthetic.yaml", "synthetic")])
+def test_every_params_file_names_a_preset_and_resolves_to_it(tmp_path, monkeypatch, params, preset):
+    monkeypatch.setenv("LUMENKIT_LUMENSTONE", str(tmp_path))
+    nb = notebook_03_config(ROOT / "params" / params, tmp_path / "report")
+    assert recipe(nb) == recipe(TrainConfig.from_preset(preset, data=nb.data))
+
+
+def test_the_cli_offers_every_field_with_its_documentation():
+    p = build_parser()
+    train = p._subparsers._group_actions[0].choices["train"]
+    options = {a.dest: a for a in train._actions}
+    docs = field_docs()
+    for f in dataclasses.fields(TrainConfig):
+        assert f.name in options, f.name
+        assert docs[f.name] and docs[f.name].split()[0] in options[f.name].help, f.name
+    assert options["preset"].choices == list(PRESETS)
+
+
+def test_cli_options_change_the_preset_and_nothing_else():
+    a = build_parser().parse_args(["train", "--data", "D", "--preset", "s2", "--minutes", "none", "--epochs", "3",
+                                   "--no-flips", "--class-set", "0,1,3", "--class-weights", "inverse_sqrt"])
+    got = train_config(a)
+    want = TrainConfig.from_preset("s2", data="D", minutes=None, epochs=3, flips=False, class_set=[0, 1, 3],
+                                   class_weights="inverse_sqrt")
+    assert got == want and got.rot90 is True
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--data", "D", "--schedule", "step"])
+
+
+def test_presets_are_valid_and_unknown_names_are_refused():
+    for name in PRESETS:
+        TrainConfig.from_preset(name, data="D").check()
+    with pytest.raises(ConfigError, match="unknown training preset 'fast'; known: s1, s2, synthetic, paper"):
+        TrainConfig.from_preset("fast")
+    with pytest.raises(ConfigError, match="unknown training option"):
+        TrainConfig.from_preset("s1", learning_rate=0.1)
+
+
+def test_old_run_configs_with_retired_fields_still_load():
+    old = {**TrainConfig(data="D").to_dict(), "retain_heap": False}
+    assert TrainConfig.from_dict(old) == TrainConfig(data="D")
