@@ -224,7 +224,8 @@ def ablation(image: np.ndarray) -> dict[str, float]:
     import copy
 
     from lumenkit.inference.predict import predict_probs
-    from lumenkit.models.resunet import create_model, fuse_for_inference
+    from lumenkit.models.folding import fuse_for_inference
+    from lumenkit.models.resunet import create_model
 
     torch.manual_seed(0)
     model = create_model(width=16, classes=7).eval()
@@ -419,7 +420,8 @@ def main() -> None:
         if a.image == "noise":
             img = rng.integers(0, 256, (NATIVE[1], NATIVE[0], 3), dtype=np.uint8)
         else:  # a realistic polished section: realistic JPEG decode and mask/overlay encode costs
-            from lumenkit.synth.generator import DEPOSITS, generate_section
+            from lumenkit.synth.deposits import DEPOSITS
+            from lumenkit.synth.render import generate_section
 
             img, _ = generate_section(DEPOSITS["pbzn_a"], NATIVE, rng, scale=1.0)
         jpeg = Path(tmp) / "native.jpg"

@@ -21,7 +21,9 @@ import numpy as np
 from PIL import Image
 
 from lumenkit.data.datasets import LumenStoneDataset
-from lumenkit.synth.generator import SCHEDULE, generate_section, write_dataset
+from lumenkit.synth.deposits import SCHEDULE
+from lumenkit.synth.render import generate_section
+from lumenkit.synth.writer import write_dataset
 
 
 def _encode(image: np.ndarray, mask: np.ndarray) -> None:

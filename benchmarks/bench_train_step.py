@@ -38,7 +38,8 @@ def load_data(a: argparse.Namespace) -> tuple[list[np.ndarray], list[np.ndarray]
         images = [smp["image"] for smp in samples]
         masks = [cm.to_index(smp["mask"]) for smp in samples]
         return images, masks, len(cm), f"{root} ({len(sub)} train images at scale {a.scale})"
-    from lumenkit.synth.generator import DEPOSITS, generate_section
+    from lumenkit.synth.deposits import DEPOSITS
+    from lumenkit.synth.render import generate_section
 
     rng = np.random.default_rng(0)
     cm = ClassMap("S1")

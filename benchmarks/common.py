@@ -22,7 +22,8 @@ def native_sections(folder: Path, n: int, seed: int = 0) -> None:
     import numpy as np
 
     from lumenkit.data.imageio import save_image
-    from lumenkit.synth.generator import DEPOSITS, generate_section
+    from lumenkit.synth.deposits import DEPOSITS
+    from lumenkit.synth.render import generate_section
 
     rng = np.random.default_rng(seed)
     names = list(DEPOSITS)

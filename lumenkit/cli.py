@@ -44,7 +44,7 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_synth(a: argparse.Namespace) -> int:
-    from lumenkit.synth.generator import write_dataset
+    from lumenkit.synth.writer import write_dataset
 
     n_test = a.images // 3 if a.test is None else a.test
     root = write_dataset(a.out, n_train=a.images, n_test=n_test, size=a.size, seed=a.seed, overwrite=a.overwrite)

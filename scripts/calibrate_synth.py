@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             synthetic = a.synthetic
             if synthetic is None:
-                from lumenkit.synth.generator import write_dataset
+                from lumenkit.synth.writer import write_dataset
 
                 synthetic = write_dataset(Path(tmp) / "synthetic", n_train=54, n_test=0, seed=0)
             tables = run_calibration(real, synthetic, a.out, max_images=a.max_images,

@@ -45,7 +45,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         data = a.data
         if data is None:
-            from lumenkit.synth.generator import write_dataset
+            from lumenkit.synth.writer import write_dataset
 
             data = write_dataset(Path(tmp) / "synthetic", n_train=4, n_test=0, size=(768, 576), seed=0)
         nb = json.loads(json.dumps(NOTEBOOK))

@@ -56,7 +56,7 @@ def test_collect_stats_colours_and_grains():
 
 def test_dataset_stats_by_association(tmp_path, monkeypatch):
     monkeypatch.setenv("LUMENKIT_CACHE", str(tmp_path / "cache"))
-    from lumenkit.synth.generator import write_dataset
+    from lumenkit.synth.writer import write_dataset
 
     root = write_dataset(tmp_path / "ds", n_train=3, n_test=0, size=(128, 96), seed=1)
     s2 = dataset_stats(root, association="S2")

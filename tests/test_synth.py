@@ -8,15 +8,9 @@ from lumenkit.cli import main
 from lumenkit.data.catalogue import CLASS_SETS
 from lumenkit.data.datasets import DatasetInfo, LumenStoneDataset, pixel_shares
 from lumenkit.synth.calibration import srgb_to_lab
-from lumenkit.synth.generator import (
-    DEPOSITS,
-    SCHEDULE,
-    Deposit,
-    SynthExistsError,
-    dataset_composition,
-    generate_section,
-    write_dataset,
-)
+from lumenkit.synth.deposits import DEPOSITS, SCHEDULE, Deposit, SynthExistsError, dataset_composition
+from lumenkit.synth.render import generate_section
+from lumenkit.synth.writer import write_dataset
 
 SIZE = (256, 192)
 
@@ -94,7 +88,7 @@ def test_image_matches_mask_colours_and_reflectance_order():
     lum = {c: float(np.median(lab[m == c])) for c in (0, 6, 8) if (m == c).sum() > 200}
     assert lum[6] > lum[8] + 10 > lum[0] + 20  # pyrite > sphalerite > gangue
     # each class region's mean colour is near the class target (rendering and mask aligned)
-    from lumenkit.synth.generator import PHASES
+    from lumenkit.synth.deposits import PHASES
 
     # (per-image exposure drift and vignetting move a single image by up to ~25 %, as between real images)
     for c in (6, 8):

@@ -1,6 +1,7 @@
 """Networks and their checkpoints: the residual U-Net, BatchNorm folding, saving and loading."""
 
 from lumenkit.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from lumenkit.models.folding import fuse_for_inference
 from lumenkit.models.resunet import (
     ARCHITECTURES,
     BLOCKS,
@@ -9,7 +10,6 @@ from lumenkit.models.resunet import (
     count_flops,
     count_parameters,
     create_model,
-    fuse_for_inference,
 )
 
 __all__ = [
