@@ -404,37 +404,48 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
 ]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``lumenkit`` argument parser with every subcommand."""
+def command_parser(prog: str, description: str | None,
+                   commands: Sequence[Callable[[argparse._SubParsersAction], None]]) -> argparse.ArgumentParser:
+    """An argument parser named ``prog`` with ``--version``, ``--no-retain-heap`` and one subcommand per adder."""
     from lumenkit._version import __version__
 
-    parser = argparse.ArgumentParser(prog="lumenkit", description=__doc__)
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--version", action="version", version=f"lumenkit {__version__}")
     parser.add_argument("--no-retain-heap", action="store_true", help=HEAP_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in COMMANDS:
+    for add in commands:
         add(sub)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: run a subcommand; bad input prints ``lumenkit: error: …`` and returns 2."""
+def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` and run the subcommand; bad input prints ``PROG: error: …`` and returns 2, Ctrl-C 130."""
     from lumenkit.runtime.heap import set_heap_retention
 
-    args = build_parser().parse_args(argv)
+    args = parser.parse_args(argv)
     if args.no_retain_heap:
         set_heap_retention(False)
     try:
         return int(args.func(args) or 0)
     except LumenkitError as e:
-        print(f"lumenkit: error: {e}", file=sys.stderr)
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("lumenkit: interrupted", file=sys.stderr)
+        print(f"{parser.prog}: interrupted", file=sys.stderr)
         return 130
     finally:
         if args.no_retain_heap:
             set_heap_retention(None)  # in-process callers (tests, notebooks) get the default back
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``lumenkit`` argument parser with every subcommand."""
+    return command_parser("lumenkit", __doc__, COMMANDS)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: run a subcommand; bad input prints ``lumenkit: error: …`` and returns 2."""
+    return run_command(build_parser(), argv)
 
 
 if __name__ == "__main__":

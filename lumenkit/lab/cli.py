@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from lumenkit.cli import FOLD_HELP
-from lumenkit.errors import ConfigError, LumenkitError
+from lumenkit.cli import FOLD_HELP, command_parser, run_command
+from lumenkit.errors import ConfigError
 from lumenkit.evaluation.metrics import Scores
 
 
@@ -165,24 +165,9 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_ablation, _
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``lumenkit-lab`` argument parser with every research subcommand."""
-    from lumenkit._version import __version__
-
-    parser = argparse.ArgumentParser(prog="lumenkit-lab", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"lumenkit {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for add in COMMANDS:
-        add(sub)
-    return parser
+    return command_parser("lumenkit-lab", __doc__, COMMANDS)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: run a research subcommand; bad input prints ``lumenkit-lab: error: …`` and returns 2."""
-    args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except LumenkitError as e:
-        print(f"lumenkit-lab: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("lumenkit-lab: interrupted", file=sys.stderr)
-        return 130
+    return run_command(build_parser(), argv)
