@@ -20,7 +20,7 @@ PARAMS ?= params/synthetic.yaml
 DATA ?= data/synthetic
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast lint data report bench clean help
+.PHONY: install test test-fast lint docs data report bench clean help
 
 help:
 	@echo "make report | make test | make data | make bench | make lint | make clean"
@@ -39,9 +39,13 @@ lint: install
 	$(PY) -m ruff check .
 	$(VENV)/bin/lint-imports
 
-test: install lint data
+test: install lint data docs
 	$(PY) -m pytest $(PYTEST_ARGS)
 	$(PY) -m pytest --nbval-lax notebooks/ -p no:cacheprovider
+
+# The documentation site (mkdocs.yml, docs/); --strict turns every warning (a broken link, a table without data) into an error.
+docs: install
+	$(VENV)/bin/mkdocs build --strict --site-dir $(or $(SITE),site)
 
 test-fast: install
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)

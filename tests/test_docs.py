@@ -1,0 +1,141 @@
+"""The README stays short and its links resolve; the docs' generated parts (CLI reference, result tables) stay whole."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+RESULTS = DOCS / "results"
+README = ROOT / "README.md"
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
+
+
+def _hook():
+    spec = importlib.util.spec_from_file_location("lumenkit_docs_hook", DOCS / "hooks" / "lumenkit_docs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _subcommand_names(parser: argparse.ArgumentParser) -> list[str]:
+    actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    assert len(actions) == 1
+    return list(actions[0].choices)
+
+
+def _result_files() -> list[Path]:
+    files = sorted(RESULTS.glob("*.json"))
+    assert files, "no result tables under docs/results"
+    return files
+
+
+def test_readme_is_at_most_150_lines():
+    assert len(README.read_text(encoding="utf-8").splitlines()) <= 150
+
+
+def test_readme_relative_links_point_to_existing_files():
+    missing = []
+    for target in LINK.findall(README.read_text(encoding="utf-8")):
+        if re.match(r"^[a-z][a-z0-9+.-]*:", target) or target.startswith("#"):
+            continue  # http(s), mailto, in-page anchors
+        path = target.split("#", 1)[0]
+        if not (ROOT / path).exists():
+            missing.append(target)
+    assert missing == []
+
+
+def test_the_link_check_sees_links():
+    text = "![a](docs/x.png) [b](docs/y.md#z) [c](https://example.org) [d](#top)"
+    assert LINK.findall(text) == ["docs/x.png", "docs/y.md#z", "https://example.org", "#top"]
+
+
+@pytest.mark.parametrize(("prog", "module"), [("lumenkit", "lumenkit.cli"), ("lumenkit-lab", "lumenkit.lab.cli")])
+def test_cli_reference_lists_every_subcommand(prog, module):
+    build_parser = importlib.import_module(module).build_parser
+    names = _subcommand_names(build_parser())
+    assert names
+    assert f"<!-- cli: {prog} -->" in (DOCS / "cli.md").read_text(encoding="utf-8")
+    reference = _hook().cli_reference(prog)
+    for name in names:
+        assert f"## `{prog} {name}`" in reference, name
+        assert f"usage: {prog} {name}" in reference, name
+
+
+def test_every_result_row_has_a_command_and_its_cells():
+    for path in _result_files():
+        table = json.loads(path.read_text(encoding="utf-8"))
+        assert table.get("title"), path.name
+        columns = table["columns"]
+        assert table["rows"], path.name
+        for i, row in enumerate(table["rows"]):
+            assert isinstance(row.get("command"), str) and row["command"].strip(), f"{path.name} row {i}"
+            assert len(row["cells"]) == len(columns), f"{path.name} row {i}"
+
+
+def test_every_result_table_is_shown_on_a_page():
+    pages = "\n".join(p.read_text(encoding="utf-8") for p in DOCS.glob("*.md"))
+    for path in _result_files():
+        assert f"<!-- table: {path.stem} -->" in pages, path.name
+
+
+def test_rendered_tables_carry_the_command_of_every_row():
+    hook = _hook()
+    for path in _result_files():
+        table = json.loads(path.read_text(encoding="utf-8"))
+        text = hook.render_table(path.stem)
+        for row in table["rows"]:
+            assert row["command"].strip() in text, (path.name, row["command"])
+        header = next(line for line in text.splitlines() if line.startswith("| "))
+        shared = len({r["command"].strip() for r in table["rows"]}) == 1
+        assert ("Reproduce:" in text) == shared and header.endswith("| reproduce |") != shared, path.name
+
+
+def test_a_row_without_a_command_is_refused(tmp_path):
+    hook = _hook()
+    (tmp_path / "t.json").write_text(json.dumps({"title": "t", "columns": ["a"], "rows": [{"cells": ["1"]}]}))
+    with pytest.raises(hook.DocsError, match="no command"):
+        hook.render_table("t", results=tmp_path)
+
+
+def _cells(line: str) -> list[str]:
+    return [c.strip().replace("**", "") for c in line.strip().strip("|").split("|")]
+
+
+def test_readme_headline_matches_the_result_tables():
+    """The README's short table repeats three rows of docs/results: the figures must be the same."""
+    rows = {_cells(line)[0]: _cells(line)[1:] for line in README.read_text(encoding="utf-8").splitlines()
+            if line.startswith("| ") and re.search(r"\| 0\.\d+ \|", line)}
+    assert len(rows) == 3, rows
+
+    def figures(cells: list[str]) -> list[str]:  # seven classes and the mean, without intervals or emphasis
+        return [c.replace("**", "").split(" ")[0] for c in cells[:8]]
+
+    s1 = json.loads((RESULTS / "s1_headline.json").read_text(encoding="utf-8"))["rows"]
+    cv = json.loads((RESULTS / "cv_exposure.json").read_text(encoding="utf-8"))["rows"]
+    recipe = figures(s1[0]["cells"][1:])
+    pooled = figures(cv[3]["cells"][2:])
+    paper = figures(next(r for r in s1 if r["cells"][0].startswith("paper ("))["cells"][1:])
+    readme = [figures(cells) for cells in rows.values()]
+    assert readme == [recipe, pooled, paper]
+
+
+@pytest.mark.slow
+def test_the_site_builds_strictly(tmp_path):
+    mkdocs = Path(sys.executable).with_name("mkdocs")
+    if not mkdocs.exists() and shutil.which("mkdocs") is None:
+        pytest.skip("mkdocs not installed (pip install -e '.[dev]')")
+    exe = str(mkdocs) if mkdocs.exists() else "mkdocs"
+    out = subprocess.run([exe, "build", "--strict", "--site-dir", str(tmp_path / "site")], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (tmp_path / "site" / "cli" / "index.html").is_file()
