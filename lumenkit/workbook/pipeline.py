@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import html
+import importlib.util
 import json
 import os
 import time
 import traceback
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 from lumenkit.data.imageio import read_yaml_mapping, write_json, write_text
-from lumenkit.errors import ConfigError
+from lumenkit.errors import ConfigError, LumenkitError
 
-NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
-TEMPLATES = Path(__file__).resolve().parent / "resources" / "templates"
+TEMPLATES = Path(str(files("lumenkit") / "resources" / "templates"))
 """nbconvert templates: ``lumenkit_report`` renders without CDN scripts, so reports open offline."""
+
+WORKBOOK_MODULES = ("papermill", "nbconvert", "nbformat", "ipykernel", "matplotlib", "seaborn", "ipywidgets")
+"""What the report pipeline and the notebooks import beyond the core: the ``workbook`` extra of the package."""
+
+INSTALL_WORKBOOK = "pip install 'lumenkit[workbook]'"
+
 
 STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("01_explore", ()),
@@ -32,6 +39,51 @@ PER_DEPOSIT = ("05_deposit_report",)
 
 PATH_KEYS = ("data", "model", "run_dir", "out_dir")
 """Parameters holding paths: made absolute (relative to the parameter file's project) before injection."""
+
+
+class WorkbookNotInstalledError(LumenkitError, ImportError):
+    """The report pipeline or a notebook needs a package of the ``workbook`` extra that is not installed."""
+
+
+def require_workbook() -> None:
+    """Check that the ``workbook`` extra is installed.
+
+    Raises:
+        WorkbookNotInstalledError: one line naming the missing packages and ``pip install 'lumenkit[workbook]'``.
+    """
+    missing = [m for m in WORKBOOK_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        raise WorkbookNotInstalledError(
+            f"the notebook workbook needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not "
+            f"installed; install the workbook extra: {INSTALL_WORKBOOK}"
+        )
+
+
+def _directory(resource: Any) -> Path | None:
+    """A package resource folder as a filesystem path (``None`` if absent or inside a zip archive)."""
+    return resource if isinstance(resource, Path) and resource.is_dir() else None
+
+
+def find_notebook_dir() -> Path:
+    """The folder of the workbook notebooks 01–05, in an installed wheel or in a source checkout.
+
+    An installed wheel carries them as package data (``lumenkit/workbook/notebooks``, built from the project's
+    top-level ``notebooks/``, their only copy in the repository); a source checkout or an editable install reads the
+    top-level ``notebooks/`` itself.
+
+    Raises:
+        LumenkitError: neither exists (an installation without its package data).
+    """
+    installed = _directory(files("lumenkit.workbook") / "notebooks")
+    checkout = Path(__file__).resolve().parents[2] / "notebooks"
+    candidates = [folder for folder in (installed, checkout) if folder is not None]
+    for folder in candidates:
+        if (folder / f"{STAGES[0][0]}.ipynb").is_file():
+            return folder
+    raise LumenkitError(
+        f"the workbook notebooks are missing (looked in {', '.join(map(str, candidates))}); "
+        "reinstall lumenkit from a wheel or a source checkout (pip install 'lumenkit[workbook]')"
+    )
 
 
 @dataclass
@@ -148,7 +200,8 @@ def run_report(
         params_file: parameter YAML (see ``params/synthetic.yaml``).
         out: report folder (default ``reports/<run>`` beside the parameter file's project).
         stages: notebook stems to run (default: all of :data:`STAGES` whose notebook exists).
-        notebook_dir: where the notebooks live (default: the project's ``notebooks/``).
+        notebook_dir: where the notebooks live (default: :func:`find_notebook_dir`, the installed package's copy
+            or the project's ``notebooks/``).
         progress: print one line per stage.
 
     Returns:
@@ -156,11 +209,13 @@ def run_report(
 
     Raises:
         ConfigError: malformed parameter file.
+        WorkbookNotInstalledError: papermill, nbconvert, ... are missing (``pip install 'lumenkit[workbook]'``).
     """
+    require_workbook()
     params_file = Path(params_file).resolve()
     cfg = load_params(params_file)
     base = params_file.parent.parent if params_file.parent.name == "params" else params_file.parent
-    nb_dir = Path(notebook_dir) if notebook_dir else NOTEBOOK_DIR
+    nb_dir = Path(notebook_dir) if notebook_dir else find_notebook_dir()
     run_dir = Path(out).resolve() if out else base / "reports" / str(cfg["run"])
     run_dir.mkdir(parents=True, exist_ok=True)
     shared = {k: v for k, v in cfg.items() if k not in ("notebooks", "run")}
