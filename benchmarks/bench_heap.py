@@ -86,12 +86,17 @@ def predict_setup(a: argparse.Namespace, tmp: Path) -> tuple[Block, str, str]:
     from common import native_sections, untrained_checkpoint
 
     from lumenkit.inference.predict import predict_files
+    from lumenkit.runtime.heap import set_heap_retention
 
     native_sections(tmp / "images", a.images)
     ckpt = untrained_checkpoint(a.scale)
 
     def run(retain: bool) -> None:
-        rep = predict_files(ckpt, [tmp / "images"], tmp / "out", scale=1.0, progress=False, retain_heap=retain)
+        set_heap_retention(retain)  # the process-level setting predict_files follows (lumenkit --no-retain-heap)
+        try:
+            rep = predict_files(ckpt, [tmp / "images"], tmp / "out", scale=1.0, progress=False)
+        finally:
+            set_heap_retention(None)
         if not rep.ok:
             raise SystemExit(f"prediction failed: {rep.failures}")
 

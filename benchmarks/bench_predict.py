@@ -123,14 +123,11 @@ def reference_predict(model: Any, image: np.ndarray, tile: int, overlap: float) 
 
 
 def our_windows(size: tuple[int, int], tile: int, margin: int, stride: int) -> tuple[int, int, int]:
-    """Number of windows and their height and width in :func:`lumenkit.inference.predict.predict_probs`."""
-    from lumenkit.inference.predict import _axis_layout, _round_up
+    """Number of windows and their height and width in :func:`lumenkit.inference.tiling.predict_probs`."""
+    from lumenkit.inference.tiling import Tiling
 
-    m = _round_up(margin, stride // 2)
-    core = (tile // stride) * stride - 2 * m
-    ys, _, wh, _ = _axis_layout(size[1], core, m, stride)
-    xs, _, ww, _ = _axis_layout(size[0], core, m, stride)
-    return len(ys) * len(xs), wh, ww
+    windows = Tiling(tile, margin).layout(size[1], size[0], stride)
+    return len(windows.origins), *windows.window
 
 
 # -- children -------------------------------------------------------------------------------------------------------
@@ -299,7 +296,9 @@ def precision(model_pt: str | None, n_images: int = 3) -> dict[str, dict[str, fl
     from lumenkit.data.catalogue import ClassMap
     from lumenkit.data.imageio import read_image
     from lumenkit.inference.onnx import onnx_model_proto
-    from lumenkit.inference.predict import _axis_layout, _round_up, fused_model, predict_probs, scale_of
+    from lumenkit.inference.predict import scale_of
+    from lumenkit.inference.runners import fused_model
+    from lumenkit.inference.tiling import Tiling, predict_probs
     from lumenkit.models.checkpoint import Checkpoint, load_checkpoint
     from lumenkit.models.resunet import create_model
 
@@ -317,12 +316,11 @@ def precision(model_pt: str | None, n_images: int = 3) -> dict[str, dict[str, fl
 
     class Windows(CalibrationDataReader):  # type: ignore[misc]
         def __init__(self) -> None:
-            m = _round_up(64, stride // 2)
-            ys, _, wh, _ = _axis_layout(calib.shape[0], 512 - 2 * m, m, stride)
-            xs, _, ww, _ = _axis_layout(calib.shape[1], 512 - 2 * m, m, stride)
+            windows = Tiling(512, 64).layout(calib.shape[0], calib.shape[1], stride)
+            m, (wh, ww) = windows.margin, windows.window
             pad = np.pad(calib, ((m, m + wh), (m, m + ww), (0, 0)), mode="reflect")
             self.items = iter([{"image": np.ascontiguousarray(pad[y : y + wh, x : x + ww].transpose(2, 0, 1)[None])}
-                               for y in ys for x in xs])
+                               for y, x in windows.origins])
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.items, None)

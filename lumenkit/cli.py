@@ -131,8 +131,11 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_evaluate(a: argparse.Namespace) -> int:
+    from lumenkit.data.datasets import ValidationSplit
     from lumenkit.evaluation.evaluate import evaluate, write_evaluation
     from lumenkit.evaluation.robustness import image_transform, parse_perturb
+    from lumenkit.inference.tiling import Tiling
+    from lumenkit.models.checkpoint import load_checkpoint
     from lumenkit.runtime.devices import resolve_device
 
     transform, magnification = None, 1.0
@@ -142,10 +145,12 @@ def _run_evaluate(a: argparse.Namespace) -> int:
         except ValueError as e:
             raise ConfigError(f"--perturb: {e}") from None
         transform, magnification = image_transform(name, strength)
-    ev = evaluate(a.data, a.model, split=a.split, scale=a.scale, void_border_px=a.void_border, tta=a.tta,
-                  baselines=not a.no_baselines, n_val=a.n_val, seed=a.seed, save_masks=a.save_masks,
-                  progress=not a.quiet, transform=transform, magnification=magnification, fold=a.val_fold,
-                  predict_kwargs={"retain_heap": not a.no_retain_heap, "device": resolve_device(a.device)})
+    ckpt = load_checkpoint(a.model)
+    ev = evaluate(a.data, ckpt, split=a.split, scale=a.scale,
+                  validation=ValidationSplit.of_model(ckpt, n_val=a.n_val, seed=a.seed, fold=a.val_fold),
+                  tiling=Tiling(tta=a.tta), void_border_px=a.void_border, baselines=not a.no_baselines,
+                  save_masks=a.save_masks, transform=transform, magnification=magnification,
+                  predict_kwargs={"device": resolve_device(a.device)}, progress=not a.quiet)
     if a.perturb:
         ev.info["perturbation"] = a.perturb
     write_evaluation(ev, a.out)
@@ -291,14 +296,14 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
 
 def _run_predict(a: argparse.Namespace) -> int:
     from lumenkit.inference.predict import predict_files
+    from lumenkit.inference.tiling import Tiling
 
     def report(path: str, message: str) -> None:
         print(f"lumenkit: skipped {message}" if message.startswith(path) else f"lumenkit: skipped {path}: {message}",
               file=sys.stderr)
 
-    rep = predict_files(a.model, a.paths, a.out, scale=a.scale, tile=a.tile, margin=a.margin, tta=a.tta,
-                        progress=not a.quiet, on_error=report, runtime=a.runtime, retain_heap=not a.no_retain_heap,
-                        device=a.device)
+    rep = predict_files(a.model, a.paths, a.out, scale=a.scale, tiling=Tiling(tile=a.tile, margin=a.margin, tta=a.tta),
+                        progress=not a.quiet, on_error=report, runtime=a.runtime, device=a.device)
     if rep.rank == 0:
         by = f" by {rep.world_size} processes" if rep.world_size > 1 else ""
         print(f"predicted {len(rep.composition)} image(s) into {rep.out}{by}; {len(rep.failures)} failed")

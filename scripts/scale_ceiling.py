@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 
+from lumenkit.data.datasets import ValidationSplit
 from lumenkit.lab.studies import scale_ceiling
 
 
@@ -26,7 +27,7 @@ def main() -> None:
     p.add_argument("--val-fold", type=int, default=0)
     a = p.parse_args()
     for s in a.scales:
-        sc = scale_ceiling(a.data, s, split=a.split, n_val=a.n_val, seed=a.val_seed, fold=a.val_fold)
+        sc = scale_ceiling(a.data, s, split=a.split, validation=ValidationSplit(a.n_val, a.val_seed, a.val_fold))
         per_class = " ".join(f"{lbl} {v:.3f}" for lbl, v in zip(sc.labels, sc.iou, strict=True))
         print(f"scale {s:g}: mean IoU {sc.mean_iou:.3f}, pixel acc. {sc.pixel_accuracy:.3f}; {per_class}", flush=True)
 

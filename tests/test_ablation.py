@@ -110,7 +110,7 @@ def test_score_on_another_split_adds_a_row(data, tmp_path):
     run_variant("uniform", data, runs, **SMALL)
     with pytest.raises(ConfigError, match="label"):
         score_variant("uniform", data, runs, "../x")
-    d = score_variant("uniform", data, runs, "wide", n_val=4, seed=1)
+    d = score_variant("uniform", data, runs, "wide", validation=ValidationSplit(4, 1))
     assert d["images"] == 4 and d["val_seed"] == 1 and d["scored_on"] == "wide"
     assert (runs / "uniform" / "val_wide.json").exists()
     stray = {k: v for k, v in d.items() if k != "scored_on"}  # e.g. a TTA evaluation saved beside the run
@@ -298,7 +298,7 @@ def test_cli_passes_the_fold_to_run_and_score(monkeypatch, capsys):
     assert "paper: validation mean IoU 0.500, pixel accuracy 0.500; BG 0.50 Ccp –" in capsys.readouterr().out
     assert main(["ablation", "run", "paper", "--data", "D"]) == 0 and seen["run"] == {}  # the preset: fold 0
     assert main(["ablation", "score", "paper", "--data", "D", "--label", "S1", "--val-fold", "3"]) == 0
-    assert seen["score"]["fold"] == 3 and seen["score"]["seed"] == 0
+    assert seen["score"]["validation"] == ValidationSplit(10, 0, 3)
     assert "val_fold" not in BASE and variant_config("paper", "D", "R").val_fold == 0
 
 

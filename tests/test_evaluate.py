@@ -103,7 +103,7 @@ def test_evaluate_cli(fake_dataset, ckpt, tmp_path, capsys):
 
 
 def test_val_defaults_to_the_split_the_model_was_trained_with(fake_dataset, tmp_path):
-    from lumenkit.evaluation.evaluate import evaluated_split, model_validation_split
+    from lumenkit.evaluation.evaluate import recorded_validation
     from lumenkit.models.checkpoint import load_checkpoint
 
     torch.manual_seed(0)
@@ -111,23 +111,26 @@ def test_val_defaults_to_the_split_the_model_was_trained_with(fake_dataset, tmp_
     trained = {"train": {"n_val": 2, "val_seed": 5}}
     Checkpoint(model=model, class_map=ClassMap([0, 1, 2]), scale=0.5, config=trained).save(tmp_path / "m.pt")
     ck = load_checkpoint(tmp_path / "m.pt")
-    assert model_validation_split(ck) == (2, 5) and model_validation_split(ck, 3, None) == (3, 5)
+    assert ValidationSplit.of_model(ck) == ValidationSplit(2, 5) and ValidationSplit.of_model(ck, n_val=3) == (
+        ValidationSplit(3, 5))
     ev = evaluate(fake_dataset, ck, split="val", baselines=False, progress=False)
     names = ev.per_image.index if ev.per_image.index.name == "image" else ev.per_image["image"]
     assert list(names) == LumenStoneDataset(fake_dataset, "val", validation=ValidationSplit(2, 5)).names
     assert ev.info["n_val"] == 2 and ev.info["val_seed"] == 5
-    assert evaluate(fake_dataset, ck, split="val", n_val=3, baselines=False, progress=False).info["images"] == 3
+    three = evaluate(fake_dataset, ck, split="val", validation=ValidationSplit.of_model(ck, n_val=3), baselines=False,
+                     progress=False)
+    assert three.info["images"] == 3 and three.info["val_seed"] == 5
     write_evaluation(ev, tmp_path / "run" / "metrics.json", n_boot=10)
-    assert evaluated_split(tmp_path / "run", "val") == (2, 5)  # notebook 05 reads what notebook 04 scored
-    assert evaluated_split(tmp_path / "run", "val", n_val=4) == (4, 5)
-    assert evaluated_split(tmp_path / "run", "test") == (10, 0) and evaluated_split(None, "val") == (10, 0)
+    assert recorded_validation(tmp_path / "run", "val") == ValidationSplit(2, 5)  # notebook 05 reads what 04 scored
+    assert recorded_validation(tmp_path / "run", "val", n_val=4) == ValidationSplit(4, 5)
+    assert recorded_validation(tmp_path / "run", "test") == recorded_validation(None, "val") == ValidationSplit()
     plain = Checkpoint(model=model, class_map=ClassMap([0, 1, 2]), scale=0.5)
-    assert model_validation_split(plain) == (10, 0)
+    assert ValidationSplit.of_model(plain) == ValidationSplit(10, 0, 0)
 
 
 def test_val_defaults_to_the_fold_the_model_was_trained_on(fake_dataset, tmp_path, capsys):
     from lumenkit.cli import main
-    from lumenkit.evaluation.evaluate import evaluated_fold, model_validation_fold
+    from lumenkit.evaluation.evaluate import recorded_validation
     from lumenkit.models.checkpoint import load_checkpoint
 
     torch.manual_seed(0)
@@ -135,24 +138,25 @@ def test_val_defaults_to_the_fold_the_model_was_trained_on(fake_dataset, tmp_pat
     trained = {"train": {"n_val": 2, "val_seed": 5, "val_fold": 2}}
     Checkpoint(model=model, class_map=ClassMap([0, 1, 2]), scale=0.5, config=trained).save(tmp_path / "m.pt")
     ck = load_checkpoint(tmp_path / "m.pt")
-    assert model_validation_fold(ck) == 2 and model_validation_fold(ck, 0) == 0
-    assert model_validation_fold(Checkpoint(model=model, class_map=ClassMap([0, 1, 2]), scale=0.5)) == 0  # old
+    assert ValidationSplit.of_model(ck).fold == 2 and ValidationSplit.of_model(ck, fold=0).fold == 0
+    assert ValidationSplit.of_model(Checkpoint(model=model, class_map=ClassMap([0, 1, 2]), scale=0.5)).fold == 0  # old
     fold2 = LumenStoneDataset(fake_dataset, "val", validation=ValidationSplit(2, 5, 2)).names
     assert fold2 != LumenStoneDataset(fake_dataset, "val", validation=ValidationSplit(2, 5)).names
     ev = evaluate(fake_dataset, ck, split="val", progress=False)
     assert list(ev.per_image.index) == fold2
     assert ev.info["n_val"] == 2 and ev.info["val_seed"] == 5 and ev.info["val_fold"] == 2
-    ev1 = evaluate(fake_dataset, ck, split="val", fold=1, baselines=False, progress=False)
+    ev1 = evaluate(fake_dataset, ck, split="val", validation=ValidationSplit.of_model(ck, fold=1), baselines=False,
+                   progress=False)
     fold1 = LumenStoneDataset(fake_dataset, "val", validation=ValidationSplit(2, 5, 1))
     assert list(ev1.per_image.index) == fold1.names
     assert ev1.info["val_fold"] == 1
     assert "val_fold" not in evaluate(fake_dataset, ck, split="test", baselines=False, progress=False).info
     with pytest.raises(ConfigError, match=r"val_fold=3 is out of range.*valid range \[0, 3\)"):
-        evaluate(fake_dataset, ck, split="val", fold=3, baselines=False, progress=False)
+        evaluate(fake_dataset, ck, split="val", validation=ValidationSplit(2, 5, 3), baselines=False, progress=False)
     write_evaluation(ev, tmp_path / "run" / "metrics.json", n_boot=10)
-    assert evaluated_fold(tmp_path / "run", "val") == 2  # notebook 05 reads the fold notebook 04 scored
-    assert evaluated_fold(tmp_path / "run", "val", fold=1) == 1
-    assert evaluated_fold(tmp_path / "run", "test") == 0 and evaluated_fold(None, "val") == 0
+    assert recorded_validation(tmp_path / "run", "val").fold == 2  # notebook 05 reads the fold notebook 04 scored
+    assert recorded_validation(tmp_path / "run", "val", fold=1) == ValidationSplit(2, 5, 1)
+    assert recorded_validation(tmp_path / "run", "test").fold == 0 and recorded_validation(None, "val").fold == 0
     out = tmp_path / "cli.json"
     common = ["evaluate", "--data", str(fake_dataset), "--model", str(tmp_path / "m.pt"), "--split", "val",
               "--no-baselines", "--quiet", "--out", str(out)]
@@ -176,4 +180,38 @@ def test_scale_ceiling_is_perfect_at_the_stored_scale_and_falls_below_it(fake_da
     assert 0.5 < coarse.mean_iou < half.mean_iou < 1.0  # boundaries lost, more of them at the coarser scale
     assert half.confusion.sum() == 2 * 96 * 64  # counted at the stored resolution, like evaluate()
     with pytest.raises(ConfigError, match="val_fold"):
-        scale_ceiling(fake_dataset, 0.25, split="val", n_val=2, fold=3)
+        scale_ceiling(fake_dataset, 0.25, split="val", validation=ValidationSplit(2, 0, 3))
+
+
+def test_recorded_validation_reads_what_an_evaluation_wrote_and_old_run_folders(tmp_path):
+    from lumenkit.evaluation.evaluate import recorded_validation
+
+    run = tmp_path / "run"
+    assert recorded_validation(run, "val") == ValidationSplit()  # nothing evaluated yet: the defaults
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps({"split": "val", "n_val": 4, "val_seed": 3, "val_fold": 1}))
+    assert recorded_validation(run, "val") == ValidationSplit(4, 3, 1)
+    assert recorded_validation(str(run), "val", n_val=2, seed=None, fold=0) == ValidationSplit(2, 3, 0)
+    assert recorded_validation(run, "fit") == ValidationSplit()  # another split was evaluated: nothing recorded
+    (run / "metrics.json").write_text(json.dumps({"split": "val", "n_val": 6, "val_seed": 1}))  # before folds
+    assert recorded_validation(run, "val") == ValidationSplit(6, 1, 0)
+    for junk in ("{not json", "[1, 2]", ""):
+        (run / "metrics.json").write_text(junk)
+        assert recorded_validation(run, "val", n_val=5) == ValidationSplit(5, 0, 0)
+    assert recorded_validation("", "val") == ValidationSplit()  # notebooks pass run_dir="" for no run folder
+
+
+def test_evaluation_json_keeps_the_validation_keys_and_takes_a_tiling(fake_dataset, ckpt, tmp_path):
+    from lumenkit.inference.tiling import Tiling
+
+    ev = evaluate(fake_dataset, ckpt, split="val", validation=ValidationSplit(2, 1, 1), tiling=Tiling(64, 8, 2, "flip"),
+                  baselines=False, progress=False)
+    d = ev.to_dict(n_boot=10)
+    assert (d["n_val"], d["val_seed"], d["val_fold"], d["tta"]) == (2, 1, 1, "flip")
+    assert [r["image"] for r in d["per_image"]] == LumenStoneDataset(
+        fake_dataset, "val", validation=ValidationSplit(2, 1, 1)).names
+    plain = evaluate(fake_dataset, ckpt, split="val", validation=ValidationSplit(2, 1, 1), baselines=False,
+                     progress=False)
+    assert plain.info["tta"] is False and plain.info["images"] == ev.info["images"] == 2
+    with pytest.raises(TypeError):
+        evaluate(fake_dataset, ckpt, split="val", n_val=2, progress=False)  # the loose triple is gone

@@ -8,7 +8,9 @@ import torch
 
 from lumenkit.data.catalogue import ClassMap
 from lumenkit.errors import CheckpointError
-from lumenkit.inference.predict import as_runner, predict_image, predict_probs
+from lumenkit.inference.predict import predict_image
+from lumenkit.inference.runners import as_runner
+from lumenkit.inference.tiling import Tiling, predict_probs
 from lumenkit.models.checkpoint import Checkpoint, save_checkpoint
 from lumenkit.models.resunet import create_model
 
@@ -98,13 +100,13 @@ def test_onnx_matches_torch_on_a_large_image(exported, image):
 def test_predict_image_with_an_onnx_path_tta_and_runtime_option(exported, image):
     pt, path = exported
     small = image[:200, :300]
-    ref = predict_image(pt, small, 1.0, tta="d4", tile=96, margin=16)  # rot90 windows: transposed shapes
-    got = predict_image(path, small, 1.0, tta="d4", tile=96, margin=16)
+    ref = predict_image(pt, small, 1.0, tiling=Tiling(96, 16, tta="d4"))  # rot90 windows: transposed shapes
+    got = predict_image(path, small, 1.0, tiling=Tiling(96, 16, tta="d4"))
     assert got["model_scale"] == 0.5 and got["codes"].shape == small.shape[:2]
     assert (ref["codes"] == got["codes"]).mean() >= 0.999
     assert np.abs(ref["confidence"] - got["confidence"]).max() < 1e-3
-    same = predict_image(pt, small, 1.0, runtime="onnx", tile=96, margin=16)  # in-memory export of the .pt
-    base = predict_image(pt, small, 1.0, tile=96, margin=16)
+    same = predict_image(pt, small, 1.0, runtime="onnx", tiling=Tiling(96, 16))  # in-memory export of the .pt
+    base = predict_image(pt, small, 1.0, tiling=Tiling(96, 16))
     assert (same["codes"] == base["codes"]).mean() >= 0.999
     with pytest.raises(ValueError, match="runtime='torch' needs a PyTorch checkpoint"):
         predict_image(path, small, 1.0, runtime="torch")

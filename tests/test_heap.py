@@ -86,6 +86,14 @@ def _spy_depth(monkeypatch, module: str, name: str) -> list[int]:
     return depths
 
 
+def _set_retention(monkeypatch, retain):
+    """The process-level setting for this test only (``lumenkit --no-retain-heap`` sets it to off)."""
+    import lumenkit.runtime.heap
+
+    monkeypatch.setattr(lumenkit.runtime.heap, "_setting", None)  # undone after the test, whatever happens
+    lumenkit.runtime.heap.set_heap_retention(retain)
+
+
 @needs_glibc
 @pytest.mark.parametrize("retain", [True, False])
 def test_prediction_runs_inside_the_block_unless_asked_not_to_and_gives_the_same_result(monkeypatch, retain):
@@ -93,14 +101,16 @@ def test_prediction_runs_inside_the_block_unless_asked_not_to_and_gives_the_same
     import torch
 
     from lumenkit.inference.predict import predict_image
+    from lumenkit.inference.tiling import Tiling
     from lumenkit.models.resunet import create_model
 
     torch.manual_seed(0)
     net = create_model(width=4, depth=2, classes=3).eval()
     img = np.random.default_rng(0).integers(0, 256, (90, 130, 3), dtype=np.uint8)
-    ref = predict_image(net, img, tile=64, margin=8)["indices"]
+    ref = predict_image(net, img, tiling=Tiling(64, 8))["indices"]
     depths = _spy_depth(monkeypatch, "lumenkit.inference.predict", "predict_probs")
-    got = predict_image(net, img, tile=64, margin=8, retain_heap=retain)["indices"]
+    _set_retention(monkeypatch, retain)
+    got = predict_image(net, img, tiling=Tiling(64, 8))["indices"]
     assert depths == [1 if retain else 0]
     np.testing.assert_array_equal(got, ref)
     import lumenkit.runtime.heap
@@ -123,13 +133,12 @@ def test_predict_files_and_evaluate_hold_one_block_over_all_images(fake_dataset,
     ckpt = Checkpoint(model=create_model(width=4, depth=2, classes=3).eval(), class_map=ClassMap([0, 1, 2]),
                       scale=0.5)
     depths = _spy_depth(monkeypatch, "lumenkit.inference.predict", "predict_probs")
-    rep = predict_files(ckpt, [fake_dataset / "imgs" / "test"], tmp_path / "out", scale=0.5, progress=False,
-                        retain_heap=retain)
+    _set_retention(monkeypatch, retain)
+    rep = predict_files(ckpt, [fake_dataset / "imgs" / "test"], tmp_path / "out", scale=0.5, progress=False)
     assert rep.ok and len(rep.composition) == 2
     assert depths == ([2, 2] if retain else [0, 0])  # the loop's block and predict_image's, nested
     depths.clear()
-    evaluate(fake_dataset, ckpt, split="test", baselines=False, progress=False,
-             predict_kwargs={"retain_heap": retain})
+    evaluate(fake_dataset, ckpt, split="test", baselines=False, progress=False)
     assert depths == ([2, 2] if retain else [0, 0])
 
 

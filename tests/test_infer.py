@@ -3,7 +3,9 @@ import pytest
 import torch
 
 from lumenkit.data.catalogue import ClassMap
-from lumenkit.inference.predict import predict_image, predict_probs, resize_probs, tta_transforms
+from lumenkit.errors import ConfigError
+from lumenkit.inference.predict import predict_image
+from lumenkit.inference.tiling import Tiling, predict_probs, resize_probs, tta_transforms
 from lumenkit.models.checkpoint import Checkpoint, save_checkpoint
 from lumenkit.models.resunet import create_model
 
@@ -58,6 +60,69 @@ def test_tile_too_small_for_margin_is_clear(model, image):
         predict_probs(model, image, tile=32, margin=16)
 
 
+# -- the tiling spec ------------------------------------------------------------------------------
+def test_tiling_defaults_are_the_documented_ones_and_frozen():
+    import dataclasses
+
+    t = Tiling()
+    assert (t.tile, t.margin, t.batch, t.tta) == (768, 64, 1, False)
+    assert t == Tiling(768, 64, 1, False) and hash(t) == hash(Tiling())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        t.tile = 512  # type: ignore[misc]
+    n = Tiling(np.int64(96), np.int32(16), np.uint8(2), "flip")  # e.g. values read from an array
+    assert (n.tile, n.margin, n.batch) == (96, 16, 2) and type(n.tile) is int
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"tile": 0}, r"^Tiling: tile=0 must be a whole number ≥ 1 \(window side .*\), e\.g\. tile=768$"),
+    ({"tile": 512.0}, r"tile=512\.0 must be a whole number"),
+    ({"tile": True}, r"tile=True must be a whole number"),
+    ({"margin": -8}, r"margin=-8 must be a whole number ≥ 0 .* e\.g\. margin=64$"),
+    ({"batch": 0}, r"batch=0 must be a whole number ≥ 1 \(windows per forward pass\), e\.g\. batch=1$"),
+    ({"tile": 100}, r"tile=100 leaves no core after cropping margin=64 on both sides; use tile > 2·margin, e\.g\. "
+                    r"tile=384$"),
+    ({"tta": "d8"}, r"tta='d8' is no test-time augmentation; use False \(none\), True or 'd4'"),
+    ({"tta": None}, r"tta=None is no test-time augmentation"),
+    ({"tta": 1}, r"tta=1 is no test-time augmentation"),
+])
+def test_tiling_refuses_bad_values_in_one_line_naming_the_fix(kwargs, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        Tiling(**kwargs)
+    assert "\n" not in str(err.value) and isinstance(err.value, ValueError)
+
+
+def test_tiling_layout_covers_the_image_with_the_fewest_even_windows():
+    lay = Tiling(512, 64).layout(425, 425, 16)  # 384-px cores: two of 224 px along each side, not two of 384
+    assert lay.margin == 64 and lay.core == (224, 224) and lay.window == (352, 352)
+    assert lay.ys == lay.xs == (0, 224) and lay.padded == (224 + 352,) * 2
+    assert lay.origins == [(0, 0), (0, 224), (224, 0), (224, 224)]
+    odd = Tiling(96, 20).layout(150, 203, 8)  # margin rounded up to the grid (multiples of stride / 2)
+    assert odd.margin == 20 and all(y % 8 == 0 for y in odd.ys + odd.xs)
+    assert odd.ys[-1] + odd.core[0] >= 150 and odd.xs[-1] + odd.core[1] >= 203
+    with pytest.raises(ConfigError, match=r"tile=40 leaves no core after cropping margin=16 .* tile ≥ 2·margin \+ 16"):
+        Tiling(40, 16).layout(100, 100, 16)  # 40 px is 32 on a 16-px grid: nothing left inside two 16-px margins
+
+
+def test_predict_image_default_tiling_is_tiling_default(model, image):
+    a = predict_image(model, image, return_probs=True)
+    b = predict_image(model, image, tiling=Tiling(), return_probs=True)
+    c = predict_image(model, image, tiling=Tiling(64, 8, batch=3), return_probs=True)
+    np.testing.assert_array_equal(a["probs"], b["probs"])
+    ref = predict_probs(model, image, tile=64, margin=8, batch=3)
+    np.testing.assert_array_equal(c["probs"], ref.numpy())
+
+
+def test_cli_predict_refuses_a_bad_tiling_before_reading_anything(model, tmp_path, capsys):
+    from lumenkit.cli import main
+
+    pt = Checkpoint(model=model, class_map=ClassMap([0, 3, 11]), scale=0.5).save(tmp_path / "model.pt")
+    assert main(["predict", "--model", str(pt), "--out", str(tmp_path / "out"), "--tile", "100", "--quiet",
+                 str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "tile=100 leaves no core after cropping margin=64" in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_bad_image_is_clear(model):
     with pytest.raises(ValueError, match=r"\(H, W, 3\) uint8 RGB image"):
         predict_image(model, np.zeros((10, 10), dtype=np.uint8))
@@ -68,7 +133,7 @@ def test_bad_image_is_clear(model):
 def test_output_at_input_resolution_when_scales_differ(model, image, tmp_path):
     # the checkpoint remembers scale 0.25; the input is at 0.5: predicted at half size, returned full size
     path = save_checkpoint(tmp_path / "m.pt", Checkpoint(model=model, class_map=ClassMap([0, 3, 11]), scale=0.25))
-    out = predict_image(path, image, 0.5, tile=64, margin=8, return_probs=True)
+    out = predict_image(path, image, 0.5, tiling=Tiling(64, 8), return_probs=True)
     assert out["codes"].shape == out["confidence"].shape == image.shape[:2]
     assert out["probs"].shape == (3, *image.shape[:2])
     assert set(np.unique(out["codes"])) <= {0, 3, 11} and out["codes"].dtype == np.uint8
@@ -76,12 +141,12 @@ def test_output_at_input_resolution_when_scales_differ(model, image, tmp_path):
     assert out["model_scale"] == 0.25
     np.testing.assert_array_equal(out["codes"], ClassMap([0, 3, 11]).to_code(out["probs"].argmax(0)))
     # output_size: e.g. a mask's stored resolution
-    down = predict_image(model, image, 1.0, output_size=(101, 75), tile=64, margin=8)
+    down = predict_image(model, image, 1.0, output_size=(101, 75), tiling=Tiling(64, 8))
     assert down["codes"].shape == (75, 101)
 
 
 def test_same_scale_matches_predict_probs(model, image):
-    out = predict_image(model, image, 0.5, model_scale=0.5, tile=96, margin=32)
+    out = predict_image(model, image, 0.5, model_scale=0.5, tiling=Tiling(96, 32))
     ref = predict_probs(model, image, tile=96, margin=32)
     np.testing.assert_array_equal(out["indices"], ref.argmax(0).numpy())
     np.testing.assert_allclose(out["confidence"], ref.max(0).values.numpy())
@@ -102,7 +167,7 @@ def test_tta_runs_and_transforms_invert(model, image, mode):
     x = torch.randn(2, 3, 8, 8)
     for fwd, inv in tta_transforms(mode):
         assert torch.equal(inv(fwd(x)), x)
-    out = predict_image(model, image[:70, :90], tile=64, margin=8, tta=mode, threads=1)
+    out = predict_image(model, image[:70, :90], tiling=Tiling(64, 8, tta=mode), threads=1)
     assert out["codes"].shape == (70, 90)
     with pytest.raises(ValueError, match="unknown tta"):
         tta_transforms("d8")
@@ -111,7 +176,7 @@ def test_tta_runs_and_transforms_invert(model, image, mode):
 @pytest.mark.parametrize("shape", [(1, 1), (1, 7), (17, 3), (9, 200)])
 def test_tiny_and_thin_images(model, shape):
     img = np.random.default_rng(1).integers(0, 256, (*shape, 3), dtype=np.uint8)
-    out = predict_image(model, img, tile=64, margin=8)
+    out = predict_image(model, img, tiling=Tiling(64, 8))
     assert out["codes"].shape == shape and out["confidence"].shape == shape
 
 
@@ -134,7 +199,7 @@ def test_collect_images_in_a_lumenstone_folder_skips_masks(fake_dataset, tmp_pat
 
 # -- fused inference ------------------------------------------------------------------------------
 def test_fused_copy_matches_and_leaves_the_original_alone(model, image):
-    from lumenkit.models.resunet import fuse_for_inference
+    from lumenkit.models.folding import fuse_for_inference
 
     with torch.no_grad():
         for mod in model.modules():
@@ -154,7 +219,7 @@ def test_fused_copy_matches_and_leaves_the_original_alone(model, image):
 
 
 def test_fused_copy_is_cached_until_the_weights_change(image):
-    from lumenkit.inference.predict import fused_model
+    from lumenkit.inference.runners import fused_model
 
     m = create_model(width=4, depth=2, classes=2).eval()
     a = fused_model(m)
@@ -191,12 +256,12 @@ def test_predict_files_decodes_at_the_model_scale(model, tmp_path, monkeypatch):
         return real(path, factor)
 
     monkeypatch.setattr(lumenkit.data.imageio, "read_image", spy)
-    rep = predict_files(ckpt, [tmp_path / "in"], tmp_path / "out", scale=1.0, tile=64, margin=8, progress=False)
+    rep = predict_files(ckpt, [tmp_path / "in"], tmp_path / "out", scale=1.0, tiling=Tiling(64, 8), progress=False)
     assert rep.ok and factors == [0.25]
     mask = read_mask(tmp_path / "out" / "a.png")
     assert mask.shape == (160, 240)  # outputs at the file's resolution
     ref = predict_image(ckpt, read_image(tmp_path / "in" / "a.jpg", 0.25), 0.25, output_size=(240, 160),
-                        tile=64, margin=8)
+                        tiling=Tiling(64, 8))
     np.testing.assert_array_equal(mask, ref["codes"])
     assert rep.composition.loc[0, "width"] == 240
 
@@ -221,7 +286,7 @@ def test_predict_under_torchrun_shares_the_files_and_matches_one_process(model, 
     from lumenkit.runtime.devices import usable_cores
 
     with _threads(max(1, usable_cores() // 2)):  # each of the 2 processes' threads: the same sums, the same argmax
-        one = predict_files(pt, [tmp_path / "in"], tmp_path / "one", scale=0.5, tile=64, margin=8, progress=False)
+        one = predict_files(pt, [tmp_path / "in"], tmp_path / "one", scale=0.5, tiling=Tiling(64, 8), progress=False)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "lumenkit",
            "predict", "--model", str(pt), "--out", str(tmp_path / "two"), "--scale", "0.5", "--tile", "64",
            "--margin", "8", "--device", "cpu", "--quiet", str(tmp_path / "in")]

@@ -57,11 +57,11 @@ def test_natural_counts_come_from_the_fold_the_model_trained_on(tmp_path):
         ck = Checkpoint(net, ClassMap([0, 1, 2]), 0.5,
                         config={"train": {"data": str(data), "n_val": 2, "val_seed": 0, "val_fold": fold}})
         assert np.array_equal(natural_counts(ck), counts(fold=fold))
-        assert np.array_equal(natural_counts(ck, fold=0), counts())
+        assert np.array_equal(natural_counts(ck, validation=ValidationSplit.of_model(ck, fold=0)), counts())
     old = Checkpoint(net, ClassMap([0, 1, 2]), 0.5, config={"train": {"data": str(data), "n_val": 2}})
     assert np.array_equal(natural_counts(old), counts())  # recorded no fold: the usual split
     with pytest.raises(ConfigError, match="out of range"):
-        natural_counts(old, fold=3)
+        natural_counts(old, validation=ValidationSplit.of_model(old, fold=3))
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """Evaluation: confusion matrices and IoU, whole-split evaluation, baselines, robustness, published figures."""
 
-from lumenkit.evaluation.evaluate import ColourCentroids, Evaluation, evaluate, write_evaluation
+from lumenkit.evaluation.evaluate import ColourCentroids, Evaluation, evaluate, recorded_validation, write_evaluation
 from lumenkit.evaluation.metrics import (
     Scores,
     bootstrap_mean_iou,
@@ -23,6 +23,7 @@ __all__ = [
     "confusion_matrix",
     "evaluate",
     "iou_from_confusion",
+    "recorded_validation",
     "reference_table",
     "robustness_curves",
     "robustness_study",

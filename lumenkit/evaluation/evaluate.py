@@ -25,11 +25,10 @@ from lumenkit.evaluation.metrics import (
     sum_confusions,
     void_border,
 )
+from lumenkit.inference.tiling import Tiling
 from lumenkit.runtime.heap import retained_heap
 
 CONFIDENCE_BINS = np.linspace(0.0, 1.0, 11)
-
-
 """Bin edges of the confidence-vs-error table."""
 
 
@@ -135,38 +134,17 @@ def _num(v: Any) -> Any:
     return v
 
 
-def model_validation_split(ckpt: Any, n_val: int | None = None, seed: int | None = None) -> tuple[int, int]:
-    """``(n_val, seed)`` of the validation split: the given values, else the checkpoint's training ones, else 10, 0.
+def recorded_validation(run_dir: str | Path | None, split: str, n_val: int | None = None, seed: int | None = None,
+                        fold: int | None = None) -> ValidationSplit:
+    """The validation split a previous evaluation of ``split`` wrote to ``RUN_DIR/metrics.json``, given values winning.
 
-    Evaluating ``val`` with the split the model was trained with keeps its training images out of the scores.
+    Notebook 05 opens ``val`` with it to read the very images notebook 04 predicted. Values not given come from the
+    recorded ``n_val``, ``val_seed`` and ``val_fold`` when the file evaluated the same split, else the defaults (10
+    images, seed 0, fold 0); a missing or unreadable file records nothing. The model's own split is
+    :meth:`lumenkit.data.ValidationSplit.of_model`.
     """
-    train = (getattr(ckpt, "config", None) or {}).get("train", {}) or {}
-    n = n_val if n_val is not None else int(train.get("n_val", 10))
-    s = seed if seed is not None else int(train.get("val_seed", 0))
-    return int(n), int(s)
-
-
-def model_validation_fold(ckpt: Any, fold: int | None = None) -> int:
-    """The validation fold to evaluate a model on: ``fold`` if given, else its training ``val_fold``, else 0.
-
-    The companion of :func:`model_validation_split` (checkpoints written before folds existed record none: 0, the
-    split they were trained with).  A model trained on fold ``f`` is scored on fold ``f``, never on images it
-    trained on.
-    """
-    train = (getattr(ckpt, "config", None) or {}).get("train", {}) or {}
-    return int(fold if fold is not None else train.get("val_fold", 0))
-
-
-def evaluated_fold(run_dir: str | Path | None, split: str, fold: int | None = None) -> int:
-    """The validation fold a previous evaluation in ``RUN_DIR/metrics.json`` used for ``split``.
-
-    ``fold`` wins when given; otherwise the ``val_fold`` recorded for the same split, else 0 (the companion of
-    :func:`evaluated_split`; notebook 05 uses both to read the images notebook 04 predicted).
-    """
-    if fold is not None:
-        return int(fold)
     done = _read_metrics(run_dir)
-    return int(done.get("val_fold", 0)) if done.get("split") == split else 0
+    return ValidationSplit.from_dict(done if done.get("split") == split else None, n_val, seed, fold)
 
 
 def _read_metrics(run_dir: str | Path | None) -> dict[str, Any]:
@@ -180,140 +158,167 @@ def _read_metrics(run_dir: str | Path | None) -> dict[str, Any]:
     return done if isinstance(done, dict) else {}
 
 
-def evaluated_split(run_dir: str | Path | None, split: str, n_val: int = 0) -> tuple[int, int]:
-    """``(n_val, seed)`` for opening ``split`` as a previous evaluation in ``RUN_DIR/metrics.json`` did.
-
-    ``n_val`` > 0 wins; otherwise the values recorded for the same split, else ``(10, 0)`` (notebook 05 uses this to
-    read the same validation images notebook 04 predicted; :func:`evaluated_fold` gives the fold).
-    """
-    done = _read_metrics(run_dir)
-    same = done.get("split") == split
-    n = n_val or (int(done.get("n_val", 10)) if same else 10)
-    return n, int(done.get("val_seed", 0)) if same else 0
-
-
 def evaluate(
     data: str | Path,
     model: Any,
     split: str = "test",
+    *,
     scale: float | None = None,
+    validation: ValidationSplit | None = None,
+    tiling: Tiling | None = None,
     void_border_px: int = 0,
-    tta: bool | str = False,
     baselines: bool = True,
-    n_val: int | None = None,
-    seed: int | None = None,
     save_masks: str | Path | None = None,
-    predict_kwargs: dict[str, Any] | None = None,
-    progress: bool = True,
     transform: Callable[[np.ndarray], np.ndarray] | None = None,
     magnification: float = 1.0,
-    fold: int | None = None,
+    predict_kwargs: dict[str, Any] | None = None,
+    progress: bool = True,
 ) -> Evaluation:
     """Evaluate a checkpoint on a split: metrics on dataset totals at the stored masks' resolution.
 
     The model runs at its training scale (or ``scale``): images are read at that scale and predictions are
-    brought back to the stored mask size before counting.
+    brought back to the stored mask size before counting. The loop over images is one
+    :func:`lumenkit.runtime.retained_heap` block (the process-level setting).
 
     Args:
         data: dataset folder in LumenStone layout.
         model: a :class:`lumenkit.models.Checkpoint`, or a path to one.
         split: ``test``, ``train``, ``val`` or ``fit``.
         scale: scale to run the model at (default: the checkpoint's training scale).
+        validation: the training images that are ``val`` (split ``val``/``fit``, and what the baselines are not fitted
+            on); default: the split the model was trained with (:meth:`ValidationSplit.of_model`), so ``val`` never
+            holds images the model trained on. ``ValidationSplit.of_model(ckpt, n_val=5)`` changes one value.
+        tiling: windows, margins, batch and test-time augmentation (default ``Tiling()``; see
+            :func:`lumenkit.inference.predict.predict_image`).
         void_border_px: ignore ground-truth pixels within this many px (stored resolution) of a class boundary.
-        tta: test-time augmentation passed to :func:`lumenkit.inference.predict.predict_image`.
         baselines: also score the majority and colour-centroid baselines fitted on the training split.
-        n_val: validation images carved from train (for ``val``/``fit``); ``None``: as the model was trained
-            (its recorded ``n_val``), so ``val`` never holds images the model trained on; else 10.
-        seed: seed of the validation split; ``None``: the model's recorded ``val_seed``, else 0.
-        fold: validation fold (which block of ``n_val`` images of that seed, see
-            :func:`lumenkit.data.validation_split`); ``None``: the model's recorded ``val_fold``, else 0.
         save_masks: write predicted masks ``NAME.png`` (LumenStone codes) here, for the deposit report.
-        predict_kwargs: extra arguments for ``predict_image`` (tile, margin, batch, threads, retain_heap: kept
-            for the whole loop over images).
-        progress: tqdm bar over images.
         transform: applied to each image (at model scale) before prediction, e.g. a perturbation or a
             calibration (see :mod:`lumenkit.evaluation.robustness`).
         magnification: read images at ``magnification`` × the model scale but present them as the model scale,
             simulating another objective or camera pixel size (1.0 = none).
+        predict_kwargs: further arguments of ``predict_image`` (``device``, ``runtime``, ``threads``, ``fuse``).
+        progress: tqdm bar over images.
 
     Raises:
-        ConfigError: ``n_val`` or ``fold`` out of range for the training images (split ``val``/``fit``).
+        ConfigError: ``validation`` out of range for the training images (split ``val``/``fit``), or a bad tiling.
         lumenkit errors for bad input files; CheckpointError for a bad model file.
     """
     from tqdm.auto import tqdm
 
-    from lumenkit.inference.predict import predict_image
     from lumenkit.models.checkpoint import Checkpoint, load_checkpoint
 
     ckpt = model if isinstance(model, Checkpoint) else load_checkpoint(model)
-    cmap = ckpt.class_map
     model_scale = float(scale if scale is not None else ckpt.scale)
-    n_val, seed = model_validation_split(ckpt, n_val, seed)
-    fold = model_validation_fold(ckpt, fold)
-    ds = LumenStoneDataset(data, split, class_set=cmap.codes, validation=ValidationSplit(n_val, seed, fold))
-    labels = cmap.labels
-    k = len(cmap)
-    base: ColourCentroids | None = None
-    if baselines:
-        train_ds = LumenStoneDataset(data, training_split_for(data, split), class_set=cmap.codes,
-                                     validation=ValidationSplit(n_val, seed, fold))
-        base = ColourCentroids.fit(train_ds, cmap)
-    mats, base_mats = [], {"majority": [], "colour_centroid": []}
-    conf_err = np.zeros((len(CONFIDENCE_BINS) - 1, 2), dtype=np.int64)
+    tiling = tiling if tiling is not None else Tiling()
+    validation = validation if validation is not None else ValidationSplit.of_model(ckpt)
+    ds = LumenStoneDataset(data, split, class_set=ckpt.class_map.codes, validation=validation)
+    base = _fit_baseline(data, split, ckpt.class_map, validation) if baselines else None
+    scorer = _ImageScorer(ckpt, model_scale, tiling, void_border_px, transform, magnification,
+                          Path(save_masks) if save_masks is not None else None, base, predict_kwargs or {})
+    counts = _Counts(len(ckpt.class_map))
     t0 = time.perf_counter()
-    with retained_heap((predict_kwargs or {}).get("retain_heap", True)):  # freed buffers serve the next image
+    with retained_heap():  # freed buffers serve the next image
         for i in tqdm(range(len(ds)), desc=f"evaluate {split}", disable=not progress):
-            mask = ds.read_mask(i)
-            true = cmap.to_index(mask, source=str(ds.mask_paths[i]))
-            valid = void_border(true, void_border_px) if void_border_px else None
-            image = ds.read_image(i, scale=model_scale * magnification)
-            if transform is not None:
-                image = transform(image)
-            out = predict_image(ckpt, image, input_scale=model_scale, model_scale=model_scale,
-                                output_size=(mask.shape[1], mask.shape[0]), tta=tta, **(predict_kwargs or {}))
-            pred = out["indices"]
-            mats.append(confusion_matrix(pred, true, k, valid=valid))
-            keep = true != 255 if valid is None else (true != 255) & valid
-            b = np.clip(np.digitize(out["confidence"][keep], CONFIDENCE_BINS) - 1, 0, len(CONFIDENCE_BINS) - 2)
-            wrong = pred[keep] != true[keep]
-            conf_err[:, 0] += np.bincount(b, minlength=len(CONFIDENCE_BINS) - 1)
-            conf_err[:, 1] += np.bincount(b[wrong], minlength=len(CONFIDENCE_BINS) - 1)
-            if save_masks is not None:
-                save_image(out["codes"], Path(save_masks) / f"{ds.names[i]}.png")
-            if base is not None:
-                img_stored = ds.read_image(i, scale=ds.stored_scale)
-                cc = base.predict(img_stored)
-                if cc.shape != true.shape:
-                    cc = resize_mask(cc, (true.shape[1], true.shape[0]))
-                base_mats["colour_centroid"].append(confusion_matrix(cc, true, k, valid=valid))
-                base_mats["majority"].append(confusion_matrix(np.full_like(true, base.majority), true, k, valid=valid))
-    seconds = time.perf_counter() - t0
-    total = sum_confusions(mats)
-    conf = pd.DataFrame(
-        {"pixels": conf_err[:, 0], "errors": conf_err[:, 1]},
-        index=pd.Index([f"{a:.1f}–{b:.1f}" for a, b in itertools.pairwise(CONFIDENCE_BINS)],
-                       name="confidence"),
-    )
-    with np.errstate(invalid="ignore", divide="ignore"):
-        conf["error_rate"] = conf["errors"] / conf["pixels"]
+            scorer.score(ds, i, counts)
     info = {
         "split": split,
         "data": str(Path(data).resolve()),
         "images": len(ds),
-        **({"n_val": n_val, "val_seed": seed, "val_fold": fold} if split in ("val", "fit") else {}),
+        **(validation.to_dict() if split in ("val", "fit") else {}),
         "scales": {"stored": ds.stored_scale, "model": model_scale, "trained": float(ckpt.scale)},
         "void_border": void_border_px,
-        "tta": tta if isinstance(tta, str) else bool(tta),
-        "seconds": round(seconds, 2),
+        "tta": tiling.tta if isinstance(tiling.tta, str) else bool(tiling.tta),
+        "seconds": round(time.perf_counter() - t0, 2),
     }
-    return Evaluation(
-        scores=Scores(total, labels),
-        per_image=per_image_table(ds.names, mats, labels),
-        baselines={n: Scores(sum_confusions(m), labels) for n, m in base_mats.items() if m},
-        confidence=conf,
-        info=info,
-        matrices=mats,
-    )
+    return counts.evaluation(ds.names, ckpt.class_map.labels, info)
+
+
+def _fit_baseline(data: str | Path, split: str, cmap: ClassMap, validation: ValidationSplit) -> ColourCentroids:
+    """The colour-centroid (and majority) baseline fitted on the split :func:`training_split_for` ``split``."""
+    train_ds = LumenStoneDataset(data, training_split_for(data, split), class_set=cmap.codes, validation=validation)
+    return ColourCentroids.fit(train_ds, cmap)
+
+
+@dataclass
+class _ImageScorer:
+    """How :func:`evaluate` predicts one image of the split and counts it (the settings of the call)."""
+
+    ckpt: Any
+    model_scale: float
+    tiling: Tiling
+    void_border_px: int
+    transform: Callable[[np.ndarray], np.ndarray] | None
+    magnification: float
+    save_masks: Path | None
+    baseline: ColourCentroids | None
+    predict_kwargs: dict[str, Any]
+
+    def score(self, ds: LumenStoneDataset, i: int, counts: _Counts) -> None:
+        """Predict image ``i`` of ``ds`` at the model scale and count it (and the baselines) at the mask's size."""
+        from lumenkit.inference.predict import predict_image
+
+        mask = ds.read_mask(i)
+        true = self.ckpt.class_map.to_index(mask, source=str(ds.mask_paths[i]))
+        valid = void_border(true, self.void_border_px) if self.void_border_px else None
+        image = ds.read_image(i, scale=self.model_scale * self.magnification)
+        if self.transform is not None:
+            image = self.transform(image)
+        out = predict_image(self.ckpt, image, input_scale=self.model_scale, model_scale=self.model_scale,
+                            output_size=(mask.shape[1], mask.shape[0]), tiling=self.tiling, **self.predict_kwargs)
+        counts.add_prediction(out["indices"], out["confidence"], true, valid)
+        if self.save_masks is not None:
+            save_image(out["codes"], self.save_masks / f"{ds.names[i]}.png")
+        if self.baseline is not None:
+            counts.add_baselines(self.baseline, ds.read_image(i, scale=ds.stored_scale), true, valid)
+
+
+@dataclass
+class _Counts:
+    """What :func:`evaluate` adds up over images: confusion matrices of the model and baselines, confidence bins."""
+
+    k: int
+    model: list[np.ndarray] = field(default_factory=list)
+    baselines: dict[str, list[np.ndarray]] = field(default_factory=lambda: {"majority": [], "colour_centroid": []})
+    conf_err: np.ndarray = field(default_factory=lambda: np.zeros((len(CONFIDENCE_BINS) - 1, 2), dtype=np.int64))
+
+    def add_prediction(self, pred: np.ndarray, confidence: np.ndarray, true: np.ndarray,
+                       valid: np.ndarray | None) -> None:
+        """Count one image's prediction (model indices and confidence at the mask's size) against its truth."""
+        self.model.append(confusion_matrix(pred, true, self.k, valid=valid))
+        keep = true != 255 if valid is None else (true != 255) & valid
+        b = np.clip(np.digitize(confidence[keep], CONFIDENCE_BINS) - 1, 0, len(CONFIDENCE_BINS) - 2)
+        wrong = pred[keep] != true[keep]
+        self.conf_err[:, 0] += np.bincount(b, minlength=len(CONFIDENCE_BINS) - 1)
+        self.conf_err[:, 1] += np.bincount(b[wrong], minlength=len(CONFIDENCE_BINS) - 1)
+
+    def add_baselines(self, base: ColourCentroids, image: np.ndarray, true: np.ndarray,
+                      valid: np.ndarray | None) -> None:
+        """Count both baselines on one image at its stored scale."""
+        cc = base.predict(image)
+        if cc.shape != true.shape:
+            cc = resize_mask(cc, (true.shape[1], true.shape[0]))
+        self.baselines["colour_centroid"].append(confusion_matrix(cc, true, self.k, valid=valid))
+        self.baselines["majority"].append(confusion_matrix(np.full_like(true, base.majority), true, self.k,
+                                                           valid=valid))
+
+    def evaluation(self, names: list[str], labels: list[str], info: dict[str, Any]) -> Evaluation:
+        """The :class:`Evaluation` of everything counted."""
+        conf = pd.DataFrame(
+            {"pixels": self.conf_err[:, 0], "errors": self.conf_err[:, 1]},
+            index=pd.Index([f"{a:.1f}–{b:.1f}" for a, b in itertools.pairwise(CONFIDENCE_BINS)],
+                           name="confidence"),
+        )
+        with np.errstate(invalid="ignore", divide="ignore"):
+            conf["error_rate"] = conf["errors"] / conf["pixels"]
+        return Evaluation(
+            scores=Scores(sum_confusions(self.model), labels),
+            per_image=per_image_table(names, self.model, labels),
+            baselines={n: Scores(sum_confusions(m), labels) for n, m in self.baselines.items() if m},
+            confidence=conf,
+            info=info,
+            matrices=self.model,
+        )
 
 
 def error_sources_of(evaluation: Evaluation | str | Path | dict[str, Any]) -> pd.DataFrame:

@@ -105,8 +105,6 @@ PERTURBATIONS: dict[str, Perturbation] = {
                      "another objective or camera pixel size (magnification)"),
     )
 }
-
-
 """Every perturbation with default strengths."""
 
 
@@ -155,7 +153,8 @@ def robustness_curves(
             from a reference frame (a blank grey field) imaged under the same condition, as a user would image a
             mirror under their lamp (see :func:`flat_field_remedy`); ``None`` for none.
         progress: print one line per condition.
-        **kwargs: passed to :func:`lumenkit.evaluation.evaluate.evaluate` (e.g. ``n_val``, ``predict_kwargs``).
+        **kwargs: passed to :func:`lumenkit.evaluation.evaluate.evaluate` (e.g. ``validation``, ``tiling``,
+            ``predict_kwargs``).
 
     Returns:
         DataFrame with one row per (perturbation, strength): ``mean_iou``, ``pixel_accuracy`` and
@@ -227,8 +226,6 @@ def worst_conditions(curves: pd.DataFrame, k: int = 3) -> pd.DataFrame:
 
 
 LIGHTING: tuple[str, ...] = ("brightness", "white_balance", "vignetting", "gamma")
-
-
 """Conditions a flat-field / white-balance calibration can address."""
 
 
@@ -286,6 +283,7 @@ def remedy_table(
     split: str = "test",
     names: Sequence[str] | None = None,
     k: int = 3,
+    n_val: int | None = None,
     **kwargs: Any,
 ) -> dict[str, Any]:
     """Curves of a model, its ``k`` worst conditions, and mean IoU there before and after each remedy.
@@ -301,21 +299,28 @@ def remedy_table(
         split: split to evaluate.
         names: perturbations to scan (default all).
         k: how many worst conditions get the remedies.
-        **kwargs: passed to :func:`lumenkit.evaluation.evaluate.evaluate`.
+        n_val: validation images carved from train (split ``val``/``fit``); default: as each model was trained.
+            Either way each model is scored on its own training seed and fold (:meth:`ValidationSplit.of_model`).
+        **kwargs: passed to :func:`lumenkit.evaluation.evaluate.evaluate` (e.g. ``tiling``, ``predict_kwargs``).
 
     Returns:
         ``{"curves": DataFrame, "worst": DataFrame, "table": DataFrame}`` plus ``"augmented_curves"`` when an
         augmented model is given; ``table`` has one row per worst condition of the baseline (plus ``none``) and a
         mean-IoU column per model × remedy (``baseline``, ``augmented``, each also ``+ flat-field``).
     """
-    curves = robustness_curves(data, model, split=split, names=names, progress=False, **kwargs)
+    from lumenkit.data.datasets import ValidationSplit
+    from lumenkit.models.checkpoint import Checkpoint, load_checkpoint
+
+    models = {label: m if isinstance(m, Checkpoint) else load_checkpoint(m)
+              for label, m in (("baseline", model), ("augmented", augmented_model)) if m is not None}
+    given = {label: kwargs if n_val is None else {**kwargs, "validation": ValidationSplit.of_model(m, n_val=n_val)}
+             for label, m in models.items()}
+    curves = robustness_curves(data, models["baseline"], split=split, names=names, progress=False, **given["baseline"])
     worst = worst_conditions(curves, k=k)
-    models = {"baseline": model}
     measured = {"baseline": curves}
     if augmented_model is not None:
-        models["augmented"] = augmented_model
-        measured["augmented"] = robustness_curves(data, augmented_model, split=split, names=names, progress=False,
-                                                  **kwargs)
+        measured["augmented"] = robustness_curves(data, models["augmented"], split=split, names=names, progress=False,
+                                                  **given["augmented"])
     rows = []
     conditions = [("none", 0.0), *((str(r["perturbation"]), float(r["worst strength"])) for _, r in worst.iterrows())]
     for name, s in conditions:
@@ -329,7 +334,7 @@ def remedy_table(
                 if remedy is None and len(hit):
                     continue
                 c = robustness_curves(data, m, split=split, names=[name] if name != "none" else [],
-                                      strengths={name: [s]}, remedy=remedy, progress=False, **kwargs)
+                                      strengths={name: [s]}, remedy=remedy, progress=False, **given[label])
                 row[f"{label}{' + flat-field' if remedy else ''}"] = float(c["mean_iou"].iloc[-1])
         rows.append(row)
     out = {"curves": curves, "worst": worst, "table": pd.DataFrame(rows)}

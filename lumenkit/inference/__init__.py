@@ -1,20 +1,13 @@
 """Prediction: tiled whole-image inference, batch prediction of files, the ONNX export and runtime."""
 
 from lumenkit.inference.onnx import OnnxModel, export_onnx, load_onnx
-from lumenkit.inference.predict import (
-    PredictionReport,
-    collect_images,
-    load_model,
-    predict_files,
-    predict_image,
-    predict_probs,
-    resize_probs,
-    tta_transforms,
-)
+from lumenkit.inference.predict import PredictionReport, collect_images, load_model, predict_files, predict_image
+from lumenkit.inference.tiling import Tiling, predict_probs, resize_probs, tta_transforms
 
 __all__ = [
     "OnnxModel",
     "PredictionReport",
+    "Tiling",
     "collect_images",
     "export_onnx",
     "load_model",

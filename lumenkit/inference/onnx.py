@@ -19,7 +19,8 @@ from torch import nn
 from lumenkit.data.catalogue import ClassMap
 from lumenkit.errors import CheckpointError
 from lumenkit.models.checkpoint import Checkpoint, load_checkpoint
-from lumenkit.models.resunet import SegmentationModel, fuse_for_inference
+from lumenkit.models.folding import fuse_for_inference
+from lumenkit.models.resunet import SegmentationModel
 
 ONNX_FORMAT = "lumenkit-onnx"
 """Value of the ``lumenkit.format`` metadata entry that marks a lumenkit export."""

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lumenkit.data.datasets import ValidationSplit
 from lumenkit.errors import ConfigError, LumenkitError
 from lumenkit.training.config import TrainConfig
 
@@ -178,7 +179,8 @@ def run_variant(name: str, data: str | Path, runs: str | Path, quiet: bool = Tru
         VariantInterrupted: a signal (Ctrl-C, SIGTERM) stopped the training before its budget: ``last.pt`` holds
             the resumable state and no ``val.json`` is written (a half-trained model would enter the table).
     """
-    from lumenkit.evaluation.evaluate import evaluate, model_validation_fold, model_validation_split, write_evaluation
+    from lumenkit.evaluation.evaluate import evaluate, write_evaluation
+    from lumenkit.inference.tiling import Tiling
     from lumenkit.models.checkpoint import load_checkpoint
     from lumenkit.training.loop import train
 
@@ -202,24 +204,26 @@ def run_variant(name: str, data: str | Path, runs: str | Path, quiet: bool = Tru
         model, _, info = correct_model(model, runs / name / "model_prior.pt", data=data, progress=not quiet)
         extra["prior_correction"] = {k: info[k] for k in ("tau", "shift", "labels", "fitted_on", "images")}
     ckpt = load_checkpoint(model)
-    trained = (*model_validation_split(ckpt), model_validation_fold(ckpt))
-    wanted = (cfg.n_val, cfg.val_seed, cfg.val_fold)
+    trained, wanted = ValidationSplit.of_model(ckpt), cfg.validation
     if trained != wanted:
-        raise ConfigError(f"{model}: trained with n_val={trained[0]}, val_seed={trained[1]}, val_fold={trained[2]}, "
-                          f"not the split asked for (n_val={wanted[0]}, val_seed={wanted[1]}, val_fold={wanted[2]}); "
-                          "pass the same --n-val/--val-seed/--val-fold, or use another --runs folder per split")
-    ev = evaluate(data, ckpt, split="val", tta=v.tta, n_val=cfg.n_val, seed=cfg.val_seed, fold=cfg.val_fold,
-                  progress=not quiet)
+        raise ConfigError(f"{model}: trained with {_split_text(trained)}, not the split asked for "
+                          f"({_split_text(wanted)}); pass the same --n-val/--val-seed/--val-fold, or use another "
+                          "--runs folder per split")
+    ev = evaluate(data, ckpt, split="val", validation=wanted, tiling=Tiling(tta=v.tta), progress=not quiet)
     ev.info.update({"variant": name, "change": v.change, **extra})
     write_evaluation(ev, out)
     return json.loads(out.read_text())
 
 
+def _split_text(v: ValidationSplit) -> str:
+    return ", ".join(f"{k}={x}" for k, x in v.to_dict().items())
+
+
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-def score_variant(name: str, data: str | Path, runs: str | Path, label: str, n_val: int = 10, seed: int = 0,
-                  quiet: bool = True, fold: int = 0) -> dict[str, Any]:
+def score_variant(name: str, data: str | Path, runs: str | Path, label: str,
+                  validation: ValidationSplit | None = None, quiet: bool = True) -> dict[str, Any]:
     """Evaluate the trained model of a variant on another dataset's validation split.
 
     Used for a joint model: trained on ``lumenkit combine S1 S2`` (whose validation list is each source's own
@@ -233,19 +237,19 @@ def score_variant(name: str, data: str | Path, runs: str | Path, label: str, n_v
         data: dataset folder in LumenStone layout.
         runs: the ablation runs folder.
         label: short name of the dataset (letters, digits, ``_.-``): the file is ``RUNS/NAME/val_LABEL.json``.
-        n_val: validation images carved from ``data``'s train images.
-        seed: seed of that split.
+        validation: the validation images carved from ``data``'s train images (default ``ValidationSplit()``: 10
+            images, seed 0, fold 0, the usual split).
         quiet: no progress bar.
-        fold: fold of that split (which block of ``n_val`` images; 0 = the usual split).
 
     Returns:
         The evaluation document written (with ``variant``, ``change``, ``scored_on`` and ``val_fold``).
 
     Raises:
-        ConfigError: unknown variant, a bad label, no trained model yet, or ``n_val``/``fold`` out of range;
+        ConfigError: unknown variant, a bad label, no trained model yet, or ``validation`` out of range;
             dataset errors as in evaluation.
     """
     from lumenkit.evaluation.evaluate import evaluate, write_evaluation
+    from lumenkit.inference.tiling import Tiling
 
     v = variant(name)
     if not _LABEL.match(label):
@@ -257,8 +261,8 @@ def score_variant(name: str, data: str | Path, runs: str | Path, label: str, n_v
         model = Path(runs) / name / "model_prior.pt"
         if not model.exists():
             raise ConfigError(f"{model}: not corrected yet; run `lumenkit ablation run {name}` first")
-    ev = evaluate(data, model, split="val", tta=v.tta, n_val=int(n_val), seed=int(seed), fold=int(fold),
-                  progress=not quiet)
+    ev = evaluate(data, model, split="val", validation=validation if validation is not None else ValidationSplit(),
+                  tiling=Tiling(tta=v.tta), progress=not quiet)
     ev.info.update({"variant": name, "change": v.change, "scored_on": label})
     out = Path(runs) / name / f"val_{label}.json"
     write_evaluation(ev, out)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lumenkit.cli import FOLD_HELP, command_parser, run_command
+from lumenkit.data.datasets import ValidationSplit
 from lumenkit.errors import ConfigError
 from lumenkit.evaluation.metrics import Scores
 
@@ -76,9 +77,8 @@ def _run_ablation(a: argparse.Namespace) -> int:
             raise ConfigError("ablation score needs a variant name, --data and --label, e.g. "
                               "`lumenkit-lab ablation score no_photometric --runs runs/joint --data S1_v1_x05 "
                               "--label S1 --n-val 10`")
-        d = score_variant(a.name, a.data, a.runs, a.label, n_val=10 if a.n_val is None else a.n_val,
-                          seed=a.val_seed or 0, fold=a.val_fold or 0,
-                          quiet=a.quiet)
+        validation = ValidationSplit(10 if a.n_val is None else a.n_val, a.val_seed or 0, a.val_fold or 0)
+        d = score_variant(a.name, a.data, a.runs, a.label, validation=validation, quiet=a.quiet)
         print(f"{a.name} on {a.label}: validation {_scores_of(d).summary()}")
         return 0
     if not a.name or not a.data:

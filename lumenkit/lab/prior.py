@@ -85,29 +85,27 @@ def served_counts(model_path: str | Path) -> np.ndarray:
     )
 
 
-def _dataset(ckpt: Checkpoint, data: str | Path | None, split: str, n_val: int | None,
-             seed: int | None, fold: int | None = None) -> LumenStoneDataset:
+def _dataset(ckpt: Checkpoint, data: str | Path | None, split: str,
+             validation: ValidationSplit | None) -> LumenStoneDataset:
     train = ckpt.config.get("train") or {}
     root = data if data is not None else train.get("data")
     if not root:
         raise ConfigError("the checkpoint does not record its training data folder; pass data=/--data")
-    n_val = int(train.get("n_val", 10)) if n_val is None else int(n_val)
-    seed = int(train.get("val_seed", 0)) if seed is None else int(seed)
-    fold = int(train.get("val_fold", 0)) if fold is None else int(fold)
-    return LumenStoneDataset(root, split, class_set=ckpt.class_map.codes, validation=ValidationSplit(n_val, seed, fold))
+    validation = validation if validation is not None else ValidationSplit.of_model(ckpt)
+    return LumenStoneDataset(root, split, class_set=ckpt.class_map.codes, validation=validation)
 
 
-def natural_counts(ckpt: Checkpoint, data: str | Path | None = None, n_val: int | None = None,
-                   seed: int | None = None, fold: int | None = None) -> np.ndarray:
+def natural_counts(ckpt: Checkpoint, data: str | Path | None = None,
+                   validation: ValidationSplit | None = None) -> np.ndarray:
     """``(K,)`` pixel counts per class in the masks of the images the model was trained on (``fit``, stored size).
 
-    ``n_val``, ``seed`` and ``fold`` of the validation split default to the model's recorded training ones.
+    ``validation`` defaults to the split the model was trained with (:meth:`ValidationSplit.of_model`).
 
     Raises:
         ConfigError: no data folder known, or the split out of range; dataset errors as in
             :class:`lumenkit.data.LumenStoneDataset`.
     """
-    counts = _dataset(ckpt, data, "fit", n_val, seed, fold).class_counts()
+    counts = _dataset(ckpt, data, "fit", validation).class_counts()
     return counts[list(ckpt.class_map.labels)].to_numpy().sum(0).astype(np.int64)
 
 
@@ -154,10 +152,8 @@ def fit_prior_correction(
     split: str = "fit",
     taus: Sequence[float] = DEFAULT_TAUS,
     served: Sequence[float] | None = None,
-    n_val: int | None = None,
-    seed: int | None = None,
+    validation: ValidationSplit | None = None,
     progress: bool = True,
-    fold: int | None = None,
 ) -> PriorFit:
     """Fit the strength of the prior shift on a split (default: the images the model was trained on).
 
@@ -171,10 +167,9 @@ def fit_prior_correction(
         split: ``fit`` (training images, the default: the validation split stays untouched), ``val`` or ``train``.
         taus: strengths to try (0 = none, 1 = the full Bayes shift).
         served: served pixel counts per class (default: from ``last.pt``).
-        n_val: validation images carved from train (default: as the model was trained).
-        seed: seed of that split (default: as the model was trained).
+        validation: the validation split carved from train (default: the one the model was trained with, so
+            ``fit`` is exactly its training images).
         progress: tqdm bar over images.
-        fold: fold of that split (default: as the model was trained, so ``fit`` is exactly its training images).
 
     Raises:
         CheckpointError: no served counts; ConfigError: no data folder known or an empty ``taus``; dataset errors
@@ -195,9 +190,9 @@ def fit_prior_correction(
         served = served_counts(path or ckpt.path)  # type: ignore[arg-type]
     cmap = ckpt.class_map
     k = len(cmap)
-    natural = natural_counts(ckpt, data, n_val, seed, fold)
+    natural = natural_counts(ckpt, data, validation)
     shift = prior_shift(served, natural)
-    ds = _dataset(ckpt, data, split, n_val, seed, fold)
+    ds = _dataset(ckpt, data, split, validation)
     mats: dict[float, list[np.ndarray]] = {t: [] for t in taus}
     sh = torch.from_numpy(shift.astype(np.float32)).view(-1, 1, 1)
     for i in tqdm(range(len(ds)), desc=f"prior correction on {split}", disable=not progress):

@@ -22,9 +22,7 @@ def scale_ceiling(
     scale: float,
     split: str = "val",
     class_set: str | list[int] | None = None,
-    n_val: int = 10,
-    seed: int = 0,
-    fold: int = 0,
+    validation: ValidationSplit | None = None,
 ) -> Scores:
     """What a perfect model working at ``scale`` could score: the true masks taken to ``scale`` and back.
 
@@ -37,19 +35,19 @@ def scale_ceiling(
     Args:
         data: dataset folder in LumenStone layout.
         scale: the model scale to test, relative to native (e.g. 0.25, 0.125).
-        split: split to read (``val``/``fit`` are carved from ``train`` with ``n_val``, ``seed``, ``fold``).
+        split: split to read (``val``/``fit`` are carved from ``train`` by ``validation``).
         class_set: class set or codes (default: the dataset's).
-        n_val: validation images carved from ``train`` (for ``val``/``fit``).
-        seed: seed of that split.
-        fold: fold of that split (which block of ``n_val`` images; 0 = the usual split).
+        validation: the validation images carved from ``train`` (default ``ValidationSplit()``: 10 images, seed 0,
+            fold 0).
 
     Returns:
         :class:`lumenkit.evaluation.metrics.Scores` of the summed confusion matrix (rows: stored masks).
 
     Raises:
-        ConfigError: ``n_val`` or ``fold`` out of range; dataset errors as in :class:`LumenStoneDataset`.
+        ConfigError: ``validation`` out of range; dataset errors as in :class:`LumenStoneDataset`.
     """
-    ds = LumenStoneDataset(data, split, scale=scale, class_set=class_set, validation=ValidationSplit(n_val, seed, fold))
+    validation = validation if validation is not None else ValidationSplit()
+    ds = LumenStoneDataset(data, split, scale=scale, class_set=class_set, validation=validation)
     cmap = ds.classes
     mats = []
     for i in range(len(ds)):
