@@ -301,7 +301,7 @@ def test_notebook_02_runs(tmp_path: Path):
     pm = pytest.importorskip("papermill")
     root = write_fake_dataset(tmp_path / "fake", n_train=4, size=(160, 120), codes=(0, 1, 2))
     out = tmp_path / "out"
-    nb = Path(__file__).resolve().parents[1] / "notebooks" / "02_imbalance.ipynb"
+    nb = Path(__file__).resolve().parents[2] / "notebooks" / "02_imbalance.ipynb"
     pm.execute_notebook(str(nb), str(tmp_path / "02.ipynb"), cwd=str(nb.parent), kernel_name="python3",
                         progress_bar=False,
                         parameters={"data": str(root), "patch_size": 32, "n_patches": 200, "run_dir": str(out)})

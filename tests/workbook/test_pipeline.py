@@ -102,7 +102,7 @@ def test_environment_variables_in_paths(tmp_path, monkeypatch):
 def test_shipped_parameter_files_only_set_declared_parameters():
     import papermill as pm
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     declared = {p.stem: set(pm.inspect_notebook(str(p))) for p in (root / "notebooks").glob("*.ipynb")}
     files = sorted((root / "params").glob("*.yaml"))
     assert {f.stem for f in files} >= {"synthetic", "lumenstone_s1", "lumenstone_s2"}

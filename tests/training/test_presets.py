@@ -14,7 +14,7 @@ from lumenkit.training import TrainConfig
 from lumenkit.training.config import DEFAULT_PRESET, PRESETS, field_docs
 from lumenkit.workbook.training import notebook_train_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 WHERE = ("out", "resume", "overwrite", "quiet")  # where a run is written, not what it trains
 
 
