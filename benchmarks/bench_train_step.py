@@ -1,6 +1,6 @@
 """Where a training step's time goes: patch sampling, augmentation, batching, forward, backward, optimizer.
 
-Usage: python benchmarks/bench_train_step.py [--steps 12] [--images 16] [--scale 0.25] [--threads N] [--data DIR]
+Usage: python benchmarks/bench_train_step.py [--steps 12] [--images 16] [--scale S] [--threads N] [--data DIR]
 
 A faithful replica of the loop in :mod:`lumenkit.training.loop` with :class:`lumenkit.training.TrainConfig` defaults
 (balanced sampler, flips + rot90, batch 8 × 256², ResUNet f=16, channels-last, Adam, cross-entropy,
@@ -57,16 +57,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=12, help="timed steps (after 2 warm-up steps)")
     ap.add_argument("--images", type=int, default=16, help="training images to load")
-    ap.add_argument("--scale", type=float, default=0.25, help="training scale vs native ×100")
+    ap.add_argument("--scale", type=float, default=None, help="training scale vs native ×100 (default: the recipe's)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--data", default=None, help="LumenStone folder (default: LUMENKIT_LUMENSTONE or synthetic)")
     a = ap.parse_args()
+    if a.scale is None:
+        from lumenkit.training.config import TrainConfig
+
+        a.scale = TrainConfig().scale
     if a.threads:
         torch.set_num_threads(a.threads)
-    from lumenkit.data.augment import Augment
     from lumenkit.data.samplers import BalancedSampler, PatchDataset
     from lumenkit.models.resunet import create_model
     from lumenkit.training.config import TrainConfig
+    from lumenkit.training.loop import patch_augment
     from lumenkit.training.losses import SegmentationLoss
 
     cfg = TrainConfig()
@@ -78,7 +82,7 @@ def main() -> None:
                               grid=cfg.grid, void_border=cfg.void_border, seed=0)
     setup_s = time.perf_counter() - t0
     sampler.record_history = False
-    augment = Augment(flips=cfg.flips, rot90=cfg.rot90)
+    augment = patch_augment(cfg)  # as training builds it
     n_steps = a.steps + 2
     patches = PatchDataset(images, masks, sampler, length=n_steps * cfg.batch_size, augment=augment, seed=0)
     patches.set_epoch(0)

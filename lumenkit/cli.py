@@ -220,9 +220,10 @@ def add_config_options(p: argparse.ArgumentParser) -> None:
 
     docs = field_docs()
     preset = TrainConfig.from_preset(DEFAULT_PRESET)
-    p.add_argument("--preset", choices=list(PRESETS), default=DEFAULT_PRESET,
-                   help=f"named recipe the options below change (default {DEFAULT_PRESET}; see "
-                        "lumenkit.training.config.PRESETS)")
+    p.add_argument("--preset", choices=list(PRESETS), default=None,
+                   help=f"named recipe the options below change (default {DEFAULT_PRESET}; with --resume, the saved "
+                        "run's; see lumenkit.training.PRESETS). --epochs without --minutes means no time budget; "
+                        "--no-flips also turns rot90 off unless --rot90 is given")
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         value = getattr(preset, f.name)
@@ -249,18 +250,39 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def train_config(a: argparse.Namespace) -> TrainConfig:
-    """The :class:`~lumenkit.training.TrainConfig` of parsed ``lumenkit train`` arguments: preset + options.
+    """The :class:`~lumenkit.training.TrainConfig` of parsed ``lumenkit train`` arguments: a preset and the options.
+
+    Two conveniences of the command line: ``--epochs`` without ``--minutes`` trains that many epochs with no time
+    budget, and ``--no-flips`` also turns rot90 off unless ``--rot90`` is given (as before the options were
+    generated). With ``--resume`` and a run in ``--out``, the recipe is the saved run's: options that contradict
+    it are refused, and ``--preset`` must name the one it was trained with.
 
     Raises:
-        ConfigError: unknown preset.
+        ConfigError: unknown preset, or options contradicting the run being resumed (the message names them).
     """
     import dataclasses
 
-    from lumenkit.training.config import TrainConfig
+    from lumenkit.training.config import DEFAULT_PRESET, RUN_CONTROL_FIELDS, TrainConfig, config_differences
 
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     given = {k: v for k, v in vars(a).items() if k in names}
-    return TrainConfig.from_preset(a.preset, **given)
+    if "epochs" in given and "minutes" not in given:
+        given["minutes"] = None
+    if given.get("flips") is False and "rot90" not in given:
+        given["rot90"] = False
+    cfg = TrainConfig.from_preset(a.preset or DEFAULT_PRESET, **given)
+    last = Path(cfg.out) / "last.pt"
+    if not (cfg.resume and last.exists()):
+        return cfg
+    from lumenkit.models.checkpoint import load_checkpoint
+
+    saved = TrainConfig.from_dict(load_checkpoint(last).config.get("train", {}), source=str(last), saved=True)
+    asked = cfg if a.preset else dataclasses.replace(saved, **given)
+    diffs = config_differences(saved, asked, strict=True)
+    if diffs:
+        raise ConfigError(f"{last}: cannot resume with a different recipe ({'; '.join(diffs)}); drop those options "
+                          "(and --preset) to continue the saved run, or start afresh with --overwrite or another --out")
+    return dataclasses.replace(saved, **{k: v for k, v in given.items() if k in RUN_CONTROL_FIELDS})
 
 
 def _run_train(a: argparse.Namespace) -> int:

@@ -39,7 +39,7 @@ class InferenceGraph(nn.Module):
 
     Args:
         model: a lumenkit segmentation model; its fused copy (BatchNorm folded into the convolutions, see
-            :func:`lumenkit.models.resunet.fuse_for_inference`) is what gets traced.
+            :func:`lumenkit.models.fuse_for_inference`) is what gets traced.
 
     Attributes:
         output_stride: input height and width must be multiples of this.

@@ -86,7 +86,7 @@ def derived_model(model: SegmentationModel, kind: str, build: Callable[[Segmenta
 def fused_model(model: SegmentationModel, channels_last: bool = True) -> SegmentationModel:
     """The inference copy of ``model`` used by prediction: BN folded into convs, channels-last, cached.
 
-    See :func:`lumenkit.models.resunet.fuse_for_inference` (the folding) and :func:`derived_model` (the caching).
+    See :func:`lumenkit.models.fuse_for_inference` (the folding) and :func:`derived_model` (the caching).
     """
     def build(m: SegmentationModel) -> SegmentationModel:
         fused = fuse_for_inference(m)

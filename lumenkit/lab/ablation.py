@@ -1,16 +1,16 @@
 """Ablations of the CPU training recipe: named variants, one command each, and one table from their run folders.
 
 Every variant is a full training configuration (the base recipe plus a few changed fields) trained under the same
-time budget and evaluated on the same validation split carved from ``train``.  ``lumenkit ablation run NAME
+time budget and evaluated on the same validation split carved from ``train``.  ``lumenkit-lab ablation run NAME
 --data DIR --runs RUNS`` trains ``RUNS/NAME`` (resuming an interrupted run, skipping a finished one) and writes
-``RUNS/NAME/val.json``; ``lumenkit ablation table --runs RUNS`` gathers the rows, marking variants not yet run.
-``lumenkit ablation score NAME --runs RUNS --data OTHER --label L`` scores a trained variant on another dataset's
+``RUNS/NAME/val.json``; ``lumenkit-lab ablation table --runs RUNS`` gathers the rows, marking variants not yet run.
+``lumenkit-lab ablation score NAME --runs RUNS --data OTHER --label L`` scores a trained variant on another dataset's
 validation split (e.g. a joint S1+S2 model on S1's and on S2's own split) as ``RUNS/NAME/val_L.json``, an extra
 row ``NAME on L`` of the table.
 
 Cross-validation: the folds of one validation seed partition the training images (``val_fold`` 0, 1, ...; fold 0 is
-the usual split, see :func:`lumenkit.data.validation_split`), so ``lumenkit ablation run NAME --val-fold F --runs
-runs/s1_foldF`` for every fold, then ``lumenkit ablation cv NAME --runs runs/s1_fold0 runs/s1_fold1 ...`` pools the
+the usual split, see :func:`lumenkit.data.validation_split`), so ``lumenkit-lab ablation run NAME --val-fold F --runs
+runs/s1_foldF`` for every fold, then ``lumenkit-lab ablation cv NAME --runs runs/s1_fold0 runs/s1_fold1 ...`` pools the
 folds' confusion matrices (:func:`crossval`) into the dataset-wide IoU over every training image.
 
 Example:
@@ -194,7 +194,7 @@ def run_variant(name: str, data: str | Path, runs: str | Path, quiet: bool = Tru
             raise VariantInterrupted(f"{run}: training of {name!r} was interrupted before its budget; nothing was "
                                      "evaluated. Run the same command again to resume it from last.pt")
     if not (run / "model.pt").exists():
-        raise ConfigError(f"{run}: no model.pt; run `lumenkit ablation run {source}` first")
+        raise ConfigError(f"{run}: no model.pt; run `lumenkit-lab ablation run {source}` first")
     out = runs / name / "val.json"
     model = run / "model.pt"
     extra: dict[str, Any] = {}
@@ -256,11 +256,11 @@ def score_variant(name: str, data: str | Path, runs: str | Path, label: str,
         raise ConfigError(f"ablation score: label {label!r} must be letters, digits, '_', '.', '-' (e.g. S1)")
     model = Path(runs) / (v.uses or name) / "model.pt"
     if not model.exists():
-        raise ConfigError(f"{model}: no trained model; run `lumenkit ablation run {v.uses or name}` first")
+        raise ConfigError(f"{model}: no trained model; run `lumenkit-lab ablation run {v.uses or name}` first")
     if v.prior:
         model = Path(runs) / name / "model_prior.pt"
         if not model.exists():
-            raise ConfigError(f"{model}: not corrected yet; run `lumenkit ablation run {name}` first")
+            raise ConfigError(f"{model}: not corrected yet; run `lumenkit-lab ablation run {name}` first")
     ev = evaluate(data, model, split="val", validation=validation if validation is not None else ValidationSplit(),
                   tiling=Tiling(tta=v.tta), progress=not quiet)
     ev.info.update({"variant": name, "change": v.change, "scored_on": label})
@@ -371,8 +371,8 @@ def _fold_documents(runs: Sequence[str | Path], name: str, label: str | None) ->
     for run in runs:
         path = Path(run) / name / file
         if not path.exists():
-            how = (f"lumenkit ablation score {name} --label {label} --val-fold F --runs {run}" if label
-                   else f"lumenkit ablation run {name} --val-fold F --runs {run}")
+            how = (f"lumenkit-lab ablation score {name} --label {label} --val-fold F --runs {run}" if label
+                   else f"lumenkit-lab ablation run {name} --val-fold F --runs {run}")
             raise ConfigError(f"{path}: no evaluation of {name!r} here; run `{how}` first")
         d = json.loads(path.read_text())
         if "confusion" not in d or "class_order" not in d or d.get("split", "val") != "val":
@@ -469,7 +469,7 @@ def crossval(runs: Sequence[str | Path], name: str, label: str | None = None, n_
 
     Each ``RUN/NAME/val.json`` (``val_LABEL.json`` with ``label``: a :func:`score_variant` score) holds the
     dataset-wide confusion matrix (``confusion``, pixels at the stored mask resolution, rows = truth) of one fold's
-    validation images, e.g. from ``lumenkit ablation run NAME --val-fold F --runs runs/s1_foldF``.  Their sum is
+    validation images, e.g. from ``lumenkit-lab ablation run NAME --val-fold F --runs runs/s1_foldF``.  Their sum is
     the confusion matrix of every validated image, whose per-class IoU is the paper's dataset-wide metric over all
     of them; the per-fold figures are returned beside it (their mean weighs a small fold as much as a large one).
 
@@ -565,7 +565,7 @@ def crossval_markdown(df: pd.DataFrame) -> str:
 
 
 def describe() -> pd.DataFrame:
-    """The variants and their full training changes (for ``lumenkit ablation list``)."""
+    """The variants and their full training changes (for ``lumenkit-lab ablation list``)."""
     rows = []
     for v in VARIANTS.values():
         changes = ", ".join(f"{k}={val}" for k, val in v.train.items())

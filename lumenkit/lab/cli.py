@@ -90,7 +90,7 @@ def _run_ablation(a: argparse.Namespace) -> int:
     try:
         d = run_variant(a.name, a.data, a.runs, quiet=a.quiet, **overrides)
     except VariantInterrupted as e:
-        print(f"lumenkit: {e}", file=sys.stderr)
+        print(f"lumenkit-lab: {e}", file=sys.stderr)
         return 130
     print(f"{a.name}: validation {_scores_of(d).summary()}")
     return 0
@@ -112,7 +112,7 @@ def _run_crossval(a: argparse.Namespace) -> int:
     from lumenkit.lab.ablation import crossval, crossval_markdown
 
     if not a.name or not a.runs:
-        raise ConfigError("ablation cv needs a variant name and the run folders of its folds, e.g. `lumenkit "
+        raise ConfigError("ablation cv needs a variant name and the run folders of its folds, e.g. `lumenkit-lab "
                           "ablation cv no_photometric --runs runs/s1_fold0 runs/s1_fold1 runs/s1_fold2`")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -124,7 +124,7 @@ def _run_crossval(a: argparse.Namespace) -> int:
     print(crossval_markdown(df), end="")
     for w in caught:
         if issubclass(w.category, UserWarning):  # crossval's coverage warnings
-            print(f"lumenkit: warning: {w.message}", file=sys.stderr)
+            print(f"lumenkit-lab: warning: {w.message}", file=sys.stderr)
     return 0
 
 

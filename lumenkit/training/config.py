@@ -85,11 +85,13 @@ def field_docs() -> dict[str, str]:
     return out
 
 
-def config_differences(saved: TrainConfig, new: TrainConfig) -> list[str]:
-    """Settings of ``new`` that conflict with a saved run: set to a non-default value that differs from ``saved``.
+def config_differences(saved: TrainConfig, new: TrainConfig, strict: bool = False) -> list[str]:
+    """Settings of ``new`` that conflict with a saved run, as ``"field: saved X, now Y"``.
 
-    Run-control fields (paths, budget, threads, ...) may change on resume; a field left at its default means
-    "as saved".
+    Run-control fields (paths, budget, threads, ...) may change on resume. By default a field of ``new`` left at
+    its :class:`TrainConfig` default means "as saved" (``train(data=D, out=R, resume=True)`` continues whatever
+    ``R`` holds); with ``strict`` every recipe field must equal the saved one (a complete configuration asking
+    to continue a run, as notebook 03's).
     """
     defaults = TrainConfig()
     out = []
@@ -98,9 +100,22 @@ def config_differences(saved: TrainConfig, new: TrainConfig) -> list[str]:
         if k in RUN_CONTROL_FIELDS:
             continue
         now, was = getattr(new, k), getattr(saved, k)
-        if now != getattr(defaults, k) and now != was:
+        if now != was and (strict or now != getattr(defaults, k)):
             out.append(f"{k}: saved {was!r}, now {now!r}")
     return out
+
+
+def resumed_config(saved: TrainConfig, new: TrainConfig) -> TrainConfig:
+    """The configuration a resumed run continues with: ``saved``, with the run-control fields of ``new``.
+
+    A time budget or epoch count of ``new`` left at its default keeps the saved one, so a run started with
+    ``minutes=90`` and resumed without restating it keeps its 90 minutes (the elapsed time counts).
+    """
+    defaults = TrainConfig()
+    keep = {"epochs", "minutes"}
+    control = {k: getattr(new, k) for k in RUN_CONTROL_FIELDS
+               if not (k in keep and getattr(new, k) == getattr(defaults, k))}
+    return dataclasses.replace(saved, **control)
 
 
 @dataclass
@@ -245,13 +260,25 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], source: str = "config") -> TrainConfig:
+    def from_dict(cls, d: dict[str, Any], source: str = "config", saved: bool = False) -> TrainConfig:
         """Build from a mapping, rejecting unknown keys.
 
+        Args:
+            d: field values.
+            source: what ``d`` came from, for messages.
+            saved: ``d`` was written by an earlier run (``config.yaml``, a checkpoint): fields since retired
+                (:data:`RETIRED_FIELDS`) are ignored rather than refused.
+
         Raises:
-            ConfigError: unknown keys (the message lists valid ones).
+            ConfigError: unknown keys (the message lists valid ones), or a retired field set by the caller (the
+                message names what replaced it).
         """
         names = {f.name for f in dataclasses.fields(cls)}
+        retired = sorted(set(d) & set(RETIRED_FIELDS))
+        if retired and not saved:
+            raise ConfigError(f"{source}: {retired[0]} is no longer a training option but a setting of the process: "
+                              "lumenkit --no-retain-heap, LUMENKIT_RETAIN_HEAP=0 or "
+                              "lumenkit.runtime.set_heap_retention(False)")
         d = {k: v for k, v in d.items() if k not in RETIRED_FIELDS}
         unknown = sorted(set(d) - names)
         if unknown:

@@ -24,7 +24,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -44,14 +44,17 @@ from lumenkit.runtime.heap import heap_retention, heap_retention_available, reta
 from lumenkit.training.config import (
     COMPILE_AUTO_MINUTES,
     COMPILE_AUTO_PATCHES,
-    RUN_CONTROL_FIELDS,
     TrainConfig,
     config_differences,
+    resumed_config,
 )
 from lumenkit.training.ema import WeightAverage
 from lumenkit.training.losses import SegmentationLoss
 from lumenkit.training.state import TrainingState
 from lumenkit.training.validation import load_validation, validate
+
+if TYPE_CHECKING:
+    from lumenkit.data.augment import Augment
 
 RESTART_EPOCH_OFFSET = 100_000
 """Added to the epoch number that seeds the patch streams of an epoch resumed mid-way (fresh, distinct streams)."""
@@ -231,14 +234,14 @@ def _resume_or_start(cfg: TrainConfig) -> tuple[TrainConfig, Checkpoint | None]:
     resumed = load_checkpoint(last_path)
     if not resumed.train_state:
         raise ConfigError(f"{last_path}: holds no training state to resume; start a new run with another --out")
-    saved = TrainConfig.from_dict(resumed.config["train"], source=str(last_path))
+    saved = TrainConfig.from_dict(resumed.config["train"], source=str(last_path), saved=True)
     diffs = config_differences(saved, cfg)
     if diffs:
         raise ConfigError(
             f"{last_path}: cannot resume with a different configuration ({'; '.join(diffs)}); drop those "
             "options to continue the saved run, or start afresh with overwrite=True (--overwrite) or another out"
         )
-    return dataclasses.replace(saved, **{k: getattr(cfg, k) for k in RUN_CONTROL_FIELDS}), resumed
+    return resumed_config(saved, cfg), resumed
 
 
 class _Trainer:
@@ -310,7 +313,6 @@ class _Trainer:
 
     def build_patches(self) -> None:
         """Every rank its own seeded patch stream: the sampler, the augmentation and the patch dataset."""
-        from lumenkit.data.augment import Augment
         from lumenkit.data.samplers import BalancedSampler, PatchDataset, UniformSampler
 
         cfg, k = self.cfg, len(self.class_map)
@@ -323,14 +325,8 @@ class _Trainer:
             self.sampler = UniformSampler(self.masks, cfg.patch_size, k, void_border=cfg.void_border, seed=rank_seed)
         self.sampler.record_history = False
         self.per_rank = math.ceil(cfg.patches_per_epoch / self.world)
-        p = cfg.photometric
-        augment = (
-            Augment(flips=cfg.flips, rot90=cfg.rot90, brightness=max(p, cfg.exposure), gamma=p, white_balance=p,
-                    noise=cfg.noise, blur=cfg.blur)
-            if (cfg.flips or cfg.rot90 or p or cfg.exposure or cfg.noise or cfg.blur) else None
-        )
-        self.patches = PatchDataset(self.images, self.masks, self.sampler, length=self.per_rank, augment=augment,
-                                    seed=rank_seed)
+        self.patches = PatchDataset(self.images, self.masks, self.sampler, length=self.per_rank,
+                                    augment=patch_augment(cfg), seed=rank_seed)
 
     def restore(self) -> None:
         """Continue the saved run: optimiser, schedule, scaler, sampler totals, average and counters."""
@@ -521,6 +517,21 @@ class _Trainer:
             elapsed = self.state.elapsed_before + time.monotonic() - self.t_start
             Checkpoint(self.net, self.class_map, self.scale, self.state.history, self.state.to_dict(self, elapsed),
                        self.ckpt_config).save(self.run_dir / "last.pt")
+
+
+def patch_augment(cfg: TrainConfig) -> Augment | None:
+    """The augmentation of training patches ``cfg`` asks for (``None`` when it asks for none).
+
+    Flips and rot90, brightness jitter of ``max(photometric, exposure)``, gamma and white-balance jitter of
+    ``photometric``, sensor noise and defocus.
+    """
+    from lumenkit.data.augment import Augment
+
+    p = cfg.photometric
+    if not (cfg.flips or cfg.rot90 or p or cfg.exposure or cfg.noise or cfg.blur):
+        return None
+    return Augment(flips=cfg.flips, rot90=cfg.rot90, brightness=max(p, cfg.exposure), gamma=p, white_balance=p,
+                   noise=cfg.noise, blur=cfg.blur)
 
 
 def cosine_lr(lr: float, min_lr: float, frac: float) -> float:

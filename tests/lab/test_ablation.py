@@ -277,7 +277,7 @@ def test_cli_cv_prints_and_writes_the_pooled_table(data, tmp_path, capsys):
     assert main(["ablation", "cv", "paper", "--runs", *runs[:2]]) == 0
     text = capsys.readouterr()
     assert "pooled (incomplete: 4 of 6 images)" in text.out and "2 of 6 training images in no fold given" in text.out
-    assert "lumenkit: warning: crossval paper: folds [0, 1] validate 4 of 6" in text.err
+    assert "lumenkit-lab: warning: crossval paper: folds [0, 1] validate 4 of 6" in text.err
     assert main(["ablation", "cv", "--runs", *runs]) == 2
     assert "needs a variant name" in capsys.readouterr().err
     assert main(["ablation", "table", "--runs", *runs]) == 2

@@ -29,7 +29,7 @@ def notebook_03_config(params_file: Path, run_dir: Path) -> TrainConfig:
     from lumenkit.workbook.pipeline import _stage_params, load_params
 
     nb = ROOT / "notebooks" / "03_train.ipynb"
-    call = "notebook_train_config(data, preset, overrides, class_set, seed, val_fold, run_dir, resume)"
+    call = "notebook_train_config(data, preset, overrides, class_set, seed, val_fold, run_dir, resume, n_val)"
     assert call in nb.read_text()
     cfg = load_params(params_file)
     shared = {k: v for k, v in cfg.items() if k not in ("notebooks", "run")}
@@ -38,7 +38,7 @@ def notebook_03_config(params_file: Path, run_dir: Path) -> TrainConfig:
     p = {k: ast.literal_eval(v["default"]) for k, v in declared.items()}  # what papermill does not inject
     p.update(_stage_params(declared, shared, cfg["notebooks"]["03_train"], params_file.parent))
     return notebook_train_config(p["data"], p["preset"], p["overrides"], p["class_set"], p["seed"], p["val_fold"],
-                                 p["run_dir"], p["resume"])
+                                 p["run_dir"], p["resume"], p["n_val"])
 
 
 def test_cli_api_notebook_and_s1_preset_resolve_to_the_same_configuration(tmp_path, monkeypatch):
@@ -75,9 +75,42 @@ def test_cli_options_change_the_preset_and_nothing_else():
     a = build_parser().parse_args(["train", "--data", "D", "--preset", "s2", "--minutes", "none", "--epochs", "3",
                                    "--no-flips", "--class-set", "0,1,3", "--class-weights", "inverse_sqrt"])
     got = train_config(a)
-    want = TrainConfig.from_preset("s2", data="D", minutes=None, epochs=3, flips=False, class_set=[0, 1, 3],
-                                   class_weights="inverse_sqrt")
-    assert got == want and got.rot90 is True
+    want = TrainConfig.from_preset("s2", data="D", minutes=None, epochs=3, flips=False, rot90=False,
+                                   class_set=[0, 1, 3], class_weights="inverse_sqrt")
+    assert got == want
+
+
+def test_cli_conveniences_kept_from_the_hand_written_parser():
+    def cfg(*args: str) -> TrainConfig:
+        return train_config(build_parser().parse_args(["train", "--data", "D", *args]))
+
+    assert (cfg("--epochs", "3").epochs, cfg("--epochs", "3").minutes) == (3, None)  # an epoch count alone: no budget
+    assert cfg("--epochs", "3", "--minutes", "5").minutes == 5.0
+    assert cfg("--minutes", "20").minutes == 20.0 and cfg().minutes == 45.0
+    assert (cfg("--no-flips").flips, cfg("--no-flips").rot90) == (False, False)  # as the old --no-flips
+    assert cfg("--no-flips", "--rot90").rot90 is True
+
+
+def test_cli_resume_continues_the_saved_recipe_and_refuses_contradictions(tmp_path):
+    from lumenkit.data.catalogue import ClassMap
+    from lumenkit.models.checkpoint import Checkpoint
+    from lumenkit.models.resunet import create_model
+
+    run = tmp_path / "run"
+    saved = TrainConfig.from_preset("s2", data="D", out=str(run), minutes=90.0)
+    net = create_model("resunet", in_channels=3, classes=2, width=4, depth=2)
+    Checkpoint(net, ClassMap([0, 1]), 0.25, [], {"epoch": 1}, {"train": saved.to_dict()}).save(run / "last.pt")
+
+    def cfg(*args: str) -> TrainConfig:
+        return train_config(build_parser().parse_args(["train", "--data", "D", "--out", str(run), "--resume", *args]))
+
+    got = cfg()
+    assert got.scale == 0.25 and got.n_val == 5 and got.minutes == 90.0 and got.resume  # the saved run, not s1
+    assert cfg("--preset", "s2", "--threads", "1").threads == 1
+    with pytest.raises(ConfigError, match=r"different recipe \(scale: saved 0.25, now 0.125"):
+        cfg("--scale", "0.125")
+    with pytest.raises(ConfigError, match="different recipe"):
+        cfg("--preset", "s1")
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--data", "D", "--schedule", "step"])
 
@@ -91,6 +124,46 @@ def test_presets_are_valid_and_unknown_names_are_refused():
         TrainConfig.from_preset("s1", learning_rate=0.1)
 
 
-def test_old_run_configs_with_retired_fields_still_load():
+def test_old_run_configs_with_retired_fields_still_load_but_callers_are_told():
     old = {**TrainConfig(data="D").to_dict(), "retain_heap": False}
-    assert TrainConfig.from_dict(old) == TrainConfig(data="D")
+    assert TrainConfig.from_dict(old, saved=True) == TrainConfig(data="D")
+    with pytest.raises(ConfigError, match=r"retain_heap is no longer a training option.*set_heap_retention"):
+        TrainConfig.from_dict(old)
+    with pytest.raises(ConfigError, match="retain_heap"):
+        TrainConfig.from_preset("s1", retain_heap=False)
+
+
+def test_a_resumed_run_keeps_its_budget_unless_a_new_one_is_given():
+    from lumenkit.training.config import resumed_config
+
+    saved = TrainConfig(data="D", minutes=90.0, epochs=7, threads=2)
+    assert resumed_config(saved, TrainConfig(data="D")).minutes == 90.0
+    assert resumed_config(saved, TrainConfig(data="D")).epochs == 7
+    assert resumed_config(saved, TrainConfig(data="D", minutes=120.0, threads=1)).minutes == 120.0
+    assert resumed_config(saved, TrainConfig(data="D", threads=1)).threads == 1
+
+
+def test_the_shared_n_val_reaches_notebook_03(tmp_path, monkeypatch):
+    import yaml
+
+    monkeypatch.setenv("LUMENKIT_LUMENSTONE", str(tmp_path))
+    params = yaml.safe_load((ROOT / "params" / "lumenstone_s2.yaml").read_text())
+    params["n_val"] = 6
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(params))
+    assert notebook_03_config(path, tmp_path / "report").n_val == 6
+
+
+def test_notebook_03_refuses_to_resume_a_run_of_another_recipe(tmp_path):
+    from lumenkit.data.catalogue import ClassMap
+    from lumenkit.models.checkpoint import Checkpoint
+    from lumenkit.models.resunet import create_model
+
+    old = notebook_train_config("D", "synthetic", {}, run_dir=tmp_path)
+    net = create_model("resunet", in_channels=3, classes=2, width=4, depth=2)
+    ckpt = Checkpoint(net, ClassMap([0, 1]), 0.25, [], {"epoch": 1}, {"train": old.to_dict()})
+    ckpt.save(tmp_path / "train" / "last.pt")
+    assert notebook_train_config("D", "synthetic", {}, run_dir=tmp_path, resume=True).resume
+    with pytest.raises(ConfigError, match=r"another recipe \(scale: saved 0.25, now 0.125.*resume=False"):
+        notebook_train_config("D", "s1", {}, run_dir=tmp_path, resume=True)
+    assert not notebook_train_config("D", "s1", {}, run_dir=tmp_path, resume=False).resume  # afresh
