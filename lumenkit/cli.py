@@ -302,8 +302,14 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("paths", nargs="+", help="image files and/or folders (searched recursively)")
     p.add_argument("--model", required=True, help="checkpoint RUN/model.pt, or an export RUN/model.onnx")
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--pixel-size", type=float, default=None, metavar="UM",
+                   help="µm per pixel of images whose files do not say (TIFF/OME metadata wins); with a model that "
+                        "records its training pixel size, each image is resampled to the magnification the model "
+                        "knows")
     p.add_argument("--scale", type=float, default=None,
-                   help="scale of the inputs vs native ×100 (default: from dataset.yaml, else 1.0)")
+                   help="fallback when pixel sizes are unknown: how large the section looks in the images compared "
+                        "with LumenStone's native 3396x2547 px at x100 (0.5 = half that many pixels per mm); "
+                        "given, it wins; default: from dataset.yaml, else 1.0")
     p.add_argument("--tile", type=int, default=768, help="window side in px at model scale (default 768)")
     p.add_argument("--margin", type=int, default=64, help="context cropped from each window side (default 64)")
     p.add_argument("--tta", action="store_true", help="average over flips and rotations (8× slower)")
@@ -325,7 +331,8 @@ def _run_predict(a: argparse.Namespace) -> int:
               file=sys.stderr)
 
     rep = predict_files(a.model, a.paths, a.out, scale=a.scale, tiling=Tiling(tile=a.tile, margin=a.margin, tta=a.tta),
-                        progress=not a.quiet, on_error=report, runtime=a.runtime, device=a.device)
+                        progress=not a.quiet, on_error=report, runtime=a.runtime, device=a.device,
+                        pixel_size_um=a.pixel_size)
     if rep.rank == 0:
         by = f" by {rep.world_size} processes" if rep.world_size > 1 else ""
         print(f"predicted {len(rep.composition)} image(s) into {rep.out}{by}; {len(rep.failures)} failed")

@@ -35,6 +35,8 @@ class DatasetInfo:
         classes: LumenStone codes present in the dataset, if given.
         validation: a fixed validation split (image names in ``train``), if given; it replaces the seeded carve
             of ``fit``/``val`` (written by :func:`combine_datasets` so that each source keeps its own split).
+        pixel_size_um: side of one pixel of the stored images in µm, if given; a model trained on the dataset
+            records it (at its own scale) so that prediction can resample sections of another magnification.
         extra: any other keys, kept as written.
     """
 
@@ -43,6 +45,7 @@ class DatasetInfo:
     class_set: str | None = None
     classes: tuple[int, ...] | None = None
     validation: tuple[str, ...] | None = None
+    pixel_size_um: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -55,7 +58,7 @@ class DatasetInfo:
         path = Path(root) / "dataset.yaml"
         if not path.exists():
             return cls(name=Path(root).name)
-        raw = read_yaml_mapping(path, "name, scale, class_set, classes, validation")
+        raw = read_yaml_mapping(path, "name, scale, class_set, classes, validation, pixel_size_um")
         name = raw.pop("name", Path(root).name)
         scale = raw.pop("scale", 1.0)
         if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale <= 4:
@@ -84,8 +87,12 @@ class DatasetInfo:
                 raise ConfigError(f"{path}: 'validation' must be a non-empty list of image names in train, "
                                   f"got {validation!r}")
             validation = tuple(sorted(validation))
+        px = raw.pop("pixel_size_um", None)
+        if px is not None and (isinstance(px, bool) or not isinstance(px, (int, float)) or not px > 0):
+            raise ConfigError(f"{path}: 'pixel_size_um' must be the positive side of one stored pixel in µm, "
+                              f"got {px!r}")
         return cls(name=str(name), scale=float(scale), class_set=class_set, classes=classes, validation=validation,
-                   extra=raw)
+                   pixel_size_um=float(px) if px is not None else None, extra=raw)
 
     def to_dict(self) -> dict[str, Any]:
         """The YAML mapping for this info."""
@@ -96,6 +103,8 @@ class DatasetInfo:
             d["classes"] = list(self.classes)
         if self.validation is not None:
             d["validation"] = list(self.validation)
+        if self.pixel_size_um is not None:
+            d["pixel_size_um"] = self.pixel_size_um
         d.update(self.extra)
         return d
 
@@ -334,6 +343,9 @@ class LumenStoneDataset:
             self.mask_paths.append(m)
         self.stored_scale = self.info.scale
         self.scale = float(scale) if scale is not None else self.stored_scale
+        # µm per pixel at the working scale (None when dataset.yaml does not say)
+        self.pixel_size_um: float | None = (self.info.pixel_size_um * self.stored_scale / self.scale
+                                            if self.info.pixel_size_um is not None else None)
         if not 0 < self.scale <= 4:
             raise ValueError(f"scale must be in (0, 4] relative to native ×100, got {scale}")
         cs = class_set if class_set is not None else (self.info.class_set or self.info.classes)

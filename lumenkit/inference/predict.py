@@ -186,6 +186,20 @@ def collect_images(paths: Sequence[str | Path], exclude: Path | None = None) -> 
     return files, missing
 
 
+def input_scale_for(model: Any, pixel_size_um: float | None) -> float | None:
+    """The scale an image of ``pixel_size_um`` µm per pixel has for ``model``, from physical sizes (else ``None``).
+
+    A model trained at scale ``s`` on pixels of ``p`` µm sees a section at ``p`` µm per pixel; an image of ``q`` µm
+    per pixel is therefore at scale ``s · p / q`` in the model's terms (a section imaged with an objective of twice
+    the magnification has half the pixel size and twice the scale, and is downsampled 2× before prediction).
+    ``None`` when the model records no pixel size (trained on data without ``pixel_size_um``) or ``q`` is unknown.
+    """
+    model_px = getattr(model, "pixel_size_um", None)
+    if not model_px or not pixel_size_um:
+        return None
+    return float(model.scale) * float(model_px) / float(pixel_size_um)
+
+
 def scale_of(path: Path, default: float = 1.0) -> float:
     """Scale of an image file from the nearest ``dataset.yaml`` up to three folders above it (else ``default``).
 
@@ -244,6 +258,7 @@ def predict_files(
     on_error: Callable[[str, str], None] | None = None,
     runtime: str | None = None,
     device: str | None = None,
+    pixel_size_um: float | None = None,
 ) -> PredictionReport:
     """Predict image files and write, per image, a mask, an overlay and a confidence map, plus a composition CSV.
 
@@ -272,7 +287,11 @@ def predict_files(
             ``model.pt`` or ``model.onnx``.
         paths: image files and/or folders (searched recursively).
         out: output folder.
-        scale: scale of the inputs relative to native ×100; default from the nearest ``dataset.yaml``, else 1.0.
+        scale: scale of the inputs relative to LumenStone's native images (1.0 = 3396×2547 px at ×100): how much
+            larger or smaller the same section looks in them. Given, it wins. Otherwise, when the model records the
+            pixel size it was trained at and a file's pixel size is known (its TIFF/OME metadata, else
+            ``pixel_size_um``), the file is resampled by the ratio of the two; otherwise the scale comes from the
+            nearest ``dataset.yaml``, else 1.0.
         tiling: windows, margins, batch and test-time augmentation at model scale (default ``Tiling()``).
         alpha: overlay opacity.
         progress: show a progress bar over images (the first process's share under torchrun).
@@ -280,6 +299,7 @@ def predict_files(
         runtime: ``None`` (the model's own), ``"torch"`` or ``"onnx"`` (see :func:`predict_image`).
         device: where a torch model runs: ``"auto"`` (CUDA when available, the local rank's GPU under torchrun),
             ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; ``None``: where the model is (a loaded checkpoint: the CPU).
+        pixel_size_um: µm per pixel of the files that do not declare their own (see ``scale``).
 
     Raises:
         CheckpointError: the model cannot be loaded (nothing is predicted then), or an ONNX model without
@@ -290,7 +310,8 @@ def predict_files(
 
     ckpt = load_model(checkpoint) if isinstance(checkpoint, (str, Path)) else checkpoint
     dev = resolve_device(device) if device is not None else None
-    job = _FileJob(ckpt, Path(out), scale, tiling if tiling is not None else Tiling(), alpha, runtime, dev)
+    job = _FileJob(ckpt, Path(out), scale, tiling if tiling is not None else Tiling(), alpha, runtime, dev,
+                   pixel_size_um)
     files, missing = collect_images(paths, exclude=job.out)
     with _sharing(dev) as (rank, world):
         failures = [(m.split(":")[0], m) for m in missing]
@@ -329,6 +350,7 @@ class _FileJob:
     alpha: float
     runtime: str | None
     device: torch.device | None
+    pixel_size_um: float | None = None
 
     @property
     def labels(self) -> list[str]:
@@ -343,7 +365,7 @@ class _FileJob:
         """
         from lumenkit.data.imageio import image_size, read_image
 
-        s = float(self.scale) if self.scale is not None else scale_of(f)
+        s = self.file_scale(f)
         if not s > 0:
             raise ValueError(f"scale must be positive, got {s}")
         size = image_size(f)
@@ -352,6 +374,18 @@ class _FileJob:
         res = predict_image(self.ckpt, image, self.ckpt.scale if factor < 1 else s, tiling=self.tiling,
                             output_size=size, runtime=self.runtime, device=self.device)
         return s, image, res
+
+    def file_pixel_size(self, f: Path) -> float | None:
+        """µm per pixel of file ``f``: its TIFF/OME metadata, else the caller's ``pixel_size_um``, else ``None``."""
+        from lumenkit.data.sections import metadata_pixel_size_um
+
+        return metadata_pixel_size_um(f)[0] or self.pixel_size_um
+
+    def file_scale(self, f: Path) -> float:
+        """Scale of file ``f`` relative to native ×100 (see :func:`predict_files`, ``scale``)."""
+        if self.scale is not None:
+            return float(self.scale)
+        return input_scale_for(self.ckpt, self.file_pixel_size(f)) or scale_of(f)
 
     def write(self, name: str, image: np.ndarray, res: dict[str, Any]) -> None:
         """``OUT/NAME.png`` (codes), ``OUT/overlays/NAME.jpg`` and ``OUT/confidence/NAME.png``."""
@@ -370,7 +404,7 @@ class _FileJob:
         codes, labels = res["codes"], self.labels
         counts = np.bincount(res["indices"].ravel(), minlength=len(labels))[: len(labels)]
         row: dict[str, Any] = {"image": name, "path": str(f), "width": codes.shape[1], "height": codes.shape[0],
-                               "scale": s}
+                               "scale": s, "pixel_size_um": self.file_pixel_size(f)}
         row.update({lbl: 100.0 * c / codes.size for lbl, c in zip(labels, counts, strict=True)})
         row["mean_confidence"] = float(res["confidence"].mean())
         return row
@@ -419,7 +453,7 @@ def _write_composition(job: _FileJob, rows: list[tuple[int, dict[str, Any]]], ra
     from lumenkit.data.imageio import write_text
 
     comp = pd.DataFrame([r for _, r in sorted(rows, key=lambda kr: kr[0])],
-                        columns=["image", "path", "width", "height", "scale", *job.labels, "mean_confidence"])
+                        columns=["image", "path", "width", "height", "scale", "pixel_size_um", *job.labels, "mean_confidence"])
     if rank == 0:
         write_text(job.out / "composition.csv", comp.to_csv(index=False, float_format="%.4f"))
     if world > 1:

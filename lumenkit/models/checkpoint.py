@@ -47,6 +47,16 @@ class Checkpoint:
     version: str = ""
     path: Path | None = None
 
+    @property
+    def pixel_size_um(self) -> float | None:
+        """µm per pixel of the images the model was trained on, at its :attr:`scale` (``None``: not declared).
+
+        Recorded when the training dataset's ``dataset.yaml`` gives ``pixel_size_um``; prediction then resamples a
+        section of known pixel size by the ratio of the two, whatever the objective it was imaged with.
+        """
+        v = (self.config or {}).get("pixel_size_um")
+        return float(v) if v is not None else None
+
     def save(self, path: str | Path) -> Path:
         """Write the checkpoint atomically (readers never see half a file); returns the path."""
         from lumenkit._version import __version__

@@ -346,6 +346,8 @@ class _Trainer:
         if cfg.schedule == "cosine":
             self.set_lr(self.progress())
         self.ckpt_config = {"train": cfg.to_dict(), "val_names": self.val.names}
+        if self.fit.pixel_size_um is not None:  # µm per pixel at the model's scale (prediction resamples to it)
+            self.ckpt_config["pixel_size_um"] = self.fit.pixel_size_um
         if self.rank == 0:
             data_hash = LumenStoneDataset(cfg.data, "train").content_hash()
             _write_config(self.run_dir, cfg, self.net, self.class_map, self.scale, self.val.names, self.fit.names,

@@ -483,3 +483,14 @@ def test_ema_training_validates_saves_and_resumes_the_average(data, tmp_path):
         plain = tmp_path / "plain"
         train(data=str(data), out=str(plain), epochs=1, **TINY)
         train(data=str(data), out=str(plain), epochs=2, ema=0.9, resume=True, **TINY)
+
+
+def test_a_model_records_the_pixel_size_it_was_trained_at(tmp_path):
+    root = write_fake_dataset(tmp_path / "d", n_train=6, size=(96, 64), scale=None)
+    (root / "dataset.yaml").write_text("name: d\nscale: 0.5\nclasses: [0, 1, 2]\npixel_size_um: 1.3\n")
+    train(data=str(root), out=str(tmp_path / "run"), epochs=1, **{**TINY, "scale": 0.25})
+    ckpt = load_checkpoint(tmp_path / "run" / "model.pt")
+    assert ckpt.scale == 0.25 and ckpt.pixel_size_um == pytest.approx(2.6)  # µm per pixel at the model's scale
+    plain = write_fake_dataset(tmp_path / "e")  # its dataset.yaml declares no pixel size
+    train(data=str(plain), out=str(tmp_path / "r2"), epochs=1, **TINY)
+    assert load_checkpoint(tmp_path / "r2" / "model.pt").pixel_size_um is None
