@@ -452,8 +452,8 @@ def _write_composition(job: _FileJob, rows: list[tuple[int, dict[str, Any]]], ra
     """The composition table in file order; the first process writes ``OUT/composition.csv``, the others wait for it."""
     from lumenkit.data.imageio import write_text
 
-    comp = pd.DataFrame([r for _, r in sorted(rows, key=lambda kr: kr[0])],
-                        columns=["image", "path", "width", "height", "scale", "pixel_size_um", *job.labels, "mean_confidence"])
+    columns = ["image", "path", "width", "height", "scale", "pixel_size_um", *job.labels, "mean_confidence"]
+    comp = pd.DataFrame([r for _, r in sorted(rows, key=lambda kr: kr[0])], columns=columns)
     if rank == 0:
         write_text(job.out / "composition.csv", comp.to_csv(index=False, float_format="%.4f"))
     if world > 1:
