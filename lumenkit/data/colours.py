@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
 from lumenkit.data.catalogue import CATALOGUE, IGNORE
 
-
 PALETTE: np.ndarray = np.zeros((256, 3), dtype=np.uint8)
 """Display colour for every code 0–255 (LumenStone codes from the catalogue; 255 = white)."""
-
-
 for _c, _m in CATALOGUE.items():
     PALETTE[_c] = _m.colour
 

@@ -14,8 +14,23 @@ import numpy as np
 import pandas as pd
 
 from lumenkit.data.catalogue import CATALOGUE, IGNORE, ClassMap, resolve_class_set
-from lumenkit.errors import ConfigError, DatasetNotFoundError, EmptySplitError, LumenkitError, MissingMaskError, UnknownClassError
-from lumenkit.data.imageio import image_size, read_image, read_mask, read_yaml_mapping, resize_mask, target_size, write_json
+from lumenkit.data.imageio import (
+    image_size,
+    read_image,
+    read_mask,
+    read_yaml_mapping,
+    resize_mask,
+    target_size,
+    write_json,
+)
+from lumenkit.errors import (
+    ConfigError,
+    DatasetNotFoundError,
+    EmptySplitError,
+    LumenkitError,
+    MissingMaskError,
+    UnknownClassError,
+)
 
 NATIVE_SIZE: tuple[int, int] = (3396, 2547)
 """Native LumenStone image size ``(width, height)`` at ×100 (scale 1.0)."""

@@ -552,7 +552,7 @@ class BalancedSampler(BasePatchSampler):
         void_border: pixels within this many px of a class boundary are served as 255.
         length: draws per ``iter(sampler)``; default one per ``patch_size²`` of mask area.
         seed: seed (or ``SeedSequence``) of the random stream.
-        cache: ``"memory"`` (default), ``"disk"`` (also ``lumenkit.data.datasets.cache_dir()/sampler_maps``) or ``None``.
+        cache: ``"memory"`` (default), ``"disk"`` (also ``datasets.cache_dir()/sampler_maps``) or ``None``.
             Maps are keyed by the mask's content hash and the parameters.
 
     Raises:
