@@ -387,14 +387,19 @@ class _FileJob:
             return float(self.scale)
         return input_scale_for(self.ckpt, self.file_pixel_size(f)) or scale_of(f)
 
-    def write(self, name: str, image: np.ndarray, res: dict[str, Any]) -> None:
-        """``OUT/NAME.png`` (codes), ``OUT/overlays/NAME.jpg`` and ``OUT/confidence/NAME.png``."""
-        from lumenkit.data.colours import overlay
+    def write(self, name: str, image: np.ndarray, res: dict[str, Any], pixel_size_um: float | None = None) -> None:
+        """``OUT/NAME.png`` (codes), ``OUT/overlays/NAME.jpg`` and ``OUT/confidence/NAME.png``.
+
+        The overlay carries a legend of the minerals present and, when the file's pixel size (``pixel_size_um``)
+        is known, a scale bar in µm (see :func:`lumenkit.data.pictures.annotated_overlay`).
+        """
         from lumenkit.data.imageio import save_image
+        from lumenkit.data.pictures import annotated_overlay
 
         codes = res["codes"]
         save_image(codes, self.out / f"{name}.png")
-        save_image(overlay(image, _nearest(codes, image.shape[:2]), alpha=self.alpha),
+        seen_px = pixel_size_um * codes.shape[1] / image.shape[1] if pixel_size_um else None  # at the overlay's size
+        save_image(annotated_overlay(image, _nearest(codes, image.shape[:2]), seen_px, alpha=self.alpha),
                    self.out / "overlays" / f"{name}.jpg")
         conf8 = np.clip(res["confidence"] * 255 + 0.5, 0, 255).astype(np.uint8)
         save_image(conf8, self.out / "confidence" / f"{name}.png")
@@ -443,7 +448,7 @@ def _predict_share(
                 if on_error is not None:
                     on_error(str(files[k]), str(e))
                 continue
-            job.write(names[k], image, res)
+            job.write(names[k], image, res, job.file_pixel_size(files[k]))
             rows.append((k, job.row(names[k], files[k], s, res)))
     return rows, errors
 
