@@ -314,3 +314,27 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def save_palette_mask(mask: np.ndarray, path: str | Path) -> None:
+    """Write a mask as an 8-bit palette ("P" mode) PNG, atomically.
+
+    Pixel values are the LumenStone codes unchanged (so :func:`read_mask` reads back the same array),
+    and the PNG palette holds the catalogue's display colours (:data:`lumenkit.data.colours.PALETTE`;
+    255 = ignore is white), so any image viewer shows the minerals in colour.
+
+    Raises:
+        ValueError: if ``path`` does not end in ``.png`` or ``mask`` is not 2-D.
+    """
+    from lumenkit.data.colours import PALETTE
+
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise ValueError(f"{path}: a palette mask must be a .png file")
+    arr = np.asarray(mask)
+    if arr.ndim != 2:
+        raise ValueError(f"{path}: mask must be 2-D (H, W) class codes, got shape {arr.shape}")
+    im = Image.frombytes("P", (arr.shape[1], arr.shape[0]), np.ascontiguousarray(arr, dtype=np.uint8).tobytes())
+    im.putpalette(PALETTE.astype(np.uint8).ravel().tolist(), rawmode="RGB")
+    with atomic_write(path) as f:
+        im.save(f, format="PNG", optimize=False)
