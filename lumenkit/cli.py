@@ -339,6 +339,47 @@ def _run_predict(a: argparse.Namespace) -> int:
     return 0 if rep.ok else 1
 
 
+# -- analyse --------------------------------------------------------------------------------------
+def _add_analyse(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("analyse", help="identify the minerals of your sections and measure them: modal mineralogy "
+                                       "(area %% and weight %%), calculated assay, grains in µm, associations, per "
+                                       "image, sample and deposit")
+    p.add_argument("sections", help="folder of section images (JPEG/PNG/TIFF, any depth), optionally with a "
+                                    "samples.csv (image,sample,deposit,pixel_size_um,...)")
+    p.add_argument("--model", required=True, help="checkpoint RUN/model.pt, or an export RUN/model.onnx")
+    p.add_argument("--out", required=True, help="output folder: masks/, one CSV per table, summary.json")
+    p.add_argument("--samples", default=None, help="the samples table (default SECTIONS/samples.csv if present)")
+    p.add_argument("--pixel-size", type=float, default=None, metavar="UM",
+                   help="µm per pixel of images that neither samples.csv nor their TIFF metadata describe")
+    p.add_argument("--um", action="store_true", help="refuse to start unless every image's pixel size is known")
+    p.add_argument("--gangue-density", type=float, default=2.7,
+                   help="density of background (gangue, resin) in g/cm³ for weight %% (default 2.7)")
+    p.add_argument("--tile", type=int, default=768, help="window side in px at model scale (default 768)")
+    p.add_argument("--tta", action="store_true", help="average over flips and rotations (8× slower)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_analyse)
+
+
+def _run_analyse(a: argparse.Namespace) -> int:
+    from lumenkit.inference.tiling import Tiling
+    from lumenkit.mineralogy.survey import analyse_sections
+
+    failed: list[str] = []
+
+    def report(path: str, message: str) -> None:
+        failed.append(path)
+        print(f"lumenkit: skipped {message}" if message.startswith(path) else f"lumenkit: skipped {path}: {message}",
+              file=sys.stderr)
+
+    s = analyse_sections(a.model, a.sections, a.out, samples_csv=a.samples, pixel_size_um=a.pixel_size,
+                         require_um=a.um, gangue_density=a.gangue_density, tiling=Tiling(tile=a.tile, tta=a.tta),
+                         device=a.device, progress=not a.quiet, on_error=report)
+    print(f"analysed {s.info['images']} image(s) of {s.info['samples']} sample(s) and {s.info['deposits']} "
+          f"deposit(s), sizes in {s.unit}; tables and summary.json in {a.out}; {len(failed)} failed")
+    return 0 if not failed else 1
+
+
 # -- robustness -----------------------------------------------------------------------------------
 def _add_robustness(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("robustness", help="evaluate a model under changed imaging conditions → JSON and CSV")
@@ -433,7 +474,8 @@ def _has_onnxruntime() -> bool:
 
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_synth, _add_info, _add_evaluate, _add_report, _add_train, _add_predict, _add_robustness, _add_export,
+    _add_synth, _add_info, _add_evaluate, _add_report, _add_train, _add_predict, _add_analyse, _add_robustness,
+    _add_export,
     _add_combine,
 ]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -258,7 +258,7 @@ def predict_files(
     on_error: Callable[[str, str], None] | None = None,
     runtime: str | None = None,
     device: str | None = None,
-    pixel_size_um: float | None = None,
+    pixel_size_um: float | Mapping[str | Path, float | None] | None = None,
 ) -> PredictionReport:
     """Predict image files and write, per image, a mask, an overlay and a confidence map, plus a composition CSV.
 
@@ -299,7 +299,9 @@ def predict_files(
         runtime: ``None`` (the model's own), ``"torch"`` or ``"onnx"`` (see :func:`predict_image`).
         device: where a torch model runs: ``"auto"`` (CUDA when available, the local rank's GPU under torchrun),
             ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; ``None``: where the model is (a loaded checkpoint: the CPU).
-        pixel_size_um: µm per pixel of the files that do not declare their own (see ``scale``).
+        pixel_size_um: µm per pixel of the files that do not declare their own (see ``scale``); or a mapping
+            file → µm per pixel that decides for every file it names (e.g. from ``samples.csv``, see
+            :func:`lumenkit.data.sections.read_sections`).
 
     Raises:
         CheckpointError: the model cannot be loaded (nothing is predicted then), or an ONNX model without
@@ -350,7 +352,7 @@ class _FileJob:
     alpha: float
     runtime: str | None
     device: torch.device | None
-    pixel_size_um: float | None = None
+    pixel_size_um: float | Mapping[str | Path, float | None] | None = None
 
     @property
     def labels(self) -> list[str]:
@@ -376,9 +378,18 @@ class _FileJob:
         return s, image, res
 
     def file_pixel_size(self, f: Path) -> float | None:
-        """µm per pixel of file ``f``: its TIFF/OME metadata, else the caller's ``pixel_size_um``, else ``None``."""
+        """µm per pixel of file ``f`` (``None`` when unknown).
+
+        The caller's mapping when it names ``f``, else the file's TIFF/OME metadata, else the caller's single
+        ``pixel_size_um``.
+        """
         from lumenkit.data.sections import metadata_pixel_size_um
 
+        if isinstance(self.pixel_size_um, Mapping):
+            known = {str(Path(k).resolve()): v for k, v in self.pixel_size_um.items()}
+            if str(Path(f).resolve()) in known:
+                return known[str(Path(f).resolve())]
+            return metadata_pixel_size_um(f)[0]
         return metadata_pixel_size_um(f)[0] or self.pixel_size_um
 
     def file_scale(self, f: Path) -> float:

@@ -1,0 +1,290 @@
+"""Identify and measure a mineralogist's sections: masks to tables per image, per sample and per deposit, in µm.
+
+:func:`survey_masks` turns masks (true or predicted) and what is known about their sections (sample, deposit,
+pixel size; :class:`lumenkit.data.sections.Section`) into the tables automated mineralogy systems report: modal
+mineralogy in area % and weight %, a calculated assay, grains in µm and their size distribution, and mineral
+associations; pooled per sample and per deposit with bootstrap intervals over images. :func:`write_survey` writes
+every table as a tidy CSV and a ``summary.json``; :func:`analyse_sections` runs the whole chain from a folder of
+images and a model (``lumenkit analyse``).
+
+Areas are pooled in µm² when every image's pixel size is known (sections imaged at different magnifications then
+count by their real area), in pixels otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from lumenkit.data.catalogue import CATALOGUE, GANGUE_DENSITY, IGNORE
+from lumenkit.data.sections import Section
+from lumenkit.mineralogy.analysis import contact_matrix, grains, locking, modal_composition, sum_contacts
+from lumenkit.mineralogy.assay import assay_table, calculated_assay, weight_percent
+
+
+@dataclass
+class Survey:
+    """The tables of a survey of sections (each written as ``NAME.csv`` by :func:`write_survey`).
+
+    Attributes:
+        sections: one row per image: sample, deposit, pixel size and its source, size, free columns.
+        modal: one row per image × mineral: pixels, area (µm² or px²), area %, weight %.
+        assay: one row per image × element: grade in weight %.
+        grains: one row per grain: image, sample, deposit, mineral and its measurements (µm where known).
+        by_sample, by_deposit: pooled modal mineralogy per group × mineral with bootstrap intervals over images
+            (area % and weight %), and the number of images.
+        assay_by_sample, assay_by_deposit: the calculated assay of each group's pooled weight % (group × element).
+        contacts: shared boundary length between minerals per deposit (long form: deposit, mineral, other, px).
+        locking: per deposit × mineral: share of its boundary against each other mineral and free (against BG).
+        unit: ``"µm"`` when every pixel size is known, else ``"px"``.
+    """
+
+    sections: pd.DataFrame
+    modal: pd.DataFrame
+    assay: pd.DataFrame
+    grains: pd.DataFrame
+    by_sample: pd.DataFrame
+    by_deposit: pd.DataFrame
+    contacts: pd.DataFrame
+    locking: pd.DataFrame
+    assay_by_sample: pd.DataFrame = field(default_factory=pd.DataFrame)
+    assay_by_deposit: pd.DataFrame = field(default_factory=pd.DataFrame)
+    unit: str = "px"
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """Every table by its file stem."""
+        return {"sections": self.sections, "modal": self.modal, "assay": self.assay, "grains": self.grains,
+                "modal_by_sample": self.by_sample, "modal_by_deposit": self.by_deposit,
+                "assay_by_sample": self.assay_by_sample, "assay_by_deposit": self.assay_by_deposit,
+                "contacts": self.contacts, "locking": self.locking}
+
+
+def _pooled(modal: pd.DataFrame, by: str, n_boot: int, ci: float, seed: int) -> pd.DataFrame:
+    """Area and weight % pooled over each group's images, with percentile bootstrap intervals over images."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for group, g in modal.groupby(by, sort=True):
+        area = g.pivot_table(index="image", columns="mineral", values="area", aggfunc="sum", sort=False)
+        mass = g.pivot_table(index="image", columns="mineral", values="mass", aggfunc="sum", sort=False)
+        mass = mass.reindex(index=area.index, columns=area.columns)
+        a, m = area.to_numpy(np.float64), mass.to_numpy(np.float64)
+        pick = rng.integers(0, len(a), size=(n_boot, len(a)))
+        stats = {}
+        for key, arr in (("area_pct", a), ("weight_pct", m)):
+            pooled = 100 * arr.sum(0) / max(arr.sum(), 1e-300)
+            boot = arr[pick].sum(1)
+            boot = 100 * boot / np.maximum(boot.sum(1, keepdims=True), 1e-300)
+            lo, hi = np.percentile(boot, [50 * (1 - ci), 50 * (1 + ci)], axis=0)
+            stats[key] = (pooled, lo, hi)
+        for j, mineral in enumerate(area.columns):
+            rows.append({by: group, "mineral": mineral, "images": len(a),
+                         "area_pct": stats["area_pct"][0][j], "area_pct_low": stats["area_pct"][1][j],
+                         "area_pct_high": stats["area_pct"][2][j], "weight_pct": stats["weight_pct"][0][j],
+                         "weight_pct_low": stats["weight_pct"][1][j], "weight_pct_high": stats["weight_pct"][2][j]})
+    return pd.DataFrame(rows)
+
+
+def _group_assay(pooled: pd.DataFrame, by: str) -> pd.DataFrame:
+    """The calculated assay of each group's pooled weight % (tidy: group × element)."""
+    frames = []
+    for group, g in pooled.groupby(by, sort=True):
+        s = calculated_assay(dict(zip(g["mineral"], g["weight_pct"], strict=True)))
+        frames.append(pd.DataFrame({by: group, "element": s.index, "grade_pct": s.to_numpy()}))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[by, "element", "grade_pct"])
+
+
+def survey_masks(
+    masks: Mapping[str, np.ndarray],
+    sections: Sequence[Section],
+    codes: Sequence[int] | None = None,
+    gangue_density: float = GANGUE_DENSITY,
+    n_boot: int = 1000,
+    ci: float = 0.95,
+    seed: int = 0,
+) -> Survey:
+    """The survey of ``masks`` (image name → LumenStone codes) of ``sections`` (matched by name).
+
+    Args:
+        masks: image name → ``(H, W)`` mask of LumenStone codes (255 = unlabelled, excluded).
+        sections: what is known of each image (sample, deposit, pixel size); one per mask.
+        codes: minerals to report (default: every code present in any mask).
+        gangue_density: density of background (gangue, resin) in g/cm³ for weight %.
+        n_boot: bootstrap resamples of images per sample and deposit.
+        ci: interval coverage.
+        seed: bootstrap seed.
+
+    Raises:
+        ConfigError: a mask without its section, or a bad density.
+    """
+    from lumenkit.errors import ConfigError
+
+    by_name = {s.name: s for s in sections}
+    missing = sorted(set(masks) - set(by_name))
+    if missing:
+        raise ConfigError(f"no section describes the masks {missing[:5]}; give one Section per mask")
+    if codes is None:
+        present = np.zeros(256, dtype=bool)
+        for m in masks.values():
+            present |= np.bincount(np.asarray(m, np.uint8).ravel(), minlength=256) > 0
+        codes = [int(c) for c in np.flatnonzero(present) if c != IGNORE and c in CATALOGUE]
+    codes = list(codes)
+    physical = all(by_name[n].pixel_size_um for n in masks)
+    unit = "µm" if physical else "px"
+    modal_rows, grain_tabs, contact_tabs = [], [], {}
+    for name, mask in masks.items():
+        s = by_name[name]
+        px_area = (s.pixel_size_um**2) if physical else 1.0
+        mc = modal_composition(mask, codes).reset_index()
+        w = weight_percent({int(c): float(n) for c, n in zip(mc["code"], mc["pixels"], strict=True)},
+                           gangue_density=gangue_density)
+        dens = dict(zip(w["code"], w["density"], strict=True))
+        for _, r in mc.iterrows():
+            area = float(r["pixels"]) * px_area
+            modal_rows.append({"image": name, "sample": s.sample, "deposit": s.deposit, "mineral": r["mineral"],
+                               "code": int(r["code"]), "pixels": int(r["pixels"]), "area": area,
+                               "mass": area * dens.get(int(r["code"]), np.nan), "area_pct": float(r["area_pct"])})
+        g = grains(mask, s.pixel_size_um, codes)
+        g.insert(0, "image", name)
+        g.insert(1, "sample", s.sample)
+        g.insert(2, "deposit", s.deposit)
+        grain_tabs.append(g)
+        contact_tabs.setdefault(s.deposit, []).append(contact_matrix(mask, codes))
+    modal = pd.DataFrame(modal_rows)
+    totals = modal.groupby("image")["mass"].transform("sum")
+    modal["weight_pct"] = 100 * modal["mass"] / totals
+    assay = assay_table(
+        {n: dict(zip(g["code"], g["pixels"], strict=True)) for n, g in modal.groupby("image", sort=False)},
+        gangue_density=gangue_density,
+    )
+    dep = {d: sum_contacts(ms) for d, ms in contact_tabs.items()}
+    contacts = pd.concat({d: c.stack().rename("boundary_px") for d, c in dep.items()},
+                         names=["deposit", "mineral", "other"]).reset_index()
+    lock = pd.concat({d: locking(c) for d, c in dep.items()}, names=["deposit", "mineral"]).reset_index()
+    table = pd.DataFrame([s.to_row() for s in sections if s.name in masks])
+    table["width"] = [masks[n].shape[1] for n in table["image"]]
+    table["height"] = [masks[n].shape[0] for n in table["image"]]
+    grain_table = pd.concat(grain_tabs, ignore_index=True) if grain_tabs else pd.DataFrame()
+    by_sample, by_deposit = _pooled(modal, "sample", n_boot, ci, seed), _pooled(modal, "deposit", n_boot, ci, seed)
+    return Survey(
+        sections=table, modal=modal.drop(columns=["mass"]).rename(columns={"area": f"area_{unit}2"}),
+        assay=assay, grains=grain_table, by_sample=by_sample, by_deposit=by_deposit, contacts=contacts,
+        locking=lock, assay_by_sample=_group_assay(by_sample, "sample"),
+        assay_by_deposit=_group_assay(by_deposit, "deposit"), unit=unit,
+        info={"images": len(masks), "samples": int(table["sample"].nunique()),
+              "deposits": int(table["deposit"].nunique()), "unit": unit, "gangue_density": gangue_density,
+              "bootstrap": {"resamples": n_boot, "coverage": ci, "seed": seed}, "codes": codes},
+    )
+
+
+def write_survey(survey: Survey, out: str | Path) -> list[Path]:
+    """Write every table as ``OUT/NAME.csv`` and ``OUT/summary.json`` (atomically, each); returns the paths.
+
+    ``summary.json`` holds the counts, the unit, and per deposit and sample the pooled area % and weight % with
+    their intervals, and the assay pooled over images (mean of the images' grades, weighted by their area).
+
+    Raises:
+        ConfigError: ``out`` exists and is not a folder, or cannot be written (the message names it).
+    """
+    from lumenkit.data.imageio import write_text
+    from lumenkit.errors import ConfigError
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: exists and is not a folder; choose another --out")
+    paths = []
+    try:
+        for name, df in survey.tables().items():
+            paths.append(out / f"{name}.csv")
+            write_text(paths[-1], df.to_csv(index=False, float_format="%.6g"))
+        summary = {**survey.info,
+                   "by_deposit": _records(survey.by_deposit), "by_sample": _records(survey.by_sample),
+                   "assay_by_deposit": _records(survey.assay_by_deposit),
+                   "assay_by_sample": _records(survey.assay_by_sample)}
+        paths.append(out / "summary.json")
+        write_text(paths[-1], json.dumps(summary, indent=1, ensure_ascii=False, default=_plain) + "\n")
+    except PermissionError as e:
+        raise ConfigError(f"{out}: cannot write there ({e.strerror}); choose a writable --out") from None
+    return paths
+
+
+def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    return json.loads(df.to_json(orient="records", double_precision=6)) if len(df) else []
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        return v.item()
+    raise TypeError(f"not JSON serialisable: {type(v).__name__}")
+
+
+def analyse_sections(
+    model: Any,
+    folder: str | Path,
+    out: str | Path,
+    samples_csv: str | Path | None = None,
+    pixel_size_um: float | None = None,
+    require_um: bool = False,
+    gangue_density: float = GANGUE_DENSITY,
+    tiling: Any = None,
+    device: str | None = None,
+    progress: bool = True,
+    on_error: Any = None,
+) -> Survey:
+    """Identify the minerals of a folder of sections with ``model`` and measure them (``lumenkit analyse``).
+
+    Writes ``OUT/masks/`` (predicted masks, overlays with legend and scale bar, confidence maps, composition.csv;
+    see :func:`lumenkit.inference.predict_files`), each image resampled to the model's magnification when both
+    pixel sizes are known, then every table of :func:`survey_masks` as CSV and ``OUT/summary.json``.
+
+    Args:
+        model: a checkpoint or ONNX model, or its path.
+        folder: the sections (any depth), with an optional ``samples.csv`` (see :mod:`lumenkit.data.sections`).
+        out: output folder.
+        samples_csv: the samples table (default ``FOLDER/samples.csv`` when present).
+        pixel_size_um: µm per pixel of images that neither ``samples.csv`` nor their metadata describe.
+        require_um: refuse to start unless every image's pixel size is known (sizes in µm guaranteed).
+        gangue_density: density of the background for weight %, g/cm³.
+        tiling: windows and test-time augmentation (:class:`lumenkit.inference.Tiling`).
+        device: where the model runs (``"auto"``, ``"cpu"``, ``"cuda"``).
+        progress: show a progress bar.
+        on_error: called with ``(path, message)`` for each image that could not be predicted (it is left out).
+
+    Raises:
+        DatasetNotFoundError, ConfigError: the folder, ``samples.csv`` or a pixel size (see
+            :func:`lumenkit.data.sections.read_sections`), an output path that cannot be written, or no image
+            predicted at all.
+        CheckpointError: the model cannot be loaded.
+    """
+    from lumenkit.data.imageio import read_mask
+    from lumenkit.data.sections import read_sections, require_pixel_sizes
+    from lumenkit.errors import ConfigError
+    from lumenkit.inference.predict import load_model, predict_files
+
+    sections = read_sections(folder, samples_csv, pixel_size_um)
+    if require_um:
+        require_pixel_sizes(sections)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: exists and is not a folder; choose another --out")
+    model = load_model(model) if isinstance(model, (str, Path)) else model
+    by_path = {str(s.path.resolve()): s for s in sections}
+    rep = predict_files(model, [s.path for s in sections], out / "masks", tiling=tiling, progress=progress,
+                        on_error=on_error, device=device,
+                        pixel_size_um={s.path: s.pixel_size_um for s in sections})
+    if not len(rep.composition):
+        raise ConfigError(f"{folder}: no image could be predicted (see the messages above); fix or remove them")
+    masks, known = {}, []
+    for row in rep.composition.itertuples():
+        s = by_path[str(Path(row.path).resolve())]
+        masks[s.name] = read_mask(out / "masks" / f"{row.image}.png")
+        known.append(s)
+    survey = survey_masks(masks, known, codes=list(model.class_map.codes), gangue_density=gangue_density)
+    write_survey(survey, out)
+    return survey

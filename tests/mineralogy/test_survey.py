@@ -1,0 +1,103 @@
+"""Sections to a mineralogy survey: µm, weight %, assay, per sample and deposit, and the `lumenkit analyse` command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lumenkit.data.catalogue import ClassMap
+from lumenkit.data.imageio import save_image, write_text
+from lumenkit.data.sections import Section
+from lumenkit.mineralogy.survey import survey_masks, write_survey
+
+
+def section(name, sample, deposit, px=None):
+    return Section(path=Path(f"/x/{name}.png"), name=name, sample=sample, deposit=deposit,
+                   pixel_size_um=px, pixel_size_source="samples.csv" if px else None)
+
+
+def disc_mask(h, w, code, r, cy, cx):
+    yy, xx = np.ogrid[:h, :w]
+    m = np.zeros((h, w), np.uint8)
+    m[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = code
+    return m
+
+
+def test_the_same_section_at_two_magnifications_gives_the_same_answer():
+    """Resampled 2× with the pixel size halved: modal % within 1 point, median ECD in µm within 5 %."""
+    rng = np.random.default_rng(0)
+    low = np.zeros((200, 300), np.uint8)
+    for _ in range(40):
+        low |= disc_mask(200, 300, int(rng.choice([1, 2, 8])), rng.integers(3, 12), rng.integers(0, 200),
+                         rng.integers(0, 300)) * (low == 0)
+    high = np.repeat(np.repeat(low, 2, 0), 2, 1)
+    s = survey_masks({"low": low, "high": high}, [section("low", "A", "D", 2.0), section("high", "B", "D", 1.0)],
+                     n_boot=50)
+    modal = s.modal.pivot_table(index="mineral", columns="image", values="area_pct")
+    assert (modal["low"] - modal["high"]).abs().max() < 1.0
+    med = s.grains.groupby("image")["ecd_um"].median()
+    assert abs(med["low"] - med["high"]) / med["low"] < 0.05
+    assert s.unit == "µm" and "area_µm2" in s.modal.columns
+
+
+def test_pooling_per_sample_and_deposit_by_real_area_with_intervals():
+    ccp = np.ones((10, 10), np.uint8)  # pure chalcopyrite, 100 px
+    gl = np.full((10, 10), 2, np.uint8)  # pure galena
+    sections = [section("a", "S1", "North", 1.0), section("b", "S1", "North", 2.0), section("c", "S2", "South", 1.0)]
+    s = survey_masks({"a": ccp, "b": gl, "c": gl}, sections, codes=[0, 1, 2], n_boot=200)
+    north = s.by_deposit.set_index(["deposit", "mineral"])
+    # b covers 4× the area of a (2 µm pixels): Ccp 100 / 500 µm² = 20 %, galena 80 %
+    assert north.loc[("North", "Ccp"), "area_pct"] == pytest.approx(20.0)
+    assert north.loc[("North", "Gl"), "area_pct"] == pytest.approx(80.0)
+    assert north.loc[("North", "Ccp"), "area_pct_low"] <= 20.0 <= north.loc[("North", "Ccp"), "area_pct_high"]
+    # weight %: 100·4.18 / (100·4.18 + 400·7.60)
+    want = 100 * 100 * 4.18 / (100 * 4.18 + 400 * 7.60)
+    assert north.loc[("North", "Ccp"), "weight_pct"] == pytest.approx(want, rel=1e-3)
+    assay = s.assay_by_deposit.set_index(["deposit", "element"])["grade_pct"]
+    assert assay[("South", "Pb")] == pytest.approx(86.6, abs=0.1)  # pure galena: 207.2 / 239.26
+    assert set(s.by_sample["sample"]) == {"S1", "S2"} and s.by_sample["images"].max() == 2
+
+
+def test_lengths_stay_in_pixels_when_a_pixel_size_is_missing(tmp_path):
+    s = survey_masks({"a": disc_mask(40, 40, 1, 8, 20, 20)}, [section("a", "S", "D")], n_boot=10)
+    assert s.unit == "px" and "area_px2" in s.modal.columns and "ecd_um" not in s.grains.columns
+    paths = write_survey(s, tmp_path / "out")
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["unit"] == "px" and summary["images"] == 1 and {p.name for p in paths} >= {"grains.csv",
+                                                                                               "summary.json"}
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(Exception, match="exists and is not a folder"):
+        write_survey(s, tmp_path / "file")
+
+
+def test_lumenkit_analyse_on_a_folder_of_unlabelled_sections(tmp_path):
+    from lumenkit.cli import main
+    from lumenkit.models.checkpoint import Checkpoint
+    from lumenkit.models.resunet import create_model
+
+    net = create_model("resunet", in_channels=3, classes=3, width=4, depth=2).eval()
+    Checkpoint(net, ClassMap([0, 1, 2]), 0.5, config={"pixel_size_um": 2.6}).save(tmp_path / "model.pt")
+    rng = np.random.default_rng(1)
+    for name in ("north/a", "north/b", "south/c"):
+        save_image(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8), tmp_path / "sec" / f"{name}.png")
+    write_text(tmp_path / "sec" / "samples.csv", "image,sample,deposit,pixel_size_um\nnorth/a,S1,North,1.3\n"
+               "north/b,S1,North,1.3\nsouth/c,S2,South,2.6\n")
+    code = main(["analyse", str(tmp_path / "sec"), "--model", str(tmp_path / "model.pt"), "--out",
+                 str(tmp_path / "out"), "--um", "--quiet"])
+    assert code == 0
+    for name in ("sections", "modal", "assay", "grains", "modal_by_sample", "modal_by_deposit", "assay_by_deposit",
+                 "contacts", "locking"):
+        assert (tmp_path / "out" / f"{name}.csv").exists(), name
+    sections = pd.read_csv(tmp_path / "out" / "sections.csv").set_index("image")
+    assert sections.loc["north/a", "pixel_size_source"] == "samples.csv"
+    comp = pd.read_csv(tmp_path / "out" / "masks" / "composition.csv").set_index("image")
+    assert comp.loc["a", "scale"] == pytest.approx(1.0) and comp.loc["c", "scale"] == pytest.approx(0.5)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["unit"] == "µm" and summary["samples"] == 2 and summary["deposits"] == 2
+    write_text(tmp_path / "sec" / "samples.csv", "image,sample\nnorth/a,S1\n")
+    assert main(["analyse", str(tmp_path / "sec"), "--model", str(tmp_path / "model.pt"), "--out",
+                 str(tmp_path / "out2"), "--um", "--quiet"]) == 2  # µm asked, pixel sizes unknown
