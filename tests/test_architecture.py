@@ -104,3 +104,9 @@ def test_no_product_function_longer_than_120_lines():
                 if n > 120:
                     long.append(f"{path.relative_to(PACKAGE)}:{node.name} ({n} lines)")
     assert long == [], long
+
+
+def test_test_modules_have_unique_names():
+    """The test folders are not packages, so two test modules of one name would collide at import."""
+    names = [p.name for p in (PACKAGE.parent / "tests").rglob("test_*.py")]
+    assert sorted({n for n in names if names.count(n) > 1}) == []
