@@ -101,3 +101,25 @@ def test_lumenkit_analyse_on_a_folder_of_unlabelled_sections(tmp_path):
     write_text(tmp_path / "sec" / "samples.csv", "image,sample\nnorth/a,S1\n")
     assert main(["analyse", str(tmp_path / "sec"), "--model", str(tmp_path / "model.pt"), "--out",
                  str(tmp_path / "out2"), "--um", "--quiet"]) == 2  # µm asked, pixel sizes unknown
+
+
+def test_analyse_bad_inputs_are_one_line_errors(tmp_path, capsys):
+    from lumenkit.cli import main
+    from lumenkit.models.checkpoint import Checkpoint
+    from lumenkit.models.resunet import create_model
+
+    net = create_model("resunet", in_channels=3, classes=3, width=4, depth=2).eval()
+    Checkpoint(net, ClassMap([0, 1, 2]), 0.5).save(tmp_path / "model.pt")
+    save_image(np.zeros((32, 32, 3), np.uint8), tmp_path / "sec" / "a.png")
+    (tmp_path / "taken").write_text("a file where the output folder should go")
+    args = ["analyse", str(tmp_path / "sec"), "--model", str(tmp_path / "model.pt"), "--quiet", "--out"]
+    assert main([*args, str(tmp_path / "taken")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "taken: exists and is not a folder; choose another --out" in err[0]
+    (tmp_path / "empty").mkdir()
+    assert main(["analyse", str(tmp_path / "empty"), "--model", str(tmp_path / "model.pt"), "--out",
+                 str(tmp_path / "o")]) == 2
+    assert "holds no images" in capsys.readouterr().err
+    write_text(tmp_path / "sec" / "samples.csv", "image,sample\nb,S1\n")
+    assert main([*args, str(tmp_path / "o2")]) == 2
+    assert "names images not in" in capsys.readouterr().err and not (tmp_path / "o2").exists()
