@@ -65,6 +65,7 @@ bench: install
 	$(PY) benchmarks/bench_predict.py --quick
 	$(PY) benchmarks/bench_train_step.py
 	$(PY) benchmarks/bench_metrics.py
+	$(PY) benchmarks/bench_analysis.py
 
 clean:
 	rm -rf reports/*/ .pytest_cache

@@ -2,12 +2,16 @@
 
 from lumenkit.mineralogy.analysis import (
     MineralogyTables,
+    SectionAnalysis,
+    analyse_mask,
     contact_matrix,
     deposit_modal,
+    free_boundary_by_size,
     grains,
     mineralogy,
     modal_composition,
     size_classes,
+    size_distribution,
 )
 from lumenkit.mineralogy.assay import (
     assay_table,
@@ -19,15 +23,19 @@ from lumenkit.mineralogy.assay import (
 
 __all__ = [
     "MineralogyTables",
+    "SectionAnalysis",
+    "analyse_mask",
     "assay_table",
     "calculated_assay",
     "contact_matrix",
     "deposit_modal",
     "element_deportment",
+    "free_boundary_by_size",
     "grains",
     "mineralogy",
     "modal_composition",
     "size_classes",
+    "size_distribution",
     "weight_percent",
     "weight_table",
 ]

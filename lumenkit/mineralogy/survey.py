@@ -24,7 +24,15 @@ import pandas as pd
 
 from lumenkit.data.catalogue import CATALOGUE, GANGUE_DENSITY, IGNORE
 from lumenkit.data.sections import Section
-from lumenkit.mineralogy.analysis import contact_matrix, grains, locking, modal_composition, sum_contacts
+from lumenkit.mineralogy.analysis import (
+    contact_matrix,
+    free_boundary_by_size,
+    grains,
+    locking,
+    modal_composition,
+    size_distribution,
+    sum_contacts,
+)
 from lumenkit.mineralogy.assay import assay_table, calculated_assay, weight_percent
 
 
@@ -39,6 +47,10 @@ class Survey:
         grains: one row per grain: image, sample, deposit, mineral and its measurements (µm where known).
         by_sample, by_deposit: pooled modal mineralogy per group × mineral with bootstrap intervals over images
             (area % and weight %), and the number of images.
+        size_by_sample: grain size distribution per sample × mineral × size class (µm where known), with
+            cumulative passing % by number and by area.
+        free_boundary_by_size: per deposit × mineral × size class, each mineral's free (against background)
+            boundary fraction.
         assay_by_sample, assay_by_deposit: the calculated assay of each group's pooled weight % (group × element).
         contacts: shared boundary length between minerals per deposit (long form: deposit, mineral, other, px).
         locking: per deposit × mineral: share of its boundary against each other mineral and free (against BG).
@@ -55,6 +67,8 @@ class Survey:
     locking: pd.DataFrame
     assay_by_sample: pd.DataFrame = field(default_factory=pd.DataFrame)
     assay_by_deposit: pd.DataFrame = field(default_factory=pd.DataFrame)
+    size_by_sample: pd.DataFrame = field(default_factory=pd.DataFrame)
+    free_boundary_by_size: pd.DataFrame = field(default_factory=pd.DataFrame)
     unit: str = "px"
     info: dict[str, Any] = field(default_factory=dict)
 
@@ -63,7 +77,8 @@ class Survey:
         return {"sections": self.sections, "modal": self.modal, "assay": self.assay, "grains": self.grains,
                 "modal_by_sample": self.by_sample, "modal_by_deposit": self.by_deposit,
                 "assay_by_sample": self.assay_by_sample, "assay_by_deposit": self.assay_by_deposit,
-                "contacts": self.contacts, "locking": self.locking}
+                "contacts": self.contacts, "locking": self.locking, "size_by_sample": self.size_by_sample,
+                "free_boundary_by_size": self.free_boundary_by_size}
 
 
 def _pooled(modal: pd.DataFrame, by: str, n_boot: int, ci: float, seed: int) -> pd.DataFrame:
@@ -177,6 +192,9 @@ def survey_masks(
         assay=assay, grains=grain_table, by_sample=by_sample, by_deposit=by_deposit, contacts=contacts,
         locking=lock, assay_by_sample=_group_assay(by_sample, "sample"),
         assay_by_deposit=_group_assay(by_deposit, "deposit"), unit=unit,
+        size_by_sample=size_distribution(grain_table, by=("sample", "mineral")) if len(grain_table) else pd.DataFrame(),
+        free_boundary_by_size=(free_boundary_by_size(grain_table, by=("deposit", "mineral")) if len(grain_table)
+                               else pd.DataFrame()),
         info={"images": len(masks), "samples": int(table["sample"].nunique()),
               "deposits": int(table["deposit"].nunique()), "unit": unit, "gangue_density": gangue_density,
               "bootstrap": {"resamples": n_boot, "coverage": ci, "seed": seed}, "codes": codes},

@@ -90,7 +90,7 @@ def test_lumenkit_analyse_on_a_folder_of_unlabelled_sections(tmp_path):
                  str(tmp_path / "out"), "--um", "--quiet"])
     assert code == 0
     for name in ("sections", "modal", "assay", "grains", "modal_by_sample", "modal_by_deposit", "assay_by_deposit",
-                 "contacts", "locking"):
+                 "contacts", "locking", "size_by_sample", "free_boundary_by_size"):
         assert (tmp_path / "out" / f"{name}.csv").exists(), name
     sections = pd.read_csv(tmp_path / "out" / "sections.csv").set_index("image")
     assert sections.loc["north/a", "pixel_size_source"] == "samples.csv"

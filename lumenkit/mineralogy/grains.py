@@ -1,0 +1,229 @@
+"""Vectorised per-grain measurements of a whole mask: one labelling, horizontal runs and 2×2 bit-quads.
+
+:func:`lumenkit.mineralogy.analysis.grains` is the public entry point; this module holds its kernel.
+
+Why not ``skimage.measure.regionprops``: it loops in Python over regions and recomputes each property on the
+region's crop. On a native 3396×2547 synthetic section (1 643 grains, 2 shared cores) we measured
+``regionprops_table`` at 0.6 s for ``perimeter``, 0.6 s for ``euler_number``, 1.6 s for ``orientation``, 1.8 s for
+``solidity`` and 6.4 s for ``feret_diameter_max``, and ``skimage.measure.label`` of the multi-valued mask at 1.2 s —
+each alone over the 1 s budget of a whole analysis. The same quantities come out of a few whole-image array
+operations instead:
+
+* grains are 8-connected components of each code (``scipy.ndimage.label``, one call per code, ~30 ms each);
+* area, centroid and second moments from the horizontal runs of equal code (closed-form sums over each run);
+* perimeter and Euler number (hence holes) from Gray's 2×2 bit-quad counts per grain, computed only on the
+  windows where the mask changes; the perimeter is the marching-squares outline length scaled by
+  :data:`ISOTROPIC` to be unbiased for randomly oriented grains (``skimage``'s ``perimeter`` runs through the
+  boundary pixel centres and reads π(d − 1) for a disc of diameter d);
+* the convex hull of a grain is the hull of the outer corners of its leftmost and rightmost pixel in every row;
+  scikit-image has no minimum Feret (caliper) diameter, so Feret max/min come from that hull (rotating calipers
+  over its edges, exact); grains that fill their bounding box (single pixels, straight laths, specks of
+  predicted masks) skip the hull.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import ndimage as ndi
+
+_EIGHT = np.ones((3, 3), dtype=bool)
+_HALF_SQRT2 = np.sqrt(2.0) / 2
+ISOTROPIC = np.pi / (8 * (np.sqrt(2.0) - 1))
+"""Scale (≈ 0.948) making the marching-squares outline length unbiased over edge directions: a digital straight edge
+at angle θ ∈ [0°, 45°] reads cos θ + (√2 − 1) sin θ per unit length (exact at 0° and 45°, +8 % at 26.6°), whose
+mean over directions is 8(√2 − 1)/π. After scaling, discs come out within 1 % of π·d from d ≈ 80 px (+1.6 % at
+40 px) and a straight edge within −5.2 % (axis-aligned) … +2.6 % (22.5°)."""
+
+
+def label_grains(mask: np.ndarray, codes: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Label the grains of ``codes`` in one padded int32 image.
+
+    Returns:
+        ``(padded, grain_code)``: ``(H+2, W+2)`` labels (0 outside grains and on the one-pixel frame; grains of
+        ``codes[0]`` first, each code's grains in raster order of their first pixel) and the code of each grain
+        (``grain_code[i]`` for label ``i + 1``).
+    """
+    h, w = mask.shape
+    padded = np.zeros((h + 2, w + 2), dtype=np.int32)
+    inner = padded[1:-1, 1:-1]
+    offsets = np.zeros(256, dtype=np.int32)
+    grain_code = []
+    off = 0
+    for code in codes:
+        lab, n = ndi.label(mask == code, structure=_EIGHT, output=np.int32)
+        if n == 0:
+            continue
+        inner += lab
+        offsets[code] = off
+        grain_code.append(np.full(n, code, dtype=np.int64))
+        off += n
+    if off:
+        inner += offsets[mask] * (inner > 0)
+    return padded, (np.concatenate(grain_code) if grain_code else np.zeros(0, np.int64))
+
+
+def measure(mask: np.ndarray, codes: Sequence[int]) -> dict[str, np.ndarray]:
+    """Per-grain measurements in px of every 8-connected grain of ``codes`` in a ``(H, W)`` uint8 mask.
+
+    Returns:
+        Arrays indexed by grain (label − 1): ``code``, ``area``, ``cy``, ``cx`` (centroid, pixel-centre
+        coordinates), ``vyy``, ``vxx``, ``vxy`` (second central moments of the pixel squares), ``perimeter``,
+        ``holes``, ``hull_area``, ``feret_max``, ``feret_min``, ``touches_edge``, ``boundary`` and
+        ``free_boundary`` (pixel edges against other labelled classes / against code 0; 255 and the image
+        border excluded).
+    """
+    mask = np.ascontiguousarray(mask, dtype=np.uint8)
+    h, w = mask.shape
+    padded, grain_code = label_grains(mask, codes)
+    n = len(grain_code)
+    out: dict[str, np.ndarray] = {"code": grain_code}
+    labels = padded[1:-1, 1:-1]
+    if n == 0:
+        for k in ("area", "cy", "cx", "vyy", "vxx", "vxy", "perimeter", "holes", "hull_area", "feret_max",
+                  "feret_min", "boundary", "free_boundary"):
+            out[k] = np.zeros(0)
+        out["touches_edge"] = np.zeros(0, bool)
+        return out
+    flat_lab = labels.ravel()  # a copy (labels is a strided view); fine for gathers
+    flat_mask = mask.ravel()
+
+    # --- horizontal runs of equal code: each lies in one grain -------------------------------------------------
+    hdiff = mask[:, 1:] != mask[:, :-1]
+    starts_map = np.empty((h, w), dtype=bool)
+    starts_map[:, 0] = True
+    starts_map[:, 1:] = hdiff
+    starts = np.flatnonzero(starts_map)
+    ends = np.empty_like(starts)
+    ends[:-1] = starts[1:] - 1
+    ends[-1] = h * w - 1
+    g = flat_lab[starts]
+    keep = g > 0
+    starts, ends, g = starts[keep], ends[keep], g[keep]
+    order = np.argsort(g, kind="stable")  # grains contiguous, rows then x ascending within a grain
+    g, starts, ends = g[order], starts[order], ends[order]
+    row = (starts // w).astype(np.float64)
+    x0 = (starts % w).astype(np.float64)
+    x1 = (ends % w).astype(np.float64)
+    ln = x1 - x0 + 1
+    sx = ln * (x0 + x1) / 2
+    sxx = (x1 * (x1 + 1) * (2 * x1 + 1) - (x0 - 1) * x0 * (2 * x0 - 1)) / 6
+    gi = g - 1
+    area = np.bincount(gi, ln, n)
+    cy = np.bincount(gi, ln * row, n) / area
+    cx = np.bincount(gi, sx, n) / area
+    # central moments; + 1/12 for the spread of a unit pixel square
+    out["vyy"] = np.bincount(gi, ln * row * row, n) / area - cy**2 + 1 / 12
+    out["vxx"] = np.bincount(gi, sxx, n) / area - cx**2 + 1 / 12
+    out["vxy"] = np.bincount(gi, row * sx, n) / area - cx * cy
+    out["area"], out["cy"], out["cx"] = area, cy, cx
+
+    # --- per grain and row: leftmost and rightmost pixel -> bounding box and convex hull ---------------------------
+    new_row = np.empty(len(g), dtype=bool)
+    new_row[0] = True
+    new_row[1:] = (g[1:] != g[:-1]) | (row[1:] != row[:-1])
+    first = np.flatnonzero(new_row)
+    last = np.empty_like(first)
+    last[:-1] = first[1:] - 1
+    last[-1] = len(g) - 1
+    rg, ry, left, right = gi[first], row[first], x0[first], x1[last] + 1  # right: corner coordinate
+    gstart = np.searchsorted(rg, np.arange(n + 1))
+    ymin = ry[gstart[:-1]]
+    ymax = ry[gstart[1:] - 1] + 1
+    xmin = np.minimum.reduceat(left, gstart[:-1])
+    xmax = np.maximum.reduceat(right, gstart[:-1])
+    bw, bh = xmax - xmin, ymax - ymin
+    hull_area = bw * bh
+    feret_max = np.hypot(bw, bh)
+    feret_min = np.minimum(bw, bh)
+    corners = np.stack(
+        [np.stack([left, ry], 1), np.stack([left, ry + 1], 1), np.stack([right, ry], 1), np.stack([right, ry + 1], 1)],
+        axis=1,
+    ).reshape(-1, 2)
+    for j in np.flatnonzero(area < hull_area):
+        hull_area[j], feret_max[j], feret_min[j] = _hull_feret(corners[4 * gstart[j]: 4 * gstart[j + 1]])
+    out["hull_area"], out["feret_max"], out["feret_min"] = hull_area, feret_max, feret_min
+
+    out["perimeter"], out["holes"] = _bit_quads(mask, labels, padded, n)
+
+    # --- border flag and boundary against other classes / gangue (pixel edges) ------------------------------------
+    edge = np.zeros(n + 1, dtype=bool)
+    edge[labels[0]] = edge[labels[-1]] = edge[labels[:, 0]] = edge[labels[:, -1]] = True
+    out["touches_edge"] = edge[1:]
+    bnd = np.zeros(n + 1)
+    free = np.zeros(n + 1)
+    vdiff = mask[1:, :] != mask[:-1, :]
+    for idx, step in ((np.flatnonzero(hdiff), 1), (np.flatnonzero(vdiff), w)):
+        p = idx if step == w else (idx // (w - 1)) * w + idx % (w - 1)
+        q = p + step
+        for own, other in ((p, q), (q, p)):
+            lo, co = flat_lab[own], flat_mask[other]
+            ok = (lo > 0) & (co != 255)
+            bnd += np.bincount(lo[ok], minlength=n + 1)
+            free += np.bincount(lo[ok & (co == 0)], minlength=n + 1)
+    out["boundary"], out["free_boundary"] = bnd[1:], free[1:]
+    return out
+
+
+def _hull_feret(points: np.ndarray) -> tuple[float, float, float]:
+    """Area, maximum and minimum caliper diameter of the convex hull of ``(x, y)`` points.
+
+    Feret max is the largest distance between two hull vertices; Feret min the smallest width over the hull's edge
+    directions (a minimal-width strip always has one side flush with a hull edge — rotating calipers).
+    """
+    from scipy.spatial import ConvexHull
+
+    hull = ConvexHull(points)
+    v = points[hull.vertices]
+    diff = v[:, None, :] - v[None, :, :]
+    fmax = float(np.sqrt((diff**2).sum(-1).max()))
+    e = np.roll(v, -1, axis=0) - v
+    rel = v[None, :, :] - v[:, None, :]  # rel[i, j] = v_j - v_i
+    dist = np.abs(e[:, None, 0] * rel[:, :, 1] - e[:, None, 1] * rel[:, :, 0]) / np.hypot(e[:, 0], e[:, 1])[:, None]
+    fmin = float(dist.max(1).min())
+    return float(hull.volume), fmax, fmin
+
+
+def _bit_quads(mask: np.ndarray, labels: np.ndarray, padded: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Perimeter and holes (from the Euler number) of every grain, by counting 2×2 bit-quads (Gray 1971).
+
+    Only the windows where the mask changes are visited. Returns ``(perimeter_px, holes)`` per grain.
+    """
+    h, w = mask.shape
+    pm = np.zeros((h + 2, w + 2), dtype=np.uint8)
+    pm[1:-1, 1:-1] = mask
+    pm[1:-1, 1:-1][labels == 0] = 0  # non-grain pixels look like the frame
+    hc = pm[:, 1:] != pm[:, :-1]
+    vc = pm[1:, :] != pm[:-1, :]
+    win = np.flatnonzero(hc[:-1] | hc[1:] | vc[:, :-1] | vc[:, 1:])
+    stride = w + 2
+    ia = (win // (w + 1)) * stride + win % (w + 1)
+    pf = padded.ravel()
+    a, b, c, d = pf[ia], pf[ia + 1], pf[ia + stride], pf[ia + stride + 1]
+    q1 = np.zeros(n + 1)
+    q3 = np.zeros(n + 1)
+    q2 = np.zeros(n + 1)
+    qd = np.zeros(n + 1)
+    eq_ab, eq_ac, eq_ad, eq_bc, eq_bd, eq_cd = a == b, a == c, a == d, b == c, b == d, c == d
+    for lab, cnt, diag, first_here in (
+        (a, 1 + eq_ab + eq_ac + eq_ad, eq_ad & ~eq_ab & ~eq_ac, None),
+        (b, 1 + eq_bc + eq_bd, eq_bc & ~eq_bd, ~eq_ab),
+        (c, 1 + eq_cd, None, ~eq_ac & ~eq_bc),
+        (d, np.ones(len(d), np.int64), None, ~eq_ad & ~eq_bd & ~eq_cd),
+    ):
+        sel = lab > 0 if first_here is None else (lab > 0) & first_here
+        lab_s, cnt_s = lab[sel], cnt[sel]
+        q1 += np.bincount(lab_s[cnt_s == 1], minlength=n + 1)
+        q3 += np.bincount(lab_s[cnt_s == 3], minlength=n + 1)
+        two = cnt_s == 2
+        if diag is not None:
+            dg = diag[sel]
+            qd += np.bincount(lab_s[two & dg], minlength=n + 1)
+            two &= ~dg
+        q2 += np.bincount(lab_s[two], minlength=n + 1)
+    q1, q2, q3, qd = q1[1:], q2[1:], q3[1:], qd[1:]
+    perimeter = ISOTROPIC * (q2 + _HALF_SQRT2 * (q1 + q3 + 2 * qd))
+    euler = (q1 - q3 - 2 * qd) / 4  # 8-connected foreground
+    return perimeter, np.rint(1 - euler).astype(np.int64)
+
