@@ -7,6 +7,7 @@ only when the pixel size is known, has a round length (1, 2 or 5 × 10ⁿ µm) c
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -28,6 +29,12 @@ def nice_length_um(width_px: int, pixel_size_um: float, fraction: float = 0.2) -
     target = width_px * pixel_size_um * fraction
     power = 10 ** math.floor(math.log10(target))
     return max(m * power for m in (1, 2, 5, 10) if m * power <= target)
+
+
+@functools.lru_cache(maxsize=16)
+def _micro(size: int) -> str:
+    """``"µ"`` when the default font of ``size`` draws it, else ``"u"`` (decided once per size, not per picture)."""
+    return "µ" if _has_glyph(ImageFont.load_default(size=size), "µ") else "u"
 
 
 def _has_glyph(font: ImageFont.FreeTypeFont | ImageFont.ImageFont, char: str) -> bool:
@@ -88,7 +95,7 @@ def annotated_overlay(
         length = nice_length_um(w, pixel_size_um)
         bar = round(length / pixel_size_um)
         x1, y1 = w - 2 * pad, h - 2 * pad
-        label = _label_um(length, "µ" if _has_glyph(font, "µ") else "u")
+        label = _label_um(length, _micro(size))
         tw = draw.textlength(label, font=font)
         draw.rectangle((x1 - max(bar, int(tw)) - pad, y1 - size - 2 * pad - max(2, size // 4), x1 + pad, y1 + pad),
                        fill=(255, 255, 255))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -353,6 +353,11 @@ class _FileJob:
     runtime: str | None
     device: torch.device | None
     pixel_size_um: float | Mapping[str | Path, float | None] | None = None
+    _sizes: dict[str, float | None] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.pixel_size_um, Mapping):  # resolved once, not per file
+            self.pixel_size_um = {str(Path(k).resolve()): v for k, v in self.pixel_size_um.items()}
 
     @property
     def labels(self) -> list[str]:
@@ -385,12 +390,14 @@ class _FileJob:
         """
         from lumenkit.data.sections import metadata_pixel_size_um
 
-        if isinstance(self.pixel_size_um, Mapping):
-            known = {str(Path(k).resolve()): v for k, v in self.pixel_size_um.items()}
-            if str(Path(f).resolve()) in known:
-                return known[str(Path(f).resolve())]
-            return metadata_pixel_size_um(f)[0]
-        return metadata_pixel_size_um(f)[0] or self.pixel_size_um
+        key = str(Path(f).resolve())
+        if key not in self._sizes:  # read the file's metadata once (scale, overlay and composition row ask)
+            given = self.pixel_size_um
+            if isinstance(given, Mapping):
+                self._sizes[key] = given[key] if key in given else metadata_pixel_size_um(f)[0]
+            else:
+                self._sizes[key] = metadata_pixel_size_um(f)[0] or given
+        return self._sizes[key]
 
     def file_scale(self, f: Path) -> float:
         """Scale of file ``f`` relative to native ×100 (see :func:`predict_files`, ``scale``)."""

@@ -383,6 +383,24 @@ def image_summary(
     return pd.concat(rows, ignore_index=True)
 
 
+def pooled_shares(per_image: np.ndarray, pick: np.ndarray, ci: float) -> tuple[np.ndarray, ...]:
+    """Shares in % of amounts pooled over images, and a percentile bootstrap interval over the images.
+
+    Args:
+        per_image: ``(images, minerals)`` amounts (pixels, µm², mass, ...).
+        pick: ``(resamples, images)`` image indices of each bootstrap resample.
+        ci: interval coverage.
+
+    Returns:
+        ``(pooled, low, high)``, each one value per mineral.
+    """
+    pooled = 100 * per_image.sum(0) / max(per_image.sum(), 1e-300)
+    boot = per_image[pick].sum(1)
+    boot = 100 * boot / np.maximum(boot.sum(1, keepdims=True), 1e-300)
+    lo, hi = np.percentile(boot, [50 * (1 - ci), 50 * (1 + ci)], axis=0)
+    return pooled, lo, hi
+
+
 def deposit_modal(
     per_image: pd.DataFrame, n_boot: int = 1000, ci: float = 0.95, seed: int = 0
 ) -> pd.DataFrame:
@@ -402,11 +420,7 @@ def deposit_modal(
     for dep, g in per_image.groupby("deposit", sort=True):
         px = g.pivot_table(index="image", columns="mineral", values="pixels", aggfunc="sum", sort=False)
         arr = px.to_numpy(dtype=np.float64)
-        pooled = 100 * arr.sum(0) / arr.sum()
-        pick = rng.integers(0, len(arr), size=(n_boot, len(arr)))
-        boot = arr[pick].sum(1)
-        boot = 100 * boot / boot.sum(1, keepdims=True)
-        lo, hi = np.percentile(boot, [50 * (1 - ci), 50 * (1 + ci)], axis=0)
+        pooled, lo, hi = pooled_shares(arr, rng.integers(0, len(arr), size=(n_boot, len(arr))), ci)
         for j, mineral in enumerate(px.columns):
             out.append((dep, mineral, pooled[j], lo[j], hi[j], len(arr)))
     return pd.DataFrame(out, columns=["deposit", "mineral", "area_pct", "ci_low", "ci_high", "images"]).set_index(

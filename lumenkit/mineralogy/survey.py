@@ -30,6 +30,7 @@ from lumenkit.mineralogy.analysis import (
     grains,
     locking,
     modal_composition,
+    pooled_shares,
     size_distribution,
     sum_contacts,
 )
@@ -91,13 +92,7 @@ def _pooled(modal: pd.DataFrame, by: str, n_boot: int, ci: float, seed: int) -> 
         mass = mass.reindex(index=area.index, columns=area.columns)
         a, m = area.to_numpy(np.float64), mass.to_numpy(np.float64)
         pick = rng.integers(0, len(a), size=(n_boot, len(a)))
-        stats = {}
-        for key, arr in (("area_pct", a), ("weight_pct", m)):
-            pooled = 100 * arr.sum(0) / max(arr.sum(), 1e-300)
-            boot = arr[pick].sum(1)
-            boot = 100 * boot / np.maximum(boot.sum(1, keepdims=True), 1e-300)
-            lo, hi = np.percentile(boot, [50 * (1 - ci), 50 * (1 + ci)], axis=0)
-            stats[key] = (pooled, lo, hi)
+        stats = {"area_pct": pooled_shares(a, pick, ci), "weight_pct": pooled_shares(m, pick, ci)}
         for j, mineral in enumerate(area.columns):
             rows.append({by: group, "mineral": mineral, "images": len(a),
                          "area_pct": stats["area_pct"][0][j], "area_pct_low": stats["area_pct"][1][j],
