@@ -1,5 +1,6 @@
 # lumenkit — one command for the main job, one for the tests.
 #   make report   generate the synthetic dataset (if needed) and render the HTML workbook into reports/
+#   make sections the sections report: synthetic sections without masks → HTML pages per deposit and sample
 #   make test     lint + the test suite
 # Both create .venv when no virtual environment is active and install what they need.
 
@@ -18,12 +19,13 @@ TORCH_PIP_ARGS ?=
 STAMP := $(VENV)/.lumenkit-installed
 PARAMS ?= params/synthetic.yaml
 DATA ?= data/synthetic
+SECTIONS ?= data/sections
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast lint docs data report bench clean help
+.PHONY: install test test-fast lint docs data report sections bench clean help
 
 help:
-	@echo "make report | make test | make data | make bench | make lint | make clean"
+	@echo "make report | make sections | make test | make data | make bench | make lint | make clean"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -39,7 +41,7 @@ lint: install
 	$(PY) -m ruff check .
 	$(VENV)/bin/lint-imports
 
-test: install lint data docs
+test: install lint data $(SECTIONS)/samples.csv docs
 	$(PY) -m pytest $(PYTEST_ARGS)
 	$(PY) -m pytest --nbval-lax notebooks/ -p no:cacheprovider
 
@@ -58,6 +60,12 @@ data: install $(DATA)/dataset.yaml
 report: data
 	$(PY) -m lumenkit report --params $(PARAMS)
 
+$(SECTIONS)/samples.csv: | $(STAMP)
+	$(PY) -m lumenkit synth --sections --out $(SECTIONS) --seed 0
+
+sections: data $(SECTIONS)/samples.csv
+	$(PY) -m lumenkit report --params params/sections.yaml
+
 bench: install
 	$(PY) benchmarks/bench_synth.py
 	$(PY) benchmarks/bench_sampler.py
@@ -66,6 +74,7 @@ bench: install
 	$(PY) benchmarks/bench_train_step.py
 	$(PY) benchmarks/bench_metrics.py
 	$(PY) benchmarks/bench_analysis.py
+	$(PY) benchmarks/bench_geojson.py
 
 clean:
 	rm -rf reports/*/ .pytest_cache

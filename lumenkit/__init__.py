@@ -20,6 +20,7 @@ from lumenkit.errors import (
     LumenkitError,
     MaskSizeError,
     MissingMaskError,
+    OutputPathError,
     UnknownClassError,
 )
 
@@ -40,6 +41,7 @@ __all__ = [
     "MaskSizeError",
     "Mineral",
     "MissingMaskError",
+    "OutputPathError",
     "UnknownClassError",
     "ValidationSplit",
     "__version__",

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,17 +36,30 @@ def _size(text: str) -> tuple[int, int]:
 def _add_synth(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("synth", help="write a synthetic polished-section dataset in LumenStone layout")
     p.add_argument("--out", required=True, help="output dataset folder")
-    p.add_argument("--images", type=int, default=48, help="training images (default 48)")
+    p.add_argument("--images", type=int, default=None,
+                   help="training images (default 48); with --sections, images per sample (default 3)")
     p.add_argument("--test", type=int, default=None, help="test images (default: a third of --images)")
     p.add_argument("--size", type=_size, default=(1024, 768), help="image size WxH in px (default 1024x768)")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed → same bytes)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
+    p.add_argument("--sections", action="store_true",
+                   help="write unlabelled sections instead, as a mineralogist brings them: OUT/DEPOSIT/*.jpg with "
+                        "OUT/samples.csv, the true masks withheld in OUT_masks/ (--images: images per sample)")
     p.set_defaults(func=_run_synth)
 
 
 def _run_synth(a: argparse.Namespace) -> int:
-    from lumenkit.synth.writer import write_dataset
+    from lumenkit.data.imageio import check_writable
+    from lumenkit.synth.writer import write_dataset, write_sections
 
+    check_writable(a.out, folder=True, beside=True)  # built beside --out and renamed into place
+    if a.sections:
+        per_sample = 3 if a.images is None else a.images
+        out, truth = write_sections(a.out, images_per_sample=per_sample, size=a.size, seed=a.seed,
+                                    overwrite=a.overwrite)
+        print(f"wrote synthetic sections to {out} (samples.csv beside them) and their withheld masks to {truth}")
+        return 0
+    a.images = 48 if a.images is None else a.images
     n_test = a.images // 3 if a.test is None else a.test
     root = write_dataset(a.out, n_train=a.images, n_test=n_test, size=a.size, seed=a.seed, overwrite=a.overwrite)
     print(f"wrote {a.images} train + {n_test} test images to {root}")
@@ -86,8 +100,11 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_report(a: argparse.Namespace) -> int:
+    from lumenkit.data.imageio import check_writable
     from lumenkit.workbook.pipeline import run_report
 
+    if a.out is not None:
+        check_writable(a.out, folder=True)
     result = run_report(a.params, out=a.out)
     print(f"report: {result.index}")
     return 0 if result.ok else 1
@@ -132,12 +149,16 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 def _run_evaluate(a: argparse.Namespace) -> int:
     from lumenkit.data.datasets import ValidationSplit
+    from lumenkit.data.imageio import check_writable
     from lumenkit.evaluation.evaluate import evaluate, write_evaluation
     from lumenkit.evaluation.robustness import image_transform, parse_perturb
     from lumenkit.inference.tiling import Tiling
     from lumenkit.models.checkpoint import load_checkpoint
     from lumenkit.runtime.devices import resolve_device
 
+    check_writable(a.out, folder=False)
+    if a.save_masks:
+        check_writable(a.save_masks, folder=True, option="--save-masks")
     transform, magnification = None, 1.0
     if a.perturb:
         try:
@@ -286,9 +307,12 @@ def train_config(a: argparse.Namespace) -> TrainConfig:
 
 
 def _run_train(a: argparse.Namespace) -> int:
+    from lumenkit.data.imageio import check_writable
     from lumenkit.training.loop import train
 
-    result = train(train_config(a))
+    cfg = train_config(a)
+    check_writable(cfg.out, folder=True)
+    result = train(cfg)
     if result.rank == 0:
         state = "interrupted" if result.interrupted else "done"
         print(f"{state}: best val mIoU {result.best_miou:.3f}; {result.model_path} (resume from {result.last_path})")
@@ -296,6 +320,14 @@ def _run_train(a: argparse.Namespace) -> int:
 
 
 # -- predict --------------------------------------------------------------------------------------
+FLAT_FIELD_HELP = ("reference frame: an image of a blank, evenly reflecting standard (or a mirror) taken with the "
+                   "same objective, lamp, exposure and camera settings; each image is corrected for vignetting and "
+                   "white balance by it before prediction, and the overlays show the corrected image. A reference "
+                   "of another size but the same aspect ratio is resampled; an image of another aspect ratio is "
+                   "skipped. composition.csv names the reference (column flat_field)")
+"""Help of ``--flat-field`` (``predict``, ``analyse``): what the reference frame is and what it does."""
+
+
 def _add_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="predict masks, overlays, confidence and composition for images (also under "
                                        "torchrun --nproc-per-node N)")
@@ -317,6 +349,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                    help="inference back end (default: torch for .pt, ONNX Runtime for .onnx)")
     p.add_argument("--device", default="auto",
                    help="auto (CUDA if present; the local rank's GPU under torchrun), cpu, cuda or cuda:N")
+    p.add_argument("--flat-field", default=None, metavar="REF", help=FLAT_FIELD_HELP)
     _add_heap_flag(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_predict)
@@ -332,7 +365,7 @@ def _run_predict(a: argparse.Namespace) -> int:
 
     rep = predict_files(a.model, a.paths, a.out, scale=a.scale, tiling=Tiling(tile=a.tile, margin=a.margin, tta=a.tta),
                         progress=not a.quiet, on_error=report, runtime=a.runtime, device=a.device,
-                        pixel_size_um=a.pixel_size)
+                        pixel_size_um=a.pixel_size, flatfield=a.flat_field)
     if rep.rank == 0:
         by = f" by {rep.world_size} processes" if rep.world_size > 1 else ""
         print(f"predicted {len(rep.composition)} image(s) into {rep.out}{by}; {len(rep.failures)} failed")
@@ -357,6 +390,10 @@ def _add_analyse(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tile", type=int, default=768, help="window side in px at model scale (default 768)")
     p.add_argument("--tta", action="store_true", help="average over flips and rotations (8× slower)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
+    p.add_argument("--flat-field", default=None, metavar="REF",
+                   help=FLAT_FIELD_HELP.replace("composition.csv names the reference (column flat_field)",
+                                                "summary.json and masks/composition.csv name the reference "
+                                                "(key and column flat_field)"))
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_analyse)
 
@@ -374,7 +411,7 @@ def _run_analyse(a: argparse.Namespace) -> int:
 
     s = analyse_sections(a.model, a.sections, a.out, samples_csv=a.samples, pixel_size_um=a.pixel_size,
                          require_um=a.um, gangue_density=a.gangue_density, tiling=Tiling(tile=a.tile, tta=a.tta),
-                         device=a.device, progress=not a.quiet, on_error=report)
+                         device=a.device, progress=not a.quiet, on_error=report, flatfield=a.flat_field)
     print(f"analysed {s.info['images']} image(s) of {s.info['samples']} sample(s) and {s.info['deposits']} "
           f"deposit(s), sizes in {s.unit}; tables and summary.json in {a.out}; {len(failed)} failed")
     return 0 if not failed else 1
@@ -399,9 +436,10 @@ def _add_robustness(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_robustness(a: argparse.Namespace) -> int:
-    from lumenkit.data.imageio import write_json, write_text
+    from lumenkit.data.imageio import check_writable, write_json, write_text
     from lumenkit.evaluation.robustness import PERTURBATIONS, remedy_table
 
+    check_writable(a.out, folder=False)  # and its .csv beside it
     names = list(PERTURBATIONS) if a.names == "all" else [n.strip() for n in a.names.split(",") if n.strip()]
     unknown = [n for n in names if n not in PERTURBATIONS]
     if unknown:
@@ -438,7 +476,9 @@ def _add_combine(sub: argparse._SubParsersAction) -> None:
 
 def _run_combine(a: argparse.Namespace) -> int:
     from lumenkit.data.datasets import LumenStoneDataset, combine_datasets
+    from lumenkit.data.imageio import check_writable
 
+    check_writable(a.out, folder=True, beside=True)  # built beside --out and renamed into place
     try:
         n_val = [int(v) for v in a.n_val.split(",")]
     except ValueError:
@@ -458,8 +498,10 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_export(a: argparse.Namespace) -> int:
+    from lumenkit.data.imageio import check_writable
     from lumenkit.inference.onnx import export_onnx, load_onnx
 
+    check_writable(a.out if a.out is not None else Path(a.onnx).with_suffix(".onnx"), folder=False)
     path = export_onnx(a.onnx, a.out)
     m = load_onnx(path) if _has_onnxruntime() else None
     print(f"wrote {path}" + (f" ({len(m.class_map or [])} classes, scale {m.scale}, checked with ONNX Runtime)"
@@ -473,10 +515,283 @@ def _has_onnxruntime() -> bool:
     return importlib.util.find_spec("onnxruntime") is not None
 
 
+# -- convert, import-labels: exchange with QuPath, ImageJ/Fiji and napari ----------------------------------------
+IMAGE_NAME_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
+"""Suffixes of the images annotations belong to (``s12.jpg.geojson`` and ``s12.geojson`` both name ``s12``)."""
+
+
+def _add_convert(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("convert", help="write LumenStone masks as QuPath GeoJSON grains or colour palette PNGs, and "
+                                       "an ImageJ/Fiji lookup table",
+                       description="Write LumenStone masks for QuPath (--to geojson), as colour PNGs any viewer shows "
+                                   "(--to palette), and the ImageJ/Fiji lookup table (--lut). Nothing is written "
+                                   "unless every mask converts.")
+    p.add_argument("masks", nargs="*", metavar="MASK",
+                   help="LumenStone masks (8-bit PNG of class codes): files, or folders whose .png files are taken "
+                        "(not their subfolders, so a predict --out folder gives its masks, not its confidence maps)")
+    p.add_argument("--to", choices=["geojson", "palette"], default=None,
+                   help="geojson: OUT/NAME.geojson, one classified QuPath object per grain (8-connected) with its "
+                        "area and perimeter, in full-image pixel coordinates (drop the file onto the image in "
+                        "QuPath); palette: OUT/NAME.png, the same codes with the minerals' colours in the PNG palette")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--lut", action="store_true",
+                   help="also write OUT/lumenstone.lut, the minerals' colours as an ImageJ/Fiji lookup table for bare "
+                        "masks (Image > Lookup Tables > Open LUT...); with no masks, only the lookup table")
+    p.add_argument("--pixel-size", type=float, default=None, metavar="UM",
+                   help="geojson: µm per pixel, to add each grain's area in µm² and perimeter in µm")
+    p.add_argument("--annotations", action="store_true",
+                   help="geojson: editable QuPath annotations instead of detections (to correct the grains in QuPath "
+                        "and bring them back with import-labels)")
+    p.add_argument("--full-names", action="store_true",
+                   help="geojson: QuPath class names such as chalcopyrite instead of Ccp")
+    p.add_argument("--min-area", type=int, default=1, metavar="PX",
+                   help="geojson: leave out grains smaller than PX pixels (default 1: every grain)")
+    p.set_defaults(func=_run_convert)
+
+
+def _run_convert(a: argparse.Namespace) -> int:
+    from lumenkit.data.imageio import check_writable, read_mask, save_palette_mask
+    from lumenkit.interop.geojson import write_grains_geojson
+    from lumenkit.interop.imagej import write_imagej_lut
+
+    if a.masks and a.to is None:
+        raise ConfigError("convert: say what to write the masks as: --to geojson (QuPath) or --to palette (colour PNG)")
+    if not a.masks and (a.to is not None or not a.lut):
+        raise ConfigError("convert: no masks given; name mask files or folders (or give only --lut for the lookup "
+                          "table)")
+    if a.pixel_size is not None and not a.pixel_size > 0:
+        raise ConfigError(f"--pixel-size must be a positive number of µm per pixel, got {a.pixel_size}")
+    out = check_writable(a.out, folder=True)
+    files = _input_files(a.masks, (".png",), "LumenStone masks (.png)")
+    targets = _output_names(files, out, ".geojson" if a.to == "geojson" else ".png")
+    with _all_or_nothing(out, [name for _, name in targets] + (["lumenstone.lut"] if a.lut else [])) as stage:
+        for src, name in targets:
+            mask = read_mask(src)
+            if a.to == "geojson":
+                write_grains_geojson(mask, stage / name, object_type="annotation" if a.annotations else "detection",
+                                     pixel_size_um=a.pixel_size, name_style="name" if a.full_names else "label",
+                                     min_area_px=a.min_area)
+            else:
+                save_palette_mask(mask, stage / name)
+        if a.lut:
+            write_imagej_lut(stage / "lumenstone.lut")
+    parts = [f"{len(targets)} " + ("GeoJSON file(s)" if a.to == "geojson" else "palette mask(s)")] if targets else []
+    parts += ["the ImageJ lookup table lumenstone.lut"] if a.lut else []
+    print(f"wrote {' and '.join(parts)} to {out}")
+    return 0
+
+
+def _add_import_labels(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("import-labels", help="turn QuPath GeoJSON annotations or napari labels images into LumenStone "
+                                             "masks (unannotated pixels 255)",
+                       description="Turn annotations drawn in QuPath (exported as GeoJSON) or napari (a labels layer "
+                                   "saved as TIFF/PNG) into LumenStone masks: a pixel whose centre lies inside a "
+                                   "classified polygon gets its class code, later objects over earlier ones; "
+                                   "unannotated pixels are 255 (ignored in training and scoring). Nothing is written "
+                                   "unless every file converts.")
+    p.add_argument("annotations", nargs="+", metavar="ANNOTATION",
+                   help="QuPath GeoJSON exports (.geojson, .json) and/or napari labels layers saved as .tif or .png: "
+                        "files, or folders whose such files are taken (not their subfolders)")
+    p.add_argument("--out", required=True,
+                   help="output folder: OUT/NAME.png, 8-bit LumenStone codes (the mask of NAME.geojson or NAME.tif)")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--image", default=None,
+                      help="GeoJSON: the image the annotations were drawn on, for the mask size; or a folder of the "
+                           "images, each found by name (s12.jpg/.png/.tif for s12.geojson or s12.jpg.geojson)")
+    size.add_argument("--size", type=_mask_size, default=None, metavar="WxH",
+                      help="GeoJSON: the mask size in px (the full-resolution image's), instead of --image")
+    p.add_argument("--map", default=None, metavar="ID=CLASS,...",
+                   help="napari: the class of each label value, e.g. 1=Ccp,2=Py,3=galena (codes, labels or names); "
+                        "label 0 becomes 255 (unannotated). Without it, label values must be LumenStone codes "
+                        "(0 = background, 255 = unannotated)")
+    p.add_argument("--repair", action="store_true",
+                   help="GeoJSON: repair invalid (e.g. self-intersecting) polygons with shapely.make_valid instead of "
+                        "refusing them")
+    p.set_defaults(func=_run_import_labels)
+
+
+def _mask_size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must look like 3396x2547, got {text!r}") from None
+    if w < 1 or h < 1:
+        raise argparse.ArgumentTypeError(f"size must be at least 1x1, got {text!r}")
+    return w, h
+
+
+def _run_import_labels(a: argparse.Namespace) -> int:
+    from lumenkit.data.imageio import check_writable, image_size, save_image
+    from lumenkit.errors import MaskSizeError
+    from lumenkit.interop.geojson import read_geojson_mask
+    from lumenkit.interop.napari import mask_from_labels_image
+
+    mapping = _label_map(a.map)
+    out = check_writable(a.out, folder=True)
+    files = _input_files(a.annotations, (".geojson", ".json", ".tif", ".tiff", ".png"),
+                         "QuPath GeoJSON (.geojson, .json) or napari labels images (.tif, .png)")
+    targets = _output_names(files, out, ".png")
+    annotated = total = 0
+    with _all_or_nothing(out, [name for _, name in targets]) as stage:
+        for src, name in targets:
+            try:
+                if src.suffix.lower() in (".geojson", ".json"):
+                    mask = read_geojson_mask(src, a.size or image_size(_image_of(src, a.image)), repair=a.repair)
+                else:
+                    mask = mask_from_labels_image(src, mapping)
+                    want = a.size or (image_size(_image_of(src, a.image)) if a.image else None)
+                    if want is not None and (mask.shape[1], mask.shape[0]) != tuple(want):
+                        raise MaskSizeError(f"{src}: labels image is {mask.shape[1]}x{mask.shape[0]} but its image is "
+                                            f"{want[0]}x{want[1]}; save the labels layer at the image's size")
+            except LumenkitError as e:
+                raise _in_cli_words(e) from None
+            save_image(mask, stage / name)
+            annotated += int((mask != 255).sum())
+            total += mask.size
+    print(f"wrote {len(targets)} mask(s) to {out}; {annotated / max(total, 1):.1%} of their pixels annotated")
+    return 0
+
+
+def _label_map(text: str | None) -> dict[int, int | str] | None:
+    """``--map 1=Ccp,2=4`` as ``{1: "Ccp", 2: 4}`` (a class given by digits is a code)."""
+    if text is None:
+        return None
+    mapping: dict[int, int | str] = {}
+    for pair in (t.strip() for t in text.split(",")):
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip().isdigit() or not value.strip():
+            raise ConfigError(f"--map: expected label=class pairs separated by commas, e.g. 1=Ccp,2=Py, got {pair!r}")
+        value = value.strip()
+        mapping[int(key)] = int(value) if value.isdigit() else value
+    return mapping
+
+
+def _image_of(annotation: Path, image: str | None) -> Path:
+    """The image ``annotation`` was drawn on: ``image`` itself, or the file of its name in the folder ``image``."""
+    if image is None:
+        raise ConfigError(f"{annotation}: a GeoJSON file does not say the image size; give --image (the image, or a "
+                          "folder of the images) or --size WxH")
+    folder = Path(image)
+    if folder.is_file():
+        return folder
+    if not folder.is_dir():
+        raise ConfigError(f"{folder}: no such file or folder; give --image the image the annotations were drawn on "
+                          "or the folder holding it")
+    stem = annotation.name[: -len(annotation.suffix)] if annotation.suffix else annotation.name
+    if Path(stem).suffix.lower() in IMAGE_NAME_SUFFIXES and (folder / stem).is_file():
+        return folder / stem
+    name = _base_name(annotation)
+    for f in sorted(folder.iterdir()):
+        if f.is_file() and f.suffix.lower() in IMAGE_NAME_SUFFIXES and f.stem == name:
+            return f
+    raise ConfigError(f"{annotation}: no image named {name}.jpg, .png or .tif in {folder}; put its image there, or "
+                      "give --image FILE or --size WxH")
+
+
+def _in_cli_words(e: LumenkitError) -> LumenkitError:
+    """The library's error with its fix in command-line terms (``--repair``, ``--map``)."""
+    text = str(e)
+    for lib, cli in (("pass repair=True", "pass --repair"), ("pass mapping={label_id: class}", "pass --map ID=CLASS"),
+                     ("add them to mapping", "add them to --map"), (": mapping gives label", ": --map gives label"),
+                     (": mapping of label", ": --map of label")):
+        text = text.replace(lib, cli)
+    return type(e)(text)
+
+
+def _base_name(path: Path) -> str:
+    """The output name of an input: its file name without suffix, nor an image suffix before it (s12.jpg.geojson)."""
+    stem = path.name[: -len(path.suffix)] if path.suffix else path.name
+    return stem[: -len(Path(stem).suffix)] if Path(stem).suffix.lower() in IMAGE_NAME_SUFFIXES else stem
+
+
+def _input_files(paths: Sequence[str], suffixes: tuple[str, ...], what: str) -> list[Path]:
+    """Files named directly (any suffix) or found in folders (``suffixes``, not in subfolders, not hidden), once each.
+
+    Raises:
+        ConfigError: a path that does not exist, or a folder holding no such file (the message names it).
+    """
+    files: dict[Path, Path] = {}
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir()
+                           if f.is_file() and f.suffix.lower() in suffixes and not f.name.startswith("."))
+            if not found:
+                raise ConfigError(f"{p}: holds no {what}; give the files, or the folder that holds them")
+        elif p.is_file():
+            found = [p]
+        else:
+            raise ConfigError(f"{p}: no such file or folder")
+        for f in found:
+            files.setdefault(f.resolve(), f)
+    return list(files.values())
+
+
+def _output_names(files: list[Path], out: Path, suffix: str) -> list[tuple[Path, str]]:
+    """``(input, output file name)`` per input; refuses two inputs of one name and outputs that would replace inputs.
+
+    Raises:
+        ConfigError: naming the files and the fix.
+    """
+    names: dict[str, Path] = {}
+    inputs = {f.resolve() for f in files}
+    for f in files:
+        name = _base_name(f) + suffix
+        if name in names:
+            raise ConfigError(f"{f}: would be written to {out / name} like {names[name]}; rename one of them or "
+                              "convert them in two runs with different --out")
+        names[name] = f
+        if (out / name).resolve() in inputs:
+            raise ConfigError(f"{out / name}: is an input and would be replaced by an output; choose another --out")
+    return [(f, name) for name, f in names.items()]
+
+
+@contextlib.contextmanager
+def _all_or_nothing(out: Path, names: list[str]) -> Iterator[Path]:
+    """A hidden folder in ``out`` to write ``names`` into, moved into ``out`` only when every one is written.
+
+    On an error (bad input, Ctrl-C) the hidden folder goes and ``out`` is as before (removed, with the parents made
+    for it, if it was made), so a failed run leaves no half of its outputs; each file is moved in with an atomic
+    rename.
+
+    Raises:
+        OutputPathError: an output name is taken by a folder in ``out`` (checked before any work).
+    """
+    from lumenkit.errors import OutputPathError
+
+    for name in names:
+        if (out / name).is_dir():
+            raise OutputPathError(f"{out / name}: is a folder, not a file; move it away or choose another --out")
+    import os
+    import shutil
+    import tempfile
+
+    made = []  # the folders of out's path that do not exist yet, innermost first
+    p = out
+    while not p.exists() and p != p.parent:
+        made.append(p)
+        p = p.parent
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=".lumenkit-partial-", dir=out))
+    except OSError as e:
+        raise OutputPathError(f"{out}: cannot write there ({e.strerror or e}); choose another --out") from None
+    try:
+        yield stage
+        for name in names:
+            os.replace(stage / name, out / name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+        for folder in made:
+            if any(folder.iterdir()):
+                break
+            folder.rmdir()
+
+
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_synth, _add_info, _add_evaluate, _add_report, _add_train, _add_predict, _add_analyse, _add_robustness,
     _add_export,
     _add_combine,
+    _add_convert, _add_import_labels,
 ]
 
 

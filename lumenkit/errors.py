@@ -41,3 +41,7 @@ class ConfigError(LumenkitError, ValueError):
 
 class CheckpointError(LumenkitError, ValueError):
     """A checkpoint file is missing, not a lumenkit checkpoint, or its weights do not fit its architecture."""
+
+
+class OutputPathError(LumenkitError, OSError):
+    """An output path cannot be written: a file where a folder is expected, a path under a file, a read-only folder."""

@@ -1,20 +1,18 @@
-"""Open a rendered report in headless Chromium: no page errors, the expected headings, a screenshot.
+"""Open every page of a rendered report in headless Chromium: no page errors, headings, figures that load, and
+on the sections report's pages a legend in the figures and scale bars where lengths are in µm.
 
-Usage: python scripts/browser_check.py reports/synthetic [--screenshot docs/report.png]
+Usage: python scripts/browser_check.py reports/sections [--screenshot docs/report.png]
 Needs Debian's chromium (/usr/bin/chromium) and `pip install playwright` (no browser download: it drives the
-system Chromium). Exit code 1 when a page has errors or misses its headings.
+system Chromium). Exit code 1 when a page has a problem.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
-import http.server
 import sys
-import threading
 from pathlib import Path
 
-from lumenkit.workbook.browser import check_pages
+from lumenkit.workbook.browser import check_report
 
 
 def main() -> int:
@@ -22,19 +20,13 @@ def main() -> int:
     ap.add_argument("report", type=Path, help="report folder holding index.html")
     ap.add_argument("--screenshot", type=Path, default=None, help="PNG of the index page")
     a = ap.parse_args()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(a.report))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{server.server_address[1]}"
-    pages = ["index.html", *sorted(p.name for p in a.report.glob("0*.html"))[:2]]
-    results = check_pages(base, pages, screenshot=a.screenshot)
-    server.shutdown()
-    ok = True
+    results = check_report(a.report, screenshot=a.screenshot)
     for r in results:
-        status = "ok" if not r["errors"] and r["headings"] else "FAIL"
-        ok &= status == "ok"
-        print(f"{status}  {r['page']}: title {r['title']!r}, headings {r['headings'][:4]}, errors {r['errors']}")
-    return 0 if ok else 1
+        bars = sorted({b for f in r["figures"] for b in f["scale_bars"]})
+        legends = sum(f["legends"] for f in r["figures"])
+        print(f"{'FAIL' if r['problems'] else 'ok  '}  {r['page']}: {len(r['figures'])} figures, {legends} legends, "
+              f"scale bars {bars}" + (f" — {'; '.join(r['problems'])}" if r["problems"] else ""))
+    return 1 if any(r["problems"] for r in results) else 0
 
 
 if __name__ == "__main__":

@@ -212,3 +212,107 @@ def test_report_with_a_missing_dataset_keeps_going_and_says_why(tmp_path):
     res = run_report(p, out=tmp_path / "rep", notebook_dir=nbs, progress=False)
     assert res.stages[0].status == "failed" and "DatasetNotFoundError" in res.stages[0].error
     assert "dataset folder not found" in res.index.read_text()
+
+
+# -- outputs that cannot be written ---------------------------------------------------------------
+# Tests run as root in CI, where permission bits do not stop writes: a folder is made read-only with `chattr +i`
+# (immutable, refused even to root), and a path under a file fails for anyone.
+def _args(command: str, out: Path, dataset: Path, model: Path, tmp: Path) -> list[str]:
+    """The command line of ``command`` writing to ``out`` (a folder or, for evaluate/robustness/export, a file)."""
+    m, ds = str(model), str(dataset)
+    return {
+        "predict": ["predict", "--model", m, "--out", str(out), "--scale", "0.5", "--quiet", str(dataset / "imgs")],
+        "analyse": ["analyse", str(dataset / "imgs" / "test"), "--model", m, "--out", str(out), "--quiet"],
+        "synth": ["synth", "--out", str(out), "--images", "1", "--test", "0", "--size", "64x64"],
+        "train": ["train", "--data", ds, "--out", str(out), "--epochs", "1", "--width", "4", "--depth", "2",
+                  "--patch-size", "32", "--patches-per-epoch", "8", "--n-val", "1", "--quiet"],
+        "evaluate": ["evaluate", "--data", ds, "--model", m, "--out", str(out), "--quiet", "--no-baselines"],
+        "evaluate --save-masks": ["evaluate", "--data", ds, "--model", m, "--out", str(tmp / "scores.json"),
+                                  "--quiet", "--no-baselines", "--save-masks", str(out)],
+        "robustness": ["robustness", "--data", ds, "--model", m, "--out", str(out), "--names", "brightness"],
+        "export": ["export", "--onnx", m, "--out", str(out)],
+        "combine": ["combine", ds, str(tmp / "other"), "--out", str(out), "--n-val", "1"],
+        "report": ["report", "--params", str(tmp / "p.yaml"), "--out", str(out)],
+    }[command]
+
+
+FILE_OUTPUTS = {"evaluate": "scores.json", "robustness": "rob.json", "export": "model.onnx"}
+WRITERS = ["predict", "analyse", "synth", "train", "evaluate", "evaluate --save-masks", "robustness", "export",
+           "combine", "report"]
+UNWRITABLE = ["a file where a folder is expected", "a folder under a file", "a read-only folder"]
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A folder nobody, root included, can write in (``chattr +i``; ``chmod`` when not root), else skip."""
+    import os
+    import shutil
+    import subprocess
+
+    ro = tmp_path / "read-only"
+    ro.mkdir()
+    undo = None
+    if shutil.which("chattr") and subprocess.run(["chattr", "+i", str(ro)], capture_output=True).returncode == 0:
+        undo = lambda: subprocess.run(["chattr", "-i", str(ro)], check=True)
+    elif os.geteuid() != 0:
+        ro.chmod(0o555)
+        undo = lambda: ro.chmod(0o755)
+    writable = True
+    if undo is not None:
+        try:
+            (ro / "probe").touch()
+        except OSError:
+            writable = False
+    if writable:
+        if undo is not None:
+            undo()
+        pytest.skip("cannot make a read-only folder here (no chattr +i, and root ignores chmod)")
+    yield ro
+    undo()
+
+
+@pytest.mark.parametrize("case", UNWRITABLE)
+@pytest.mark.parametrize("command", WRITERS)
+def test_an_output_that_cannot_be_written_is_one_line_naming_it(dataset, model_pt, tmp_path, command, case,
+                                                                 request, capsys):
+    write_fake_dataset(tmp_path / "other", n_train=3, n_test=0, size=(W, H))
+    (tmp_path / "p.yaml").write_text(f"run: r\ndata: {dataset}\n")
+    blocker = tmp_path / "a file"
+    blocker.write_text("keep me")
+    base = {UNWRITABLE[0]: blocker, UNWRITABLE[1]: blocker / "sub",
+            UNWRITABLE[2]: request.getfixturevalue("read_only_dir") / "out" if case == UNWRITABLE[2] else None}[case]
+    file_name = FILE_OUTPUTS.get(command)
+    out = base if file_name is None else (base.parent if case == UNWRITABLE[2] else base) / file_name
+    before = sorted(tmp_path.rglob("*"))
+    assert main(_args(command, out, dataset, model_pt, tmp_path)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"lumenkit: error: {out}: "), err
+    assert "choose another --" in err[0]
+    assert sorted(tmp_path.rglob("*")) == before and blocker.read_text() == "keep me"  # nothing half-written
+
+
+@pytest.mark.parametrize("command", list(FILE_OUTPUTS))
+def test_a_folder_where_an_output_file_is_expected(dataset, model_pt, tmp_path, command, capsys):
+    write_fake_dataset(tmp_path / "other", n_train=3, n_test=0, size=(W, H))
+    out = tmp_path / "taken"
+    out.mkdir()
+    assert main(_args(command, out, dataset, model_pt, tmp_path)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"lumenkit: error: {out}: is a folder, not a file; choose another --out"]
+    assert list(out.iterdir()) == []
+
+
+def test_atomic_writes_and_the_check_name_what_is_in_the_way(tmp_path):
+    from lumenkit.data.imageio import check_writable, write_text
+    from lumenkit.errors import OutputPathError
+
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(OutputPathError, match=f"^{re.escape(str(tmp_path / 'f' / 'a.txt'))}: cannot be written, "
+                                              f"{re.escape(str(tmp_path / 'f'))} is a file, not a folder"):
+        write_text(tmp_path / "f" / "a.txt", "y")
+    with pytest.raises(OutputPathError, match="is a folder, not a file"):
+        write_text(tmp_path, "y")
+    with pytest.raises(OSError):  # still an OSError for callers that catch those
+        check_writable(tmp_path / "f", folder=True)
+    assert check_writable(tmp_path / "new" / "deeper") == tmp_path / "new" / "deeper"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]  # the check leaves nothing behind

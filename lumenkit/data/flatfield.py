@@ -8,13 +8,14 @@ images comparable to the training lab's.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage as ndi
 
 from lumenkit.data.imageio import read_image
+from lumenkit.errors import BadImageError
 
 
 @dataclass
@@ -25,10 +26,19 @@ class FlatField:
         gains: ``(H, W, 3)`` float32 multiplicative correction at the reference's resolution (resampled to the
             image's size when applied).
         target: the grey level (0–255) the reference maps to, per channel.
+        source: the reference image's file when read from one (``None`` for an array); recorded in the outputs of
+            :func:`lumenkit.inference.predict_files` and :func:`lumenkit.mineralogy.analyse_sections`.
+
+    A reference frame of another size than an image is resampled to it (bilinear: the gains are smooth) when both
+    have the same aspect ratio, e.g. a reference saved at full resolution and images saved at half, or an image
+    decoded at the model's scale; :meth:`check_frame` refuses another aspect ratio (another camera frame or a crop,
+    which stretching would not fit).
     """
 
     gains: np.ndarray
     target: np.ndarray
+    source: str | None = None
+    _resized: tuple[tuple[int, int], np.ndarray] | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def from_reference(
@@ -46,29 +56,81 @@ class FlatField:
                 the spatial shading is corrected and the lamp's colour is kept.
 
         Raises:
-            BadImageError: unreadable reference file.
-            ValueError: a reference with dark (near-zero) regions, which cannot be a blank field.
+            BadImageError: a missing, unreadable or non-RGB reference file or array, or a reference with dark
+                (near-zero) regions, which cannot be a blank field (the message names the file and the fix;
+                a :class:`ValueError` too).
         """
-        ref = read_image(reference) if isinstance(reference, (str, Path)) else np.asarray(reference)
+        source = str(reference) if isinstance(reference, (str, Path)) else None
+        name = source or "reference image"
+        fix = ("image a mirror or a blank, evenly reflecting standard with the same objective, lamp, exposure and "
+               "camera settings as the sections")
+        if source is not None:
+            try:
+                ref = read_image(reference)
+            except BadImageError as e:
+                text = str(e).removeprefix(f"{source}: ")
+                raise BadImageError(f"{source}: flat-field reference cannot be used ({text}); {fix}") from None
+        else:
+            ref = np.asarray(reference)
+        if ref.ndim != 3 or ref.shape[2] != 3 or min(ref.shape[:2]) < 1:
+            raise BadImageError(f"{name}: a flat-field reference must be an (H, W, 3) RGB image, got shape "
+                                f"{ref.shape}; {fix}")
         f = ref.astype(np.float32)
         diag = float(np.hypot(*f.shape[:2]))
         illum = ndi.gaussian_filter(f, sigma=(sigma * diag, sigma * diag, 0), mode="nearest")
         if illum.min() < 5:
-            raise ValueError(
-                "reference image has near-black regions; image a mirror or a blank, evenly lit field as reference"
+            raise BadImageError(
+                f"{name}: flat-field reference has near-black regions (smoothed minimum {illum.min():.1f} of 255), "
+                f"so it is no blank field; {fix}"
             )
         means = illum.reshape(-1, 3).mean(0)
         level = float(target) if target is not None else float(means.mean())
         tgt = np.full(3, level, np.float32) if white_balance else (means * level / means.mean()).astype(np.float32)
-        return cls(gains=(tgt / illum).astype(np.float32), target=tgt)
+        return cls(gains=(tgt / illum).astype(np.float32), target=tgt, source=source)
+
+    def check_frame(self, size: tuple[int, int], image: str | Path = "image") -> None:
+        """Refuse an image of ``size = (width, height)`` whose aspect ratio differs from the reference frame's.
+
+        Within one pixel (or 1 %) of the reference's aspect ratio the gains are resampled to the image; otherwise
+        the image comes from another camera frame or is a crop, which no resampling of the reference fits.
+
+        Raises:
+            BadImageError: the aspect ratios differ (the message names the image, the reference and the fix).
+        """
+        rh, rw = self.gains.shape[:2]
+        w, h = int(size[0]), int(size[1])
+        if abs(rw * h / rh - w) > max(1.0, 0.01 * w):
+            ref = f" {self.source}" if self.source else ""
+            raise BadImageError(
+                f"{image}: {w}×{h} px does not have the aspect ratio of the flat-field reference{ref} ({rw}×{rh} "
+                "px); take the reference with the same camera frame as the images (or crop it as they are cropped)"
+            )
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
-        """Corrected copy of an ``(H, W, 3)`` uint8 image (gains resampled to its size)."""
+        """Corrected copy of an ``(H, W, 3)`` uint8 image (gains resampled to its size, the last size kept)."""
         g = self.gains
         h, w = image.shape[:2]
         if g.shape[:2] != (h, w):
-            g = np.stack([resize_image_float(g[..., c], (w, h)) for c in range(3)], -1)
+            if self._resized is not None and self._resized[0] == (h, w):
+                g = self._resized[1]
+            else:
+                g = np.stack([resize_image_float(g[..., c], (w, h)) for c in range(3)], -1)
+                self._resized = ((h, w), g)
         return np.clip(image.astype(np.float32) * g + 0.5, 0, 255).astype(np.uint8)
+
+
+def as_flatfield(value: FlatField | str | Path) -> FlatField:
+    """``value`` itself, or the :class:`FlatField` of a reference frame file (default smoothing and target).
+
+    Raises:
+        BadImageError: an unusable reference file (see :meth:`FlatField.from_reference`).
+        TypeError: neither a FlatField nor a path.
+    """
+    if isinstance(value, FlatField):
+        return value
+    if isinstance(value, (str, Path)):
+        return FlatField.from_reference(value)
+    raise TypeError(f"flatfield must be a FlatField or the path of a reference frame, got {type(value).__name__}")
 
 
 def resize_image_float(channel: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from lumenkit.data.catalogue import CATALOGUE, IGNORE
-from lumenkit.errors import BadImageError, BadMaskError, MaskSizeError
+from lumenkit.errors import BadImageError, BadMaskError, MaskSizeError, OutputPathError
 
 MAX_PIXELS: int = 120_000_000
 """Largest image (pixels) lumenkit will decode; bigger declared sizes are refused as decompression bombs."""
@@ -235,22 +235,95 @@ def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize(tuple(size), resample))
 
 
+def _nearest_existing(path: Path) -> Path:
+    """``path`` itself or the nearest of its parents that exists."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _unwritable(path: Path, err: OSError, option: str = "output path") -> str:
+    """The one-line message for an output ``path`` whose writing failed with ``err``: what is in the way, the fix."""
+    where = _nearest_existing(path.parent)
+    if not where.is_dir():
+        return f"{path}: cannot be written, {where} is a file, not a folder; choose another {option}"
+    if path.is_dir():
+        return f"{path}: is a folder, not a file; choose another {option}"
+    return f"{path}: cannot be written ({err.strerror or err}); choose another {option} in a folder you can write to"
+
+
+def check_writable(path: str | Path, folder: bool = True, option: str = "--out", beside: bool = False) -> Path:
+    """Check, before any work, that an output folder (or file) can be written; leave nothing behind.
+
+    The nearest existing folder on the way is probed with a temporary file (or folder, when folders are still to be
+    made), removed at once; missing folders are not created. This catches, also for root (whom permission bits do not
+    stop): an existing file where a folder is expected (or a folder where a file is), a path under a file, a
+    read-only folder or file system, pseudo-file systems such as ``/proc``.
+
+    Args:
+        path: the output.
+        folder: ``path`` is a folder to write into (else a file).
+        option: how the caller names the output in the fix (``--out``, ``--save-masks``, ``out``).
+        beside: the folder is built beside ``path`` and renamed into place (probe ``path``'s parent).
+
+    Returns:
+        ``path`` with ``~`` expanded.
+
+    Raises:
+        OutputPathError: ``path`` cannot be written; the message names it (or what is in its way) and the fix.
+    """
+    path = Path(path).expanduser()
+    fix = f"choose another {option}"
+    if folder and path.exists() and not path.is_dir():
+        raise OutputPathError(f"{path}: exists and is not a folder; {fix}")
+    if not folder and path.is_dir():
+        raise OutputPathError(f"{path}: is a folder, not a file; {fix}")
+    target = path if folder and not beside else path.parent
+    where = _nearest_existing(target)
+    if not where.is_dir():
+        raise OutputPathError(f"{path}: cannot be created, {where} is a file, not a folder; {fix}")
+    try:
+        if where == target:
+            fd, probe = tempfile.mkstemp(prefix=".lumenkit-probe-", dir=where)
+            os.close(fd)
+            os.unlink(probe)
+        else:
+            os.rmdir(tempfile.mkdtemp(prefix=".lumenkit-probe-", dir=where))
+    except OSError as e:
+        raise OutputPathError(f"{path}: cannot write in {where} ({e.strerror or e}); {fix} in a folder you can "
+                              "write to") from None
+    return path
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
     """Open a temporary file beside ``path``; on success rename it over ``path``, on error delete it.
 
     Readers never see a half-written file, and an interrupted write leaves the previous file intact.
+
+    Raises:
+        OutputPathError: ``path`` cannot be written (a file where a folder is on its way, a read-only folder, a full
+            disk, an existing folder at ``path``); the message names it. Errors of the caller's block pass unchanged.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise OutputPathError(_unwritable(path, e)) from None
     try:
         with os.fdopen(fd, mode) as f:
             yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the permissions open() would
-        os.replace(tmp, path)
+            try:
+                f.flush()
+                os.fsync(f.fileno())
+            except OSError as e:
+                raise OutputPathError(_unwritable(path, e)) from None
+        try:
+            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the permissions open() would
+            os.replace(tmp, path)
+        except OSError as e:
+            raise OutputPathError(_unwritable(path, e)) from None
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

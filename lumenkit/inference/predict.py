@@ -26,6 +26,7 @@ from lumenkit.models.resunet import SegmentationModel
 from lumenkit.runtime.heap import retained_heap
 
 if TYPE_CHECKING:
+    from lumenkit.data.flatfield import FlatField
     from lumenkit.inference.onnx import OnnxModel
 
 
@@ -259,6 +260,7 @@ def predict_files(
     runtime: str | None = None,
     device: str | None = None,
     pixel_size_um: float | Mapping[str | Path, float | None] | None = None,
+    flatfield: FlatField | str | Path | None = None,
 ) -> PredictionReport:
     """Predict image files and write, per image, a mask, an overlay and a confidence map, plus a composition CSV.
 
@@ -270,6 +272,10 @@ def predict_files(
         OUT/composition.csv       area % per mineral for every image
 
     A file that cannot be read or predicted is reported (``on_error(path, message)``) and skipped.
+
+    With ``flatfield`` each image is corrected (flat-field and white balance, :class:`lumenkit.data.FlatField`)
+    before prediction; the overlays show the corrected image (what the model saw) and ``composition.csv`` gains a
+    ``flat_field`` column naming the reference frame.
 
     When the model runs at a smaller scale than the file's, the file is decoded directly at the model's scale
     (reduced-size JPEG decoding, see :func:`lumenkit.data.imageio.read_image`); masks and confidence maps are still
@@ -302,18 +308,29 @@ def predict_files(
         pixel_size_um: µm per pixel of the files that do not declare their own (see ``scale``); or a mapping
             file → µm per pixel that decides for every file it names (e.g. from ``samples.csv``, see
             :func:`lumenkit.data.sections.read_sections`).
+        flatfield: a :class:`~lumenkit.data.FlatField`, or the image file of a reference frame (a blank, evenly
+            reflecting standard or mirror imaged with the same objective, lamp, exposure and camera settings) to
+            build one from; each image is corrected before prediction. A reference of another size is resampled
+            to each image (and to the size an image is decoded at); an image of another aspect ratio than the
+            reference is reported and skipped (:meth:`~lumenkit.data.FlatField.check_frame`).
 
     Raises:
         CheckpointError: the model cannot be loaded (nothing is predicted then), or an ONNX model without
             onnxruntime installed.
         ConfigError: ``device`` asks for CUDA and none is available.
+        BadImageError: the flat-field reference is missing, unreadable or dark (nothing is predicted then).
+        OutputPathError: ``out`` cannot be written (checked before any prediction; nothing is written then).
     """
+    from lumenkit.data.flatfield import as_flatfield
+    from lumenkit.data.imageio import check_writable
     from lumenkit.runtime.devices import resolve_device
 
     ckpt = load_model(checkpoint) if isinstance(checkpoint, (str, Path)) else checkpoint
+    ff = as_flatfield(flatfield) if flatfield is not None else None
+    out = check_writable(out, folder=True)
     dev = resolve_device(device) if device is not None else None
     job = _FileJob(ckpt, Path(out), scale, tiling if tiling is not None else Tiling(), alpha, runtime, dev,
-                   pixel_size_um)
+                   pixel_size_um, ff)
     files, missing = collect_images(paths, exclude=job.out)
     with _sharing(dev) as (rank, world):
         failures = [(m.split(":")[0], m) for m in missing]
@@ -353,6 +370,7 @@ class _FileJob:
     runtime: str | None
     device: torch.device | None
     pixel_size_um: float | Mapping[str | Path, float | None] | None = None
+    flatfield: FlatField | None = None
     _sizes: dict[str, float | None] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -367,6 +385,8 @@ class _FileJob:
     def predict(self, f: Path) -> tuple[float, np.ndarray, dict[str, Any]]:
         """``(scale of the file, the image as the model saw it, predict_image's result at the file's size)``.
 
+        With a flat field the image is corrected after decoding (at the size it is decoded at), before prediction.
+
         Raises:
             LumenkitError, ValueError, OSError: the file cannot be read or predicted.
         """
@@ -376,8 +396,12 @@ class _FileJob:
         if not s > 0:
             raise ValueError(f"scale must be positive, got {s}")
         size = image_size(f)
+        if self.flatfield is not None:
+            self.flatfield.check_frame(size, f)
         factor = min(1.0, self.ckpt.scale / s)  # decode straight at the model's scale when that is smaller
         image = read_image(f, factor=factor)
+        if self.flatfield is not None:
+            image = self.flatfield(image)
         res = predict_image(self.ckpt, image, self.ckpt.scale if factor < 1 else s, tiling=self.tiling,
                             output_size=size, runtime=self.runtime, device=self.device)
         return s, image, res
@@ -428,6 +452,8 @@ class _FileJob:
         counts = np.bincount(res["indices"].ravel(), minlength=len(labels))[: len(labels)]
         row: dict[str, Any] = {"image": name, "path": str(f), "width": codes.shape[1], "height": codes.shape[0],
                                "scale": s, "pixel_size_um": self.file_pixel_size(f)}
+        if self.flatfield is not None:
+            row["flat_field"] = self.flatfield.source or "(in memory)"
         row.update({lbl: 100.0 * c / codes.size for lbl, c in zip(labels, counts, strict=True)})
         row["mean_confidence"] = float(res["confidence"].mean())
         return row
@@ -475,7 +501,8 @@ def _write_composition(job: _FileJob, rows: list[tuple[int, dict[str, Any]]], ra
     """The composition table in file order; the first process writes ``OUT/composition.csv``, the others wait for it."""
     from lumenkit.data.imageio import write_text
 
-    columns = ["image", "path", "width", "height", "scale", "pixel_size_um", *job.labels, "mean_confidence"]
+    columns = ["image", "path", "width", "height", "scale", "pixel_size_um",
+               *(["flat_field"] if job.flatfield is not None else []), *job.labels, "mean_confidence"]
     comp = pd.DataFrame([r for _, r in sorted(rows, key=lambda kr: kr[0])], columns=columns)
     if rank == 0:
         write_text(job.out / "composition.csv", comp.to_csv(index=False, float_format="%.4f"))

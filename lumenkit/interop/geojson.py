@@ -16,9 +16,11 @@ found from the 2×2 neighbourhood at its end vertex, and rings are read off the 
 the cost is linear in the number of boundary edges and independent of the number of grains — exact (areas
 equal pixel counts) and fast enough for thousands of grains, unlike unioning pixel squares with shapely
 (exact but slow) or ``skimage.measure.find_contours`` (sub-pixel iso-lines through pixel centres, neither
-exact nor closed at the image border). Where two pixels of a grain touch only at a corner the outline is
-split there, so rings are simple; parts of a grain touching at a point become a ``MultiPolygon``, holes touching
-their shell at a point stay holes — both valid for shapely/GEOS. Only collinear vertices are dropped.
+exact nor closed at the image border). Rings are traced around the 4-connected pieces of each grain: a piece's
+interior is connected, so its shell and holes form a valid ``Polygon`` (a ring that touches itself at a corner is
+split there, so rings are simple; holes touching their shell or each other at a point stay holes), and the pieces of
+a grain, which touch only at corners, form a valid ``MultiPolygon`` — valid for shapely/GEOS by construction, with
+no hole-to-shell search and no ``make_valid``. Only collinear vertices are dropped.
 
 **Import.** Each areal feature (Polygon/MultiPolygon) with a classification is burnt into the mask in file
 order (a later feature overwrites an earlier one where they overlap). Rasterisation rule: a pixel belongs to a
@@ -41,7 +43,7 @@ import shapely
 from shapely.geometry import MultiPolygon, Polygon, mapping, shape
 
 from lumenkit.data.catalogue import CATALOGUE, IGNORE
-from lumenkit.data.imageio import write_json
+from lumenkit.data.imageio import write_text
 from lumenkit.errors import ConfigError, UnknownClassError
 
 __all__ = [
@@ -58,17 +60,42 @@ _DI = np.array([0, 1, 0, -1])
 _DJ = np.array([1, 0, -1, 0])
 
 
-def _label_grains(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """8-connected components of each class except 0 and 255: ``(labels int32, code of each label)``."""
+def _grain_pieces(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Grains of a mask (8-connected components of each class except 0 and 255), from one labelling pass.
+
+    Returns:
+        ``(pieces, grain, codes)``: the 4-connected pieces of each class (int32 labels, 0 = no grain), the grain of
+        each piece (``grain[0] = 0``; grains numbered 1… in raster order of their first pixel, as
+        ``skimage.measure.label(..., connectivity=2)`` numbers them) and the class code of each grain.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
     from skimage.measure import label
 
     m = np.asarray(mask, dtype=np.uint8)
     fg = np.where((m == 0) | (m == IGNORE), 0, m)
-    lab = label(fg, background=0, connectivity=2).astype(np.int32)
-    n = int(lab.max())
-    codes = np.zeros(n + 1, dtype=np.uint8)
-    codes[lab.ravel()] = fg.ravel()
-    return lab, codes
+    pieces = label(fg, background=0, connectivity=1).astype(np.int32)
+    n = int(pieces.max(initial=0))
+    code = np.zeros(n + 1, dtype=np.uint8)
+    code[pieces.ravel()] = fg.ravel()
+    # pieces of one class meeting at a corner are one grain (8-connectivity)
+    pairs = []
+    for x, y in ((pieces[:-1, :-1], pieces[1:, 1:]), (pieces[:-1, 1:], pieces[1:, :-1])):
+        hit = (x != y) & (x > 0) & (y > 0)
+        a, b = x[hit], y[hit]
+        same = code[a] == code[b]
+        pairs.append((a[same], b[same]))
+    a = np.concatenate([p[0] for p in pairs])
+    b = np.concatenate([p[1] for p in pairs])
+    _, comp = connected_components(coo_matrix((np.ones(a.size, dtype=np.int8), (a, b)), shape=(n + 1, n + 1)),
+                                   directed=False)
+    _, first = np.unique(comp[1:], return_index=True)  # number grains by their first piece (raster order)
+    rank = np.empty(first.size, dtype=np.int64)
+    rank[np.argsort(first)] = np.arange(1, first.size + 1)
+    grain = np.concatenate([[0], rank[np.unique(comp[1:], return_inverse=True)[1]]])
+    codes = np.zeros(first.size + 1, dtype=np.uint8)
+    codes[grain] = code
+    return pieces, grain, codes
 
 
 def _split_ring(ring: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
@@ -91,12 +118,6 @@ def _split_ring(ring: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
     return [r for r in out if len(r) >= 4]
 
 
-def _signed_area(ring: list[tuple[int, int]]) -> float:
-    a = np.asarray(ring, dtype=np.float64)
-    x, y = a[:, 0], a[:, 1]
-    return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y))
-
-
 def trace_grains(labels: np.ndarray) -> dict[int, Polygon | MultiPolygon]:
     """Exact pixel-edge outlines of every labelled region (label > 0) of an integer label image.
 
@@ -104,77 +125,128 @@ def trace_grains(labels: np.ndarray) -> dict[int, Polygon | MultiPolygon]:
         ``{label: Polygon or MultiPolygon}`` in pixel coordinates (x = column, y = row, corners on
         integers); each geometry is valid and its area equals the region's pixel count.
     """
-    lab = np.asarray(labels, dtype=np.int32)
-    h, w = lab.shape
-    p = np.pad(lab, 1)
-    a, b, c, d = p[:-1, :-1], p[:-1, 1:], p[1:, :-1], p[1:, 1:]  # TL, TR, BL, BR of each vertex
-    own = np.stack([d, c, a, b])  # owner (grain on the right of travel) of the out-edge in each direction
-    other = np.stack([b, d, c, a])
-    exists = (own > 0) & (own != other)
-    nv = (h + 1) * (w + 1)
-    ids = np.flatnonzero(exists.ravel())
-    if ids.size == 0:
+    from skimage.measure import label
+
+    lab = np.asarray(labels)
+    if lab.dtype.kind not in "iu":
+        lab = lab.astype(np.int64)
+    if lab.dtype.kind == "i" and lab.size and lab.min() < 0:
+        lab = np.where(lab > 0, lab, 0)
+    pieces = label(lab, background=0, connectivity=1).astype(np.int32)
+    region = np.zeros(int(pieces.max(initial=0)) + 1, dtype=np.int64)
+    region[pieces.ravel()] = lab.ravel()
+    return _trace_pieces(pieces, region)
+
+
+def _trace_pieces(pieces: np.ndarray, region: np.ndarray) -> dict[int, Polygon | MultiPolygon]:
+    """Outlines of the regions made of 4-connected ``pieces`` (int32 labels 1…n): ``{region[piece]: geometry}``.
+
+    Rings are traced around the pieces: a piece's interior is connected, so its shell and holes make a valid
+    Polygon (rings that touch themselves at a corner are split there); a region's pieces touch only at corners, so
+    together they make a valid MultiPolygon — no hole-to-shell search, no make_valid.
+    """
+    n = region.size - 1
+    if n == 0:
         return {}
-    dirs = ids // nv
-    vi = (ids % nv) // (w + 1)
-    vj = ids % (w + 1)
-    g = own.ravel()[ids]
+    h, w = pieces.shape
+    ww, nv = w + 1, (h + 1) * (w + 1)
+    p = np.pad(pieces, 1)
+    a, b, c, d = p[:-1, :-1], p[:-1, 1:], p[1:, :-1], p[1:, 1:]  # TL, TR, BL, BR of each vertex
+    own = (d, c, a, b)  # owner (piece on the right of travel) of the out-edge in each direction
+    other = (b, d, c, a)
+    flat = [np.flatnonzero((own[k] > 0) & (own[k] != other[k])) for k in range(4)]
+    ids = np.concatenate([f + k * nv for k, f in enumerate(flat)])  # sorted: by direction, then vertex
+    dirs = np.repeat(np.arange(4), [f.size for f in flat])
+    vi = np.concatenate(flat) // ww
+    vj = np.concatenate(flat) % ww
+    g = np.concatenate([own[k][f // ww, f % ww] for k, f in enumerate(flat)])
     i2 = vi + _DI[dirs]
     j2 = vj + _DJ[dirs]
-    nxt = np.full(ids.size, -1, dtype=np.int64)
-    for turn in (-1, 0, 1):  # left turn first: diagonal neighbours of one grain stay joined (8-connectivity)
-        cd = (dirs + turn) % 4
-        ok = (nxt < 0) & exists[cd, i2, j2] & (own[cd, i2, j2] == g)
-        nxt[ok] = cd[ok] * nv + i2[ok] * (w + 1) + j2[ok]
-    nxt_idx = np.searchsorted(ids, nxt)
+    ne = ids.size
+    nxt = np.full(ne, -1, dtype=np.int64)
+    for turn in (-1, 0, 1):  # left turn first: diagonal pixels of one piece stay joined
+        todo = np.flatnonzero(nxt < 0)
+        cd = (dirs[todo] + turn) % 4
+        key = cd * nv + i2[todo] * ww + j2[todo]
+        pos = np.minimum(np.searchsorted(ids, key), ne - 1)
+        ok = (ids[pos] == key) & (g[pos] == g[todo])
+        nxt[todo[ok]] = pos[ok]
     # keep only corners (edges whose direction differs from the previous edge's); the rest are collinear
-    prev = np.empty_like(nxt_idx)
-    prev[nxt_idx] = np.arange(ids.size)
+    prev = np.empty_like(nxt)
+    prev[nxt] = np.arange(ne)
     corner = dirs != dirs[prev]
-    nxt_list = nxt_idx.tolist()
-    corner_list = corner.tolist()
-    xs, ys, gl = vj.tolist(), vi.tolist(), g.tolist()
-    seen = np.zeros(ids.size, dtype=bool)
-    seen_l = seen.tolist()
-    rings: dict[int, list[list[tuple[int, int]]]] = {}
-    for s in np.flatnonzero(corner).tolist():
-        if seen_l[s]:
+    nc = nxt.copy()  # next corner after each edge, by pointer doubling along the straight runs
+    while True:
+        pending = np.flatnonzero(~corner[nc])
+        if pending.size == 0:
+            break
+        nc[pending] = nc[nc[pending]]
+    cs = np.flatnonzero(corner)
+    rank = np.empty(ne, dtype=np.int64)
+    rank[cs] = np.arange(cs.size)
+    succ = rank[nc[cs]].tolist()
+    seen = bytearray(cs.size)
+    order: list[int] = []
+    starts: list[int] = []
+    for s in range(cs.size):  # each ring starts at its first corner in raster order of (direction, vertex)
+        if seen[s]:
             continue
-        ring: list[tuple[int, int]] = []
+        starts.append(len(order))
         e = s
-        while not seen_l[e]:
-            seen_l[e] = True
-            if corner_list[e]:
-                ring.append((xs[e], ys[e]))
-            e = nxt_list[e]
-        rings.setdefault(gl[s], []).append(ring)
+        while not seen[e]:
+            seen[e] = 1
+            order.append(e)
+            e = succ[e]
+    o = cs[np.asarray(order, dtype=np.int64)]
+    xs, ys = vj[o], vi[o]
+    lengths = np.diff(np.asarray([*starts, o.size]))
+    ring = np.repeat(np.arange(len(starts)), lengths)
+    owner = g[o][starts]
+    xy, ring, owner = _simple_rings(np.column_stack([xs, ys]).astype(np.float64), ring, owner, nv, ww)
+    rings = shapely.linearrings(xy, indices=ring)
+    hole = ~shapely.is_ccw(rings)
+    srt = np.lexsort((np.arange(rings.size), hole, owner))  # per piece: its shell, then its holes in ring order
+    polys = shapely.polygons(rings[srt], indices=owner[srt] - 1)
+    by_region = np.argsort(region[1:], kind="stable")
+    regs, first, count = np.unique(region[1:][by_region], return_index=True, return_counts=True)
     out: dict[int, Polygon | MultiPolygon] = {}
-    for gid, rs in rings.items():
-        shells: list[list[tuple[int, int]]] = []
-        holes: list[list[tuple[int, int]]] = []
-        for r in rs:
-            parts = _split_ring(r) if len(set(r)) != len(r) else [r]
-            for q in parts:
-                (shells if _signed_area(q) > 0 else holes).append(q)
-        out[gid] = _assemble(shells, holes)
-    return out
+    multi = count > 1
+    if multi.any():
+        sel = np.repeat(multi, count)
+        grp = np.repeat(np.arange(multi.sum()), count[multi])
+        for r, geom in zip(regs[multi].tolist(), shapely.multipolygons(polys[by_region[sel]], indices=grp)):
+            out[r] = geom
+    for r, k in zip(regs[~multi].tolist(), by_region[first[~multi]].tolist()):
+        out[r] = polys[k]
+    return dict(sorted(out.items()))
 
 
-def _assemble(shells: list[list[tuple[int, int]]], holes: list[list[tuple[int, int]]]) -> Polygon | MultiPolygon:
-    if len(shells) == 1:
-        geom: Polygon | MultiPolygon = Polygon(shells[0], holes)
-    else:
-        spolys = [Polygon(s) for s in shells]
-        areas = [sp.area for sp in spolys]
-        owned: list[list[list[tuple[int, int]]]] = [[] for _ in shells]
-        for hr in holes:
-            hp = Polygon(hr)
-            best = min((k for k, sp in enumerate(spolys) if sp.covers(hp)), key=lambda k: areas[k])
-            owned[best].append(hr)
-        geom = MultiPolygon([Polygon(s, hs) for s, hs in zip(shells, owned)])
-    if not shapely.is_valid(geom):  # e.g. a diagonal chain of holes cutting a grain: regroup its parts
-        geom = _polygonal(shapely.make_valid(geom))
-    return geom
+def _simple_rings(
+    xy: np.ndarray, ring: np.ndarray, owner: np.ndarray, nv: int, ww: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split the rings that pass a vertex twice (pixels of a piece touching at a corner) into simple rings.
+
+    ``xy`` holds every ring's corners in order and ``ring`` the ring of each; returns the same for the simple
+    rings (numbered in order, split parts in place of their ring) and the owner of each ring.
+    """
+    key = ring * nv + (xy[:, 1] * ww + xy[:, 0]).astype(np.int64)
+    sk = np.sort(key)
+    bad = np.unique(sk[1:][sk[1:] == sk[:-1]] // nv)
+    if bad.size == 0:
+        return xy, ring, owner
+    keep = ~np.isin(ring, bad)
+    parts_xy = [xy[keep]]
+    parts_key = [ring[keep] * (ring.size + 1)]  # order: the ring's place, then the part's place within the ring
+    for r in bad.tolist():
+        pts = [(int(x), int(y)) for x, y in xy[ring == r].tolist()]
+        for k, q in enumerate(_split_ring(pts)):
+            parts_xy.append(np.asarray(q, dtype=np.float64))
+            parts_key.append(np.full(len(q), r * (ring.size + 1) + k + 1))
+    xy2 = np.concatenate(parts_xy)
+    key2 = np.concatenate(parts_key)
+    srt = np.argsort(key2, kind="stable")
+    used, ring2 = np.unique(key2[srt], return_inverse=True)
+    return xy2[srt], ring2, owner[used // (ring.size + 1)]
 
 
 def _polygonal(geom: Any) -> Polygon | MultiPolygon:
@@ -217,9 +289,10 @@ def mask_to_geojson(
         raise ValueError(f"object_type must be 'detection' or 'annotation', got {object_type!r}")
     if name_style not in ("label", "name"):
         raise ValueError(f"name_style must be 'label' or 'name', got {name_style!r}")
-    lab, codes = _label_grains(mask)
-    counts = np.bincount(lab.ravel(), minlength=len(codes))
-    geoms = trace_grains(lab)
+    pieces, grain, codes = _grain_pieces(mask)
+    counts = np.bincount(grain, weights=np.bincount(pieces.ravel(), minlength=grain.size), minlength=codes.size)
+    counts = counts.astype(np.int64)
+    geoms = _trace_pieces(pieces, grain)
     features = []
     for gid in sorted(geoms):
         if counts[gid] < min_area_px:
@@ -249,10 +322,14 @@ def mask_to_geojson(
 
 
 def write_grains_geojson(mask: np.ndarray, path: str | Path, **kwargs: Any) -> Path:
-    """Write :func:`mask_to_geojson` to ``path`` atomically (``.geojson``); keyword arguments are passed on."""
+    """Write :func:`mask_to_geojson` to ``path`` atomically (``.geojson``); keyword arguments are passed on.
+
+    The JSON is compact (no indentation): a native-size section's grains are megabytes of coordinates, and Python's
+    json module encodes indented output several times slower.
+    """
     path = Path(path)
     fc = mask_to_geojson(mask, **kwargs)
-    write_json(path, json.loads(json.dumps(fc)))
+    write_text(path, json.dumps(fc, separators=(",", ":")) + "\n")
     return path
 
 

@@ -249,6 +249,7 @@ def analyse_sections(
     device: str | None = None,
     progress: bool = True,
     on_error: Any = None,
+    flatfield: Any = None,
 ) -> Survey:
     """Identify the minerals of a folder of sections with ``model`` and measure them (``lumenkit analyse``).
 
@@ -268,14 +269,20 @@ def analyse_sections(
         device: where the model runs (``"auto"``, ``"cpu"``, ``"cuda"``).
         progress: show a progress bar.
         on_error: called with ``(path, message)`` for each image that could not be predicted (it is left out).
+        flatfield: a :class:`lumenkit.data.FlatField` or the image file of a reference frame (a blank, evenly
+            reflecting standard imaged with the same microscope settings): each image is corrected before
+            prediction (see :func:`lumenkit.inference.predict_files`); ``summary.json`` names the reference
+            (``flat_field``, ``null`` without one).
 
     Raises:
         DatasetNotFoundError, ConfigError: the folder, ``samples.csv`` or a pixel size (see
-            :func:`lumenkit.data.sections.read_sections`), an output path that cannot be written, or no image
-            predicted at all.
+            :func:`lumenkit.data.sections.read_sections`), or no image predicted at all.
+        OutputPathError: an output path that cannot be written (checked before any prediction).
+        BadImageError: an unusable flat-field reference (missing, unreadable, dark).
         CheckpointError: the model cannot be loaded.
     """
-    from lumenkit.data.imageio import read_mask
+    from lumenkit.data.flatfield import as_flatfield
+    from lumenkit.data.imageio import check_writable, read_mask
     from lumenkit.data.sections import read_sections, require_pixel_sizes
     from lumenkit.errors import ConfigError
     from lumenkit.inference.predict import load_model, predict_files
@@ -286,11 +293,13 @@ def analyse_sections(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out}: exists and is not a folder; choose another --out")
+    out = check_writable(out, folder=True)
     model = load_model(model) if isinstance(model, (str, Path)) else model
+    ff = as_flatfield(flatfield) if flatfield is not None else None
     by_path = {str(s.path.resolve()): s for s in sections}
     rep = predict_files(model, [s.path for s in sections], out / "masks", tiling=tiling, progress=progress,
                         on_error=on_error, device=device,
-                        pixel_size_um={s.path: s.pixel_size_um for s in sections})
+                        pixel_size_um={s.path: s.pixel_size_um for s in sections}, flatfield=ff)
     if not len(rep.composition):
         raise ConfigError(f"{folder}: no image could be predicted (see the messages above); fix or remove them")
     masks, known = {}, []
@@ -299,5 +308,6 @@ def analyse_sections(
         masks[s.name] = read_mask(out / "masks" / f"{row.image}.png")
         known.append(s)
     survey = survey_masks(masks, known, codes=list(model.class_map.codes), gangue_density=gangue_density)
+    survey.info["flat_field"] = (ff.source or "(in memory)") if ff is not None else None
     write_survey(survey, out)
     return survey

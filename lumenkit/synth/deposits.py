@@ -13,6 +13,14 @@ BASE_SCALE: float = 0.5
 
 """Scale (relative to native ×100) at which deposit lengths are given and the default dataset is written."""
 
+PIXEL_SIZE_UM: float = 1.0
+"""Nominal side of one native (×100) pixel of a synthetic section in µm.
+
+Synthetic sections come from no microscope: this length only gives them a physical scale, so that µm tables,
+scale bars and resampling between magnifications can be exercised end to end. A synthetic image at scale ``s``
+has pixels of ``PIXEL_SIZE_UM / s`` µm (2 µm at the default :data:`BASE_SCALE`).
+"""
+
 
 JPEG_QUALITY: int = 90
 

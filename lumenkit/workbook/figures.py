@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,6 +11,7 @@ import pandas as pd
 
 from lumenkit.data.catalogue import CATALOGUE, IGNORE
 from lumenkit.data.colours import colour_mask, colour_of, overlay
+from lumenkit.data.pictures import nice_length_um
 from lumenkit.evaluation.robustness import PERTURBATIONS
 
 
@@ -223,4 +225,116 @@ def plot_curves(curves: pd.DataFrame) -> Any:
     for ax in axes.ravel()[len(names):]:
         ax.set_axis_off()
     axes[0, 0].set_ylabel("mean IoU")
+    return fig
+
+
+_GIDS = itertools.count(1)
+
+
+def _gid(kind: str) -> str:
+    """A page-unique SVG id for a figure element a reader (or a browser test) looks for: legend, scale bar."""
+    return f"lumenkit-{kind}-{next(_GIDS)}"
+
+
+def add_scale_bar(ax: Any, width_px: int, pixel_size_um: float, fraction: float = 0.2) -> Any:
+    """Draw a scale bar of a round length in µm in the lower right of an image axes; returns the bar artist.
+
+    Args:
+        ax: axes showing an image ``width_px`` pixels wide in data coordinates (``imshow`` default extent).
+        width_px: image width in px.
+        pixel_size_um: µm per displayed pixel.
+        fraction: longest bar as a share of the width (the length is 1, 2 or 5 × 10ⁿ µm below it).
+
+    In SVG output the label's group has an id starting ``lumenkit-scale-bar`` (the bar's ends in ``-bar``).
+    """
+    from matplotlib.font_manager import FontProperties
+    from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
+
+    length = nice_length_um(width_px, pixel_size_um, fraction)
+    label = f"{length:g} µm" if length < 1000 else f"{length / 1000:g} mm"
+    bar = AnchoredSizeBar(ax.transData, length / pixel_size_um, label, "lower right", pad=0.4, color="white",
+                          frameon=True, size_vertical=max(1.0, width_px / 150), fontproperties=FontProperties(size=8))
+    bar.patch.set_facecolor("black")
+    bar.patch.set_alpha(0.55)
+    gid = _gid("scale-bar")  # on the label and the bar themselves: an anchored box writes no SVG group of its own
+    bar.txt_label.get_children()[0].set_gid(gid)
+    bar.size_bar.get_children()[0].set_gid(f"{gid}-bar")
+    ax.add_artist(bar)
+    return bar
+
+
+def plot_section_gallery(
+    items: Sequence[tuple[Any, np.ndarray, np.ndarray]], columns: int = 3, alpha: float = 0.45, max_side: int = 420
+) -> Any:
+    """Overlays of sections with their names, a scale bar in µm on each whose pixel size is known, and one legend.
+
+    Args:
+        items: ``(section, image, mask)`` triples (a :class:`~lumenkit.data.sections.Section`, ``(H, W, 3)`` uint8,
+            ``(H, W)`` LumenStone codes), e.g. :meth:`lumenkit.workbook.sections.SectionsView.images`.
+        columns: panels per row.
+        alpha: mask opacity.
+        max_side: longest side of each panel in px (larger images are shown reduced; the scale bar follows).
+
+    Returns:
+        The Figure (the legend names the minerals present in any panel; its SVG id starts ``lumenkit-legend``).
+    """
+    import matplotlib.pyplot as plt
+
+    n = max(1, len(items))
+    columns = min(columns, n)
+    rows = -(-n // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.6 * rows + 0.6), constrained_layout=True,
+                             squeeze=False)
+    present: set[int] = set()
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    for ax, (section, image, mask) in zip(axes.ravel(), items, strict=False):
+        step = max(1, -(-max(mask.shape) // max_side))
+        m = mask[::step, ::step]
+        ax.imshow(overlay(image[::step, ::step], m, alpha), interpolation="nearest")
+        present.update(int(c) for c in np.flatnonzero(np.bincount(m.ravel(), minlength=256)))
+        px = getattr(section, "pixel_size_um", None)
+        ax.set_title(f"{section.name}\n{section.sample}" + (f" · {px:g} µm/px" if px else " · pixel size unknown"),
+                     fontsize=8)
+        if px:
+            add_scale_bar(ax, m.shape[1], px * step)
+    codes = [c for c in sorted(present) if c in CATALOGUE and c != IGNORE]
+    legend = fig.legend(handles=legend_handles(codes), loc="outside lower center", ncol=min(4, max(1, len(codes))),
+                        frameon=False, fontsize=8)
+    legend.set_gid(_gid("legend"))
+    return fig
+
+
+def plot_group_modal(table: pd.DataFrame, by: str, value: str = "area_pct", title: str | None = None) -> Any:
+    """Stacked bars of the pooled modal mineralogy per group (sample or deposit) with each mineral's interval.
+
+    Args:
+        table: ``Survey.by_sample`` or ``Survey.by_deposit`` (columns ``by``, ``mineral``, ``VALUE``,
+            ``VALUE_low``, ``VALUE_high``).
+        by: the group column (``"sample"`` or ``"deposit"``).
+        value: ``"area_pct"`` or ``"weight_pct"``.
+        title: axes title (default: what is shown).
+
+    Returns:
+        The Figure: one horizontal bar per group, minerals stacked in catalogue colours (background, usually most
+        of the area, is left out so the minerals are readable); the intervals are in ``table`` (stacked bars
+        cannot show them honestly).
+    """
+    import matplotlib.pyplot as plt
+
+    df = table[table["mineral"] != "BG"]
+    groups = list(dict.fromkeys(table[by]))
+    minerals = list(dict.fromkeys(df["mineral"]))
+    fig, ax = plt.subplots(figsize=(8, 0.8 + 0.45 * len(groups)), constrained_layout=True)
+    left = np.zeros(len(groups))
+    for mineral in minerals:
+        v = df[df["mineral"] == mineral].set_index(by)[value].reindex(groups).fillna(0).to_numpy()
+        ax.barh(groups, v, left=left, label=mineral, color=colour_of(mineral), edgecolor="k", linewidth=0.4)
+        left += v
+    ax.invert_yaxis()
+    what = "area" if value.startswith("area") else "weight"
+    ax.set_xlabel(f"{what} % of the section (background and gangue not drawn)")
+    ax.set_title(title or f"Modal mineralogy by {by} ({what} %, pooled over images)")
+    legend = fig.legend(ncol=min(len(minerals), 6), fontsize=8, frameon=False, loc="outside lower center")
+    legend.set_gid(_gid("legend"))
     return fig

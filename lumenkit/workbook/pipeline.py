@@ -13,7 +13,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from lumenkit.data.imageio import read_yaml_mapping, write_json, write_text
+from lumenkit.data.imageio import check_writable, read_yaml_mapping, write_json, write_text
 from lumenkit.errors import ConfigError, LumenkitError
 
 TEMPLATES = Path(str(files("lumenkit") / "resources" / "templates"))
@@ -31,13 +31,20 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("03_train", ()),
     ("04_evaluate", ("03_train",)),
     ("05_deposit_report", ()),
+    ("06_sections", ()),
 )
-"""Notebook stems in run order, each with the stages whose outputs it needs."""
+"""Notebook stems in run order, each with the stages whose outputs it always needs (see :func:`_needs`)."""
+
+LABELLED = ("01_explore", "02_imbalance", "03_train", "04_evaluate", "05_deposit_report")
+"""The stages of a labelled dataset in LumenStone layout (parameter ``data``): the default workbook."""
+
+SECTIONS = "06_sections"
+"""The sections report: unlabelled sections (parameter ``sections``), a model, pages per deposit and sample."""
 
 PER_DEPOSIT = ("05_deposit_report",)
 """Stages rendered once for all images and then once per deposit (parameter ``deposit``)."""
 
-PATH_KEYS = ("data", "model", "run_dir", "out_dir")
+PATH_KEYS = ("data", "sections", "samples_csv", "truth", "flat_field", "model", "run_dir", "out_dir")
 """Parameters holding paths: made absolute (relative to the parameter file's project) before injection."""
 
 
@@ -125,20 +132,59 @@ def load_params(path: str | Path) -> dict[str, Any]:
     nbs = raw.get("notebooks", {}) or {}
     if not isinstance(nbs, dict) or not all(isinstance(v, dict) or v is None for v in nbs.values()):
         raise ConfigError(f"{path}: 'notebooks' must map a notebook name to a mapping of parameters")
+    stages = raw.get("stages")
+    if stages is not None and not (isinstance(stages, list) and all(isinstance(s, str) for s in stages)):
+        raise ConfigError(f"{path}: 'stages' must be a list of notebook names, e.g. [03_train, 06_sections]")
     raw.setdefault("run", path.stem)
     return raw
 
 
-def write_headline(out_dir: str | Path, stage: str, values: dict[str, Any], deposit: str | None = None) -> Path:
+def write_headline(
+    out_dir: str | Path, stage: str, values: dict[str, Any], deposit: str | None = None, page: str | None = None
+) -> Path:
     """Record a stage's headline figures (flat ``name → number/text``) for the report index.
 
-    Written atomically to ``OUT_DIR/headlines/STAGE.json`` (``STAGE__DEPOSIT.json`` for a per-deposit run
-    when ``deposit`` is given and not ``"all"``); returns the path.
+    Written atomically to ``OUT_DIR/headlines/STAGE.json``, or ``STAGE__DEPOSIT.json`` for a per-deposit run
+    (``deposit`` given and not ``"all"``), or ``STAGE__PAGE.json`` for another page of the stage (``page``, e.g.
+    ``"sample_S12"``, see :func:`group_pages`); returns the path.
     """
-    name = stage if deposit in (None, "", "all") else f"{stage}__{_slug(str(deposit))}"
+    part = page if page not in (None, "") else (None if deposit in (None, "", "all") else deposit)
+    name = stage if part is None else f"{stage}__{_slug(str(part))}"
     path = Path(out_dir) / "headlines" / f"{name}.json"
     write_json(path, values)
     return path
+
+
+def group_pages(stage: str, sections: Any) -> list[tuple[str, str, str]]:
+    """The per-deposit and per-sample pages of a sections stage: ``(kind, name, html file)``, deposits first.
+
+    Args:
+        stage: notebook stem (``"06_sections"``).
+        sections: the :class:`~lumenkit.data.sections.Section` objects reported on.
+    """
+    deposits = sorted({s.deposit for s in sections if s.deposit})
+    samples = sorted({s.sample for s in sections})
+    return [(kind, name, f"{stage}__{_slug(f'{kind}_{name}')}.html")
+            for kind, names in (("deposit", deposits), ("sample", samples)) for name in names]
+
+
+def default_stages(cfg: dict[str, Any]) -> list[str]:
+    """The stages a parameter file runs when it lists none under ``stages:``.
+
+    With ``sections`` (a folder of unlabelled sections): the sections report, preceded by training (notebook 03,
+    on ``data``) when no ``model`` is given. Otherwise the labelled workbook 01–05 on ``data``.
+    """
+    if cfg.get("sections"):
+        return [SECTIONS] if cfg.get("model") else ["03_train", SECTIONS]
+    return list(LABELLED)
+
+
+def _needs(name: str, params: dict[str, Any]) -> tuple[str, ...]:
+    """Stages whose outputs ``name`` needs: its fixed ones, and training when a sections report has no model."""
+    fixed = dict(STAGES).get(name, ())
+    if name == SECTIONS and not params.get("model"):
+        return (*fixed, "03_train")
+    return fixed
 
 
 def _stage_params(declared: dict[str, Any], shared: dict[str, Any], own: dict[str, Any], base: Path) -> dict[str, Any]:
@@ -189,17 +235,19 @@ def run_report(
     notebook_dir: str | Path | None = None,
     progress: bool = True,
 ) -> ReportResult:
-    """Execute the notebooks 01→05 that exist, render each to HTML and write ``index.html``.
+    """Execute the workbook's notebooks, render each to HTML and write ``index.html``.
 
-    Every stage receives the shared parameters it declares (``data``, ``class_set``, ``run_dir``, ...) plus its
-    own section under ``notebooks:``. ``run_dir`` is the report folder, where stages exchange files. A failing
+    Which notebooks: the parameter file's ``stages:`` list, else :func:`default_stages` (01→05 on a labelled
+    dataset; with ``sections:``, training if no ``model:`` is given and the sections report 06). Every stage
+    receives the shared parameters it declares (``data``, ``sections``, ``model``, ``run_dir``, ...) plus its own
+    section under ``notebooks:``. ``run_dir`` is the report folder, where stages exchange files. A failing
     stage is recorded (its partial notebook is still rendered), stages that depend on it are skipped, and
-    earlier outputs are kept.
+    earlier outputs are kept. Notebook 05 is rendered again per deposit, notebook 06 per deposit and per sample.
 
     Args:
         params_file: parameter YAML (see ``params/synthetic.yaml``).
         out: report folder (default ``reports/<run>`` beside the parameter file's project).
-        stages: notebook stems to run (default: all of :data:`STAGES` whose notebook exists).
+        stages: notebook stems to run (default: the file's ``stages:``, else :func:`default_stages`).
         notebook_dir: where the notebooks live (default: :func:`find_notebook_dir`, the installed package's copy
             or the project's ``notebooks/``).
         progress: print one line per stage.
@@ -210,6 +258,7 @@ def run_report(
     Raises:
         ConfigError: malformed parameter file.
         WorkbookNotInstalledError: papermill, nbconvert, ... are missing (``pip install 'lumenkit[workbook]'``).
+        OutputPathError: the report folder cannot be written.
     """
     require_workbook()
     params_file = Path(params_file).resolve()
@@ -217,17 +266,27 @@ def run_report(
     base = params_file.parent.parent if params_file.parent.name == "params" else params_file.parent
     nb_dir = Path(notebook_dir) if notebook_dir else find_notebook_dir()
     run_dir = Path(out).resolve() if out else base / "reports" / str(cfg["run"])
+    check_writable(run_dir, option="--out (or the parameter file's run:)")
     run_dir.mkdir(parents=True, exist_ok=True)
-    shared = {k: v for k, v in cfg.items() if k not in ("notebooks", "run")}
+    shared = {k: v for k, v in cfg.items() if k not in ("notebooks", "run", "stages")}
     shared["run_dir"] = str(run_dir)
-    wanted = [s for s, _ in STAGES if (nb_dir / f"{s}.ipynb").exists()] if stages is None else stages
-    deps = dict(STAGES)
+    if stages is None and not cfg.get("stages"):  # the defaults whose notebook exists (a custom notebook folder)
+        stages = [s for s in default_stages(cfg) if (nb_dir / f"{s}.ipynb").exists()]
+    elif stages is None:
+        stages = list(cfg["stages"])
+    known = [s for s, _ in STAGES]
+    unknown = [s for s in stages if s not in known or not (nb_dir / f"{s}.ipynb").exists()]
+    if unknown:
+        raise ConfigError(f"{params_file}: stages {unknown} are not notebooks of the workbook; choose from {known}")
+    wanted = list(stages)
     results: list[StageResult] = []
     failed: set[str] = set()
     write_json(run_dir / "params.json", {"params_file": str(params_file), **cfg})
     for i, name in enumerate(wanted, 1):
         src = nb_dir / f"{name}.ipynb"
-        blocked = [d for d in deps.get(name, ()) if d in failed or (d not in wanted and not _has_output(run_dir, d))]
+        own = (cfg.get("notebooks") or {}).get(name) or {}
+        needs = _needs(name, {**shared, **own})
+        blocked = [d for d in needs if d in failed or (d not in wanted and not _has_output(run_dir, d))]
         if blocked:
             res = StageResult(name, "skipped", error=f"needs {', '.join(blocked)}, which failed or did not run")
             failed.add(name)
@@ -237,7 +296,6 @@ def run_report(
             continue
         if progress:
             print(f"[{i}/{len(wanted)}] {name} …", flush=True)
-        own = (cfg.get("notebooks") or {}).get(name) or {}
         res = _execute(src, name, shared, own, base, nb_dir, run_dir)
         results.append(res)
         if res.status != "ok":
@@ -252,6 +310,13 @@ def run_report(
                 results.append(sub)
                 if progress:
                     print(f"    deposit {dep}: {sub.status} ({sub.seconds:.1f} s)", flush=True)
+        if name == SECTIONS and res.status == "ok" and own.get("per_group", True):
+            for kind, value, page in group_pages(name, _sections_of(res.params)):
+                sub = _execute(src, page[: -len(".html")], shared, {**own, kind: value}, base, nb_dir, run_dir)
+                sub.headline.setdefault(kind, value)
+                results.append(sub)
+                if progress:
+                    print(f"    {kind} {value}: {sub.status} ({sub.seconds:.1f} s)", flush=True)
     index = write_index(run_dir, cfg, results)
     return ReportResult(index=index, stages=results)
 
@@ -267,7 +332,7 @@ def _execute(
     res = StageResult(name, "ok")
     try:
         declared = pm.inspect_notebook(str(src))
-        own = {k: v for k, v in own.items() if k != "per_deposit"}
+        own = {k: v for k, v in own.items() if k not in ("per_deposit", "per_group")}
         res.params = _stage_params(declared, shared, own, base)
         tmp = run_dir / f".{name}.partial.ipynb"
         try:
@@ -301,6 +366,17 @@ def _deposits(params: dict[str, Any]) -> list[str]:
     except Exception:
         return []
     return sorted({d for d in map(ds.deposit, ds.names) if d})
+
+
+def _sections_of(params: dict[str, Any]) -> list[Any]:
+    """The sections a sections stage reported on (from its parameters), or none if they cannot be read."""
+    from lumenkit.data.sections import read_sections
+
+    try:
+        return read_sections(params["sections"], params.get("samples_csv") or None,
+                             params.get("pixel_size_um") or None)
+    except Exception:
+        return []
 
 
 def _slug(text: str) -> str:

@@ -156,6 +156,23 @@ def test_cli_synth(tmp_path, capsys):
     assert len(LumenStoneDataset(out, "test")) == 1
     assert main(["synth", "--out", str(out), "--images", "2", "--size", "128x96"]) == 2
     assert "--overwrite" in capsys.readouterr().err
+    # a nominal physical scale: 1 µm per native pixel, so 2 µm per pixel at the stored scale 0.5
+    ds = LumenStoneDataset(out, "train")
+    assert ds.info.pixel_size_um == pytest.approx(2.0) and ds.stored_scale == pytest.approx(0.5)
+    assert LumenStoneDataset(out, "train", scale=0.25).pixel_size_um == pytest.approx(4.0)
+
+
+def test_cli_synth_sections(tmp_path, capsys):
+    import pandas as pd
+
+    out = tmp_path / "sections"
+    assert main(["synth", "--sections", "--out", str(out), "--images", "1", "--size", "128x96"]) == 0
+    table = pd.read_csv(out / "samples.csv")
+    assert len(table) == 6 and table["deposit"].nunique() == 3 and table["sample"].nunique() == 6
+    assert sorted(p.relative_to(tmp_path / "sections_masks").as_posix()
+                  for p in (tmp_path / "sections_masks").rglob("*.png")) == sorted(f"{n}.png" for n in table["image"])
+    assert main(["synth", "--sections", "--out", str(out), "--images", "1", "--size", "128x96"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
 
 
 def test_grains_are_coherent_not_speckled():

@@ -88,6 +88,16 @@ def test_deposit_report_renders_summary_and_one_page_per_deposit(tmp_path):
     assert "05_deposit_report__dep1.html" in res.index.read_text()
 
 
+def test_stages_named_in_the_parameter_file(tmp_path):
+    p = tmp_path / "p.yaml"
+    p.write_text("run: x\nstages: 06_sections\n")
+    with pytest.raises(ConfigError, match="'stages' must be a list of notebook names"):
+        load_params(p)
+    p.write_text("run: x\nstages: [03_train, 07_nothing]\n")
+    with pytest.raises(ConfigError, match=r"stages \['07_nothing'\] are not notebooks of the workbook"):
+        run_report(p, out=tmp_path / "r", progress=False)
+
+
 def test_environment_variables_in_paths(tmp_path, monkeypatch):
     from lumenkit.workbook.pipeline import _stage_params
 
@@ -111,6 +121,6 @@ def test_shipped_parameter_files_only_set_declared_parameters():
         for nb, own in (cfg.get("notebooks") or {}).items():
             assert nb in declared, f"{f.name}: no notebook {nb}"
             assert set(own or {}) <= declared[nb], f"{f.name}: {nb} does not declare {set(own) - declared[nb]}"
-        shared = set(cfg) - {"run", "notebooks"}
+        shared = set(cfg) - {"run", "notebooks", "stages"}
         everywhere = set().union(*declared.values())
         assert shared <= everywhere, f"{f.name}: no notebook declares {shared - everywhere}"
