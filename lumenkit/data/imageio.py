@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from lumenkit.data.catalogue import CATALOGUE, IGNORE
+from lumenkit.data.resample import area_resize
 from lumenkit.errors import BadImageError, BadMaskError, MaskSizeError, OutputPathError
 
 MAX_PIXELS: int = 120_000_000
@@ -117,7 +118,9 @@ def read_image(path: str | Path, factor: float = 1.0) -> np.ndarray:
                 f"{path}: image mode {mode} (e.g. 16-bit or float) is not supported; "
                 "convert it to 8-bit RGB (JPEG or PNG) first"
             )
-        if im2.size != out_size:
+        if im2.size != out_size and im.format != "JPEG":
+            return resize_image(np.asarray(im2, dtype=np.uint8), out_size)
+        if im2.size != out_size:  # the rest of a reduced JPEG decode
             resample = Image.Resampling.BOX if out_size[0] < im2.size[0] else Image.Resampling.BILINEAR
             im2 = im2.resize(out_size, resample)
         return np.asarray(im2, dtype=np.uint8).copy()
@@ -227,12 +230,17 @@ def _majority_downscale(mask: np.ndarray, k: int, tw: int, th: int) -> np.ndarra
 
 
 def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resample an RGB uint8 image to ``size = (width, height)`` (area for down, bilinear for up)."""
+    """Resample an RGB uint8 image to ``size = (width, height)`` (area for down, bilinear for up).
+
+    Downsampling averages exact footprints (:func:`lumenkit.data.resample.area_resize`), so a mosaic resampled
+    band by band gives the same pixels as the whole image.
+    """
     h, w = image.shape[:2]
     if (w, h) == tuple(size):
         return image
-    resample = Image.Resampling.BOX if size[0] < w else Image.Resampling.BILINEAR
-    return np.asarray(Image.fromarray(image).resize(tuple(size), resample))
+    if size[0] <= w and size[1] <= h:
+        return area_resize(image, (int(size[0]), int(size[1])))
+    return np.asarray(Image.fromarray(image).resize(tuple(size), Image.Resampling.BILINEAR))
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -312,7 +320,8 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
     except OSError as e:
         raise OutputPathError(_unwritable(path, e)) from None
     try:
-        with os.fdopen(fd, mode) as f:
+        os.close(fd)
+        with open(tmp, mode) as f:  # by name, so writers that want the file's name (tifffile) get one
             yield f
             try:
                 f.flush()

@@ -337,7 +337,13 @@ def predict_files(
         if rank == 0 and on_error is not None:
             for path, msg in failures:
                 on_error(path, msg)
-        rows, errors = _gather(*_predict_share(job, files, rank, world, progress, on_error), world)
+        from lumenkit.data.mosaic import is_mosaic
+
+        mosaics = [k for k, f in enumerate(files) if is_mosaic(f)]
+        rows, errors = _gather(*_predict_share(job, files, rank, world, progress, on_error, skip=set(mosaics)),
+                               world)
+        more_rows, more_errors = _predict_mosaics(job, files, mosaics, rank, progress, on_error)
+        rows, errors = rows + more_rows, errors + more_errors
         failures += [(path, msg) for _, path, msg in sorted(errors)]
         comp = _write_composition(job, rows, rank, world)
     return PredictionReport(comp, failures, job.out, rank, world)
@@ -459,11 +465,57 @@ class _FileJob:
         return row
 
 
-def _predict_share(
-    job: _FileJob, files: list[Path], rank: int, world: int, progress: bool,
+def _predict_mosaics(
+    job: _FileJob, files: list[Path], which: list[int], rank: int, progress: bool,
     on_error: Callable[[str, str], None] | None,
 ) -> tuple[list[tuple[int, dict[str, Any]]], list[tuple[int, str, str]]]:
-    """Predict this process's share of ``files`` (every ``world``-th from ``rank``).
+    """Predict the mosaics among ``files`` streamed, every process sharing each (see ``inference.mosaic``).
+
+    Returns:
+        On the first process, ``(index, composition row)`` of each mosaic predicted and ``(index, path, message)``
+        of each failure; on the others, nothing (so gathering does not repeat them).
+    """
+    from lumenkit.errors import ConfigError, LumenkitError
+    from lumenkit.inference.mosaic import predict_mosaic
+
+    names = _output_names(files)
+    rows: list[tuple[int, dict[str, Any]]] = []
+    errors: list[tuple[int, str, str]] = []
+    for k in which:
+        f = files[k]
+        try:
+            if job.flatfield is not None:
+                raise ConfigError(f"{f}: flat-field correction of mosaics is not supported yet; correct the mosaic "
+                                  "in the microscope software, or predict it without --flat-field")
+            px = job.file_pixel_size(f)
+            res = predict_mosaic(job.ckpt, f, job.out, scale=job.scale, pixel_size_um=px, tiling=job.tiling,
+                                 device=str(job.device) if job.device is not None else None, progress=progress,
+                                 name=names[k])
+        except (LumenkitError, ValueError, OSError) as e:
+            if rank == 0:
+                errors.append((k, str(f), str(e)))
+                if on_error is not None:
+                    on_error(str(f), str(e))
+            continue
+        if rank == 0:
+            total = max(1, res.size[0] * res.size[1])
+            codes = list(job.ckpt.class_map.codes)
+            row: dict[str, Any] = {"image": names[k], "path": str(f), "width": res.size[0], "height": res.size[1],
+                                   "scale": job.ckpt.scale * res.size[0] / res.model_scale_size[0],
+                                   "pixel_size_um": px}
+            if job.flatfield is not None:
+                row["flat_field"] = None
+            row.update({lbl: 100.0 * res.pixels.get(c, 0) / total for lbl, c in zip(job.labels, codes, strict=True)})
+            row["mean_confidence"] = res.mean_confidence
+            rows.append((k, row))
+    return rows, errors
+
+
+def _predict_share(
+    job: _FileJob, files: list[Path], rank: int, world: int, progress: bool,
+    on_error: Callable[[str, str], None] | None, skip: set[int] | None = None,
+) -> tuple[list[tuple[int, dict[str, Any]]], list[tuple[int, str, str]]]:
+    """Predict this process's share of ``files`` (every ``world``-th from ``rank``), but those in ``skip``.
 
     One retained-heap block over all of them, with this process's share of the cores as torch threads.
 
@@ -475,7 +527,7 @@ def _predict_share(
 
     names = _output_names(files)
     threads = max(1, usable_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", world))) if world > 1 else None
-    mine = list(range(rank, len(files), world))
+    mine = [k for k in range(len(files)) if k not in (skip or set())][rank::world]
     bar = None
     if progress and rank == 0:
         from tqdm.auto import tqdm

@@ -1,0 +1,377 @@
+"""Streamed prediction of whole-section mosaics: bounded memory, tiled pyramidal BigTIFF out, resumable.
+
+A mosaic (:class:`lumenkit.data.mosaic.Mosaic`) is predicted one row of network windows at a time: its rows are
+resampled to the model's scale band by band, each row of windows is run through the network exactly as
+:func:`~lumenkit.inference.tiling.predict_probs` runs the whole image (same window layout, same reflect padding),
+the class probabilities are upsampled to the mosaic's resolution a few rows at a time exactly as
+:func:`~lumenkit.inference.tiling.resize_probs` does, and every finished row of 256-px tiles is saved at once.
+So the mask equals :func:`~lumenkit.inference.predict.predict_image` of the whole image, pixel for pixel, while
+memory holds one row of windows, a band of the resampled image and a row of tiles — never the image.
+
+Rows of tiles go to ``OUT/.NAME.parts/`` (each written atomically); a killed run resumes at the first missing row,
+and the final files are assembled from the rows only when all exist, so they are the same bytes as an
+uninterrupted run's and a half-written mask is never presented as complete:
+
+    OUT/NAME.tif              LumenStone codes (palette: catalogue colours), tiled BigTIFF with a pyramid of
+                              2×, 4×, ... reduced levels (nearest sample) in sub-IFDs
+    OUT/confidence/NAME.tif   max class probability × 255, tiled BigTIFF
+    OUT/overviews/NAME.png    the mask reduced to at most 2048 px a side (palette PNG)
+
+Under ``torchrun`` the rows of tiles are shared out in contiguous blocks between the processes, which all write
+their rows; the first process assembles the files once all rows exist.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lumenkit.data.imageio import atomic_write, check_writable, save_palette_mask, write_text
+from lumenkit.data.mosaic import Mosaic
+from lumenkit.errors import ConfigError
+from lumenkit.inference.runners import as_runner
+from lumenkit.inference.tiling import Tiling, _linear_weights, _window_probs, tta_transforms
+
+TILE: int = 256
+"""Side of the output TIFF tiles in px; a row of tiles is the unit of work that is saved and resumed."""
+
+OVERVIEW: int = 2048
+"""Longest side of the overview PNG in px."""
+
+_STRIP = 64
+"""Output rows upsampled at a time (bounds the full-resolution probabilities: classes × 64 × width floats)."""
+
+
+@dataclass
+class MosaicPrediction:
+    """Outcome of :func:`predict_mosaic`.
+
+    Attributes:
+        mask, confidence, overview: the files written.
+        size: ``(width, height)`` of the mosaic in px.
+        model_scale_size: ``(width, height)`` the network saw.
+        pixels: pixels per LumenStone code.
+        mean_confidence: mean max class probability (from the 8-bit confidence map).
+        resumed_rows: rows of tiles found finished from an earlier run.
+        seconds: wall time of this call.
+    """
+
+    mask: Path
+    confidence: Path
+    overview: Path
+    size: tuple[int, int]
+    model_scale_size: tuple[int, int]
+    pixels: dict[int, int] = field(default_factory=dict)
+    mean_confidence: float = float("nan")
+    resumed_rows: int = 0
+    seconds: float = 0.0
+
+
+class _WindowRows:
+    """Class probabilities at model scale, one row of network windows at a time (computed on demand, evicted)."""
+
+    def __init__(self, runner: Any, mosaic: Mosaic, factor: float, tiling: Tiling) -> None:
+        self.runner, self.mosaic, self.factor = runner, mosaic, factor
+        self.width, self.height = mosaic.scaled_size(factor)
+        self.level = mosaic.level_for(factor)
+        lay = tiling.layout(self.height, self.width, runner.output_stride)
+        self.margin, self.ys, self.xs = lay.margin, lay.ys, lay.xs
+        self.core, self.window, self.padded = lay.core, lay.window, lay.padded
+        self.batch = tiling.batch
+        self.transforms = tta_transforms(tiling.tta)
+        mode = "reflect" if min(self.height, self.width) > 1 else "edge"
+        m, (ph, pw) = self.margin, self.padded
+        # padded row/column → resampled row/column, exactly as np.pad pads the whole image in predict_probs
+        self.row_of = np.pad(np.arange(self.height), (m, ph - self.height - m), mode=mode)
+        self.col_pad = ((m, pw - self.width - m), mode)
+        self.cache: dict[int, torch.Tensor] = {}
+
+    def _row(self, i: int) -> torch.Tensor:
+        """Probabilities ``(K, core rows, width)`` of window row ``i``."""
+        if i in self.cache:
+            return self.cache[i]
+        y = self.ys[i]
+        wh, ww = self.window
+        idx = self.row_of[y : y + wh]
+        lo, hi = int(idx.min()), int(idx.max()) + 1
+        band = self.mosaic.scaled_rows(self.factor, lo, hi, level=self.level)[idx - lo]
+        (left, right), mode = self.col_pad
+        band = np.pad(band, ((0, 0), (left, right), (0, 0)), mode=mode)
+        ch = min(self.core[0], self.height - y)
+        out = torch.empty((self.runner.classes, ch, self.width), dtype=torch.float32)
+        m = self.margin
+        with torch.inference_mode():
+            for s in range(0, len(self.xs), self.batch):
+                xs = self.xs[s : s + self.batch]
+                prob = _window_probs(self.runner, np.stack([band[:, x : x + ww] for x in xs]), self.transforms)
+                for j, x in enumerate(xs):
+                    cw = min(self.core[1], self.width - x)
+                    out[:, :, x : x + cw] = prob[j, :, m : m + ch, m : m + cw]
+        self.cache[i] = out
+        return out
+
+    def rows(self, a: int, b: int) -> torch.Tensor:
+        """Probabilities ``(K, b - a, width)`` of resampled rows ``[a, b)``; window rows above ``a`` are dropped."""
+        first = max(i for i, y in enumerate(self.ys) if y <= a)
+        last = max(i for i, y in enumerate(self.ys) if y < b)
+        for i in [k for k in self.cache if k < first]:
+            del self.cache[i]
+        parts = []
+        for i in range(first, last + 1):
+            y = self.ys[i]
+            r = self._row(i)
+            parts.append(r[:, max(a, y) - y : min(b, y + r.shape[1]) - y])
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+
+def _stamp(path: Path) -> list[Any]:
+    st = path.stat()
+    return [str(path.resolve()), st.st_size, st.st_mtime_ns]
+
+
+def _model_key(model: Any) -> str:
+    """A digest of the model's weights and class map (what decides the prediction)."""
+    h = hashlib.sha256()
+    net = getattr(model, "model", None)
+    if isinstance(net, torch.nn.Module):
+        for k, v in sorted(net.state_dict().items()):
+            h.update(k.encode())
+            h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    else:
+        h.update(repr(getattr(model, "path", model)).encode())
+    h.update(repr(list(model.class_map.codes)).encode())
+    return h.hexdigest()
+
+
+def _row_file(parts: Path, r: int) -> Path:
+    return parts / "rows" / f"{r:06d}.npz"
+
+
+def _save_row(path: Path, codes: np.ndarray, conf: np.ndarray) -> None:
+    with atomic_write(path) as f:
+        np.savez_compressed(f, codes=codes, confidence=conf)
+
+
+def _load_row(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    with np.load(path) as z:
+        return z["codes"], z["confidence"]
+
+
+def _tiles(rows: Iterator[np.ndarray], width: int, tile: int) -> Iterator[np.ndarray]:
+    """The tiles of a stream of rows of tiles, row-major, edge tiles padded with zeros to ``tile × tile``."""
+    for band in rows:
+        for x in range(0, width, tile):
+            t = band[:, x : x + tile]
+            if t.shape != (tile, tile):
+                full = np.zeros((tile, tile), dtype=band.dtype)
+                full[: t.shape[0], : t.shape[1]] = t
+                t = full
+            yield t
+
+
+def _pyramid_sides(height: int, width: int) -> list[int]:
+    """Downsampling factors 2, 4, ... of the pyramid levels, down to about one tile."""
+    out, d = [], 2
+    while max(height, width) // d >= TILE:
+        out.append(d)
+        d *= 2
+    return out
+
+
+def predict_mosaic(
+    model: Any,
+    path: str | Path,
+    out: str | Path,
+    scale: float | None = None,
+    pixel_size_um: float | None = None,
+    tiling: Tiling | None = None,
+    device: str | None = None,
+    progress: bool = True,
+    name: str | None = None,
+) -> MosaicPrediction:
+    """Predict a whole-section mosaic streamed, in bounded memory; resumes an interrupted run (see the module).
+
+    Args:
+        model: a :class:`~lumenkit.models.Checkpoint` or :class:`~lumenkit.inference.OnnxModel`, or its path.
+        path: the mosaic (tiled or striped (Big/OME-)TIFF, 8-bit RGB).
+        out: output folder.
+        scale: the mosaic's scale relative to LumenStone's native images; given, it wins. Otherwise from the pixel
+            sizes of the model and of the mosaic (its metadata, else ``pixel_size_um``), else 1.0.
+        pixel_size_um: µm per pixel when the file's metadata has none.
+        tiling: windows, margins, batch and TTA at model scale (default ``Tiling()``; same as ``predict``).
+        device: where a torch model runs (default: the CPU).
+        progress: a progress bar over rows of tiles.
+        name: output stem (default: the file's stem).
+
+    Returns:
+        A :class:`MosaicPrediction`.
+
+    Raises:
+        BadImageError: the mosaic cannot be read (truncated, not 8-bit RGB, inconsistent pyramid).
+        ConfigError: the mosaic is coarser than the model's scale (it would have to be enlarged).
+        OutputPathError: ``out`` cannot be written.
+        CheckpointError: the model cannot be loaded.
+    """
+    from lumenkit.inference.predict import _sharing, input_scale_for, load_model
+    from lumenkit.runtime.devices import resolve_device
+
+    t0 = time.perf_counter()
+    ckpt = load_model(model) if isinstance(model, (str, Path)) else model
+    out = check_writable(out, folder=True)
+    tiling = tiling if tiling is not None else Tiling()
+    path = Path(path)
+    stem = name or path.name.split(".")[0]
+    dev = resolve_device(device) if device is not None else None
+    with Mosaic(path) as mosaic, _sharing(dev) as (rank, world):
+        px = mosaic.pixel_size_um or pixel_size_um
+        s = scale if scale is not None else (input_scale_for(ckpt, px) or 1.0)
+        factor = float(ckpt.scale) / float(s)
+        if factor > 1 + 1e-9:
+            raise ConfigError(f"{path}: the mosaic is at scale {s:g}, coarser than the model's {ckpt.scale:g}; "
+                              "predict it with a model trained at its scale, or pass --scale if it is wrong")
+        height, width = mosaic.shape
+        parts = out / f".{stem}.parts"
+        meta = {"mosaic": _stamp(path), "model": _model_key(ckpt), "tiling": asdict(tiling), "factor": factor,
+                "size": [width, height], "tile": TILE}
+        if rank == 0:
+            _prepare_parts(parts, meta)
+        _barrier(world)
+        runner = as_runner(ckpt.model if hasattr(ckpt, "model") else ckpt, device=dev)
+        stream = _WindowRows(runner, mosaic, factor, tiling)
+        n_rows = -(-height // TILE)
+        mine = range(rank * n_rows // world, (rank + 1) * n_rows // world)
+        done = [r for r in mine if _row_file(parts, r).is_file()]
+        todo = [r for r in mine if r not in set(done)]
+        r0, r1, rl = _linear_weights(stream.height, height)
+        same = (stream.height, stream.width) == (height, width)
+        bar = None
+        if progress and rank == 0 and todo:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(todo), desc=f"{stem} (rows of tiles)", unit="row")
+        for r in todo:
+            y0, y1 = r * TILE, min(height, (r + 1) * TILE)
+            codes = np.empty((y1 - y0, width), dtype=np.uint8)
+            conf8 = np.empty((y1 - y0, width), dtype=np.uint8)
+            for s0 in range(y0, y1, _STRIP):
+                s1 = min(y1, s0 + _STRIP)
+                if same:
+                    part = stream.rows(s0, s1)
+                else:
+                    a, b = int(r0[s0]), int(r1[s1 - 1]) + 1
+                    src = stream.rows(a, b)
+                    cols = src if width == stream.width else F.interpolate(
+                        src[None], size=(b - a, width), mode="bilinear", align_corners=False)[0]
+                    part = torch.lerp(cols[:, r0[s0:s1] - a], cols[:, r1[s0:s1] - a], rl[s0:s1].view(1, -1, 1))
+                conf, idx = part.max(dim=0)
+                codes[s0 - y0 : s1 - y0] = ckpt.class_map.to_code(idx.to(torch.uint8).numpy())
+                conf8[s0 - y0 : s1 - y0] = np.clip(conf.numpy() * 255 + 0.5, 0, 255).astype(np.uint8)
+            _save_row(_row_file(parts, r), codes, conf8)
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        _barrier(world)
+        result = MosaicPrediction(out / f"{stem}.tif", out / "confidence" / f"{stem}.tif",
+                                  out / "overviews" / f"{stem}.png", (width, height), (stream.width, stream.height),
+                                  resumed_rows=len(done))
+        if rank == 0:
+            result.pixels = _assemble(parts, n_rows, width, height, result)
+            shutil.rmtree(parts, ignore_errors=True)
+        _barrier(world)
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def _prepare_parts(parts: Path, meta: dict[str, Any]) -> None:
+    """Keep the finished rows of an earlier run of the same mosaic, model and tiling; else start afresh."""
+    record = parts / "meta.json"
+    text = json.dumps(meta, sort_keys=True)
+    if record.is_file() and record.read_text() == text:
+        return
+    shutil.rmtree(parts, ignore_errors=True)
+    (parts / "rows").mkdir(parents=True)
+    write_text(record, text)
+
+
+def _bands(parts: Path, n_rows: int, which: int) -> Iterator[np.ndarray]:
+    """The saved rows of tiles in order: codes (``which`` 0) or confidence (1)."""
+    for r in range(n_rows):
+        yield _load_row(_row_file(parts, r))[which]
+
+
+def _strided(bands: Iterator[np.ndarray], step: int) -> Iterator[np.ndarray]:
+    """Rows of :data:`TILE` rows of an image given as bands, sampled every ``step``-th pixel along both axes.
+
+    Nearest sampling keeps codes codes (no averaging of class codes).
+    """
+    seen = 0
+    acc: list[np.ndarray] = []
+    n = 0
+    for band in bands:
+        sub = band[(-seen) % step :: step, ::step]
+        seen += band.shape[0]
+        acc.append(sub)
+        n += sub.shape[0]
+        while n >= TILE:
+            joined = np.concatenate(acc)
+            yield joined[:TILE]
+            acc, n = [joined[TILE:]], joined.shape[0] - TILE
+    if n:
+        yield np.concatenate(acc)
+
+
+def _assemble(parts: Path, n_rows: int, width: int, height: int, result: MosaicPrediction) -> dict[int, int]:
+    """Write the mask, confidence and overview from the saved rows (each file atomically); returns pixels per code."""
+    import tifffile
+
+    from lumenkit.data.colours import PALETTE
+
+    counts = np.zeros(256, dtype=np.int64)
+    confidence = np.zeros(1, dtype=np.int64)
+
+    def counted(bands: Iterator[np.ndarray], into: np.ndarray) -> Iterator[np.ndarray]:
+        for band in bands:
+            if len(into) == 256:
+                into[:] += np.bincount(band.ravel(), minlength=256)
+            else:
+                into[0] += int(band.sum(dtype=np.int64))
+            yield band
+
+    colormap = PALETTE.astype(np.uint16).T * 257  # (3, 256), 16 bits per sample as TIFF wants
+    levels = _pyramid_sides(height, width)
+    palette = {"photometric": "palette", "colormap": colormap}
+    result.mask.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(result.mask) as f, tifffile.TiffWriter(f, bigtiff=True) as tw:
+        tw.write(_tiles(counted(_bands(parts, n_rows, 0), counts), width, TILE), shape=(height, width), dtype=np.uint8,
+                 tile=(TILE, TILE), compression="zlib", subifds=len(levels), **palette)
+        for d in levels:
+            tw.write(_tiles(_strided(_bands(parts, n_rows, 0), d), -(-width // d), TILE),
+                     shape=(-(-height // d), -(-width // d)), dtype=np.uint8, tile=(TILE, TILE), compression="zlib",
+                     subfiletype=1, **palette)
+    result.confidence.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(result.confidence) as f, tifffile.TiffWriter(f, bigtiff=True) as tw:
+        tw.write(_tiles(counted(_bands(parts, n_rows, 1), confidence), width, TILE), shape=(height, width),
+                 dtype=np.uint8,
+                 tile=(TILE, TILE), compression="zlib", photometric="minisblack")
+    step = max(1, -(-max(height, width) // OVERVIEW))
+    save_palette_mask(np.concatenate(list(_strided(_bands(parts, n_rows, 0), step))), result.overview)
+    result.mean_confidence = float(confidence[0]) / 255 / max(1, width * height)
+    return {int(c): int(n) for c, n in enumerate(counts) if n}

@@ -1,0 +1,64 @@
+"""Mosaics read lazily: regions decode only their tiles, pyramid levels are checked, bad files are one line."""
+
+import numpy as np
+import pytest
+import tifffile
+
+from lumenkit.data.imageio import resize_image, target_size
+from lumenkit.data.mosaic import Mosaic, is_mosaic
+from lumenkit.errors import BadImageError
+
+IMG = np.random.default_rng(0).integers(0, 256, (1001, 1203, 3), dtype=np.uint8)
+
+
+def write(path, image=IMG, levels=(), **kw):
+    with tifffile.TiffWriter(path, bigtiff=True) as tw:
+        tw.write(image, tile=(256, 256), photometric="rgb", compression="zlib", subifds=len(levels), **kw)
+        for lv in levels:
+            tw.write(lv, tile=(256, 256), photometric="rgb", compression="zlib", subfiletype=1)
+    return path
+
+
+def test_regions_and_scaled_rows_equal_the_whole_image(tmp_path):
+    path = write(tmp_path / "m.tif", resolution=(1e4 / 0.5, 1e4 / 0.5), resolutionunit="CENTIMETER")
+    with Mosaic(path) as m:
+        assert m.shape == (1001, 1203) and m.pixel_size_um == pytest.approx(0.5)
+        np.testing.assert_array_equal(m.read(300, 700, 100, 900), IMG[300:700, 100:900])
+        size = m.scaled_size(0.125)
+        whole = resize_image(IMG, size)
+        got = np.concatenate([m.scaled_rows(0.125, a, min(size[1], a + 13)) for a in range(0, size[1], 13)])
+        np.testing.assert_array_equal(got, whole)
+    assert is_mosaic(path, min_pixels=1_000_000) and not is_mosaic(path)  # below the default 64 MP
+
+
+def test_the_pyramid_level_nearest_the_scale_is_read(tmp_path):
+    half = IMG[::2, ::2]
+    quarter = IMG[::4, ::4]
+    path = write(tmp_path / "p.tif", levels=(half, quarter))
+    with Mosaic(path) as m:
+        assert [lv.shape for lv in m.levels] == [(1001, 1203), half.shape[:2], quarter.shape[:2]]
+        assert m.levels[1].downsample == pytest.approx(1001 / 501)
+        assert m.level_for(1.0) == 0 and m.level_for(0.6) == 0 and m.level_for(0.5) == 1 and m.level_for(0.3) == 1 and m.level_for(0.2) == 2
+        rows = m.scaled_rows(0.125, 0, 10)
+        np.testing.assert_array_equal(rows, resize_image(quarter, target_size((1203, 1001), 0.125))[:10])
+
+
+def test_bad_mosaics_are_one_line_naming_the_file(tmp_path):
+    bad = write(tmp_path / "levels.tif", levels=(IMG[::2, ::3],))  # 2× down in y, 3× in x
+    with pytest.raises(BadImageError, match=r"levels.tif: pyramid level 1 .* rebuild the pyramid"):
+        Mosaic(bad)
+    deep = tmp_path / "deep.tif"
+    tifffile.imwrite(deep, np.zeros((300, 300, 3), np.uint16), tile=(256, 256), photometric="rgb")
+    with pytest.raises(BadImageError, match="must be 8-bit RGB"):
+        Mosaic(deep)
+    whole = write(tmp_path / "whole.tif").read_bytes()
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(whole[: len(whole) * 2 // 3])
+    with pytest.raises(BadImageError, match=r"cut.tif: .*(truncated|not a readable TIFF)"):
+        with Mosaic(cut) as m:
+            m.read(0, m.shape[0])
+    (tmp_path / "junk.tif").write_bytes(b"not a tiff at all")
+    with pytest.raises(BadImageError, match="junk.tif: not a readable TIFF"):
+        Mosaic(tmp_path / "junk.tif")
+    for err in (BadImageError,):
+        assert "\n" not in str(err(f"{cut}: x"))

