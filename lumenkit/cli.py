@@ -53,6 +53,8 @@ def _run_synth(a: argparse.Namespace) -> int:
     from lumenkit.synth.writer import write_dataset, write_sections
 
     check_writable(a.out, folder=True, beside=True)  # built beside --out and renamed into place
+    if a.sections and a.test is not None:
+        raise ConfigError("--test has no meaning with --sections (sections have no splits); leave it out")
     if a.sections:
         per_sample = 3 if a.images is None else a.images
         out, truth = write_sections(a.out, images_per_sample=per_sample, size=a.size, seed=a.seed,
@@ -345,6 +347,9 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tile", type=int, default=768, help="window side in px at model scale (default 768)")
     p.add_argument("--margin", type=int, default=64, help="context cropped from each window side (default 64)")
     p.add_argument("--tta", action="store_true", help="average over flips and rotations (8× slower)")
+    p.add_argument("--stream-from", type=float, default=64, metavar="MP",
+                   help="TIFFs of at least this many megapixels are whole-section mosaics: read, predicted and written "
+                        "(tiled pyramidal BigTIFF, resumable) region by region in bounded memory (default 64)")
     p.add_argument("--runtime", choices=["torch", "onnx"], default=None,
                    help="inference back end (default: torch for .pt, ONNX Runtime for .onnx)")
     p.add_argument("--device", default="auto",
@@ -365,7 +370,8 @@ def _run_predict(a: argparse.Namespace) -> int:
 
     rep = predict_files(a.model, a.paths, a.out, scale=a.scale, tiling=Tiling(tile=a.tile, margin=a.margin, tta=a.tta),
                         progress=not a.quiet, on_error=report, runtime=a.runtime, device=a.device,
-                        pixel_size_um=a.pixel_size, flatfield=a.flat_field)
+                        pixel_size_um=a.pixel_size, flatfield=a.flat_field,
+                        mosaic_pixels=int(a.stream_from * 1e6))
     if rep.rank == 0:
         by = f" by {rep.world_size} processes" if rep.world_size > 1 else ""
         print(f"predicted {len(rep.composition)} image(s) into {rep.out}{by}; {len(rep.failures)} failed")

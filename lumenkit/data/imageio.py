@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -303,6 +304,10 @@ def check_writable(path: str | Path, folder: bool = True, option: str = "--out",
     return path
 
 
+_STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS}
+"""Write errors that come from where the file goes, not from what is written."""
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
     """Open a temporary file beside ``path``; on success rename it over ``path``, on error delete it.
@@ -311,7 +316,8 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
 
     Raises:
         OutputPathError: ``path`` cannot be written (a file where a folder is on its way, a read-only folder, a full
-            disk, an existing folder at ``path``); the message names it. Errors of the caller's block pass unchanged.
+            disk or quota, also while the caller's block writes, an existing folder at ``path``); the message names
+            it. Other errors of the caller's block pass unchanged.
     """
     path = Path(path)
     try:
@@ -322,7 +328,12 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
     try:
         os.close(fd)
         with open(tmp, mode) as f:  # by name, so writers that want the file's name (tifffile) get one
-            yield f
+            try:
+                yield f
+            except OSError as e:
+                if e.errno in _STORAGE_ERRORS:  # the disk, not the caller: a full disk or quota, a failing device
+                    raise OutputPathError(_unwritable(path, e)) from None
+                raise
             try:
                 f.flush()
                 os.fsync(f.fileno())

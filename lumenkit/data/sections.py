@@ -219,7 +219,8 @@ def read_sections(
     Raises:
         DatasetNotFoundError: the folder does not exist or holds no images.
         ConfigError: a bad ``samples.csv`` (rows naming missing or ambiguous images, bad pixel sizes, an image
-            listed twice with different values), non-square pixels declared by a TIFF, or a bad ``pixel_size_um``.
+            listed twice with different values, one sample name in two deposits), non-square pixels declared by a
+            TIFF, or a bad ``pixel_size_um``.
     """
     folder = Path(folder).expanduser()
     if not folder.is_dir():
@@ -245,6 +246,14 @@ def read_sections(
         extra = {k: v for k, v in row.items() if k not in ("image", "sample", "deposit", "pixel_size_um")}
         out.append(Section(p, names[p], str(row.get("sample") or names[p]), str(row.get("deposit") or ""),
                            size, source if size is not None else None, extra))
+    deposits_of: dict[str, set[str]] = {}
+    for s in out:
+        deposits_of.setdefault(s.sample, set()).add(s.deposit)
+    shared = {k: sorted(v) for k, v in deposits_of.items() if len(v) > 1}
+    if shared:
+        name, deps = next(iter(shared.items()))
+        raise ConfigError(f"{csv}: sample {name!r} is in deposits {deps}; a sample belongs to one deposit: give the "
+                          f"samples of different deposits different names (e.g. {deps[0]}-{name})")
     return out
 
 

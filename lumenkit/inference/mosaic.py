@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -222,7 +223,7 @@ def predict_mosaic(
         OutputPathError: ``out`` cannot be written.
         CheckpointError: the model cannot be loaded.
     """
-    from lumenkit.inference.predict import _sharing, input_scale_for, load_model
+    from lumenkit.inference.loading import input_scale_for, load_model, sharing
     from lumenkit.runtime.devices import resolve_device
 
     t0 = time.perf_counter()
@@ -232,7 +233,7 @@ def predict_mosaic(
     path = Path(path)
     stem = name or path.name.split(".")[0]
     dev = resolve_device(device) if device is not None else None
-    with Mosaic(path) as mosaic, _sharing(dev) as (rank, world):
+    with Mosaic(path) as mosaic, sharing(dev) as (rank, world):
         px = mosaic.pixel_size_um or pixel_size_um
         s = scale if scale is not None else (input_scale_for(ckpt, px) or 1.0)
         factor = float(ckpt.scale) / float(s)
@@ -247,6 +248,10 @@ def predict_mosaic(
             _prepare_parts(parts, meta)
         _barrier(world)
         runner = as_runner(ckpt.model if hasattr(ckpt, "model") else ckpt, device=dev)
+        if world > 1:  # each process on its share of the cores (as predict_files does)
+            from lumenkit.runtime.devices import usable_cores
+
+            torch.set_num_threads(max(1, usable_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", world))))
         stream = _WindowRows(runner, mosaic, factor, tiling)
         n_rows = -(-height // TILE)
         mine = range(rank * n_rows // world, (rank + 1) * n_rows // world)

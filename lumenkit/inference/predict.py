@@ -19,9 +19,11 @@ import torch
 
 from lumenkit.data.catalogue import ClassMap
 from lumenkit.data.imageio import resize_image, target_size
+from lumenkit.inference.loading import input_scale_for, load_model
+from lumenkit.inference.loading import sharing as _sharing
 from lumenkit.inference.runners import Runner, unwrap_model
 from lumenkit.inference.tiling import Tiling, check_image, predict_probs, resize_probs
-from lumenkit.models.checkpoint import Checkpoint, load_checkpoint
+from lumenkit.models.checkpoint import Checkpoint
 from lumenkit.models.resunet import SegmentationModel
 from lumenkit.runtime.heap import retained_heap
 
@@ -41,19 +43,6 @@ def _threads(n: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(old)
-
-
-def load_model(path: str | Path) -> Checkpoint | OnnxModel:
-    """Read a model for prediction: a lumenkit checkpoint (``model.pt``) or an exported ``.onnx`` file.
-
-    Raises:
-        CheckpointError: a missing, corrupt or foreign file, or an ``.onnx`` file without onnxruntime installed.
-    """
-    if Path(path).suffix.lower() == ".onnx":
-        from lumenkit.inference.onnx import load_onnx
-
-        return load_onnx(path)
-    return load_checkpoint(path)
 
 
 def predict_image(
@@ -187,20 +176,6 @@ def collect_images(paths: Sequence[str | Path], exclude: Path | None = None) -> 
     return files, missing
 
 
-def input_scale_for(model: Any, pixel_size_um: float | None) -> float | None:
-    """The scale an image of ``pixel_size_um`` µm per pixel has for ``model``, from physical sizes (else ``None``).
-
-    A model trained at scale ``s`` on pixels of ``p`` µm sees a section at ``p`` µm per pixel; an image of ``q`` µm
-    per pixel is therefore at scale ``s · p / q`` in the model's terms (a section imaged with an objective of twice
-    the magnification has half the pixel size and twice the scale, and is downsampled 2× before prediction).
-    ``None`` when the model records no pixel size (trained on data without ``pixel_size_um``) or ``q`` is unknown.
-    """
-    model_px = getattr(model, "pixel_size_um", None)
-    if not model_px or not pixel_size_um:
-        return None
-    return float(model.scale) * float(model_px) / float(pixel_size_um)
-
-
 def scale_of(path: Path, default: float = 1.0) -> float:
     """Scale of an image file from the nearest ``dataset.yaml`` up to three folders above it (else ``default``).
 
@@ -261,6 +236,7 @@ def predict_files(
     device: str | None = None,
     pixel_size_um: float | Mapping[str | Path, float | None] | None = None,
     flatfield: FlatField | str | Path | None = None,
+    mosaic_pixels: int | None = None,
 ) -> PredictionReport:
     """Predict image files and write, per image, a mask, an overlay and a confidence map, plus a composition CSV.
 
@@ -308,6 +284,9 @@ def predict_files(
         pixel_size_um: µm per pixel of the files that do not declare their own (see ``scale``); or a mapping
             file → µm per pixel that decides for every file it names (e.g. from ``samples.csv``, see
             :func:`lumenkit.data.sections.read_sections`).
+        mosaic_pixels: TIFFs of at least this many pixels are predicted as mosaics, streamed into tiled BigTIFF
+            (:func:`lumenkit.inference.mosaic.predict_mosaic`); default
+            :data:`lumenkit.data.mosaic.MOSAIC_PIXELS` (64 MP).
         flatfield: a :class:`~lumenkit.data.FlatField`, or the image file of a reference frame (a blank, evenly
             reflecting standard or mirror imaged with the same objective, lamp, exposure and camera settings) to
             build one from; each image is corrected before prediction. A reference of another size is resampled
@@ -339,7 +318,7 @@ def predict_files(
                 on_error(path, msg)
         from lumenkit.data.mosaic import is_mosaic
 
-        mosaics = [k for k, f in enumerate(files) if is_mosaic(f)]
+        mosaics = [k for k, f in enumerate(files) if is_mosaic(f, mosaic_pixels)]
         rows, errors = _gather(*_predict_share(job, files, rank, world, progress, on_error, skip=set(mosaics)),
                                world)
         more_rows, more_errors = _predict_mosaics(job, files, mosaics, rank, progress, on_error)
@@ -347,21 +326,6 @@ def predict_files(
         failures += [(path, msg) for _, path, msg in sorted(errors)]
         comp = _write_composition(job, rows, rank, world)
     return PredictionReport(comp, failures, job.out, rank, world)
-
-
-@contextlib.contextmanager
-def _sharing(device: torch.device | None) -> Iterator[tuple[int, int]]:
-    """``(rank, number of processes)`` sharing the files (``(0, 1)`` alone); a process group started here ends here."""
-    from lumenkit.runtime.devices import dist_init
-
-    rank, world, started_here = dist_init(device if device is not None else torch.device("cpu"))
-    try:
-        yield rank, world
-    finally:
-        if started_here:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
 
 
 @dataclass

@@ -13,6 +13,7 @@ count by their real area), in pixels otherwise.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +33,6 @@ from lumenkit.mineralogy.analysis import (
     modal_composition,
     pooled_shares,
     size_distribution,
-    sum_contacts,
 )
 from lumenkit.mineralogy.assay import assay_table, calculated_assay, weight_percent
 
@@ -48,12 +48,14 @@ class Survey:
         grains: one row per grain: image, sample, deposit, mineral and its measurements (µm where known).
         by_sample, by_deposit: pooled modal mineralogy per group × mineral with bootstrap intervals over images
             (area % and weight %), and the number of images.
+        overall: the same pooled over every image (group column ``set`` = ``"all"``).
         size_by_sample: grain size distribution per sample × mineral × size class (µm where known), with
             cumulative passing % by number and by area.
         free_boundary_by_size: per deposit × mineral × size class, each mineral's free (against background)
             boundary fraction.
         assay_by_sample, assay_by_deposit: the calculated assay of each group's pooled weight % (group × element).
-        contacts: shared boundary length between minerals per deposit (long form: deposit, mineral, other, px).
+        contacts: shared boundary length between minerals per deposit (long form: deposit, mineral, other,
+            ``boundary_um`` when every pixel size is known, else ``boundary_px``).
         locking: per deposit × mineral: share of its boundary against each other mineral and free (against BG).
         unit: ``"µm"`` when every pixel size is known, else ``"px"``.
     """
@@ -66,6 +68,7 @@ class Survey:
     by_deposit: pd.DataFrame
     contacts: pd.DataFrame
     locking: pd.DataFrame
+    overall: pd.DataFrame = field(default_factory=pd.DataFrame)
     assay_by_sample: pd.DataFrame = field(default_factory=pd.DataFrame)
     assay_by_deposit: pd.DataFrame = field(default_factory=pd.DataFrame)
     size_by_sample: pd.DataFrame = field(default_factory=pd.DataFrame)
@@ -76,7 +79,7 @@ class Survey:
     def tables(self) -> dict[str, pd.DataFrame]:
         """Every table by its file stem."""
         return {"sections": self.sections, "modal": self.modal, "assay": self.assay, "grains": self.grains,
-                "modal_by_sample": self.by_sample, "modal_by_deposit": self.by_deposit,
+                "modal_by_sample": self.by_sample, "modal_by_deposit": self.by_deposit, "modal_overall": self.overall,
                 "assay_by_sample": self.assay_by_sample, "assay_by_deposit": self.assay_by_deposit,
                 "contacts": self.contacts, "locking": self.locking, "size_by_sample": self.size_by_sample,
                 "free_boundary_by_size": self.free_boundary_by_size}
@@ -160,12 +163,14 @@ def survey_masks(
             modal_rows.append({"image": name, "sample": s.sample, "deposit": s.deposit, "mineral": r["mineral"],
                                "code": int(r["code"]), "pixels": int(r["pixels"]), "area": area,
                                "mass": area * dens.get(int(r["code"]), np.nan), "area_pct": float(r["area_pct"])})
-        g = grains(mask, s.pixel_size_um, codes)
+        g = grains(mask, s.pixel_size_um if physical else None, codes)  # one unit for every grain
         g.insert(0, "image", name)
         g.insert(1, "sample", s.sample)
         g.insert(2, "deposit", s.deposit)
         grain_tabs.append(g)
-        contact_tabs.setdefault(s.deposit, []).append(contact_matrix(mask, codes))
+        # boundary lengths in µm when known: images at different magnifications then weigh by real length
+        contact_tabs.setdefault(s.deposit, []).append(
+            contact_matrix(mask, codes).astype(np.float64) * (s.pixel_size_um if physical else 1.0))
     modal = pd.DataFrame(modal_rows)
     totals = modal.groupby("image")["mass"].transform("sum")
     modal["weight_pct"] = 100 * modal["mass"] / totals
@@ -173,8 +178,8 @@ def survey_masks(
         {n: dict(zip(g["code"], g["pixels"], strict=True)) for n, g in modal.groupby("image", sort=False)},
         gangue_density=gangue_density,
     )
-    dep = {d: sum_contacts(ms) for d, ms in contact_tabs.items()}
-    contacts = pd.concat({d: c.stack().rename("boundary_px") for d, c in dep.items()},
+    dep = {d: functools.reduce(lambda a, b: a.add(b, fill_value=0), ms).fillna(0) for d, ms in contact_tabs.items()}
+    contacts = pd.concat({d: c.stack().rename(f"boundary_{'um' if physical else 'px'}") for d, c in dep.items()},
                          names=["deposit", "mineral", "other"]).reset_index()
     lock = pd.concat({d: locking(c) for d, c in dep.items()}, names=["deposit", "mineral"]).reset_index()
     table = pd.DataFrame([s.to_row() for s in sections if s.name in masks])
@@ -182,9 +187,11 @@ def survey_masks(
     table["height"] = [masks[n].shape[0] for n in table["image"]]
     grain_table = pd.concat(grain_tabs, ignore_index=True) if grain_tabs else pd.DataFrame()
     by_sample, by_deposit = _pooled(modal, "sample", n_boot, ci, seed), _pooled(modal, "deposit", n_boot, ci, seed)
+    overall = _pooled(modal.assign(set="all"), "set", n_boot, ci, seed)
     return Survey(
         sections=table, modal=modal.drop(columns=["mass"]).rename(columns={"area": f"area_{unit}2"}),
-        assay=assay, grains=grain_table, by_sample=by_sample, by_deposit=by_deposit, contacts=contacts,
+        assay=assay, grains=grain_table, by_sample=by_sample, by_deposit=by_deposit, overall=overall,
+        contacts=contacts,
         locking=lock, assay_by_sample=_group_assay(by_sample, "sample"),
         assay_by_deposit=_group_assay(by_deposit, "deposit"), unit=unit,
         size_by_sample=size_distribution(grain_table, by=("sample", "mineral")) if len(grain_table) else pd.DataFrame(),

@@ -335,6 +335,9 @@ def plot_group_modal(table: pd.DataFrame, by: str, value: str = "area_pct", titl
     what = "area" if value.startswith("area") else "weight"
     ax.set_xlabel(f"{what} % of the section (background and gangue not drawn)")
     ax.set_title(title or f"Modal mineralogy by {by} ({what} %, pooled over images)")
-    legend = fig.legend(ncol=min(len(minerals), 6), fontsize=8, frameon=False, loc="outside lower center")
-    legend.set_gid(_gid("legend"))
+    if minerals:
+        legend = fig.legend(ncol=min(len(minerals), 6), fontsize=8, frameon=False, loc="outside lower center")
+        legend.set_gid(_gid("legend"))
+    else:
+        ax.text(0.5, 0.5, "no mineral but background", transform=ax.transAxes, ha="center", va="center")
     return fig

@@ -158,14 +158,30 @@ def write_headline(
 def group_pages(stage: str, sections: Any) -> list[tuple[str, str, str]]:
     """The per-deposit and per-sample pages of a sections stage: ``(kind, name, html file)``, deposits first.
 
+    A sample of one image named after that image (no ``samples.csv`` row gave it a sample) gets no page.
+
+    Raises:
+        ConfigError: two names that make the same file name (e.g. ``"S 1"`` and ``"S_1"``).
+
     Args:
         stage: notebook stem (``"06_sections"``).
         sections: the :class:`~lumenkit.data.sections.Section` objects reported on.
     """
     deposits = sorted({s.deposit for s in sections if s.deposit})
-    samples = sorted({s.sample for s in sections})
-    return [(kind, name, f"{stage}__{_slug(f'{kind}_{name}')}.html")
-            for kind, names in (("deposit", deposits), ("sample", samples)) for name in names]
+    images = {}
+    for s in sections:
+        images.setdefault(s.sample, []).append(s.name)
+    # a sample that is just its one image (no samples.csv row naming it) gets no page of its own
+    samples = sorted(k for k, v in images.items() if v != [k])
+    pages = [(kind, name, f"{stage}__{_slug(f'{kind}_{name}')}.html")
+             for kind, names in (("deposit", deposits), ("sample", samples)) for name in names]
+    seen: dict[str, tuple[str, str]] = {}
+    for kind, name, page in pages:
+        if page in seen:
+            raise ConfigError(f"{kind} names {seen[page][1]!r} and {name!r} make the same page name {page}; rename "
+                              "one of them in samples.csv")
+        seen[page] = (kind, name)
+    return pages
 
 
 def default_stages(cfg: dict[str, Any]) -> list[str]:
@@ -311,7 +327,11 @@ def run_report(
                 if progress:
                     print(f"    deposit {dep}: {sub.status} ({sub.seconds:.1f} s)", flush=True)
         if name == SECTIONS and res.status == "ok" and own.get("per_group", True):
-            for kind, value, page in group_pages(name, _sections_of(res.params)):
+            try:
+                groups = group_pages(name, _sections_of(res.params))
+            except ConfigError as e:
+                groups, res.error = [], str(e)
+            for kind, value, page in groups:
                 sub = _execute(src, page[: -len(".html")], shared, {**own, kind: value}, base, nb_dir, run_dir)
                 sub.headline.setdefault(kind, value)
                 results.append(sub)
@@ -330,6 +350,7 @@ def _execute(
     t0 = time.perf_counter()
     executed = run_dir / f"{name}.ipynb"
     res = StageResult(name, "ok")
+    (run_dir / "headlines" / f"{name}.json").unlink(missing_ok=True)  # an earlier run's figures are not this run's
     try:
         declared = pm.inspect_notebook(str(src))
         own = {k: v for k, v in own.items() if k not in ("per_deposit", "per_group")}

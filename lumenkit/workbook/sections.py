@@ -12,14 +12,14 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from lumenkit.data.catalogue import CATALOGUE, GANGUE_DENSITY
+from lumenkit.data.catalogue import CATALOGUE, GANGUE_DENSITY, IGNORE
 from lumenkit.data.imageio import read_image, read_mask, write_text
 from lumenkit.data.sections import Section, read_sections
 from lumenkit.errors import ConfigError
@@ -33,18 +33,34 @@ INPUTS = "inputs.json"
 
 
 def _fingerprint_file(path: Path) -> list[Any]:
-    """A file by its resolved path, size and modification time (the reference frame may be missing: then its name)."""
+    """A file by its resolved path, size and modification time (a missing file: its name)."""
     if not path.is_file():
         return [str(path)]
     st = path.stat()
     return [str(path.resolve()), st.st_size, st.st_mtime_ns]
 
 
-def _fingerprint(model: Path, sections: Sequence[Section], options: dict[str, Any]) -> dict[str, Any]:
-    """The record of what an analysis depends on: the model file and each image file, by size and time."""
-    images = [[s.name, *_fingerprint_file(s.path), s.pixel_size_um] for s in sections]
-    return {"model": _fingerprint_file(model), "images": hashlib.sha256(json.dumps(images).encode()).hexdigest(),
-            "options": options}
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _records(model: Path, found: Sequence[Section], flat_field: str | Path | None,
+             gangue_density: float) -> dict[str, Any]:
+    """What the predictions depend on (model, image files, pixel sizes, flat field) and what the tables add."""
+    return {
+        "prediction": {"model": _fingerprint_file(model),
+                       "images": _digest([[s.name, *_fingerprint_file(s.path), s.pixel_size_um] for s in found]),
+                       "flat_field": _fingerprint_file(Path(flat_field)) if flat_field else None},
+        "tables": {"groups": _digest([[s.name, s.sample, s.deposit, s.pixel_size_source, s.extra] for s in found]),
+                   "gangue_density": gangue_density},
+    }
+
+
+def _read_record(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except (json.JSONDecodeError, OSError):
+        return {}
 
 
 def ensure_analysis(
@@ -59,9 +75,11 @@ def ensure_analysis(
 ) -> Path:
     """Identify and measure the sections with ``model`` into ``RUN/analysis/``, unless that is already done.
 
-    The analysis (predicted masks, overlays, every table of ``lumenkit analyse``) is redone only when the model
-    file, an image file, a pixel size or an option differs from the recorded ``RUN/analysis/inputs.json``; the
-    record is written last, so an interrupted analysis is redone whole.
+    ``RUN/analysis/inputs.json`` records what the predictions depend on (the model file, each image file and pixel
+    size, the flat-field reference) and what the tables add (samples, deposits, gangue density), which mask belongs
+    to which section, and the images that could not be predicted. The images are predicted again only when the
+    first part changes; when only the second does, the tables are recomputed from the masks. The record is written
+    last, so an interrupted analysis is redone whole.
 
     Args:
         sections: folder of section images (any depth) with an optional ``samples.csv``.
@@ -78,10 +96,10 @@ def ensure_analysis(
         The analysis folder.
 
     Raises:
-        DatasetNotFoundError, ConfigError: see :func:`lumenkit.mineralogy.survey.analyse_sections`; also a
-            missing model file (the message says how to get one).
+        DatasetNotFoundError, ConfigError: see :func:`lumenkit.mineralogy.survey.analyse_sections` (also when no
+            image could be predicted); a missing model file (the message says how to get one).
     """
-    from lumenkit.mineralogy.survey import analyse_sections
+    from lumenkit.mineralogy.survey import analyse_sections, write_survey
 
     model = Path(model)
     if not model.is_file():
@@ -89,20 +107,32 @@ def ensure_analysis(
                           "(notebook 03, or lumenkit train)")
     found = read_sections(sections, samples_csv, pixel_size_um)
     out = Path(run_dir) / ANALYSIS
-    options = {"gangue_density": gangue_density,
-               "flat_field": _fingerprint_file(Path(flat_field)) if flat_field else None}
-    record = _fingerprint(model, found, options)
+    record = json.loads(json.dumps(_records(model, found, flat_field, gangue_density), default=str))
     done = out / INPUTS
-    if done.is_file() and (out / "summary.json").is_file():
-        try:
-            if json.loads(done.read_text()) == json.loads(json.dumps(record)):
-                return out
-        except json.JSONDecodeError:
-            pass
+    old = _read_record(done)
+    if old.get("prediction") == record["prediction"] and (out / "summary.json").is_file():
+        if old.get("tables") == record["tables"]:
+            return out
+        masks = {s.name: read_mask(out / old["masks"][s.name]) for s in found if s.name in old.get("masks", {})}
+        codes = json.loads((out / "summary.json").read_text()).get("codes")  # the model's classes, as before
+        write_survey(survey_masks(masks, [s for s in found if s.name in masks], codes=codes,
+                                  gangue_density=gangue_density), out)
+        write_text(done, json.dumps({**old, "tables": record["tables"]}, indent=1) + "\n")
+        return out
     done.unlink(missing_ok=True)
+    failed: dict[str, str] = {}
+    by_path = {str(s.path): s.name for s in found}
+
+    def note(path: str, message: str) -> None:
+        failed[by_path.get(path, path)] = message
+
     analyse_sections(model, sections, out, samples_csv=samples_csv, pixel_size_um=pixel_size_um,
-                     gangue_density=gangue_density, flatfield=flat_field or None, progress=progress)
-    write_text(done, json.dumps(record, indent=1) + "\n")
+                     gangue_density=gangue_density, flatfield=flat_field or None, progress=progress, on_error=note)
+    comp = pd.read_csv(out / "masks" / "composition.csv")
+    names = {str(s.path.resolve()): s.name for s in found}
+    masks = {names[str(Path(p).resolve())]: f"masks/{n}.png" for p, n in zip(comp["path"], comp["image"], strict=True)
+             if str(Path(p).resolve()) in names}
+    write_text(done, json.dumps({**record, "masks": masks, "failed": failed}, indent=1) + "\n")
     return out
 
 
@@ -112,11 +142,15 @@ class SectionsView:
 
     Attributes:
         title: what the page covers (``"all sections"``, ``"deposit X"``, ``"sample Y"``).
-        sections: the group's sections, in file order.
+        sections: the group's sections that were predicted, in file order.
         survey: the survey of their predicted masks.
         truth: the survey of their true masks, when a folder of them was given (else ``None``).
+        truth_pred: the survey of the predicted masks over the true masks' labelled pixels only (what
+            :func:`modal_pred_vs_true` compares), when true masks were given.
         masks: section name → predicted mask file.
         all_sections: every section of the analysis (for the links to the other pages).
+        failed: section name → why it could not be predicted (left out of every table).
+        flat_field: the reference frame the images were corrected with, if any.
     """
 
     title: str
@@ -125,6 +159,9 @@ class SectionsView:
     truth: Survey | None
     masks: dict[str, Path]
     all_sections: list[Section]
+    failed: dict[str, str] = field(default_factory=dict)
+    truth_pred: Survey | None = None
+    flat_field: str | Path | None = None
 
     @property
     def unit(self) -> str:
@@ -132,22 +169,19 @@ class SectionsView:
         return self.survey.unit
 
     def images(self, limit: int | None = None) -> list[tuple[Section, np.ndarray, np.ndarray]]:
-        """``(section, image, predicted mask)`` of the group's first ``limit`` sections (all by default)."""
+        """``(section, image as the model saw it, predicted mask)`` of the group's first ``limit`` sections.
+
+        The image is flat-field corrected when the analysis was.
+        """
+        from lumenkit.data.flatfield import as_flatfield
+
+        ff = as_flatfield(self.flat_field) if self.flat_field else None
         out = []
         for s in self.sections[:limit]:
             mask = read_mask(self.masks[s.name])
-            out.append((s, read_image(s.path), mask))  # predicted masks are at the file's own resolution
+            image = read_image(s.path)  # predicted masks are at the file's own resolution
+            out.append((s, ff(image) if ff is not None else image, mask))
         return out
-
-
-def _predicted_masks(analysis: Path) -> dict[str, Path]:
-    """Image file (resolved) → predicted mask, from the analysis's ``masks/composition.csv``."""
-    comp = analysis / "masks" / "composition.csv"
-    if not comp.is_file():
-        raise ConfigError(f"{comp}: not found; run the analysis first (ensure_analysis or lumenkit analyse)")
-    table = pd.read_csv(comp)
-    return {str(Path(p).resolve()): analysis / "masks" / f"{n}.png"
-            for p, n in zip(table["path"], table["image"], strict=True)}
 
 
 def sections_view(
@@ -160,6 +194,7 @@ def sections_view(
     pixel_size_um: float | None = None,
     gangue_density: float = GANGUE_DENSITY,
     n_boot: int = 1000,
+    flat_field: str | Path | None = None,
 ) -> SectionsView:
     """The page of one group of analysed sections: all of them, one deposit, or one sample.
 
@@ -173,10 +208,11 @@ def sections_view(
         pixel_size_um: µm per pixel of undescribed images, as given to :func:`ensure_analysis`.
         gangue_density: density of background for weight %, g/cm³.
         n_boot: bootstrap resamples over images.
+        flat_field: the reference frame given to :func:`ensure_analysis` (the gallery shows corrected images).
 
     Raises:
-        ConfigError: no section of that deposit or sample (the message lists them), the analysis is missing, or
-            a true mask is missing or of another size.
+        ConfigError: no predicted section of that deposit or sample (the message lists them), no analysis in
+            ``run_dir`` (run :func:`ensure_analysis` first), or a true mask missing or of another size.
     """
     everything = read_sections(sections, samples_csv, pixel_size_um)
     group = [s for s in everything if deposit in ("all", s.deposit) and sample in ("all", s.sample)]
@@ -184,19 +220,22 @@ def sections_view(
         deposits, samples = sorted({s.deposit for s in everything}), sorted({s.sample for s in everything})
         raise ConfigError(f"no section of deposit {deposit!r} and sample {sample!r}; deposits: {deposits}, "
                           f"samples: {samples}")
-    predicted = _predicted_masks(Path(run_dir) / ANALYSIS)
-    masks = {}
-    for s in group:
-        key = str(s.path.resolve())
-        if key not in predicted:
-            raise ConfigError(f"{s.path}: not in the analysis (it could not be predicted, or the analysis is of other "
-                              "images); rerun the report")
-        masks[s.name] = predicted[key]
+    analysis = Path(run_dir) / ANALYSIS
+    record = _read_record(analysis / INPUTS)
+    if "masks" not in record:
+        raise ConfigError(f"{analysis}: no finished analysis there; run ensure_analysis (or the report) first")
+    failed = {s.name: record.get("failed", {}).get(s.name, "not predicted") for s in group
+              if s.name not in record["masks"]}
+    group = [s for s in group if s.name in record["masks"]]
+    if not group:
+        raise ConfigError(f"no image of deposit {deposit!r} and sample {sample!r} could be predicted: "
+                          f"{next(iter(failed.values()))}")
+    masks = {s.name: analysis / record["masks"][s.name] for s in group}
     title = "all sections" if deposit == sample == "all" else (f"sample {sample}" if sample != "all"
                                                                  else f"deposit {deposit}")
-    pred = survey_masks({n: read_mask(p) for n, p in masks.items()}, group, gangue_density=gangue_density,
-                        n_boot=n_boot)
-    true = None
+    predicted = {n: read_mask(p) for n, p in masks.items()}
+    pred = survey_masks(predicted, group, gangue_density=gangue_density, n_boot=n_boot)
+    true = on_truth = None
     if truth:
         true_masks = {}
         for s in group:
@@ -205,26 +244,30 @@ def sections_view(
                 raise ConfigError(f"{path}: true mask of {s.path} not found; give the folder of true masks at the "
                                   "images' relative paths, or leave truth empty")
             true_masks[s.name] = read_mask(path)
-            shape = read_mask(masks[s.name]).shape
-            if true_masks[s.name].shape != shape:
+            if true_masks[s.name].shape != predicted[s.name].shape:
                 raise ConfigError(f"{path}: mask is {true_masks[s.name].shape[::-1]} px, its image "
-                                  f"{shape[::-1]} px; give the mask at the image's size")
+                                  f"{predicted[s.name].shape[::-1]} px; give the mask at the image's size")
         true = survey_masks(true_masks, group, gangue_density=gangue_density, n_boot=n_boot)
-    return SectionsView(title, group, pred, true, masks, everything)
+        # the prediction over the pixels the truth labels (255 = unlabelled in the truth is left out of both)
+        masked = {n: np.where(true_masks[n] == IGNORE, np.uint8(IGNORE), m) for n, m in predicted.items()}
+        on_truth = survey_masks(masked, group, gangue_density=gangue_density, n_boot=n_boot)
+    return SectionsView(title, group, pred, true, masks, everything, failed, on_truth, flat_field)
 
 
 def modal_pred_vs_true(view: SectionsView, by: str = "sample") -> pd.DataFrame:
     """Predicted against true pooled modal mineralogy per ``by`` (``"sample"`` or ``"deposit"``) × mineral.
 
-    Columns: ``true_area_pct``, ``pred_area_pct``, ``error_pp`` (predicted − true, percentage points), the same for
-    weight %, and whether the true value lies in the predicted 95 % interval over images.
+    Both are measured over the pixels the true masks label (unlabelled, 255, left out of both). Columns:
+    ``true_area_pct``, ``pred_area_pct``, ``area_error_pp`` (predicted − true, percentage points), the same for
+    weight %, and ``true_in_image_interval``: whether the true value lies in the predicted 95 % bootstrap interval
+    over images (the spread between images, not the model's uncertainty).
 
     Raises:
         ValueError: the view has no true masks.
     """
-    if view.truth is None:
+    if view.truth is None or view.truth_pred is None:
         raise ValueError("no true masks in this view; give a truth folder")
-    table = view.survey.by_sample if by == "sample" else view.survey.by_deposit
+    table = view.truth_pred.by_sample if by == "sample" else view.truth_pred.by_deposit
     truth = view.truth.by_sample if by == "sample" else view.truth.by_deposit
     keys = [by, "mineral"]
     t, tt = table.set_index(keys), truth.set_index(keys)
@@ -243,7 +286,7 @@ def modal_pred_vs_true(view: SectionsView, by: str = "sample") -> pd.DataFrame:
         "area_error_pp": t["area_pct"] - tt["area_pct"],
         "true_weight_pct": tt["weight_pct"], "pred_weight_pct": t["weight_pct"],
         "weight_error_pp": t["weight_pct"] - tt["weight_pct"],
-        "true_in_interval": (tt["area_pct"] >= t["area_pct_low"]) & (tt["area_pct"] <= t["area_pct_high"]),
+        "true_in_image_interval": (tt["area_pct"] >= t["area_pct_low"]) & (tt["area_pct"] <= t["area_pct_high"]),
     })
     return out
 
@@ -252,7 +295,8 @@ def contact_matrices(survey: Survey) -> dict[str, pd.DataFrame]:
     """Deposit → square matrix of shared boundary (px) between minerals, from the survey's long ``contacts``."""
     out = {}
     for dep, g in survey.contacts.groupby("deposit", sort=True):
-        m = g.pivot_table(index="mineral", columns="other", values="boundary_px", aggfunc="sum", sort=False)
+        column = "boundary_um" if "boundary_um" in g else "boundary_px"
+        m = g.pivot_table(index="mineral", columns="other", values=column, aggfunc="sum", sort=False)
         order = list(dict.fromkeys(g["mineral"]))
         out[str(dep)] = m.reindex(index=order, columns=order).fillna(0)
     return out
@@ -273,17 +317,30 @@ def interval_table(table: pd.DataFrame, by: str, value: str = "area_pct") -> pd.
 
 
 def write_view(view: SectionsView, folder: str | Path) -> list[Path]:
-    """Write the page's tables (predicted, and ``truth_*`` when true masks were given) as CSV into ``folder``.
+    """Write the page's tables as CSV into ``folder``, replacing what an earlier run wrote there as a whole.
+
+    The predicted tables of :func:`~lumenkit.mineralogy.survey.write_survey`; with true masks also ``truth_*.csv``
+    and ``modal_pred_vs_true.csv`` (per sample).
 
     Raises:
         ConfigError: ``folder`` cannot be written (the message names it).
     """
+    import shutil
+
     from lumenkit.mineralogy.survey import write_survey
 
-    paths = write_survey(view.survey, folder)
+    folder = Path(folder)
+    tmp = folder.parent / f".{folder.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    write_survey(view.survey, tmp)
     if view.truth is not None:
         for name, df in view.truth.tables().items():
-            path = Path(folder) / f"truth_{name}.csv"
-            write_text(path, df.to_csv(index=False, float_format="%.6g"))
-            paths.append(path)
-    return paths
+            write_text(tmp / f"truth_{name}.csv", df.to_csv(index=False, float_format="%.6g"))
+        write_text(tmp / "modal_pred_vs_true.csv", modal_pred_vs_true(view, "sample").to_csv())
+    old = folder.parent / f".{folder.name}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        folder.rename(old)  # the page's files of an earlier run go as a whole (no stale truth_* beside new ones)
+    tmp.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+    return sorted(folder.iterdir())

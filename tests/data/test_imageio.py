@@ -158,3 +158,18 @@ def test_atomic_write_gives_normal_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert p.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_a_full_disk_while_writing_is_an_output_path_error_and_leaves_nothing(tmp_path):
+    import errno
+
+    from lumenkit.data.imageio import atomic_write
+    from lumenkit.errors import OutputPathError
+
+    target = tmp_path / "out.bin"
+    with pytest.raises(OutputPathError, match=r"out.bin"), atomic_write(target) as f:
+        f.write(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(OSError, match="mine"), atomic_write(target):
+        raise OSError(errno.ENOENT, "mine")  # not the disk's: passes unchanged

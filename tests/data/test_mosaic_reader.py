@@ -38,7 +38,7 @@ def test_the_pyramid_level_nearest_the_scale_is_read(tmp_path):
     with Mosaic(path) as m:
         assert [lv.shape for lv in m.levels] == [(1001, 1203), half.shape[:2], quarter.shape[:2]]
         assert m.levels[1].downsample == pytest.approx(1001 / 501)
-        assert m.level_for(1.0) == 0 and m.level_for(0.6) == 0 and m.level_for(0.5) == 1 and m.level_for(0.3) == 1 and m.level_for(0.2) == 2
+        assert [m.level_for(f) for f in (1.0, 0.6, 0.5, 0.3, 0.2)] == [0, 0, 1, 1, 2]
         rows = m.scaled_rows(0.125, 0, 10)
         np.testing.assert_array_equal(rows, resize_image(quarter, target_size((1203, 1001), 0.125))[:10])
 
@@ -49,7 +49,7 @@ def test_bad_mosaics_are_one_line_naming_the_file(tmp_path):
         Mosaic(bad)
     deep = tmp_path / "deep.tif"
     tifffile.imwrite(deep, np.zeros((300, 300, 3), np.uint16), tile=(256, 256), photometric="rgb")
-    with pytest.raises(BadImageError, match="must be 8-bit RGB"):
+    with pytest.raises(BadImageError, match=r"must be 8-bit RGB"):
         Mosaic(deep)
     whole = write(tmp_path / "whole.tif").read_bytes()
     cut = tmp_path / "cut.tif"
@@ -58,7 +58,7 @@ def test_bad_mosaics_are_one_line_naming_the_file(tmp_path):
         with Mosaic(cut) as m:
             m.read(0, m.shape[0])
     (tmp_path / "junk.tif").write_bytes(b"not a tiff at all")
-    with pytest.raises(BadImageError, match="junk.tif: not a readable TIFF"):
+    with pytest.raises(BadImageError, match=r"junk.tif: not a readable TIFF"):
         Mosaic(tmp_path / "junk.tif")
     for err in (BadImageError,):
         assert "\n" not in str(err(f"{cut}: x"))

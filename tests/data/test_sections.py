@@ -82,3 +82,11 @@ def test_non_square_pixels_are_refused(tmp_path):
                      resolutionunit="CENTIMETER")
     with pytest.raises(ConfigError, match=r"a.tif: TIFF XResolution/YResolution declare non-square pixels"):
         read_sections(tmp_path)
+
+
+def test_one_sample_name_in_two_deposits_is_refused(tmp_path):
+    for name in ("a", "b"):
+        save_image(np.zeros((8, 8, 3), np.uint8), tmp_path / f"{name}.png")
+    write_text(tmp_path / "samples.csv", "image,sample,deposit\na,S1,North\nb,S1,South\n")
+    with pytest.raises(ConfigError, match=r"sample 'S1' is in deposits \['North', 'South'\].*North-S1"):
+        read_sections(tmp_path)

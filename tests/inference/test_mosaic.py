@@ -142,16 +142,18 @@ def test_a_pyramid_serves_the_model_scale(section, tmp_path):
     assert tifffile.imread(res.mask).shape == (1001, 1203)
 
 
-def test_predict_streams_mosaics_among_ordinary_images(section, tmp_path, monkeypatch):
+def test_predict_streams_mosaics_among_ordinary_images(section, tmp_path):
     from lumenkit.cli import main
-    from lumenkit.data import mosaic as reader
+    from lumenkit.data.imageio import save_image
 
     ck = model()
     ck.save(tmp_path / "model.pt")
     write(tmp_path / "in" / "big.tif", section) if (tmp_path / "in").mkdir() is None else None
-    monkeypatch.setattr(reader, "MOSAIC_PIXELS", 1_000_000)
+    save_image(section[:200, :300], tmp_path / "in" / "small.png")
     assert main(["predict", str(tmp_path / "in"), "--model", str(tmp_path / "model.pt"), "--out",
-                 str(tmp_path / "out"), "--scale", "1", "--tile", "128", "--margin", "16", "--quiet"]) == 0
+                 str(tmp_path / "out"), "--scale", "1", "--tile", "128", "--margin", "16", "--quiet",
+                 "--stream-from", "1"]) == 0
+    assert (tmp_path / "out" / "small.png").is_file() and (tmp_path / "out" / "overviews" / "big.png").is_file()
     comp = pd.read_csv(tmp_path / "out" / "composition.csv")
     assert comp.loc[0, "image"] == "big" and comp.loc[0, "width"] == 1203
     whole = predict_image(ck, section, 1.0, tiling=TILING)
@@ -173,6 +175,47 @@ def test_bad_mosaic_input(section, tmp_path):
     data = path.read_bytes()
     cut = tmp_path / "cut.tif"
     cut.write_bytes(data[: len(data) // 2])
-    with pytest.raises(BadImageError, match="cut.tif"):
+    with pytest.raises(BadImageError, match=r"cut.tif"):
         predict_mosaic(ck, cut, tmp_path / "o2", scale=1.0, tiling=TILING, progress=False)
     assert not (tmp_path / "o2" / "cut.tif").exists()
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 64 KiB file system (tmpfs), so writing really runs out of space; skipped where mounting is not allowed."""
+    where = tmp_path / "tiny"
+    where.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(where)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    yield where
+    subprocess.run(["umount", str(where)], check=False)
+
+
+def test_a_full_disk_is_one_line_and_no_mask_is_presented(section, tmp_path, tiny_disk):
+    path = write(tmp_path / "m.tif", section)
+    with pytest.raises(OutputPathError, match=r"No space left on device|full") as err:
+        predict_mosaic(model(), path, tiny_disk / "out", scale=1.0, tiling=TILING, progress=False)
+    assert "\n" not in str(err.value) and str(tiny_disk) in str(err.value)
+    assert not (tiny_disk / "out" / "m.tif").exists()
+
+
+@pytest.mark.slow
+def test_a_mosaic_under_torchrun_gives_the_bytes_of_one_process(section, tmp_path):
+    from lumenkit.inference.predict import _threads
+    from lumenkit.runtime.devices import usable_cores
+
+    write(tmp_path / "in" / "m.tif", section) if (tmp_path / "in").mkdir() is None else None
+    ck = model()
+    pt = ck.save(tmp_path / "model.pt")
+    with _threads(max(1, usable_cores() // 2)):  # each of the 2 processes' threads: the same sums
+        one = predict_mosaic(pt, tmp_path / "in" / "m.tif", tmp_path / "one", scale=1.0, tiling=TILING,
+                             progress=False)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "lumenkit",
+           "predict", "--model", str(pt), "--out", str(tmp_path / "two"), "--scale", "1", "--tile", "128",
+           "--margin", "16", "--device", "cpu", "--quiet", "--stream-from", "1", str(tmp_path / "in")]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert digest(tmp_path / "two" / "m.tif") == digest(one.mask)
+    assert digest(tmp_path / "two" / "confidence" / "m.tif") == digest(one.confidence)
+    assert pd.read_csv(tmp_path / "two" / "composition.csv").loc[0, "image"] == "m"

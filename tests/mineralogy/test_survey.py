@@ -123,3 +123,22 @@ def test_analyse_bad_inputs_are_one_line_errors(tmp_path, capsys):
     write_text(tmp_path / "sec" / "samples.csv", "image,sample\nb,S1\n")
     assert main([*args, str(tmp_path / "o2")]) == 2
     assert "names images not in" in capsys.readouterr().err and not (tmp_path / "o2").exists()
+
+
+def test_boundaries_weigh_by_real_length_and_one_unit_for_every_grain():
+    # the same disc of chalcopyrite in background, once at 2 µm/px and once at twice the magnification
+    coarse = disc_mask(100, 100, 1, 20, 50, 50)
+    fine = disc_mask(200, 200, 1, 40, 100, 100)
+    s = survey_masks({"a": coarse, "b": fine}, [section("a", "S", "D", 2.0), section("b", "S", "D", 1.0)], n_boot=10)
+    c = s.contacts.set_index(["mineral", "other"])["boundary_um"]
+    from lumenkit.mineralogy.analysis import contact_matrix
+
+    expect = contact_matrix(coarse).loc["Ccp", "BG"] * 2.0 + contact_matrix(fine).loc["Ccp", "BG"] * 1.0
+    assert c[("Ccp", "BG")] == pytest.approx(expect)
+    assert contact_matrix(coarse).loc["Ccp", "BG"] * 2.0 == pytest.approx(contact_matrix(fine).loc["Ccp", "BG"],
+                                                                          rel=0.05)  # same length in µm
+    # one image without a pixel size: every length in px, every grain counted in the size tables
+    mixed = survey_masks({"a": coarse, "b": fine}, [section("a", "S", "D", 2.0), section("b", "S", "D")], n_boot=10)
+    assert mixed.unit == "px" and "ecd_um" not in mixed.grains and "boundary_px" in mixed.contacts
+    assert mixed.size_by_sample.query("mineral == 'Ccp'")["grains"].sum() == 2
+    assert mixed.overall.set_index("mineral").loc["Ccp", "images"] == 2

@@ -84,7 +84,28 @@ def test_analysis_runs_once_and_pages_measure_their_own_group(sections, model, t
     other = tmp_path / "other.pt"
     other.write_bytes(model.read_bytes())
     ensure_analysis(out, other, tmp_path)
-    assert json.loads((analysis / "inputs.json").read_text())["model"][0] == str(other.resolve())
+    record = json.loads((analysis / "inputs.json").read_text())
+    assert record["prediction"]["model"][0] == str(other.resolve())
+    assert set(record["masks"]) == {s.name for s in read_sections(out)} and record["failed"] == {}
+    # only the tables depend on the gangue density: recomputed from the masks, not predicted again
+    masks_before = (analysis / "masks" / "PBZN-A-01_1.png").stat().st_mtime_ns
+    rows_before = len(pd.read_csv(analysis / "modal_by_deposit.csv"))
+    ensure_analysis(out, other, tmp_path, gangue_density=4.0)
+    assert (analysis / "masks" / "PBZN-A-01_1.png").stat().st_mtime_ns == masks_before
+    assert json.loads((analysis / "summary.json").read_text())["gangue_density"] == 4.0
+    assert len(pd.read_csv(analysis / "modal_by_deposit.csv")) == rows_before  # the model's classes, as before
+
+
+def test_an_image_that_cannot_be_predicted_is_left_out_and_named(sections, model, tmp_path):
+    import shutil
+
+    src = tmp_path / "sec"
+    shutil.copytree(sections[0], src)
+    (src / "cuni_e" / "CUNI-E-01_1.jpg").write_bytes(b"not a jpeg")
+    ensure_analysis(src, model, tmp_path)
+    view = sections_view(src, tmp_path, deposit="cuni_e", n_boot=10)
+    assert list(view.failed) == ["cuni_e/CUNI-E-01_1"] and "CUNI-E-01_1.jpg" in view.failed["cuni_e/CUNI-E-01_1"]
+    assert len(view.sections) == 3 and "cuni_e/CUNI-E-01_1" not in set(view.survey.modal["image"])
 
 
 def test_missing_model_is_one_line_naming_how_to_get_one(sections, tmp_path):
@@ -133,6 +154,7 @@ def test_report_on_sections_without_masks_pages_per_deposit_and_sample_in_chromi
     rep = tmp_path / "rep"
     head = json.loads((rep / "headlines" / "06_sections__sample_PBZN-A-02.json").read_text())
     assert head["images"] == 2 and head["samples"] == 1 and head["lengths in"] == "µm"
+    assert "largest modal error, excl. background (pp of area)" in head
     assert (rep / "sections" / "deposit_cuni_e" / "modal_pred_vs_true.csv").is_file()
     index = res.index.read_text()
     assert all(f"{n}.html" in index for n in names)
@@ -158,7 +180,19 @@ def test_a_flat_field_reference_is_part_of_what_the_analysis_depends_on(sections
     save_image(np.full((64, 96, 3), 200, np.uint8), ref)
     analysis = ensure_analysis(sections[0], model, tmp_path, flat_field=ref)
     record = json.loads((analysis / "inputs.json").read_text())
-    assert record["options"]["flat_field"][0] == str(ref.resolve())
+    assert record["prediction"]["flat_field"][0] == str(ref.resolve())
     assert json.loads((analysis / "summary.json").read_text())["flat_field"] == str(ref)
     ensure_analysis(sections[0], model, tmp_path)  # without it: analysed again, uncorrected
-    assert json.loads((analysis / "inputs.json").read_text())["options"]["flat_field"] is None
+    assert json.loads((analysis / "inputs.json").read_text())["prediction"]["flat_field"] is None
+
+
+def test_pages_skip_samples_that_are_just_their_image_and_refuse_clashing_names(tmp_path):
+    from lumenkit.data.sections import Section
+
+    def sec(name, sample, deposit=""):
+        return Section(tmp_path / f"{name}.png", name, sample, deposit)
+
+    pages = group_pages("06_sections", [sec("a", "a"), sec("b", "b"), sec("c", "S2", "D"), sec("d", "S2", "D")])
+    assert [(k, n) for k, n, _ in pages] == [("deposit", "D"), ("sample", "S2")]
+    with pytest.raises(ConfigError, match="make the same page name"):
+        group_pages("06_sections", [sec("a", "S 1"), sec("b", "S 1"), sec("c", "S_1"), sec("d", "S_1")])

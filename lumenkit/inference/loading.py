@@ -1,0 +1,57 @@
+"""What batch and streamed prediction share: loading a model, the scale of an image for it, sharing out work."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from lumenkit.models.checkpoint import Checkpoint, load_checkpoint
+
+if TYPE_CHECKING:
+    from lumenkit.inference.onnx import OnnxModel
+
+
+def load_model(path: str | Path) -> Checkpoint | OnnxModel:
+    """Read a model for prediction: a lumenkit checkpoint (``model.pt``) or an exported ``.onnx`` file.
+
+    Raises:
+        CheckpointError: a missing, corrupt or foreign file, or an ``.onnx`` file without onnxruntime installed.
+    """
+    if Path(path).suffix.lower() == ".onnx":
+        from lumenkit.inference.onnx import load_onnx
+
+        return load_onnx(path)
+    return load_checkpoint(path)
+
+
+def input_scale_for(model: Any, pixel_size_um: float | None) -> float | None:
+    """The scale an image of ``pixel_size_um`` µm per pixel has for ``model``, from physical sizes (else ``None``).
+
+    A model trained at scale ``s`` on pixels of ``p`` µm sees a section at ``p`` µm per pixel; an image of ``q`` µm
+    per pixel is therefore at scale ``s · p / q`` in the model's terms (a section imaged with an objective of twice
+    the magnification has half the pixel size and twice the scale, and is downsampled 2× before prediction).
+    ``None`` when the model records no pixel size (trained on data without ``pixel_size_um``) or ``q`` is unknown.
+    """
+    model_px = getattr(model, "pixel_size_um", None)
+    if not model_px or not pixel_size_um:
+        return None
+    return float(model.scale) * float(model_px) / float(pixel_size_um)
+
+
+@contextlib.contextmanager
+def sharing(device: torch.device | None) -> Iterator[tuple[int, int]]:
+    """``(rank, number of processes)`` sharing the files (``(0, 1)`` alone); a process group started here ends here."""
+    from lumenkit.runtime.devices import dist_init
+
+    rank, world, started_here = dist_init(device if device is not None else torch.device("cpu"))
+    try:
+        yield rank, world
+    finally:
+        if started_here:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
