@@ -24,6 +24,7 @@ their rows; the first process assembles the files once all rows exist.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -163,8 +164,10 @@ def _row_file(parts: Path, r: int) -> Path:
 
 def _save_row(path: Path, codes: np.ndarray, conf: np.ndarray) -> None:
     """One row of tiles, codes and confidence stacked, uncompressed (compressing twice cost half the run)."""
+    buf = io.BytesIO()
+    np.save(buf, np.stack([codes, conf]))
     with atomic_write(path) as f:
-        np.save(f, np.stack([codes, conf]))
+        f.write(buf.getbuffer())  # through Python's file object: a full disk raises ENOSPC (numpy's tofile does not)
 
 
 def _load_row(path: Path) -> tuple[np.ndarray, np.ndarray]:
