@@ -373,7 +373,8 @@ def _assemble(parts: Path, n_rows: int, width: int, height: int, result: MosaicP
     result.mask.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(result.mask) as f, tifffile.TiffWriter(f, bigtiff=True) as tw:
         tw.write(_tiles(counted(_bands(parts, n_rows, 0), counts), width, TILE), shape=(height, width), dtype=np.uint8,
-                 tile=(TILE, TILE), compression="zlib", compressionargs=_ZLIB, maxworkers=1, subifds=len(levels), **palette)
+                 tile=(TILE, TILE), compression="zlib", compressionargs=_ZLIB, maxworkers=1, subifds=len(levels),
+                 **palette)
         for d in levels:
             tw.write(_tiles(_strided(_bands(parts, n_rows, 0), d), -(-width // d), TILE),
                      shape=(-(-height // d), -(-width // d)), dtype=np.uint8, tile=(TILE, TILE), compression="zlib",
