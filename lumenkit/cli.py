@@ -178,6 +178,8 @@ def _run_evaluate(a: argparse.Namespace) -> int:
         ev.info["perturbation"] = a.perturb
     write_evaluation(ev, a.out)
     print(f"{a.split}: {ev.scores.summary()}")
+    for name, s in ev.protocols.items():
+        print(f"  protocol {name}: mean IoU {s.mean_iou:.3f}, pixel accuracy {s.pixel_accuracy:.3f}")
     for name, b in ev.baselines.items():
         print(f"  baseline {name}: mean IoU {b.mean_iou:.3f}")
     if len(ev.matrices) > 2:

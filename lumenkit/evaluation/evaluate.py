@@ -31,6 +31,14 @@ from lumenkit.runtime.heap import retained_heap
 CONFIDENCE_BINS = np.linspace(0.0, 1.0, 11)
 """Bin edges of the confidence-vs-error table."""
 
+PROTOCOLS: dict[str, int] = {"all_pixels": 0, "void_border_2px": 2}
+"""Scoring protocols every evaluation reports side by side, by name → void border in px at the stored resolution.
+
+``all_pixels``: every labelled pixel of the masks at their stored resolution (the paper's protocol).
+``void_border_2px``: pixels within 2 px of a class boundary ignored (petroscope's published protocol), where a
+prediction made at a fraction of the stored resolution is least sure.
+"""
+
 
 def training_split_for(root: str | Path, split: str) -> str:
     """The split baselines are fitted on: ``fit`` when evaluating ``val``, else ``train`` (never the evaluated one)."""
@@ -98,6 +106,8 @@ class Evaluation:
     confidence: pd.DataFrame
     info: dict[str, Any] = field(default_factory=dict)
     matrices: list[np.ndarray] = field(default_factory=list)
+    protocols: dict[str, Scores] = field(default_factory=dict)
+    """The model's scores under each of :data:`PROTOCOLS`, counted in the same run (same predictions)."""
 
     def to_dict(self, n_boot: int = 1000) -> dict[str, Any]:
         """The ``lumenkit evaluate`` JSON.
@@ -122,6 +132,11 @@ class Evaluation:
             for name, s in self.baselines.items()
         }
         d["confidence"] = self.confidence.reset_index().to_dict(orient="records")
+        d["protocols"] = {
+            name: {"void_border": PROTOCOLS[name],
+                   **{k: v for k, v in s.to_dict().items() if k in ("per_class_iou", "mean_iou", "pixel_accuracy")}}
+            for name, s in self.protocols.items()
+        }
         d.update(self.info)
         return d
 
@@ -261,12 +276,16 @@ class _ImageScorer:
         mask = ds.read_mask(i)
         true = self.ckpt.class_map.to_index(mask, source=str(ds.mask_paths[i]))
         valid = void_border(true, self.void_border_px) if self.void_border_px else None
+        protocol_valid = {name: (valid if w == self.void_border_px else void_border(true, w) if w else None)
+                          for name, w in PROTOCOLS.items()}
         image = ds.read_image(i, scale=self.model_scale * self.magnification)
         if self.transform is not None:
             image = self.transform(image)
         out = predict_image(self.ckpt, image, input_scale=self.model_scale, model_scale=self.model_scale,
                             output_size=(mask.shape[1], mask.shape[0]), tiling=self.tiling, **self.predict_kwargs)
         counts.add_prediction(out["indices"], out["confidence"], true, valid)
+        for name, keep in protocol_valid.items():
+            counts.protocols.setdefault(name, []).append(confusion_matrix(out["indices"], true, counts.k, valid=keep))
         if self.save_masks is not None:
             save_image(out["codes"], self.save_masks / f"{ds.names[i]}.png")
         if self.baseline is not None:
@@ -281,6 +300,7 @@ class _Counts:
     model: list[np.ndarray] = field(default_factory=list)
     baselines: dict[str, list[np.ndarray]] = field(default_factory=lambda: {"majority": [], "colour_centroid": []})
     conf_err: np.ndarray = field(default_factory=lambda: np.zeros((len(CONFIDENCE_BINS) - 1, 2), dtype=np.int64))
+    protocols: dict[str, list[np.ndarray]] = field(default_factory=dict)
 
     def add_prediction(self, pred: np.ndarray, confidence: np.ndarray, true: np.ndarray,
                        valid: np.ndarray | None) -> None:
@@ -318,6 +338,7 @@ class _Counts:
             confidence=conf,
             info=info,
             matrices=self.model,
+            protocols={n: Scores(sum_confusions(m), labels) for n, m in self.protocols.items() if m},
         )
 
 

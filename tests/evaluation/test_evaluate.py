@@ -86,6 +86,14 @@ def test_void_border_reduces_counted_pixels(fake_dataset, ckpt):
     b = evaluate(fake_dataset, ckpt, split="test", void_border_px=2, baselines=False, progress=False)
     assert b.scores.confusion.sum() < a.scores.confusion.sum()
     assert not b.baselines
+    # one run scores both protocols, from the same predictions, whatever the headline protocol is
+    for ev in (a, b):
+        assert set(ev.protocols) == {"all_pixels", "void_border_2px"}
+        np.testing.assert_array_equal(ev.protocols["all_pixels"].confusion, a.scores.confusion)
+        np.testing.assert_array_equal(ev.protocols["void_border_2px"].confusion, b.scores.confusion)
+    d = a.to_dict()
+    assert d["protocols"]["void_border_2px"]["void_border"] == 2
+    assert d["protocols"]["all_pixels"]["mean_iou"] == pytest.approx(d["mean_iou"])
 
 
 def test_evaluate_cli(fake_dataset, ckpt, tmp_path, capsys):
@@ -93,7 +101,9 @@ def test_evaluate_cli(fake_dataset, ckpt, tmp_path, capsys):
 
     out = tmp_path / "m.json"
     assert main(["evaluate", "--data", str(fake_dataset), "--model", str(ckpt), "--out", str(out)]) == 0
-    assert "mean IoU" in capsys.readouterr().out and json.loads(out.read_text())["split"] == "test"
+    printed = capsys.readouterr().out
+    assert "mean IoU" in printed and json.loads(out.read_text())["split"] == "test"
+    assert "protocol all_pixels: mean IoU" in printed and "protocol void_border_2px: mean IoU" in printed
     assert main(["evaluate", "--data", str(tmp_path / "none"), "--model", str(ckpt), "--out", str(out)]) == 2
     assert "dataset folder not found" in capsys.readouterr().err
     bad = tmp_path / "bad.pt"
