@@ -43,6 +43,7 @@ from lumenkit.data.mosaic import Mosaic
 from lumenkit.errors import ConfigError
 from lumenkit.inference.runners import as_runner
 from lumenkit.inference.tiling import Tiling, _linear_weights, _window_probs, tta_transforms
+from lumenkit.runtime.heap import release_free_memory
 
 TILE: int = 256
 """Side of the output TIFF tiles in px; a row of tiles is the unit of work that is saved and resumed."""
@@ -289,6 +290,8 @@ def predict_mosaic(
                 codes[s0 - y0 : s1 - y0] = ckpt.class_map.to_code(idx.to(torch.uint8).numpy())
                 conf8[s0 - y0 : s1 - y0] = (conf * 255 + 0.5).clamp_(0, 255).to(torch.uint8).numpy()
             _save_row(_row_file(parts, r), codes, conf8)
+            del codes, conf8
+            release_free_memory()
             if bar is not None:
                 bar.update(1)
         if bar is not None:
