@@ -4,7 +4,8 @@ Microscope software stitches the fields of view of a polished section into one m
 :class:`Mosaic` opens one lazily (tifffile's tile index exposed as a zarr array, so a region decodes only the
 tiles it touches), checks it (8-bit RGB, pyramid levels that agree), reads its pixel size from its metadata, and
 serves rows of the image resampled to a model's scale (:meth:`Mosaic.scaled_rows`) from the pyramid level nearest
-that scale, band by band with the same pixels as resampling the whole image (:mod:`lumenkit.data.resample`).
+that scale, band by band with the same pixels as resampling the whole image (:mod:`lumenkit.data.resample`; from a
+coarser pyramid level the pixels are those of that level resampled, not of level 0's).
 The decompression-bomb limit of :mod:`lumenkit.data.imageio` does not apply: nothing is decoded whole.
 """
 
@@ -30,6 +31,9 @@ MOSAIC_PIXELS: int = 64_000_000
 _ROWS = 512
 """Source rows decoded at a time while resampling (bounds the decoded band: 512 × width × 3 bytes)."""
 
+_MAX_STRIP_BYTES = 64_000_000
+"""Largest strip of a striped (untiled) mosaic: each strip a read touches is decoded whole."""
+
 
 @dataclass(frozen=True)
 class MosaicLevel:
@@ -54,10 +58,11 @@ def is_mosaic(path: str | Path, min_pixels: int | None = None) -> bool:
 
     try:
         with tifffile.TiffFile(path) as tif:
-            shape = tif.series[0].shape
+            series = tif.series[0]
+            sizes = dict(zip(series.axes, series.shape, strict=True))
     except Exception:  # not a readable TIFF: the ordinary reader reports it
         return False
-    return len(shape) >= 2 and int(np.prod(shape[:2])) >= min_pixels
+    return sizes.get("Y", 0) * sizes.get("X", 0) >= min_pixels
 
 
 class Mosaic:
@@ -93,6 +98,7 @@ class Mosaic:
         self._arrays: list[Any] = [None] * len(levels)
         self._series = levels
         try:
+            self._check_storage(series)
             self.levels = [self._check_level(lv, i) for i, lv in enumerate(levels)]
             declared = self._tif.pages[0].subifds or ()
             if len(declared) + 1 != len(levels):  # reduced levels tifffile did not take as a pyramid: check them
@@ -106,9 +112,36 @@ class Mosaic:
             raise
         self.pixel_size_um, self.pixel_size_source = metadata_pixel_size_um(self.path)
 
+    def _check_storage(self, series: Any) -> None:
+        """Refuse what cannot be read region by region (a missing codec, huge strips, several large images)."""
+        import tifffile
+
+        page = self._tif.pages[0]
+        try:
+            tifffile.TIFF.DECOMPRESSORS[page.compression]
+        except KeyError:
+            raise BadImageError(f"{self.path}: compressed with {page.compression.name}, which needs the imagecodecs "
+                                "package: pip install imagecodecs") from None
+        if not page.is_tiled:
+            strip = int(page.rowsperstrip or page.imagelength) * int(page.imagewidth) * int(page.samplesperpixel)
+            if strip > _MAX_STRIP_BYTES:
+                raise BadImageError(f"{self.path}: stored in strips of {strip / 1e6:.0f} MB, each decoded whole; "
+                                    "re-export the mosaic tiled (e.g. 512×512 tiles, as BigTIFF or OME-TIFF)")
+        big = [s for s in self._tif.series[1:] if s.kind != "reduced" and int(np.prod(s.shape)) >= int(np.prod(
+            series.shape)) // 4]
+        if big:
+            raise BadImageError(f"{self.path}: holds {1 + len(big)} images of similar size; a mosaic file holds one "
+                                "section: export each into its own file")
+
     def _check_level(self, level: Any, i: int) -> MosaicLevel:
         axes, shape, dtype = str(level.axes), tuple(level.shape), np.dtype(level.dtype)
-        if dtype != np.uint8 or axes[-3:] != "YXS" or shape[-1] != 3 or int(np.prod(shape[:-3], dtype=int)) != 1:
+        if axes[-3:] == "SYX" and dtype == np.uint8:
+            raise BadImageError(f"{self.path}: colour planes stored separately (planar, axes {axes}); re-export the "
+                                "mosaic with interleaved RGB samples (contiguous planar configuration)")
+        if int(np.prod(shape[:-3], dtype=int)) != 1:
+            raise BadImageError(f"{self.path}: holds {int(np.prod(shape[:-3], dtype=int))} images (axes {axes}); a "
+                                "mosaic file holds one section: export each into its own file")
+        if dtype != np.uint8 or axes[-3:] != "YXS" or shape[-1] != 3:
             raise BadImageError(f"{self.path}: level {i} is {dtype} with axes {axes} {shape}; a mosaic must be "
                                 "8-bit RGB (YXS, 3 samples per pixel): export it as 8-bit RGB")
         h, w = shape[-3], shape[-2]

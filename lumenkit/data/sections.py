@@ -98,7 +98,7 @@ def metadata_pixel_size_um(path: str | Path) -> tuple[float | None, str | None]:
         ConfigError: the TIFF declares different sizes along x and y (non-square pixels), naming the file.
     """
     path = Path(path)
-    if path.suffix.lower() not in (".tif", ".tiff"):
+    if path.suffix.lower() not in (".tif", ".tiff", ".btf", ".tf8"):  # BigTIFF suffixes too
         return None, None
     import tifffile
 

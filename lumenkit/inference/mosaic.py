@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 from lumenkit.data.imageio import atomic_write, check_writable, save_palette_mask, write_text
 from lumenkit.data.mosaic import Mosaic
-from lumenkit.errors import ConfigError
+from lumenkit.errors import ConfigError, OutputPathError
 from lumenkit.inference.runners import as_runner
 from lumenkit.inference.tiling import Tiling, _linear_weights, _window_probs, tta_transforms
 from lumenkit.runtime.heap import release_free_memory
@@ -153,8 +153,9 @@ def _model_key(model: Any) -> str:
         for k, v in sorted(net.state_dict().items()):
             h.update(k.encode())
             h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    else:
-        h.update(repr(getattr(model, "path", model)).encode())
+    else:  # an exported model: its file's bytes
+        source = getattr(model, "path", None)
+        h.update(Path(source).read_bytes() if source and Path(source).is_file() else repr(model).encode())
     h.update(repr(list(model.class_map.codes)).encode())
     return h.hexdigest()
 
@@ -174,6 +175,20 @@ def _save_row(path: Path, codes: np.ndarray, conf: np.ndarray) -> None:
 def _load_row(path: Path) -> tuple[np.ndarray, np.ndarray]:
     both = np.load(path)
     return both[0], both[1]
+
+
+def _row_ok(path: Path, height: int, width: int) -> bool:
+    """Whether a saved row of tiles is whole (right shape and type); a damaged one is removed, to be redone."""
+    if not path.is_file():
+        return False
+    try:
+        arr = np.load(path, mmap_mode="r")
+        ok = arr.shape == (2, height, width) and arr.dtype == np.uint8
+    except (OSError, ValueError, EOFError):
+        ok = False
+    if not ok:
+        path.unlink(missing_ok=True)
+    return ok
 
 
 def _tiles(rows: Iterator[np.ndarray], width: int, tile: int) -> Iterator[np.ndarray]:
@@ -207,6 +222,7 @@ def predict_mosaic(
     device: str | None = None,
     progress: bool = True,
     name: str | None = None,
+    runtime: str | None = None,
 ) -> MosaicPrediction:
     """Predict a whole-section mosaic streamed, in bounded memory; resumes an interrupted run (see the module).
 
@@ -221,16 +237,19 @@ def predict_mosaic(
         device: where a torch model runs (default: the CPU).
         progress: a progress bar over rows of tiles.
         name: output stem (default: the file's stem).
+        runtime: ``None`` (the model's own), ``"torch"`` or ``"onnx"`` (as ``predict``).
 
     Returns:
         A :class:`MosaicPrediction`.
 
     Raises:
-        BadImageError: the mosaic cannot be read (truncated, not 8-bit RGB, inconsistent pyramid).
+        BadImageError: the mosaic cannot be read (truncated, not 8-bit RGB, inconsistent pyramid, a codec missing).
         ConfigError: the mosaic is coarser than the model's scale (it would have to be enlarged).
         OutputPathError: ``out`` cannot be written.
         CheckpointError: the model cannot be loaded.
+        Under ``torchrun`` an error met by one process is raised by every process (the same one line).
     """
+    from lumenkit import __version__
     from lumenkit.inference.loading import input_scale_for, load_model, sharing
     from lumenkit.runtime.devices import resolve_device
 
@@ -241,78 +260,128 @@ def predict_mosaic(
     path = Path(path)
     stem = name or path.name.split(".")[0]
     dev = resolve_device(device) if device is not None else None
-    with Mosaic(path) as mosaic, sharing(dev) as (rank, world):
-        px = mosaic.pixel_size_um or pixel_size_um
-        s = scale if scale is not None else (input_scale_for(ckpt, px) or 1.0)
-        factor = float(ckpt.scale) / float(s)
-        if factor > 1 + 1e-9:
-            raise ConfigError(f"{path}: the mosaic is at scale {s:g}, coarser than the model's {ckpt.scale:g}; "
-                              "predict it with a model trained at its scale, or pass --scale if it is wrong")
-        height, width = mosaic.shape
-        parts = out / f".{stem}.parts"
-        meta = {"mosaic": _stamp(path), "model": _model_key(ckpt), "tiling": asdict(tiling), "factor": factor,
-                "size": [width, height], "tile": TILE}
-        if rank == 0:
-            _prepare_parts(parts, meta)
-        _barrier(world)
-        runner = as_runner(ckpt.model if hasattr(ckpt, "model") else ckpt, device=dev)
-        if world > 1:  # each process on its share of the cores (as predict_files does)
-            from lumenkit.runtime.devices import usable_cores
+    threads = torch.get_num_threads()
+    with sharing(dev) as (rank, world), Mosaic(path) as mosaic:
+        try:
+            height, width = mosaic.shape
+            px = mosaic.pixel_size_um or pixel_size_um
+            s = scale if scale is not None else (input_scale_for(ckpt, px) or 1.0)
+            factor = float(ckpt.scale) / float(s)
+            low_w, low_h = mosaic.scaled_size(factor)
+            if low_w > width or low_h > height:
+                raise ConfigError(f"{path}: the mosaic is at scale {s:.6g}, coarser than the model's "
+                                  f"{ckpt.scale:.6g}; predict it with a model trained at its scale, or pass --scale "
+                                  "if it is wrong")
+            factor = min(factor, 1.0)  # equal up to rounding of the pixel sizes: no resampling
+            parts = out / f".{stem}.parts"
+            meta = {"mosaic": _stamp(path), "model": _model_key(ckpt), "tiling": asdict(tiling), "factor": factor,
+                    "size": [width, height], "tile": TILE, "lumenkit": __version__, "runtime": runtime,
+                    "device": dev.type if dev is not None else "cpu"}
+            _together(world, lambda: _prepare_parts(parts, meta) if rank == 0 else None)
+            runner = as_runner(ckpt.model if hasattr(ckpt, "model") else ckpt, device=dev, runtime=runtime)
+            if world > 1:  # each process on its share of the cores (as predict_files does)
+                from lumenkit.runtime.devices import usable_cores
 
-            torch.set_num_threads(max(1, usable_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", world))))
-        stream = _WindowRows(runner, mosaic, factor, tiling)
-        n_rows = -(-height // TILE)
-        mine = range(rank * n_rows // world, (rank + 1) * n_rows // world)
-        done = [r for r in mine if _row_file(parts, r).is_file()]
-        todo = [r for r in mine if r not in set(done)]
-        r0, r1, rl = _linear_weights(stream.height, height)
-        same = (stream.height, stream.width) == (height, width)
-        bar = None
-        if progress and rank == 0 and todo:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=len(todo), desc=f"{stem} (rows of tiles)", unit="row")
-        for r in todo:
-            y0, y1 = r * TILE, min(height, (r + 1) * TILE)
-            codes = np.empty((y1 - y0, width), dtype=np.uint8)
-            conf8 = np.empty((y1 - y0, width), dtype=np.uint8)
-            for s0 in range(y0, y1, _STRIP):
-                s1 = min(y1, s0 + _STRIP)
-                if same:
-                    part = stream.rows(s0, s1)
-                else:
-                    a, b = int(r0[s0]), int(r1[s1 - 1]) + 1
-                    src = stream.rows(a, b)
-                    cols = src if width == stream.width else F.interpolate(
-                        src[None], size=(b - a, width), mode="bilinear", align_corners=False)[0]
-                    part = torch.lerp(cols[:, r0[s0:s1] - a], cols[:, r1[s0:s1] - a], rl[s0:s1].view(1, -1, 1))
-                conf, idx = part.max(dim=0)
-                codes[s0 - y0 : s1 - y0] = ckpt.class_map.to_code(idx.to(torch.uint8).numpy())
-                conf8[s0 - y0 : s1 - y0] = (conf * 255 + 0.5).clamp_(0, 255).to(torch.uint8).numpy()
-            _save_row(_row_file(parts, r), codes, conf8)
-            del codes, conf8
-            release_free_memory()
-            if bar is not None:
-                bar.update(1)
-        if bar is not None:
-            bar.close()
-        _barrier(world)
-        result = MosaicPrediction(out / f"{stem}.tif", out / "confidence" / f"{stem}.tif",
-                                  out / "overviews" / f"{stem}.png", (width, height), (stream.width, stream.height),
-                                  resumed_rows=len(done))
-        if rank == 0:
-            result.pixels = _assemble(parts, n_rows, width, height, result)
-            shutil.rmtree(parts, ignore_errors=True)
-        _barrier(world)
+                torch.set_num_threads(max(1, usable_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", world))))
+            stream = _WindowRows(runner, mosaic, factor, tiling)
+            n_rows = -(-height // TILE)
+            mine = range(rank * n_rows // world, (rank + 1) * n_rows // world)
+            done = [r for r in mine if _row_ok(_row_file(parts, r), min(TILE, height - r * TILE), width)]
+            _together(world, lambda: _predict_rows(ckpt, stream, parts, [r for r in mine if r not in set(done)],
+                                                   height, width, progress and rank == 0, stem))
+            result = MosaicPrediction(out / f"{stem}.tif", out / "confidence" / f"{stem}.tif",
+                                      out / "overviews" / f"{stem}.png", (width, height),
+                                      (stream.width, stream.height), resumed_rows=len(done))
+            if rank == 0:
+                result.pixels = _together(world, lambda: _assemble(parts, n_rows, width, height, result))
+                shutil.rmtree(parts, ignore_errors=True)
+            else:
+                _together(world, lambda: None)
+            if world > 1:
+                result = _broadcast(result)
+        finally:
+            torch.set_num_threads(threads)
     result.seconds = time.perf_counter() - t0
     return result
 
 
-def _barrier(world: int) -> None:
+def _predict_rows(ckpt: Any, stream: _WindowRows, parts: Path, todo: list[int], height: int, width: int,
+                  progress: bool, stem: str) -> None:
+    """Predict and save the rows of tiles ``todo`` (each saved as soon as it is finished)."""
+    r0, r1, rl = _linear_weights(stream.height, height)
+    same = (stream.height, stream.width) == (height, width)
+    bar = None
+    if progress and todo:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(todo), desc=f"{stem} (rows of tiles)", unit="row")
+    for r in todo:
+        y0, y1 = r * TILE, min(height, (r + 1) * TILE)
+        codes = np.empty((y1 - y0, width), dtype=np.uint8)
+        conf8 = np.empty((y1 - y0, width), dtype=np.uint8)
+        for s0 in range(y0, y1, _STRIP):
+            s1 = min(y1, s0 + _STRIP)
+            if same:
+                part = stream.rows(s0, s1)
+            else:
+                a, b = int(r0[s0]), int(r1[s1 - 1]) + 1
+                src = stream.rows(a, b)
+                cols = src if width == stream.width else F.interpolate(
+                    src[None], size=(b - a, width), mode="bilinear", align_corners=False)[0]
+                part = torch.lerp(cols[:, r0[s0:s1] - a], cols[:, r1[s0:s1] - a], rl[s0:s1].view(1, -1, 1))
+            conf, idx = part.max(dim=0)
+            codes[s0 - y0 : s1 - y0] = ckpt.class_map.to_code(idx.to(torch.uint8).numpy())
+            conf8[s0 - y0 : s1 - y0] = (conf * 255 + 0.5).clamp_(0, 255).to(torch.uint8).numpy()
+        _save_row(_row_file(parts, r), codes, conf8)
+        del codes, conf8
+        release_free_memory()
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+
+
+def _together(world: int, step: Any) -> Any:
+    """Run ``step`` on this process; under torchrun, if any process failed, raise the first failure everywhere.
+
+    Every process reaches the same collective whether its step failed or not, so none waits on one that has left.
+    """
+    from lumenkit.errors import LumenkitError
+
+    err: BaseException | None = None
+    value = None
+    try:
+        value = step()
+    except (LumenkitError, ValueError, OSError) as e:
+        err = e
     if world > 1:
         import torch.distributed as dist
 
-        dist.barrier()
+        gathered: list[Any] = [None] * world
+        dist.all_gather_object(gathered, None if err is None else (type(err).__name__, str(err)))
+        first = next((g for g in gathered if g is not None), None)
+        if first is not None and err is None:
+            raise _rebuilt(*first)
+    if err is not None:
+        raise err
+    return value
+
+
+def _rebuilt(kind: str, message: str) -> Exception:
+    """Another process's error, as the same lumenkit error type where it is one (else a LumenkitError)."""
+    import lumenkit.errors as errors
+
+    cls = getattr(errors, kind, None)
+    return cls(message) if isinstance(cls, type) and issubclass(cls, Exception) else errors.LumenkitError(message)
+
+
+def _broadcast(result: MosaicPrediction) -> MosaicPrediction:
+    """The first process's result on every process."""
+    import torch.distributed as dist
+
+    box: list[Any] = [result]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def _prepare_parts(parts: Path, meta: dict[str, Any]) -> None:
@@ -373,8 +442,10 @@ def _assemble(parts: Path, n_rows: int, width: int, height: int, result: MosaicP
     colormap = PALETTE.astype(np.uint16).T * 257  # (3, 256), 16 bits per sample as TIFF wants
     levels = _pyramid_sides(height, width)
     palette = {"photometric": "palette", "colormap": colormap}
-    result.mask.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(result.mask) as f, tifffile.TiffWriter(f, bigtiff=True) as tw:
+    staged = {parts / "mask.tif": result.mask, parts / "confidence.tif": result.confidence,
+              parts / "overview.png": result.overview}  # written inside parts/, moved out together at the end
+    mask, confidence_file, overview = staged
+    with atomic_write(mask) as f, tifffile.TiffWriter(f, bigtiff=True) as tw:
         tw.write(_tiles(counted(_bands(parts, n_rows, 0), counts), width, TILE), shape=(height, width), dtype=np.uint8,
                  tile=(TILE, TILE), compression="zlib", compressionargs=_ZLIB, maxworkers=1, subifds=len(levels),
                  **palette)
@@ -382,12 +453,17 @@ def _assemble(parts: Path, n_rows: int, width: int, height: int, result: MosaicP
             tw.write(_tiles(_strided(_bands(parts, n_rows, 0), d), -(-width // d), TILE),
                      shape=(-(-height // d), -(-width // d)), dtype=np.uint8, tile=(TILE, TILE), compression="zlib",
                      compressionargs=_ZLIB, maxworkers=1, subfiletype=1, **palette)
-    result.confidence.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(result.confidence) as f, tifffile.TiffWriter(f, bigtiff=True) as tw:
+    with atomic_write(confidence_file) as f, tifffile.TiffWriter(f, bigtiff=True) as tw:
         tw.write(_tiles(counted(_bands(parts, n_rows, 1), confidence), width, TILE), shape=(height, width),
                  dtype=np.uint8,
                  tile=(TILE, TILE), compression="zlib", compressionargs=_ZLIB, maxworkers=1, photometric="minisblack")
     step = max(1, -(-max(height, width) // OVERVIEW))
-    save_palette_mask(np.concatenate(list(_strided(_bands(parts, n_rows, 0), step))), result.overview)
+    save_palette_mask(np.concatenate(list(_strided(_bands(parts, n_rows, 0), step))), overview)
+    for src, dst in staged.items():
+        try:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src, dst)
+        except OSError as e:
+            raise OutputPathError(f"{dst}: cannot be written ({e.strerror or e}); choose another --out") from None
     result.mean_confidence = float(confidence[0]) / 255 / max(1, width * height)
     return {int(c): int(n) for c, n in enumerate(counts) if n}
