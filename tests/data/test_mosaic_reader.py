@@ -62,3 +62,21 @@ def test_bad_mosaics_are_one_line_naming_the_file(tmp_path):
         Mosaic(tmp_path / "junk.tif")
     for err in (BadImageError,):
         assert "\n" not in str(err(f"{cut}: x"))
+
+
+def test_what_cannot_be_read_region_by_region_is_refused(tmp_path, monkeypatch):
+    from lumenkit.data import mosaic as mod
+
+    planar = tmp_path / "planar.tif"
+    tifffile.imwrite(planar, np.moveaxis(IMG[:300, :300], -1, 0), photometric="rgb", planarconfig="separate",
+                     tile=(256, 256))
+    with pytest.raises(BadImageError, match=r"planar.*interleaved RGB"):
+        Mosaic(planar)
+    striped = tmp_path / "striped.tif"
+    tifffile.imwrite(striped, IMG[:300, :300], photometric="rgb", rowsperstrip=300)
+    monkeypatch.setattr(mod, "_MAX_STRIP_BYTES", 100_000)  # one 270 kB strip
+    with pytest.raises(BadImageError, match=r"strips of 0 MB.*re-export the mosaic tiled"):
+        Mosaic(striped)
+    monkeypatch.setattr(mod, "_MAX_STRIP_BYTES", 1_000_000)
+    with Mosaic(striped) as m:  # strips small enough: read region by region
+        np.testing.assert_array_equal(m.read(100, 200), IMG[100:200, :300])
