@@ -397,8 +397,8 @@ def _prepare_parts(parts: Path, meta: dict[str, Any]) -> None:
 
 def _bands(parts: Path, n_rows: int, which: int) -> Iterator[np.ndarray]:
     """The saved rows of tiles in order: codes (``which`` 0) or confidence (1)."""
-    for r in range(n_rows):
-        yield _load_row(_row_file(parts, r))[which]
+    for r in range(n_rows):  # memory-mapped: a strided reader touches only the rows it samples
+        yield np.load(_row_file(parts, r), mmap_mode="r")[which]
 
 
 def _strided(bands: Iterator[np.ndarray], step: int) -> Iterator[np.ndarray]:
@@ -410,7 +410,7 @@ def _strided(bands: Iterator[np.ndarray], step: int) -> Iterator[np.ndarray]:
     acc: list[np.ndarray] = []
     n = 0
     for band in bands:
-        sub = band[(-seen) % step :: step, ::step]
+        sub = np.ascontiguousarray(band[(-seen) % step :: step, ::step])  # a copy: a view would keep the band
         seen += band.shape[0]
         acc.append(sub)
         n += sub.shape[0]
