@@ -295,6 +295,10 @@ def run_report(
     if unknown:
         raise ConfigError(f"{params_file}: stages {unknown} are not notebooks of the workbook; choose from {known}")
     wanted = list(stages)
+    if SECTIONS in wanted and not cfg.get("sections") and not (cfg.get("notebooks") or {}).get(SECTIONS, {}).get(
+            "sections"):
+        raise ConfigError(f"{params_file}: the stage {SECTIONS} needs sections: (a folder of your section images); "
+                          "add it to the parameter file")
     results: list[StageResult] = []
     failed: set[str] = set()
     write_json(run_dir / "params.json", {"params_file": str(params_file), **cfg})

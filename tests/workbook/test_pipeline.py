@@ -93,6 +93,9 @@ def test_stages_named_in_the_parameter_file(tmp_path):
     p.write_text("run: x\nstages: 06_sections\n")
     with pytest.raises(ConfigError, match="'stages' must be a list of notebook names"):
         load_params(p)
+    p.write_text("run: x\nstages: [06_sections]\n")
+    with pytest.raises(ConfigError, match="needs sections: "):
+        run_report(p, out=tmp_path / "r", progress=False)
     p.write_text("run: x\nstages: [03_train, 07_nothing]\n")
     with pytest.raises(ConfigError, match=r"stages \['07_nothing'\] are not notebooks of the workbook"):
         run_report(p, out=tmp_path / "r", progress=False)
