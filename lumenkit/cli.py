@@ -22,14 +22,23 @@ FOLD_HELP = ("which block of --n-val images of the seed's shuffled order is the 
 """Help text shared by every ``--val-fold`` option: what a validation fold is."""
 
 
-def _size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must look like 1024x768, got {text!r}") from None
-    if w < 64 or h < 64:
-        raise argparse.ArgumentTypeError(f"size must be at least 64x64, got {text!r}")
-    return w, h
+def _size_type(least: int, example: str) -> Callable[[str], tuple[int, int]]:
+    """An argparse type reading ``WxH`` (each side at least ``least`` px; the message shows ``example``)."""
+
+    def size(text: str) -> tuple[int, int]:
+        try:
+            w, h = (int(v) for v in text.lower().split("x"))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"size must look like {example}, got {text!r}") from None
+        if w < least or h < least:
+            raise argparse.ArgumentTypeError(f"size must be at least {least}x{least}, got {text!r}")
+        return w, h
+
+    return size
+
+
+_size = _size_type(64, "1024x768")
+_mask_size = _size_type(1, "3396x2547")
 
 
 # -- synth ----------------------------------------------------------------------------------------
@@ -616,16 +625,6 @@ def _add_import_labels(sub: argparse._SubParsersAction) -> None:
                    help="GeoJSON: repair invalid (e.g. self-intersecting) polygons with shapely.make_valid instead of "
                         "refusing them")
     p.set_defaults(func=_run_import_labels)
-
-
-def _mask_size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must look like 3396x2547, got {text!r}") from None
-    if w < 1 or h < 1:
-        raise argparse.ArgumentTypeError(f"size must be at least 1x1, got {text!r}")
-    return w, h
 
 
 def _run_import_labels(a: argparse.Namespace) -> int:

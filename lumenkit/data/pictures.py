@@ -48,7 +48,8 @@ def _has_glyph(font: ImageFont.FreeTypeFont | ImageFont.ImageFont, char: str) ->
     return render(char) != render("\uffff")
 
 
-def _label_um(length_um: float, micro: str = "µ") -> str:
+def scale_bar_label(length_um: float, micro: str = "µ") -> str:
+    """A scale bar's label: ``"200 µm"``, or ``"2 mm"`` from 1000 µm (``micro`` replaces ``µ`` for fonts without it)."""
     return f"{length_um / 1000:g} mm" if length_um >= 1000 else f"{length_um:g} {micro}m"
 
 
@@ -95,7 +96,7 @@ def annotated_overlay(
         length = nice_length_um(w, pixel_size_um)
         bar = round(length / pixel_size_um)
         x1, y1 = w - 2 * pad, h - 2 * pad
-        label = _label_um(length, _micro(size))
+        label = scale_bar_label(length, _micro(size))
         tw = draw.textlength(label, font=font)
         draw.rectangle((x1 - max(bar, int(tw)) - pad, y1 - size - 2 * pad - max(2, size // 4), x1 + pad, y1 + pad),
                        fill=(255, 255, 255))

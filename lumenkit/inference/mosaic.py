@@ -36,13 +36,19 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from lumenkit.data.imageio import atomic_write, check_writable, save_palette_mask, write_text
 from lumenkit.data.mosaic import Mosaic
 from lumenkit.errors import ConfigError, OutputPathError
 from lumenkit.inference.runners import as_runner
-from lumenkit.inference.tiling import Tiling, _linear_weights, _window_probs, tta_transforms
+from lumenkit.inference.tiling import (
+    Tiling,
+    _linear_weights,
+    _window_probs,
+    confidence_u8,
+    tta_transforms,
+    upsample_rows,
+)
 from lumenkit.runtime.heap import release_free_memory
 
 TILE: int = 256
@@ -170,11 +176,6 @@ def _save_row(path: Path, codes: np.ndarray, conf: np.ndarray) -> None:
     np.save(buf, np.stack([codes, conf]))
     with atomic_write(path) as f:
         f.write(buf.getbuffer())  # through Python's file object: a full disk raises ENOSPC (numpy's tofile does not)
-
-
-def _load_row(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    both = np.load(path)
-    return both[0], both[1]
 
 
 def _row_ok(path: Path, height: int, width: int) -> bool:
@@ -308,7 +309,8 @@ def predict_mosaic(
 def _predict_rows(ckpt: Any, stream: _WindowRows, parts: Path, todo: list[int], height: int, width: int,
                   progress: bool, stem: str) -> None:
     """Predict and save the rows of tiles ``todo`` (each saved as soon as it is finished)."""
-    r0, r1, rl = _linear_weights(stream.height, height)
+    weights = _linear_weights(stream.height, height)
+    r0, r1, _ = weights
     same = (stream.height, stream.width) == (height, width)
     bar = None
     if progress and todo:
@@ -325,13 +327,10 @@ def _predict_rows(ckpt: Any, stream: _WindowRows, parts: Path, todo: list[int], 
                 part = stream.rows(s0, s1)
             else:
                 a, b = int(r0[s0]), int(r1[s1 - 1]) + 1
-                src = stream.rows(a, b)
-                cols = src if width == stream.width else F.interpolate(
-                    src[None], size=(b - a, width), mode="bilinear", align_corners=False)[0]
-                part = torch.lerp(cols[:, r0[s0:s1] - a], cols[:, r1[s0:s1] - a], rl[s0:s1].view(1, -1, 1))
+                part = upsample_rows(stream.rows(a, b), a, weights, s0, s1, width)
             conf, idx = part.max(dim=0)
             codes[s0 - y0 : s1 - y0] = ckpt.class_map.to_code(idx.to(torch.uint8).numpy())
-            conf8[s0 - y0 : s1 - y0] = (conf * 255 + 0.5).clamp_(0, 255).to(torch.uint8).numpy()
+            conf8[s0 - y0 : s1 - y0] = confidence_u8(conf.numpy())
         _save_row(_row_file(parts, r), codes, conf8)
         del codes, conf8
         release_free_memory()

@@ -22,7 +22,7 @@ from lumenkit.data.imageio import resize_image, target_size
 from lumenkit.inference.loading import input_scale_for, load_model
 from lumenkit.inference.loading import sharing as _sharing
 from lumenkit.inference.runners import Runner, unwrap_model
-from lumenkit.inference.tiling import Tiling, check_image, predict_probs, resize_probs
+from lumenkit.inference.tiling import Tiling, check_image, confidence_u8, predict_probs, resize_probs
 from lumenkit.models.checkpoint import Checkpoint
 from lumenkit.models.resunet import SegmentationModel
 from lumenkit.runtime.heap import retained_heap
@@ -413,7 +413,7 @@ class _FileJob:
         seen_px = pixel_size_um * codes.shape[1] / image.shape[1] if pixel_size_um else None  # at the overlay's size
         save_image(annotated_overlay(image, _nearest(codes, image.shape[:2]), seen_px, alpha=self.alpha),
                    self.out / "overlays" / f"{name}.jpg")
-        conf8 = np.clip(res["confidence"] * 255 + 0.5, 0, 255).astype(np.uint8)
+        conf8 = confidence_u8(res["confidence"])
         save_image(conf8, self.out / "confidence" / f"{name}.png")
 
     def row(self, name: str, f: Path, s: float, res: dict[str, Any]) -> dict[str, Any]:

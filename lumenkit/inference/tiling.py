@@ -280,6 +280,35 @@ def _linear_weights(n_in: int, n_out: int) -> tuple[torch.Tensor, torch.Tensor, 
     return i0, i1, lam
 
 
+def upsample_rows(
+    src: torch.Tensor, a: int, weights: tuple[torch.Tensor, torch.Tensor, torch.Tensor], s: int, e: int, out_w: int
+) -> torch.Tensor:
+    """Output rows ``[s, e)`` of the bilinear upsampling of probabilities, from the source rows they read.
+
+    Args:
+        src: ``(K, b - a, w)`` source rows ``a`` to ``b`` (at least rows ``r0[s]`` to ``r1[e - 1]``).
+        a: index of ``src``'s first row.
+        weights: ``(r0, r1, lambda)`` of :func:`_linear_weights` for the whole output height.
+        s: first output row.
+        e: end (exclusive) of the output rows.
+        out_w: output width.
+
+    Each output row depends only on its own two source rows, so strips of any size give the same values:
+    :func:`resize_probs` and the streamed mosaic (:mod:`lumenkit.inference.mosaic`) both call this.
+    """
+    r0, r1, rl = weights
+    b = a + src.shape[1]
+    # along x: PyTorch's bilinear kernel (rows kept as they are: scale 1 on y is the identity)
+    cols = src if out_w == src.shape[2] else F.interpolate(src[None], size=(b - a, out_w), mode="bilinear",
+                                                           align_corners=False)[0]
+    return torch.lerp(cols[:, r0[s:e] - a], cols[:, r1[s:e] - a], rl[s:e].view(1, -1, 1))  # along y
+
+
+def confidence_u8(confidence: np.ndarray) -> np.ndarray:
+    """Max class probability as 8-bit (× 255, rounded half up): the confidence maps ``predict`` writes."""
+    return np.clip(confidence * 255 + 0.5, 0, 255).astype(np.uint8)
+
+
 def resize_probs(
     probs: torch.Tensor, size: tuple[int, int], strip: int = 256, keep_probs: bool = False
 ) -> tuple[np.ndarray, np.ndarray, torch.Tensor | None]:
@@ -302,18 +331,15 @@ def resize_probs(
         small = F.interpolate(probs[None], size=(out_h, out_w), mode="area")[0]
         conf, idx = small.max(dim=0)
         return idx.to(torch.uint8).numpy(), conf.numpy(), small if keep_probs else None
-    r0, r1, rl = _linear_weights(h, out_h)
+    weights = _linear_weights(h, out_h)
+    r0, r1, _ = weights
     idx_out = np.empty((out_h, out_w), dtype=np.uint8)
     conf_out = np.empty((out_h, out_w), dtype=np.float32)
     full = torch.empty((k, out_h, out_w), dtype=torch.float32) if keep_probs else None
     for s in range(0, out_h, strip):
         e = min(out_h, s + strip)
         a, b = int(r0[s]), int(r1[e - 1]) + 1  # the source rows this strip reads
-        src = probs[:, a:b]
-        # along x: PyTorch's bilinear kernel (rows kept as they are: scale 1 on y is the identity)
-        cols = src if out_w == w else F.interpolate(src[None], size=(b - a, out_w), mode="bilinear",
-                                                    align_corners=False)[0]
-        part = torch.lerp(cols[:, r0[s:e] - a], cols[:, r1[s:e] - a], rl[s:e].view(1, -1, 1))  # along y
+        part = upsample_rows(probs[:, a:b], a, weights, s, e, out_w)
         conf, idx = part.max(dim=0)
         idx_out[s:e] = idx.to(torch.uint8).numpy()
         conf_out[s:e] = conf.numpy()

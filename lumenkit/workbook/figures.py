@@ -11,7 +11,7 @@ import pandas as pd
 
 from lumenkit.data.catalogue import CATALOGUE, IGNORE
 from lumenkit.data.colours import colour_mask, colour_of, overlay
-from lumenkit.data.pictures import nice_length_um
+from lumenkit.data.pictures import nice_length_um, scale_bar_label
 from lumenkit.evaluation.robustness import PERTURBATIONS
 
 
@@ -251,7 +251,7 @@ def add_scale_bar(ax: Any, width_px: int, pixel_size_um: float, fraction: float 
     from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
 
     length = nice_length_um(width_px, pixel_size_um, fraction)
-    label = f"{length:g} µm" if length < 1000 else f"{length / 1000:g} mm"
+    label = scale_bar_label(length)
     bar = AnchoredSizeBar(ax.transData, length / pixel_size_um, label, "lower right", pad=0.4, color="white",
                           frameon=True, size_vertical=max(1.0, width_px / 150), fontproperties=FontProperties(size=8))
     bar.patch.set_facecolor("black")

@@ -147,7 +147,8 @@ def test_predict_streams_mosaics_among_ordinary_images(section, tmp_path):
 
     ck = model()
     ck.save(tmp_path / "model.pt")
-    write(tmp_path / "in" / "big.tif", section) if (tmp_path / "in").mkdir() is None else None
+    (tmp_path / "in").mkdir()
+    write(tmp_path / "in" / "big.tif", section)
     save_image(section[:200, :300], tmp_path / "in" / "small.png")
     assert main(["predict", str(tmp_path / "in"), "--model", str(tmp_path / "model.pt"), "--out",
                  str(tmp_path / "out"), "--scale", "1", "--tile", "128", "--margin", "16", "--quiet",
@@ -204,7 +205,8 @@ def test_a_mosaic_under_torchrun_gives_the_bytes_of_one_process(section, tmp_pat
     from lumenkit.inference.predict import _threads
     from lumenkit.runtime.devices import usable_cores
 
-    write(tmp_path / "in" / "m.tif", section) if (tmp_path / "in").mkdir() is None else None
+    (tmp_path / "in").mkdir()
+    write(tmp_path / "in" / "m.tif", section)
     ck = model()
     pt = ck.save(tmp_path / "model.pt")
     with _threads(max(1, usable_cores() // 2)):  # each of the 2 processes' threads: the same sums
