@@ -358,9 +358,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tile", type=int, default=768, help="window side in px at model scale (default 768)")
     p.add_argument("--margin", type=int, default=64, help="context cropped from each window side (default 64)")
     p.add_argument("--tta", action="store_true", help="average over flips and rotations (8× slower)")
-    p.add_argument("--stream-from", type=float, default=64, metavar="MP",
-                   help="TIFFs of at least this many megapixels are whole-section mosaics: read, predicted and written "
-                        "(tiled pyramidal BigTIFF, resumable) region by region in bounded memory (default 64)")
+    _add_stream_flag(p)
     p.add_argument("--runtime", choices=["torch", "onnx"], default=None,
                    help="inference back end (default: torch for .pt, ONNX Runtime for .onnx)")
     p.add_argument("--device", default="auto",
@@ -389,6 +387,13 @@ def _run_predict(a: argparse.Namespace) -> int:
     return 0 if rep.ok else 1
 
 
+def _add_stream_flag(p: argparse.ArgumentParser, measured: bool = False) -> None:
+    p.add_argument("--stream-from", type=float, default=64, metavar="MP",
+                   help="TIFFs of at least this many megapixels are whole-section mosaics: read, predicted and written "
+                        "(tiled pyramidal BigTIFF, resumable) region by region in bounded memory"
+                        + (", and measured band by band" if measured else "") + " (default 64)")
+
+
 # -- analyse --------------------------------------------------------------------------------------
 def _add_analyse(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("analyse", help="identify the minerals of your sections and measure them: modal mineralogy "
@@ -407,6 +412,7 @@ def _add_analyse(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tile", type=int, default=768, help="window side in px at model scale (default 768)")
     p.add_argument("--tta", action="store_true", help="average over flips and rotations (8× slower)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
+    _add_stream_flag(p, measured=True)
     p.add_argument("--flat-field", default=None, metavar="REF",
                    help=FLAT_FIELD_HELP.replace("composition.csv names the reference (column flat_field)",
                                                 "summary.json and masks/composition.csv name the reference "
@@ -428,7 +434,8 @@ def _run_analyse(a: argparse.Namespace) -> int:
 
     s = analyse_sections(a.model, a.sections, a.out, samples_csv=a.samples, pixel_size_um=a.pixel_size,
                          require_um=a.um, gangue_density=a.gangue_density, tiling=Tiling(tile=a.tile, tta=a.tta),
-                         device=a.device, progress=not a.quiet, on_error=report, flatfield=a.flat_field)
+                         device=a.device, progress=not a.quiet, on_error=report, flatfield=a.flat_field,
+                         mosaic_pixels=int(a.stream_from * 1e6))
     print(f"analysed {s.info['images']} image(s) of {s.info['samples']} sample(s) and {s.info['deposits']} "
           f"deposit(s), sizes in {s.unit}; tables and summary.json in {a.out}; {len(failed)} failed")
     return 0 if not failed else 1

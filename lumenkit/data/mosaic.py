@@ -96,7 +96,6 @@ class Mosaic:
             raise BadImageError(f"{self.path}: not a readable TIFF ({_short(e)}); re-export the mosaic as "
                                 "(Big)TIFF or OME-TIFF") from None
         self._arrays: list[Any] = [None] * len(levels)
-        self._series = levels
         try:
             self._check_storage(series)
             self.levels = [self._check_level(lv, i) for i, lv in enumerate(levels)]
@@ -185,7 +184,8 @@ class Mosaic:
         if self._arrays[level] is None:
             import zarr
 
-            self._arrays[level] = zarr.open(self._series[level].aszarr(), mode="r")
+            # the series' store at one level: a level's own store is the whole pyramid (a zarr group) for level 0
+            self._arrays[level] = zarr.open(self._tif.series[0].aszarr(level=level), mode="r")
         return self._arrays[level]
 
     def read(self, y0: int, y1: int, x0: int = 0, x1: int | None = None, level: int = 0) -> np.ndarray:
@@ -250,3 +250,72 @@ class Mosaic:
 def _short(e: BaseException) -> str:
     text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     return text[:200]
+
+
+class MosaicMask:
+    """A mask of a mosaic (one 8-bit code per pixel in a tiled (Big)TIFF, as ``predict`` writes it), opened lazily.
+
+    Rows and regions decode only the tiles they touch, so a mask of any size is measured band by band
+    (:func:`lumenkit.mineralogy.stream.stream_mineralogy`). Use as a context manager or call :meth:`close`.
+
+    Attributes:
+        path: the file.
+        shape: ``(height, width)`` of the full-resolution level in px.
+
+    Raises:
+        BadMaskError: not a readable TIFF, or not one 8-bit channel (the message names the file and the fix).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        import tifffile
+
+        from lumenkit.errors import BadMaskError
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise BadMaskError(f"{self.path}: mask file does not exist; predict the mosaic first")
+        try:
+            self._tif = tifffile.TiffFile(self.path)
+            level = self._tif.series[0].levels[0]
+            shape, dtype = tuple(int(n) for n in level.shape), np.dtype(level.dtype)
+        except Exception as e:
+            raise BadMaskError(f"{self.path}: not a readable TIFF mask ({_short(e)}); predict the mosaic "
+                               "again") from None
+        if dtype != np.uint8 or len(shape) != 2:
+            self._tif.close()
+            raise BadMaskError(f"{self.path}: mask is {dtype} {shape}, not one 8-bit code per pixel; save it as a "
+                               "single-channel 8-bit TIFF of LumenStone codes")
+        self._array: Any = None
+        self.shape: tuple[int, int] = (shape[0], shape[1])
+
+    def __enter__(self) -> MosaicMask:
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the file."""
+        self._tif.close()
+
+    def read(self, y0: int, y1: int, x0: int = 0, x1: int | None = None) -> np.ndarray:
+        """Rows ``y0:y1``, columns ``x0:x1`` as ``(h, w)`` uint8 codes.
+
+        Raises:
+            BadMaskError: a tile cannot be decoded (a truncated or damaged file).
+        """
+        from lumenkit.errors import BadMaskError
+
+        x1 = self.shape[1] if x1 is None else x1
+        try:
+            if self._array is None:
+                import zarr
+
+                self._array = zarr.open(self._tif.series[0].aszarr(level=0), mode="r")
+            region = np.asarray(self._array[y0:y1, x0:x1])
+        except Exception as e:
+            raise BadMaskError(f"{self.path}: cannot decode rows {y0}–{y1} ({_short(e)}); the mask is truncated or "
+                               "damaged: predict the mosaic again") from None
+        if region.dtype != np.uint8:
+            raise BadMaskError(f"{self.path}: rows {y0}–{y1} decode as {region.dtype}, not 8-bit codes")
+        return region

@@ -43,7 +43,12 @@ def modal_composition(mask: np.ndarray, codes: Sequence[int] | None = None) -> p
         ``ore_pct`` (of non-background pixels; NaN for background).
     """
     counts = np.bincount(np.asarray(mask, dtype=np.uint8).ravel(), minlength=256)
-    codes = _codes_in(mask, codes)
+    return modal_from_pixels(counts, _codes_in(mask, codes))
+
+
+def modal_from_pixels(counts: np.ndarray, codes: Sequence[int]) -> pd.DataFrame:
+    """:func:`modal_composition` from pixel counts: ``counts[c]`` pixels of code ``c`` (length 256)."""
+    codes = list(codes)
     px = np.array([counts[c] for c in codes], dtype=np.int64)
     total = counts[:IGNORE].sum()
     ore = total - counts[BACKGROUND]
@@ -105,12 +110,20 @@ def grains(
     from lumenkit.mineralogy.grains import measure
 
     mask = np.asarray(mask, dtype=np.uint8)
-    wanted = [c for c in _codes_in(mask, codes) if c not in (BACKGROUND, IGNORE)]
-    m = measure(mask, wanted)
+    return grain_frame(measure(mask, grain_codes(_codes_in(mask, codes))), pixel_size_um)
+
+
+def grain_codes(codes: Sequence[int]) -> list[int]:
+    """The codes whose connected components are grains: every code but background and ignore."""
+    return [int(c) for c in codes if c not in (BACKGROUND, IGNORE)]
+
+
+def grain_frame(m: Mapping[str, np.ndarray], pixel_size_um: float | None = None) -> pd.DataFrame:
+    """The table of :func:`grains` from the measurements of :func:`lumenkit.mineralogy.grains.measure`."""
     area = m["area"]
     vyy, vxx, vxy = m["vyy"], m["vxx"], m["vxy"]
-    tr, det = vyy + vxx, vyy * vxx - vxy**2
-    disc = np.sqrt(np.maximum(tr**2 / 4 - det, 0))
+    tr = vyy + vxx
+    disc = np.hypot((vyy - vxx) / 2, vxy)  # = sqrt(tr²/4 − det) without its cancellation
     l1, l2 = tr / 2 + disc, np.maximum(tr / 2 - disc, 1e-12)
     # major axis at 0.5·atan2(2vxy, vxx − vyy) with y pointing down; negate for counter-clockwise on screen
     angle = -0.5 * np.degrees(np.arctan2(2 * vxy, vxx - vyy))
@@ -336,15 +349,33 @@ def contact_matrix(mask: np.ndarray, codes: Sequence[int] | None = None) -> pd.D
     """
     mask = np.asarray(mask, dtype=np.uint8)
     codes = _codes_in(mask, codes)
+    lut = contact_lut(codes)
+    m = np.zeros((len(codes) + 1,) * 2, dtype=np.int64)
+    for a, b in ((mask[:, :-1], mask[:, 1:]), (mask[:-1, :], mask[1:, :])):
+        m += pair_counts(a, b, lut)
+    return contact_frame(m, codes)
+
+
+def contact_lut(codes: Sequence[int]) -> np.ndarray:
+    """Code → row of the contact count matrix: ``codes`` in order, then one row for ignore and other codes."""
     k = len(codes)
     lut = np.full(256, k, dtype=np.int64)
-    lut[codes] = np.arange(k)
+    lut[list(codes)] = np.arange(k)
     lut[IGNORE] = k
-    m = np.zeros((k + 1, k + 1), dtype=np.int64)
-    for a, b in ((mask[:, :-1], mask[:, 1:]), (mask[:-1, :], mask[1:, :])):
-        sel = a != b  # only the few differing pairs are mapped (the uint8 comparison is the whole-image cost)
-        ia, ib = lut[a[sel]], lut[b[sel]]
-        m += np.bincount(ia * (k + 1) + ib, minlength=(k + 1) ** 2).reshape(k + 1, k + 1)
+    return lut
+
+
+def pair_counts(a: np.ndarray, b: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """``(k + 1, k + 1)`` counts of neighbour pairs ``a[i] != b[i]`` by class (rows of :func:`contact_lut`)."""
+    k1 = int(lut.max()) + 1
+    sel = a != b  # only the few differing pairs are mapped (the uint8 comparison is the whole-image cost)
+    ia, ib = lut[a[sel]], lut[b[sel]]
+    return np.bincount(ia * k1 + ib, minlength=k1 * k1).reshape(k1, k1)
+
+
+def contact_frame(m: np.ndarray, codes: Sequence[int]) -> pd.DataFrame:
+    """The symmetric table of :func:`contact_matrix` from directed pair counts (:func:`pair_counts`)."""
+    k = len(codes)
     m = m[:k, :k]
     m = m + m.T
     lab = [_label(c) for c in codes]

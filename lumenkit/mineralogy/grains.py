@@ -64,27 +64,42 @@ def label_grains(mask: np.ndarray, codes: Sequence[int]) -> tuple[np.ndarray, np
     return padded, (np.concatenate(grain_code) if grain_code else np.zeros(0, np.int64))
 
 
-def measure(mask: np.ndarray, codes: Sequence[int]) -> dict[str, np.ndarray]:
+def measure(
+    mask: np.ndarray,
+    codes: Sequence[int],
+    labelled: tuple[np.ndarray, np.ndarray] | None = None,
+    origin: tuple[int, int] = (0, 0),
+) -> dict[str, np.ndarray]:
     """Per-grain measurements in px of every 8-connected grain of ``codes`` in a ``(H, W)`` uint8 mask.
+
+    Args:
+        mask: ``(H, W)`` LumenStone codes.
+        codes: the classes whose grains are measured.
+        labelled: the output of :func:`label_grains` for ``mask`` and ``codes``, when the caller has it already.
+        origin: ``(row, column)`` of the mask's first pixel in a larger image (a band or region of a mosaic):
+            added to every coordinate, so a grain measured on any region containing it (and its neighbours) reads
+            bit for bit as on the whole image.
 
     Returns:
         Arrays indexed by grain (label − 1): ``code``, ``area``, ``cy``, ``cx`` (centroid, pixel-centre
         coordinates), ``vyy``, ``vxx``, ``vxy`` (second central moments of the pixel squares), ``perimeter``,
         ``holes``, ``hull_area``, ``feret_max``, ``feret_min``, ``touches_edge``, ``boundary`` and
         ``free_boundary`` (pixel edges against other labelled classes / against code 0; 255 and the image
-        border excluded).
+        border excluded), ``ymin``, ``ymax``, ``xmin``, ``xmax`` (bounding box, pixel corners: rows
+        ``ymin:ymax``) and ``first_y``, ``first_x`` (the grain's first pixel in raster order).
     """
     mask = np.ascontiguousarray(mask, dtype=np.uint8)
     h, w = mask.shape
-    padded, grain_code = label_grains(mask, codes)
+    padded, grain_code = labelled if labelled is not None else label_grains(mask, codes)
     n = len(grain_code)
     out: dict[str, np.ndarray] = {"code": grain_code}
     labels = padded[1:-1, 1:-1]
     if n == 0:
         for k in ("area", "cy", "cx", "vyy", "vxx", "vxy", "perimeter", "holes", "hull_area", "feret_max",
-                  "feret_min", "boundary", "free_boundary"):
+                  "feret_min", "boundary", "free_boundary", "ymin", "ymax", "xmin", "xmax", "first_y", "first_x"):
             out[k] = np.zeros(0)
         out["touches_edge"] = np.zeros(0, bool)
+        out["holes"] = np.zeros(0, np.int64)
         return out
     flat_lab = labels.ravel()  # a copy (labels is a strided view); fine for gathers
     flat_mask = mask.ravel()
@@ -103,13 +118,19 @@ def measure(mask: np.ndarray, codes: Sequence[int]) -> dict[str, np.ndarray]:
     starts, ends, g = starts[keep], ends[keep], g[keep]
     order = np.argsort(g, kind="stable")  # grains contiguous, rows then x ascending within a grain
     g, starts, ends = g[order], starts[order], ends[order]
-    row = (starts // w).astype(np.float64)
-    x0 = (starts % w).astype(np.float64)
-    x1 = (ends % w).astype(np.float64)
+    gi = g - 1
+    # coordinates relative to each grain's first pixel: the sums stay small exact integers, so the moments carry
+    # no cancellation error (a disc reads isotropic wherever it lies) and every figure is independent of where the
+    # grain sits in the image (``origin`` moves the mask in the image: a region reads as the whole)
+    head = np.searchsorted(gi, np.arange(n))  # first run of each grain: its first pixel in raster order
+    ref_y = (starts[head] // w).astype(np.float64)
+    ref_x = (starts[head] % w).astype(np.float64)
+    row = (starts // w).astype(np.float64) - ref_y[gi]
+    x0 = (starts % w).astype(np.float64) - ref_x[gi]
+    x1 = (ends % w).astype(np.float64) - ref_x[gi]
     ln = x1 - x0 + 1
     sx = ln * (x0 + x1) / 2
     sxx = (x1 * (x1 + 1) * (2 * x1 + 1) - (x0 - 1) * x0 * (2 * x0 - 1)) / 6
-    gi = g - 1
     area = np.bincount(gi, ln, n)
     cy = np.bincount(gi, ln * row, n) / area
     cx = np.bincount(gi, sx, n) / area
@@ -117,7 +138,9 @@ def measure(mask: np.ndarray, codes: Sequence[int]) -> dict[str, np.ndarray]:
     out["vyy"] = np.bincount(gi, ln * row * row, n) / area - cy**2 + 1 / 12
     out["vxx"] = np.bincount(gi, sxx, n) / area - cx**2 + 1 / 12
     out["vxy"] = np.bincount(gi, row * sx, n) / area - cx * cy
-    out["area"], out["cy"], out["cx"] = area, cy, cx
+    oy, ox = float(origin[0]), float(origin[1])
+    ref_y, ref_x = ref_y + oy, ref_x + ox  # exact: integers
+    out["area"], out["cy"], out["cx"] = area, cy + ref_y, cx + ref_x
 
     # --- per grain and row: leftmost and rightmost pixel -> bounding box and convex hull ---------------------------
     new_row = np.empty(len(g), dtype=bool)
@@ -134,6 +157,8 @@ def measure(mask: np.ndarray, codes: Sequence[int]) -> dict[str, np.ndarray]:
     xmin = np.minimum.reduceat(left, gstart[:-1])
     xmax = np.maximum.reduceat(right, gstart[:-1])
     bw, bh = xmax - xmin, ymax - ymin
+    out["ymin"], out["ymax"], out["xmin"], out["xmax"] = ymin + ref_y, ymax + ref_y, xmin + ref_x, xmax + ref_x
+    out["first_y"], out["first_x"] = ref_y, ref_x
     hull_area = bw * bh
     feret_max = np.hypot(bw, bh)
     feret_min = np.minimum(bw, bh)

@@ -35,6 +35,7 @@ from lumenkit.mineralogy.analysis import (
     size_distribution,
 )
 from lumenkit.mineralogy.assay import assay_table, calculated_assay, weight_percent
+from lumenkit.mineralogy.stream import pixel_counts, stream_mineralogy
 
 
 @dataclass
@@ -125,7 +126,9 @@ def survey_masks(
     """The survey of ``masks`` (image name → LumenStone codes) of ``sections`` (matched by name).
 
     Args:
-        masks: image name → ``(H, W)`` mask of LumenStone codes (255 = unlabelled, excluded).
+        masks: image name → ``(H, W)`` mask of LumenStone codes (255 = unlabelled, excluded), or the path of a
+            mosaic's mask TIFF (or a :class:`lumenkit.data.mosaic.MosaicMask`), measured band by band with the same
+            figures (:func:`lumenkit.mineralogy.stream.stream_mineralogy`).
         sections: what is known of each image (sample, deposit, pixel size); one per mask.
         codes: minerals to report (default: every code present in any mask).
         gangue_density: density of background (gangue, resin) in g/cm³ for weight %.
@@ -145,16 +148,22 @@ def survey_masks(
     if codes is None:
         present = np.zeros(256, dtype=bool)
         for m in masks.values():
-            present |= np.bincount(np.asarray(m, np.uint8).ravel(), minlength=256) > 0
+            present |= pixel_counts(m) > 0
         codes = [int(c) for c in np.flatnonzero(present) if c != IGNORE and c in CATALOGUE]
     codes = list(codes)
     physical = all(by_name[n].pixel_size_um for n in masks)
     unit = "µm" if physical else "px"
-    modal_rows, grain_tabs, contact_tabs = [], [], {}
+    modal_rows, grain_tabs, contact_tabs, shapes = [], [], {}, {}
     for name, mask in masks.items():
         s = by_name[name]
         px_area = (s.pixel_size_um**2) if physical else 1.0
-        mc = modal_composition(mask, codes).reset_index()
+        px = s.pixel_size_um if physical else None  # one unit for every grain
+        if isinstance(mask, np.ndarray):
+            mc = modal_composition(mask, codes).reset_index()
+            g, cm, shapes[name] = grains(mask, px, codes), contact_matrix(mask, codes), mask.shape
+        else:  # a mosaic's mask on disk: measured band by band
+            st = stream_mineralogy(mask, codes, px)
+            mc, g, cm, shapes[name] = st.modal().reset_index(), st.grains, st.contacts, st.shape
         w = weight_percent({int(c): float(n) for c, n in zip(mc["code"], mc["pixels"], strict=True)},
                            gangue_density=gangue_density)
         dens = dict(zip(w["code"], w["density"], strict=True))
@@ -163,14 +172,12 @@ def survey_masks(
             modal_rows.append({"image": name, "sample": s.sample, "deposit": s.deposit, "mineral": r["mineral"],
                                "code": int(r["code"]), "pixels": int(r["pixels"]), "area": area,
                                "mass": area * dens.get(int(r["code"]), np.nan), "area_pct": float(r["area_pct"])})
-        g = grains(mask, s.pixel_size_um if physical else None, codes)  # one unit for every grain
         g.insert(0, "image", name)
         g.insert(1, "sample", s.sample)
         g.insert(2, "deposit", s.deposit)
         grain_tabs.append(g)
         # boundary lengths in µm when known: images at different magnifications then weigh by real length
-        contact_tabs.setdefault(s.deposit, []).append(
-            contact_matrix(mask, codes).astype(np.float64) * (s.pixel_size_um if physical else 1.0))
+        contact_tabs.setdefault(s.deposit, []).append(cm.astype(np.float64) * (s.pixel_size_um if physical else 1.0))
     modal = pd.DataFrame(modal_rows)
     totals = modal.groupby("image")["mass"].transform("sum")
     modal["weight_pct"] = 100 * modal["mass"] / totals
@@ -183,8 +190,8 @@ def survey_masks(
                          names=["deposit", "mineral", "other"]).reset_index()
     lock = pd.concat({d: locking(c) for d, c in dep.items()}, names=["deposit", "mineral"]).reset_index()
     table = pd.DataFrame([s.to_row() for s in sections if s.name in masks])
-    table["width"] = [masks[n].shape[1] for n in table["image"]]
-    table["height"] = [masks[n].shape[0] for n in table["image"]]
+    table["width"] = [shapes[n][1] for n in table["image"]]
+    table["height"] = [shapes[n][0] for n in table["image"]]
     grain_table = pd.concat(grain_tabs, ignore_index=True) if grain_tabs else pd.DataFrame()
     by_sample, by_deposit = _pooled(modal, "sample", n_boot, ci, seed), _pooled(modal, "deposit", n_boot, ci, seed)
     overall = _pooled(modal.assign(set="all"), "set", n_boot, ci, seed)
@@ -257,6 +264,7 @@ def analyse_sections(
     progress: bool = True,
     on_error: Any = None,
     flatfield: Any = None,
+    mosaic_pixels: int | None = None,
 ) -> Survey:
     """Identify the minerals of a folder of sections with ``model`` and measure them (``lumenkit analyse``).
 
@@ -280,6 +288,9 @@ def analyse_sections(
             reflecting standard imaged with the same microscope settings): each image is corrected before
             prediction (see :func:`lumenkit.inference.predict_files`); ``summary.json`` names the reference
             (``flat_field``, ``null`` without one).
+        mosaic_pixels: TIFFs of at least this many pixels are whole-section mosaics: predicted streamed into
+            ``OUT/masks/NAME.tif`` and measured band by band (:mod:`lumenkit.mineralogy.stream`); default
+            :data:`lumenkit.data.mosaic.MOSAIC_PIXELS`.
 
     Raises:
         DatasetNotFoundError, ConfigError: the folder, ``samples.csv`` or a pixel size (see
@@ -290,6 +301,7 @@ def analyse_sections(
     """
     from lumenkit.data.flatfield import as_flatfield
     from lumenkit.data.imageio import check_writable, read_mask
+    from lumenkit.data.mosaic import is_mosaic
     from lumenkit.data.sections import read_sections, require_pixel_sizes
     from lumenkit.errors import ConfigError
     from lumenkit.inference.predict import load_model, predict_files
@@ -306,13 +318,15 @@ def analyse_sections(
     by_path = {str(s.path.resolve()): s for s in sections}
     rep = predict_files(model, [s.path for s in sections], out / "masks", tiling=tiling, progress=progress,
                         on_error=on_error, device=device,
-                        pixel_size_um={s.path: s.pixel_size_um for s in sections}, flatfield=ff)
+                        pixel_size_um={s.path: s.pixel_size_um for s in sections}, flatfield=ff,
+                        mosaic_pixels=mosaic_pixels)
     if not len(rep.composition):
         raise ConfigError(f"{folder}: no image could be predicted (see the messages above); fix or remove them")
     masks, known = {}, []
     for row in rep.composition.itertuples():
         s = by_path[str(Path(row.path).resolve())]
-        masks[s.name] = read_mask(out / "masks" / f"{row.image}.png")
+        png, tif = out / "masks" / f"{row.image}.png", out / "masks" / f"{row.image}.tif"
+        masks[s.name] = tif if is_mosaic(s.path, mosaic_pixels) else read_mask(png)  # a mosaic's: streamed
         known.append(s)
     survey = survey_masks(masks, known, codes=list(model.class_map.codes), gangue_density=gangue_density)
     survey.info["flat_field"] = (ff.source or "(in memory)") if ff is not None else None

@@ -41,6 +41,9 @@ def test_the_pyramid_level_nearest_the_scale_is_read(tmp_path):
         assert [m.level_for(f) for f in (1.0, 0.6, 0.5, 0.3, 0.2)] == [0, 0, 1, 1, 2]
         rows = m.scaled_rows(0.125, 0, 10)
         np.testing.assert_array_equal(rows, resize_image(quarter, target_size((1203, 1001), 0.125))[:10])
+        for level, image in enumerate((IMG, half, quarter)):  # every level, level 0 of a pyramid included
+            np.testing.assert_array_equal(m.read(5, 105, 7, 207, level=level), image[5:105, 7:207])
+        np.testing.assert_array_equal(m.scaled_rows(1.0, 0, 3), IMG[:3])
 
 
 def test_bad_mosaics_are_one_line_naming_the_file(tmp_path):
