@@ -142,6 +142,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scale", type=float, default=None, help="scale to run the model at (default: its training scale)")
     p.add_argument("--void-border", type=int, default=0, help="ignore pixels within W px of a class boundary")
     p.add_argument("--tta", action="store_true", help="flip/rot90 test-time augmentation (8 passes)")
+    p.add_argument("--refine", action="store_true", help=REFINE_HELP)
     p.add_argument("--no-baselines", action="store_true", help="skip the majority and colour-centroid baselines")
     p.add_argument("--save-masks", default=None, help="also write predicted masks NAME.png here")
     p.add_argument("--n-val", type=int, default=None,
@@ -182,7 +183,7 @@ def _run_evaluate(a: argparse.Namespace) -> int:
                   validation=ValidationSplit.of_model(ckpt, n_val=a.n_val, seed=a.seed, fold=a.val_fold),
                   tiling=Tiling(tta=a.tta), void_border_px=a.void_border, baselines=not a.no_baselines,
                   save_masks=a.save_masks, transform=transform, magnification=magnification,
-                  predict_kwargs={"device": resolve_device(a.device)}, progress=not a.quiet)
+                  predict_kwargs={"device": resolve_device(a.device), "refine": _refine(a)}, progress=not a.quiet)
     if a.perturb:
         ev.info["perturbation"] = a.perturb
     write_evaluation(ev, a.out)
@@ -358,6 +359,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tile", type=int, default=768, help="window side in px at model scale (default 768)")
     p.add_argument("--margin", type=int, default=64, help="context cropped from each window side (default 64)")
     p.add_argument("--tta", action="store_true", help="average over flips and rotations (8× slower)")
+    p.add_argument("--refine", action="store_true", help=REFINE_HELP)
     _add_stream_flag(p)
     p.add_argument("--runtime", choices=["torch", "onnx"], default=None,
                    help="inference back end (default: torch for .pt, ONNX Runtime for .onnx)")
@@ -380,11 +382,21 @@ def _run_predict(a: argparse.Namespace) -> int:
     rep = predict_files(a.model, a.paths, a.out, scale=a.scale, tiling=Tiling(tile=a.tile, margin=a.margin, tta=a.tta),
                         progress=not a.quiet, on_error=report, runtime=a.runtime, device=a.device,
                         pixel_size_um=a.pixel_size, flatfield=a.flat_field,
-                        mosaic_pixels=int(a.stream_from * 1e6))
+                        mosaic_pixels=int(a.stream_from * 1e6), refine=_refine(a))
     if rep.rank == 0:
         by = f" by {rep.world_size} processes" if rep.world_size > 1 else ""
         print(f"predicted {len(rep.composition)} image(s) into {rep.out}{by}; {len(rep.failures)} failed")
     return 0 if rep.ok else 1
+
+
+REFINE_HELP = ("upsample the class probabilities guided by the image's edges (fast guided filter, "
+               "lumenkit.inference.refine) instead of bilinearly: boundaries at full resolution follow the image")
+
+
+def _refine(a: argparse.Namespace) -> Any:
+    from lumenkit.inference.refine import Refine
+
+    return Refine() if a.refine else None
 
 
 def _add_stream_flag(p: argparse.ArgumentParser, measured: bool = False) -> None:
@@ -411,6 +423,7 @@ def _add_analyse(sub: argparse._SubParsersAction) -> None:
                    help="density of background (gangue, resin) in g/cm³ for weight %% (default 2.7)")
     p.add_argument("--tile", type=int, default=768, help="window side in px at model scale (default 768)")
     p.add_argument("--tta", action="store_true", help="average over flips and rotations (8× slower)")
+    p.add_argument("--refine", action="store_true", help=REFINE_HELP)
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
     _add_stream_flag(p, measured=True)
     p.add_argument("--flat-field", default=None, metavar="REF",
@@ -435,7 +448,7 @@ def _run_analyse(a: argparse.Namespace) -> int:
     s = analyse_sections(a.model, a.sections, a.out, samples_csv=a.samples, pixel_size_um=a.pixel_size,
                          require_um=a.um, gangue_density=a.gangue_density, tiling=Tiling(tile=a.tile, tta=a.tta),
                          device=a.device, progress=not a.quiet, on_error=report, flatfield=a.flat_field,
-                         mosaic_pixels=int(a.stream_from * 1e6))
+                         mosaic_pixels=int(a.stream_from * 1e6), refine=_refine(a))
     print(f"analysed {s.info['images']} image(s) of {s.info['samples']} sample(s) and {s.info['deposits']} "
           f"deposit(s), sizes in {s.unit}; tables and summary.json in {a.out}; {len(failed)} failed")
     return 0 if not failed else 1

@@ -244,9 +244,16 @@ def evaluate(
         "scales": {"stored": ds.stored_scale, "model": model_scale, "trained": float(ckpt.scale)},
         "void_border": void_border_px,
         "tta": tiling.tta if isinstance(tiling.tta, str) else bool(tiling.tta),
+        "refine": _asdict_or_none((predict_kwargs or {}).get("refine")),
         "seconds": round(time.perf_counter() - t0, 2),
     }
     return counts.evaluation(ds.names, ckpt.class_map.labels, info)
+
+
+def _asdict_or_none(value: Any) -> dict[str, Any] | None:
+    from dataclasses import asdict
+
+    return asdict(value) if value is not None else None
 
 
 def _fit_baseline(data: str | Path, split: str, cmap: ClassMap, validation: ValidationSplit) -> ColourCentroids:
@@ -281,8 +288,13 @@ class _ImageScorer:
         image = ds.read_image(i, scale=self.model_scale * self.magnification)
         if self.transform is not None:
             image = self.transform(image)
+        extra = {}
+        if self.predict_kwargs.get("refine") is not None:  # the guide: the image at the mask's resolution
+            guide = ds.read_image(i, scale=ds.stored_scale)
+            extra["guide"] = self.transform(guide) if self.transform is not None else guide
         out = predict_image(self.ckpt, image, input_scale=self.model_scale, model_scale=self.model_scale,
-                            output_size=(mask.shape[1], mask.shape[0]), tiling=self.tiling, **self.predict_kwargs)
+                            output_size=(mask.shape[1], mask.shape[0]), tiling=self.tiling, **self.predict_kwargs,
+                            **extra)
         counts.add_prediction(out["indices"], out["confidence"], true, valid)
         for name, keep in protocol_valid.items():
             counts.protocols.setdefault(name, []).append(confusion_matrix(out["indices"], true, counts.k, valid=keep))

@@ -21,6 +21,7 @@ from lumenkit.data.catalogue import ClassMap
 from lumenkit.data.imageio import resize_image, target_size
 from lumenkit.inference.loading import input_scale_for, load_model
 from lumenkit.inference.loading import sharing as _sharing
+from lumenkit.inference.refine import Refine
 from lumenkit.inference.runners import Runner, unwrap_model
 from lumenkit.inference.tiling import Tiling, check_image, confidence_u8, predict_probs, resize_probs
 from lumenkit.models.checkpoint import Checkpoint
@@ -60,6 +61,8 @@ def predict_image(
     progress: bool = False,
     fuse: bool = True,
     runtime: str | None = None,
+    refine: Refine | None = None,
+    guide: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Predict a whole image at the model's scale and return results at the input's resolution.
 
@@ -85,6 +88,11 @@ def predict_image(
         fuse: run torch models with BatchNorm folded into the convolutions (same result, faster).
         runtime: ``None`` (the model's own), ``"torch"``, or ``"onnx"`` (a torch model is exported in memory once
             and run by ONNX Runtime).
+        refine: upsample the probabilities guided by the image's edges (:mod:`lumenkit.inference.refine`)
+            instead of bilinearly; applies when the output is larger than the model's scale. The guide is
+            ``guide``, else the image itself resampled to ``output_size`` when that differs.
+        guide: ``(H, W, 3)`` uint8 RGB of the section at ``output_size`` guiding ``refine`` (e.g. the
+            full-resolution image when ``image`` was decoded at the model's scale).
 
     Returns:
         ``{"codes": (H, W) uint8 LumenStone codes, "indices": (H, W) uint8 model indices,
@@ -106,7 +114,18 @@ def predict_image(
     with retained_heap(), _threads(threads):
         probs = predict_probs(model, work, **asdict(tiling if tiling is not None else Tiling()), device=device,
                               progress=progress, fuse=fuse, runtime=runtime)
-        idx, conf, full = resize_probs(probs, out_size, keep_probs=return_probs)
+        guided = None
+        if refine is not None and out_size[0] > probs.shape[2] and out_size[1] > probs.shape[1]:
+            from lumenkit.inference.refine import brightness, guided_coefficients
+
+            ga, gb = guided_coefficients(probs, brightness(work), refine)
+            if guide is None:
+                guide = image if out_size == (w, h) else resize_image(image, out_size)
+            if guide.shape[:2] != (out_size[1], out_size[0]):
+                raise ValueError(f"guide is {guide.shape[1]}×{guide.shape[0]} px, the output {out_size[0]}×"
+                                 f"{out_size[1]}")
+            guided = (ga, gb, brightness(guide))
+        idx, conf, full = resize_probs(probs, out_size, keep_probs=return_probs, guided=guided)
     del probs
     codes = class_map.to_code(idx) if class_map is not None else idx
     out: dict[str, Any] = {"codes": codes, "indices": idx, "confidence": conf, "model_scale": float(model_scale)}
@@ -237,6 +256,7 @@ def predict_files(
     pixel_size_um: float | Mapping[str | Path, float | None] | None = None,
     flatfield: FlatField | str | Path | None = None,
     mosaic_pixels: int | None = None,
+    refine: Refine | None = None,
 ) -> PredictionReport:
     """Predict image files and write, per image, a mask, an overlay and a confidence map, plus a composition CSV.
 
@@ -284,6 +304,8 @@ def predict_files(
         pixel_size_um: µm per pixel of the files that do not declare their own (see ``scale``); or a mapping
             file → µm per pixel that decides for every file it names (e.g. from ``samples.csv``, see
             :func:`lumenkit.data.sections.read_sections`).
+        refine: upsample the probabilities guided by each image's edges (:mod:`lumenkit.inference.refine`; the
+            image is then decoded at full resolution); not for mosaics yet (they are reported and skipped).
         mosaic_pixels: TIFFs of at least this many pixels are predicted as mosaics, streamed into tiled BigTIFF
             (:func:`lumenkit.inference.mosaic.predict_mosaic`); default
             :data:`lumenkit.data.mosaic.MOSAIC_PIXELS` (64 MP).
@@ -309,7 +331,7 @@ def predict_files(
     out = check_writable(out, folder=True)
     dev = resolve_device(device) if device is not None else None
     job = _FileJob(ckpt, Path(out), scale, tiling if tiling is not None else Tiling(), alpha, runtime, dev,
-                   pixel_size_um, ff)
+                   pixel_size_um, ff, refine)
     files, missing = collect_images(paths, exclude=job.out)
     with _sharing(dev) as (rank, world):
         failures = [(m.split(":")[0], m) for m in missing]
@@ -341,6 +363,7 @@ class _FileJob:
     device: torch.device | None
     pixel_size_um: float | Mapping[str | Path, float | None] | None = None
     flatfield: FlatField | None = None
+    refine: Refine | None = None
     _sizes: dict[str, float | None] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -368,12 +391,13 @@ class _FileJob:
         size = image_size(f)
         if self.flatfield is not None:
             self.flatfield.check_frame(size, f)
-        factor = min(1.0, self.ckpt.scale / s)  # decode straight at the model's scale when that is smaller
+        # decode straight at the model's scale when that is smaller (at full resolution to guide a refinement)
+        factor = 1.0 if self.refine is not None else min(1.0, self.ckpt.scale / s)
         image = read_image(f, factor=factor)
         if self.flatfield is not None:
             image = self.flatfield(image)
         res = predict_image(self.ckpt, image, self.ckpt.scale if factor < 1 else s, tiling=self.tiling,
-                            output_size=size, runtime=self.runtime, device=self.device)
+                            output_size=size, runtime=self.runtime, device=self.device, refine=self.refine)
         return s, image, res
 
     def file_pixel_size(self, f: Path) -> float | None:
@@ -451,6 +475,8 @@ def _predict_mosaics(
             if job.flatfield is not None:
                 raise ConfigError(f"{f}: flat-field correction of mosaics is not supported yet; correct the mosaic "
                                   "in the microscope software, or predict it without --flat-field")
+            if job.refine is not None:
+                raise ConfigError(f"{f}: --refine is not supported for mosaics yet; predict it without --refine")
             px = job.file_pixel_size(f)
             res = predict_mosaic(job.ckpt, f, job.out, scale=job.file_scale(f), pixel_size_um=px, tiling=job.tiling,
                                  device=str(job.device) if job.device is not None else None, progress=progress,

@@ -310,13 +310,22 @@ def confidence_u8(confidence: np.ndarray) -> np.ndarray:
 
 
 def resize_probs(
-    probs: torch.Tensor, size: tuple[int, int], strip: int = 256, keep_probs: bool = False
+    probs: torch.Tensor,
+    size: tuple[int, int],
+    strip: int = 256,
+    keep_probs: bool = False,
+    guided: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, torch.Tensor | None]:
     """Bring class probabilities to ``size = (width, height)`` and reduce them to labels and confidence.
 
     Upsampling is bilinear (separable, PyTorch's ``align_corners=False`` convention), done in strips of ``strip``
     output rows so only one strip of full-resolution probabilities exists at a time (along x with
     ``F.interpolate``, along y by blending whole rows); downsampling averages areas.
+
+    With ``guided = (a, b, guide)`` — the coefficients of :func:`lumenkit.inference.refine.guided_coefficients`
+    and the ``(H, W)`` brightness of the image at the output size — upsampling is edge-aware instead: the
+    coefficient maps are upsampled the same way and the probabilities are ``a·guide + b`` (the fast guided
+    filter); the confidence is then clipped to [0, 1].
 
     Returns:
         ``(indices, confidence, probs)``: ``(H, W)`` uint8 model indices, ``(H, W)`` float32 max probability,
@@ -339,8 +348,15 @@ def resize_probs(
     for s in range(0, out_h, strip):
         e = min(out_h, s + strip)
         a, b = int(r0[s]), int(r1[e - 1]) + 1  # the source rows this strip reads
-        part = upsample_rows(probs[:, a:b], a, weights, s, e, out_w)
+        if guided is None:
+            part = upsample_rows(probs[:, a:b], a, weights, s, e, out_w)
+        else:
+            ga, gb, guide = guided
+            part = torch.addcmul(upsample_rows(gb[:, a:b], a, weights, s, e, out_w),
+                                 upsample_rows(ga[:, a:b], a, weights, s, e, out_w), guide[None, s:e])
         conf, idx = part.max(dim=0)
+        if guided is not None:
+            conf = conf.clamp_(0.0, 1.0)
         idx_out[s:e] = idx.to(torch.uint8).numpy()
         conf_out[s:e] = conf.numpy()
         if full is not None:

@@ -265,6 +265,7 @@ def analyse_sections(
     on_error: Any = None,
     flatfield: Any = None,
     mosaic_pixels: int | None = None,
+    refine: Any = None,
 ) -> Survey:
     """Identify the minerals of a folder of sections with ``model`` and measure them (``lumenkit analyse``).
 
@@ -291,6 +292,7 @@ def analyse_sections(
         mosaic_pixels: TIFFs of at least this many pixels are whole-section mosaics: predicted streamed into
             ``OUT/masks/NAME.tif`` and measured band by band (:mod:`lumenkit.mineralogy.stream`); default
             :data:`lumenkit.data.mosaic.MOSAIC_PIXELS`.
+        refine: a :class:`lumenkit.inference.refine.Refine`: masks upsampled guided by each image's edges.
 
     Raises:
         DatasetNotFoundError, ConfigError: the folder, ``samples.csv`` or a pixel size (see
@@ -319,7 +321,7 @@ def analyse_sections(
     rep = predict_files(model, [s.path for s in sections], out / "masks", tiling=tiling, progress=progress,
                         on_error=on_error, device=device,
                         pixel_size_um={s.path: s.pixel_size_um for s in sections}, flatfield=ff,
-                        mosaic_pixels=mosaic_pixels)
+                        mosaic_pixels=mosaic_pixels, refine=refine)
     if not len(rep.composition):
         raise ConfigError(f"{folder}: no image could be predicted (see the messages above); fix or remove them")
     masks, known = {}, []

@@ -225,3 +225,31 @@ def test_evaluation_json_keeps_the_validation_keys_and_takes_a_tiling(fake_datas
     assert plain.info["tta"] is False and plain.info["images"] == ev.info["images"] == 2
     with pytest.raises(TypeError):
         evaluate(fake_dataset, ckpt, split="val", n_val=2, progress=False)  # the loose triple is gone
+
+
+def test_evaluate_refine_is_recorded_and_guided_by_the_stored_image(fake_dataset, tmp_path, monkeypatch):
+    from lumenkit.cli import main
+    from lumenkit.inference import predict as predict_mod
+
+    torch.manual_seed(0)
+    ckpt = tmp_path / "quarter.pt"
+    Checkpoint(create_model("resunet", width=4, depth=2, classes=3).eval(), ClassMap([0, 1, 2]), 0.25).save(ckpt)
+
+    seen = []
+    real = predict_mod.predict_image
+
+    def spy(*args, **kwargs):
+        seen.append((args[1].shape, kwargs.get("guide").shape if kwargs.get("guide") is not None else None,
+                     kwargs["output_size"]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(predict_mod, "predict_image", spy)
+    out = tmp_path / "r.json"
+    assert main(["evaluate", "--data", str(fake_dataset), "--model", str(ckpt), "--out", str(out), "--refine",
+                 "--no-baselines", "--quiet"]) == 0
+    assert json.loads(out.read_text())["refine"] == {"radius": 2, "eps": 1e-3}
+    for small, guide, (w, h) in seen:
+        assert guide == (h, w, 3) and small[0] < h  # the network's image at model scale, the guide at the mask's
+    assert main(["evaluate", "--data", str(fake_dataset), "--model", str(ckpt), "--out", str(out), "--quiet",
+                 "--no-baselines"]) == 0
+    assert json.loads(out.read_text())["refine"] is None
