@@ -261,6 +261,7 @@ class MosaicMask:
     Attributes:
         path: the file.
         shape: ``(height, width)`` of the full-resolution level in px.
+        levels: ``(height, width)`` of every pyramid level, level 0 (full resolution) first.
 
     Raises:
         BadMaskError: not a readable TIFF, or not one 8-bit channel (the message names the file and the fix).
@@ -276,8 +277,10 @@ class MosaicMask:
             raise BadMaskError(f"{self.path}: mask file does not exist; predict the mosaic first")
         try:
             self._tif = tifffile.TiffFile(self.path)
-            level = self._tif.series[0].levels[0]
+            levels = self._tif.series[0].levels
+            level = levels[0]
             shape, dtype = tuple(int(n) for n in level.shape), np.dtype(level.dtype)
+            sides = [tuple(int(n) for n in lv.shape) for lv in levels]
         except Exception as e:
             raise BadMaskError(f"{self.path}: not a readable TIFF mask ({_short(e)}); predict the mosaic "
                                "again") from None
@@ -285,8 +288,9 @@ class MosaicMask:
             self._tif.close()
             raise BadMaskError(f"{self.path}: mask is {dtype} {shape}, not one 8-bit code per pixel; save it as a "
                                "single-channel 8-bit TIFF of LumenStone codes")
-        self._array: Any = None
+        self._arrays: dict[int, Any] = {}
         self.shape: tuple[int, int] = (shape[0], shape[1])
+        self.levels: list[tuple[int, int]] = [(sh[0], sh[1]) for sh in sides if len(sh) == 2]
 
     def __enter__(self) -> MosaicMask:
         return self
@@ -298,24 +302,125 @@ class MosaicMask:
         """Close the file."""
         self._tif.close()
 
-    def read(self, y0: int, y1: int, x0: int = 0, x1: int | None = None) -> np.ndarray:
-        """Rows ``y0:y1``, columns ``x0:x1`` as ``(h, w)`` uint8 codes.
+    def read(self, y0: int, y1: int, x0: int = 0, x1: int | None = None, level: int = 0) -> np.ndarray:
+        """Rows ``y0:y1``, columns ``x0:x1`` of a pyramid level as ``(h, w)`` uint8 codes.
 
         Raises:
             BadMaskError: a tile cannot be decoded (a truncated or damaged file).
         """
         from lumenkit.errors import BadMaskError
 
-        x1 = self.shape[1] if x1 is None else x1
+        x1 = self.levels[level][1] if x1 is None else x1
         try:
-            if self._array is None:
+            if level not in self._arrays:
                 import zarr
 
-                self._array = zarr.open(self._tif.series[0].aszarr(level=0), mode="r")
-            region = np.asarray(self._array[y0:y1, x0:x1])
+                self._arrays[level] = zarr.open(self._tif.series[0].aszarr(level=level), mode="r")
+            region = np.asarray(self._arrays[level][y0:y1, x0:x1])
         except Exception as e:
             raise BadMaskError(f"{self.path}: cannot decode rows {y0}–{y1} ({_short(e)}); the mask is truncated or "
                                "damaged: predict the mosaic again") from None
         if region.dtype != np.uint8:
             raise BadMaskError(f"{self.path}: rows {y0}–{y1} decode as {region.dtype}, not 8-bit codes")
         return region
+
+
+def overview_step(shape: tuple[int, int], max_side: int) -> int:
+    """The whole-number reduction that brings ``shape = (height, width)`` to at most ``max_side`` px a side."""
+    return max(1, -(-max(shape) // max_side))
+
+
+def mosaic_overview(image: str | Path, mask: str | Path | None = None, max_side: int = 2048) -> tuple[
+        np.ndarray, np.ndarray | None, int]:
+    """A mosaic (and its mask) reduced to at most ``max_side`` px a side, read from the pyramid where it has one.
+
+    The image is area-resampled (:meth:`Mosaic.scaled_rows`); the mask is sampled at the pixel centres of the
+    same grid from its nearest finer pyramid level (codes are never averaged).
+
+    Returns:
+        ``(image, mask, step)``: ``(h, w, 3)`` uint8, ``(h, w)`` codes or ``None``, and the reduction: each
+        overview pixel is ``step`` × ``step`` mosaic pixels (for the scale bar: pixel size × step).
+
+    Raises:
+        BadImageError, BadMaskError: a file that cannot be read.
+    """
+    with Mosaic(image) as m:
+        h0, w0 = m.shape
+        step = overview_step((h0, w0), max_side)
+        w, h = -(-w0 // step), -(-h0 // step)
+        picture = m.scaled_rows(w / w0, 0, h) if step > 1 else m.read(0, h0)
+        h, w = picture.shape[:2]
+    codes = None
+    if mask is not None:
+        with MosaicMask(mask) as mm:
+            if mm.shape != (h0, w0):
+                from lumenkit.errors import BadMaskError
+
+                raise BadMaskError(f"{mask}: mask is {mm.shape[1]}×{mm.shape[0]} px, its mosaic {w0}×{h0}; "
+                                   "predict the mosaic again")
+            level = max(i for i, (lh, lw) in enumerate(mm.levels) if lh >= h and lw >= w)
+            lh, lw = mm.levels[level]
+            ys = np.minimum(((np.arange(h) + 0.5) * lh / h).astype(np.intp), lh - 1)
+            xs = np.minimum(((np.arange(w) + 0.5) * lw / w).astype(np.intp), lw - 1)
+            codes = np.empty((h, w), np.uint8)
+            rows = 256
+            for a in range(0, h, rows):  # decode only the bands of the level the sampled rows fall in
+                y = ys[a:a + rows]
+                band = mm.read(int(y[0]), int(y[-1]) + 1, level=level)
+                codes[a:a + rows] = band[(y - y[0])[:, None], xs[None, :]]
+    return picture, codes, step
+
+
+def _sampled(read: Any, shape: tuple[int, int], down: float, box: tuple[int, int, int, int], step: int) -> np.ndarray:
+    """Pixels at the centres of a ``step``-px grid over ``box = (y0, y1, x0, x1)`` (level-0 px), nearest.
+
+    Read from a level of ``shape`` that is level 0 reduced ``down`` times (only the rows and columns needed).
+    """
+    y0, y1, x0, x1 = box
+    yc = y0 + (np.arange(-(-(y1 - y0) // step)) + 0.5) * step
+    xc = x0 + (np.arange(-(-(x1 - x0) // step)) + 0.5) * step
+    ys = np.minimum((np.minimum(yc, y1 - 0.5) / down).astype(np.intp), shape[0] - 1)
+    xs = np.minimum((np.minimum(xc, x1 - 0.5) / down).astype(np.intp), shape[1] - 1)
+    block = read(int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1)
+    return np.ascontiguousarray(block[(ys - ys[0])[:, None], (xs - xs[0])[None, :]])
+
+
+def mosaic_region(
+    image: str | Path, mask: str | Path | None, box: tuple[int, int, int, int], max_side: int = 1024
+) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """A region of a mosaic (and of its mask) for display, at full resolution when it fits ``max_side``.
+
+    Else it is reduced by a whole ``step``, each file read from its coarsest pyramid level that has that detail.
+
+    Args:
+        image: the mosaic.
+        mask: its mask (as ``predict`` writes it), or ``None``.
+        box: ``(y0, y1, x0, x1)`` in full-resolution px (clipped to the mosaic).
+        max_side: longest side of the result in px.
+
+    Returns:
+        ``(image, mask, step)``: ``(h, w, 3)`` uint8, ``(h, w)`` codes or ``None``, and the reduction (1 = full
+        resolution; each pixel shown is ``step`` × ``step`` mosaic pixels).
+
+    Raises:
+        BadImageError, BadMaskError: a file that cannot be read.
+        ValueError: an empty box.
+    """
+    with Mosaic(image) as m:
+        h0, w0 = m.shape
+        y0, y1 = max(0, int(box[0])), min(h0, int(box[1]))
+        x0, x1 = max(0, int(box[2])), min(w0, int(box[3]))
+        if y1 <= y0 or x1 <= x0:
+            raise ValueError(f"empty region {box} of a {w0}×{h0} px mosaic")
+        step = overview_step((y1 - y0, x1 - x0), max_side)
+        lv = max(i for i, level in enumerate(m.levels) if level.downsample <= step * (1 + 1e-9))
+        picture = _sampled(lambda a, b, c, d: m.read(a, b, c, d, level=lv), m.levels[lv].shape,
+                           m.levels[lv].downsample, (y0, y1, x0, x1), step)
+    codes = None
+    if mask is not None:
+        with MosaicMask(mask) as mm:
+            downs = [h0 / lh for lh, _ in mm.levels]
+            lv = max(i for i, d in enumerate(downs) if d <= step * (1 + 1e-9))
+            codes = _sampled(lambda a, b, c, d: mm.read(a, b, c, d, level=lv), mm.levels[lv], downs[lv],
+                             (y0, y1, x0, x1), step)
+    return picture, codes, step

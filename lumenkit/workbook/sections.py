@@ -31,6 +31,14 @@ ANALYSIS = "analysis"
 INPUTS = "inputs.json"
 """What an analysis was made from (model, images, pixel sizes, options); a different record means analyse again."""
 
+OVERVIEW_SIDE = 2048
+"""Longest side in px of a mosaic's overview in the gallery (:meth:`SectionsView.images`)."""
+
+
+def _mask(path: Path) -> np.ndarray | Path:
+    """A predicted mask: a PNG read whole, a mosaic's tiled TIFF left on disk (measured band by band)."""
+    return path if path.suffix.lower() == ".tif" else read_mask(path)
+
 
 def _fingerprint_file(path: Path) -> list[Any]:
     """A file by its resolved path, size and modification time (a missing file: its name)."""
@@ -72,6 +80,7 @@ def ensure_analysis(
     gangue_density: float = GANGUE_DENSITY,
     flat_field: str | Path | None = None,
     progress: bool = False,
+    mosaic_pixels: int | None = None,
 ) -> Path:
     """Identify and measure the sections with ``model`` into ``RUN/analysis/``, unless that is already done.
 
@@ -91,6 +100,8 @@ def ensure_analysis(
         flat_field: image file of a reference frame (a blank, evenly reflecting standard under the same lamp and
             camera settings): every image is flat-field and white-balance corrected before identification.
         progress: show a progress bar while predicting.
+        mosaic_pixels: TIFFs of at least this many pixels are whole-section mosaics, predicted and measured
+            streamed (default :data:`lumenkit.data.mosaic.MOSAIC_PIXELS`); their masks stay on disk as tiled TIFF.
 
     Returns:
         The analysis folder.
@@ -99,6 +110,7 @@ def ensure_analysis(
         DatasetNotFoundError, ConfigError: see :func:`lumenkit.mineralogy.survey.analyse_sections` (also when no
             image could be predicted); a missing model file (the message says how to get one).
     """
+    from lumenkit.data.mosaic import is_mosaic
     from lumenkit.mineralogy.survey import analyse_sections, write_survey
 
     model = Path(model)
@@ -113,7 +125,7 @@ def ensure_analysis(
     if old.get("prediction") == record["prediction"] and (out / "summary.json").is_file():
         if old.get("tables") == record["tables"]:
             return out
-        masks = {s.name: read_mask(out / old["masks"][s.name]) for s in found if s.name in old.get("masks", {})}
+        masks = {s.name: _mask(out / old["masks"][s.name]) for s in found if s.name in old.get("masks", {})}
         codes = json.loads((out / "summary.json").read_text()).get("codes")  # the model's classes, as before
         write_survey(survey_masks(masks, [s for s in found if s.name in masks], codes=codes,
                                   gangue_density=gangue_density), out)
@@ -127,11 +139,12 @@ def ensure_analysis(
         failed[by_path.get(path, path)] = message
 
     analyse_sections(model, sections, out, samples_csv=samples_csv, pixel_size_um=pixel_size_um,
-                     gangue_density=gangue_density, flatfield=flat_field or None, progress=progress, on_error=note)
+                     gangue_density=gangue_density, flatfield=flat_field or None, progress=progress, on_error=note,
+                     mosaic_pixels=mosaic_pixels)
     comp = pd.read_csv(out / "masks" / "composition.csv")
     names = {str(s.path.resolve()): s.name for s in found}
-    masks = {names[str(Path(p).resolve())]: f"masks/{n}.png" for p, n in zip(comp["path"], comp["image"], strict=True)
-             if str(Path(p).resolve()) in names}
+    masks = {names[str(Path(p).resolve())]: f"masks/{n}.{'tif' if is_mosaic(p, mosaic_pixels) else 'png'}"
+             for p, n in zip(comp["path"], comp["image"], strict=True) if str(Path(p).resolve()) in names}
     write_text(done, json.dumps({**record, "masks": masks, "failed": failed}, indent=1) + "\n")
     return out
 
@@ -171,17 +184,32 @@ class SectionsView:
     def images(self, limit: int | None = None) -> list[tuple[Section, np.ndarray, np.ndarray]]:
         """``(section, image as the model saw it, predicted mask)`` of the group's first ``limit`` sections.
 
-        The image is flat-field corrected when the analysis was.
+        The image is flat-field corrected when the analysis was. A mosaic comes as its overview (at most
+        :data:`OVERVIEW_SIDE` px a side, read from the files' pyramids) with its section's pixel size scaled to
+        match, so scale bars stay true; :meth:`mosaics` and :class:`lumenkit.workbook.widgets.MosaicViewer`
+        show it at full resolution.
         """
+        from dataclasses import replace
+
         from lumenkit.data.flatfield import as_flatfield
+        from lumenkit.data.mosaic import mosaic_overview
 
         ff = as_flatfield(self.flat_field) if self.flat_field else None
         out = []
         for s in self.sections[:limit]:
+            if self.masks[s.name].suffix.lower() == ".tif":
+                picture, codes, step = mosaic_overview(s.path, self.masks[s.name], OVERVIEW_SIDE)
+                px = s.pixel_size_um * step if s.pixel_size_um else None
+                out.append((replace(s, pixel_size_um=px), picture, codes))
+                continue
             mask = read_mask(self.masks[s.name])
             image = read_image(s.path)  # predicted masks are at the file's own resolution
             out.append((s, ff(image) if ff is not None else image, mask))
         return out
+
+    def mosaics(self) -> list[tuple[Section, Path]]:
+        """``(section, mask file)`` of the group's whole-section mosaics (predicted streamed, masks as tiled TIFF)."""
+        return [(s, self.masks[s.name]) for s in self.sections if self.masks[s.name].suffix.lower() == ".tif"]
 
 
 def sections_view(
@@ -233,11 +261,15 @@ def sections_view(
     masks = {s.name: analysis / record["masks"][s.name] for s in group}
     title = "all sections" if deposit == sample == "all" else (f"sample {sample}" if sample != "all"
                                                                  else f"deposit {deposit}")
-    predicted = {n: read_mask(p) for n, p in masks.items()}
+    predicted = {n: _mask(p) for n, p in masks.items()}
     pred = survey_masks(predicted, group, gangue_density=gangue_density, n_boot=n_boot)
     true = on_truth = None
     if truth:
         true_masks = {}
+        streamed = [n for n, m in predicted.items() if not isinstance(m, np.ndarray)]
+        if streamed:
+            raise ConfigError(f"{streamed[0]}: true masks of whole-section mosaics are not compared yet; leave truth "
+                              "empty, or compare the sections that are ordinary images")
         for s in group:
             path = Path(truth) / f"{s.name}.png"
             if not path.is_file():

@@ -351,3 +351,99 @@ class Explorer:
         from IPython.display import display
 
         display(self.widget)
+
+
+class MosaicViewer:
+    """A whole-section mosaic and its predicted mask: a reduced overview, and any region at full resolution.
+
+    Nothing is loaded whole: the overview and each region are read from the files' pyramids and tiles
+    (:func:`lumenkit.data.mosaic.mosaic_overview`, :func:`lumenkit.data.mosaic.mosaic_region`). Controls: zoom x
+    and y (fractions of the width and height), opacity, one toggle per mineral present in the overview. The overview
+    outlines the zoomed region; the region is shown at full resolution when it fits ``max_side``, else reduced by
+    the whole step the caption states. The caption gives the region's size in px and, with a pixel size, in µm.
+
+    Args:
+        image: the mosaic file.
+        mask: its mask as ``predict`` writes it (``OUT/NAME.tif``), or ``None`` for the image alone.
+        pixel_size_um: µm per full-resolution pixel (for the caption), if known.
+        max_side: longest side in px of the overview and of the region shown.
+
+    Attributes:
+        overview, overview_mask, overview_step: the overview and its reduction.
+        region, region_mask, region_step, box: what the zoom panel shows, and its ``(y0, y1, x0, x1)`` in px.
+
+    Raises:
+        BadImageError, BadMaskError: a file that cannot be read.
+    """
+
+    def __init__(
+        self, image: str | Path, mask: str | Path | None = None, pixel_size_um: float | None = None,
+        max_side: int = 1024,
+    ) -> None:
+        import ipywidgets as w
+
+        from lumenkit.data.mosaic import Mosaic, mosaic_overview
+
+        self.image_path, self.mask_path = Path(image), Path(mask) if mask is not None else None
+        self.pixel_size_um, self.max_side = pixel_size_um, max_side
+        with Mosaic(self.image_path) as m:
+            self.shape = m.shape
+        self.overview, self.overview_mask, self.overview_step = mosaic_overview(self.image_path, self.mask_path,
+                                                                                max_side)
+        self.zoom_x = w.FloatRangeSlider(value=(0.4, 0.6), min=0.0, max=1.0, step=0.005, description="zoom x")
+        self.zoom_y = w.FloatRangeSlider(value=(0.4, 0.6), min=0.0, max=1.0, step=0.005, description="zoom y")
+        self.opacity = w.FloatSlider(value=0.45, min=0.0, max=1.0, step=0.05, description="opacity")
+        present = (np.flatnonzero(np.bincount(self.overview_mask.ravel(), minlength=256))
+                   if self.overview_mask is not None else [])
+        self.toggles = {int(c): w.ToggleButton(value=True, description=CATALOGUE[int(c)].label)
+                        for c in present if int(c) in CATALOGUE and int(c) not in (0, IGNORE)}
+        self.overview_view, self.region_view = w.Image(format="png"), w.Image(format="png")
+        self.caption = w.HTML()
+        for ctl in (self.zoom_x, self.zoom_y, self.opacity, *self.toggles.values()):
+            ctl.observe(lambda _: self.refresh(), "value")
+        self.widget = w.VBox([w.HBox([self.zoom_x, self.zoom_y, self.opacity]),
+                              w.HBox(list(self.toggles.values()), layout=w.Layout(flex_flow="row wrap")),
+                              self.caption, w.HBox([self.overview_view, self.region_view])])
+        self.refresh()
+
+    def shown_codes(self) -> list[int]:
+        """Codes whose toggle is on."""
+        return [c for c, t in self.toggles.items() if t.value]
+
+    def zoom_box(self) -> tuple[int, int, int, int]:
+        """``(y0, y1, x0, x1)`` of the zoomed region in full-resolution px (at least one pixel each way)."""
+        h, w = self.shape
+        y0, y1 = (round(v * h) for v in self.zoom_y.value)
+        x0, x1 = (round(v * w) for v in self.zoom_x.value)
+        y0, x0 = min(y0, h - 1), min(x0, w - 1)
+        return y0, max(y1, y0 + 1), x0, max(x1, x0 + 1)
+
+    def _overlay(self, image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+        return image if mask is None else overlay(image, mask, alpha=self.opacity.value, show=self.shown_codes())
+
+    def refresh(self) -> None:
+        """Read the zoomed region and redraw both panels."""
+        from lumenkit.data.mosaic import mosaic_region
+
+        self.box = self.zoom_box()
+        self.region, self.region_mask, self.region_step = mosaic_region(self.image_path, self.mask_path, self.box,
+                                                                        self.max_side)
+        view = self._overlay(self.overview, self.overview_mask).copy()
+        y0, y1, x0, x1 = (v // self.overview_step for v in self.box)
+        y1, x1 = min(max(y1, y0 + 1), view.shape[0]) - 1, min(max(x1, x0 + 1), view.shape[1]) - 1
+        for edge in (view[y0, x0:x1 + 1], view[y1, x0:x1 + 1], view[y0:y1 + 1, x0], view[y0:y1 + 1, x1]):
+            edge[...] = (255, 255, 0)  # the zoomed region, outlined in yellow
+        self.overview_view.value = _png(view)
+        self.region_view.value = _png(self._overlay(self.region, self.region_mask))
+        h, w = self.box[1] - self.box[0], self.box[3] - self.box[2]
+        size = f"{w}×{h} px"
+        if self.pixel_size_um:
+            size += f" ({w * self.pixel_size_um / 1000:.3g}×{h * self.pixel_size_um / 1000:.3g} mm)"
+        shown = "full resolution" if self.region_step == 1 else f"reduced {self.region_step}×"
+        self.caption.value = (f"<b>{self.image_path.name}</b>: {self.shape[1]}×{self.shape[0]} px mosaic; region "
+                              f"x {self.box[2]}–{self.box[3]}, y {self.box[0]}–{self.box[1]}: {size}, {shown}")
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
