@@ -2,11 +2,13 @@
 
 from lumenkit.inference.onnx import OnnxModel, export_onnx, load_onnx
 from lumenkit.inference.predict import PredictionReport, collect_images, load_model, predict_files, predict_image
+from lumenkit.inference.refine import Refine
 from lumenkit.inference.tiling import Tiling, predict_probs, resize_probs, tta_transforms
 
 __all__ = [
     "OnnxModel",
     "PredictionReport",
+    "Refine",
     "Tiling",
     "collect_images",
     "export_onnx",

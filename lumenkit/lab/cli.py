@@ -160,7 +160,36 @@ def _run_prior(a: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_ablation, _add_prior]
+def _add_refine(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("refine", help="score bilinear against guided upsampling (--refine) at several settings, the "
+                                      "network run once per image (choose the setting on the training images)")
+    p.add_argument("--data", required=True, help="dataset folder in LumenStone layout")
+    p.add_argument("--model", required=True, help="checkpoint RUN/model.pt")
+    p.add_argument("--split", default="fit", choices=["fit", "val", "train"],
+                   help="images scored (default fit: the model's training images, its validation split untouched)")
+    p.add_argument("--settings", default="1:1e-3,2:1e-4,2:1e-3,2:1e-2,4:1e-3",
+                   help="radius:eps pairs, comma-separated (radius in px at the model's scale)")
+    p.add_argument("--limit", type=int, default=None, help="score only the first N images of the split")
+    p.add_argument("--out", required=True, help="CSV of the table")
+    p.set_defaults(func=_run_refine)
+
+
+def _run_refine(a: argparse.Namespace) -> int:
+    from lumenkit.data.imageio import check_writable, write_text
+    from lumenkit.lab.studies import refine_sweep
+
+    try:
+        settings = [(int(r), float(e)) for r, e in (pair.split(":") for pair in a.settings.split(","))]
+    except ValueError:
+        raise ConfigError(f"--settings {a.settings!r}: give radius:eps pairs, e.g. 1:1e-3,2:1e-3") from None
+    check_writable(a.out, folder=False)
+    table = refine_sweep(a.data, a.model, settings, split=a.split, limit=a.limit)
+    write_text(a.out, table.to_csv(index=False))
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    return 0
+
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_ablation, _add_prior, _add_refine]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,4 +1,4 @@
-"""One-off studies behind published figures: the scale ceiling of a model and the exposure spread between images."""
+"""One-off studies behind published figures: scale ceiling, exposure spread, settings of the guided refinement."""
 
 from __future__ import annotations
 
@@ -110,3 +110,61 @@ def exposure_spread(levels: pd.DataFrame) -> pd.DataFrame:
     out["low"] = out["min"] / out["median"]
     out["high"] = out["max"] / out["median"]
     return out.rename_axis("class")
+
+
+def refine_sweep(
+    data: str | Path,
+    model: str | Path,
+    settings: list[tuple[int, float]],
+    split: str = "fit",
+    validation: ValidationSplit | None = None,
+    limit: int | None = None,
+) -> pd.DataFrame:
+    """Mean IoU and pixel accuracy of bilinear against guided upsampling (:mod:`lumenkit.inference.refine`).
+
+    The network runs once per image (at the model's scale, as ``lumenkit evaluate`` runs it); its probabilities are
+    then brought to the mask's resolution bilinearly and with each ``(radius, eps)`` setting, guided by the image at
+    the mask's resolution, and scored there. Run it on the ``fit`` split (the model's training images) to choose a
+    setting without looking at the validation images that report it.
+
+    Args:
+        data: dataset folder in LumenStone layout.
+        model: checkpoint.
+        settings: ``(radius, eps)`` pairs to try.
+        split: split to score (``fit``: training images of the model's validation split).
+        validation: the validation split (default: the model's own).
+        limit: score only the first ``limit`` images of the split.
+
+    Returns:
+        One row per setting (``bilinear`` first): ``setting``, ``radius``, ``eps``, ``mean_iou``,
+        ``pixel_accuracy``, then the IoU of each class.
+    """
+    from dataclasses import asdict
+
+    from lumenkit.inference.refine import Refine, brightness, guided_coefficients
+    from lumenkit.inference.tiling import Tiling, predict_probs, resize_probs
+    from lumenkit.models.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(model)
+    validation = validation if validation is not None else ValidationSplit.of_model(ckpt)
+    ds = LumenStoneDataset(data, split, class_set=ckpt.class_map.codes, validation=validation)
+    cmap = ckpt.class_map
+    names = ["bilinear", *(f"r={r}, eps={e:g}" for r, e in settings)]
+    mats: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    for i in range(len(ds) if limit is None else min(limit, len(ds))):
+        true = cmap.to_index(ds.read_mask(i), source=str(ds.mask_paths[i]))
+        size = (true.shape[1], true.shape[0])
+        small = ds.read_image(i, scale=ckpt.scale)
+        probs = predict_probs(ckpt, small, **asdict(Tiling()))
+        mats["bilinear"].append(confusion_matrix(resize_probs(probs, size)[0], true, len(cmap)))
+        guide = brightness(ds.read_image(i, scale=ds.stored_scale))
+        low = brightness(small)
+        for name, (r, e) in zip(names[1:], settings, strict=True):
+            ga, gb = guided_coefficients(probs, low, Refine(radius=r, eps=e))
+            mats[name].append(confusion_matrix(resize_probs(probs, size, guided=(ga, gb, guide))[0], true, len(cmap)))
+    rows = []
+    for name, (r, e) in zip(names, [(0, 0.0), *settings], strict=True):
+        sc = Scores(sum_confusions(mats[name]), cmap.labels)
+        rows.append({"setting": name, "radius": r, "eps": e, "mean_iou": sc.mean_iou, "pixel_accuracy":
+                     sc.pixel_accuracy, **dict(zip(cmap.labels, sc.iou, strict=True))})
+    return pd.DataFrame(rows)

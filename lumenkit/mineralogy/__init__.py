@@ -20,10 +20,12 @@ from lumenkit.mineralogy.assay import (
     weight_percent,
     weight_table,
 )
+from lumenkit.mineralogy.stream import StreamedMineralogy, stream_mineralogy
 
 __all__ = [
     "MineralogyTables",
     "SectionAnalysis",
+    "StreamedMineralogy",
     "analyse_mask",
     "assay_table",
     "calculated_assay",
@@ -36,6 +38,7 @@ __all__ = [
     "modal_composition",
     "size_classes",
     "size_distribution",
+    "stream_mineralogy",
     "weight_percent",
     "weight_table",
 ]
