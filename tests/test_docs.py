@@ -139,3 +139,28 @@ def test_the_site_builds_strictly(tmp_path):
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
     assert (tmp_path / "site" / "cli" / "index.html").is_file()
+
+
+def _results_tables():
+    spec = importlib.util.spec_from_file_location("results_tables", ROOT / "scripts" / "results_tables.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_published_table_is_generated_from_the_references_with_their_protocols():
+    from lumenkit.evaluation.reference import PROTOCOLS, REFERENCES
+
+    assert set(PROTOCOLS) == set(REFERENCES)
+    on_disk = json.loads((ROOT / "docs" / "results" / "published.json").read_text(encoding="utf-8"))
+    assert on_disk == json.loads(json.dumps(_results_tables().published()))  # rerun the script if this fails
+    assert {row["cells"][-1] for row in on_disk["rows"]} >= {"`all_pixels`", "`void_border_2px`"}
+
+
+def test_evaluation_tables_carry_both_protocols_of_one_run(tmp_path):
+    ev = {"per_class_iou": {"BG": 0.9, "Ccp": None}, "mean_iou": 0.9, "pixel_accuracy": 0.95,
+          "mean_iou_ci95": [0.8, 0.95], "protocols": {"void_border_2px": {"mean_iou": 0.93, "pixel_accuracy": 0.97}}}
+    (tmp_path / "e.json").write_text(json.dumps(ev))
+    table = _results_tables().evaluations("t", [["row", str(tmp_path / "e.json"), "lumenkit evaluate ..."]])
+    assert table["rows"][0]["cells"] == ["row", "0.90", "–", "0.900 (0.80–0.95)", "0.950", "0.930", "0.970"]
+    assert len(table["columns"]) == len(table["rows"][0]["cells"])

@@ -1,4 +1,8 @@
-"""Published reference figures (per-class IoU on LumenStone S1) to put our numbers in context."""
+"""Published reference figures (per-class IoU on LumenStone S1) with the protocol each was scored under.
+
+A figure is only compared with its like: :data:`PROTOCOLS` names each reference's protocol as ``lumenkit evaluate``
+names its own.
+"""
 
 from __future__ import annotations
 
@@ -13,21 +17,47 @@ REFERENCES: dict[str, dict[str, float | None]] = {
         "BG": 0.833, "Ccp": 0.919, "Gl": 0.746, "Brt": 0.887, "Py/Mrc": 0.963, "Sph": 0.753, "Tnt/Ttr": 0.760,
         "mean_iou": 0.837, "pixel_accuracy": None,
     },
+    "petroscope README (ResUNet; S1 v1), 2-px void border": {"mean_iou": 0.851},
+    "Korshunov, Khvostikov et al. 2025 (PSPNet/ResNet-18, colour correction, GPU)": {
+        "mean_iou": 0.88, "pixel_accuracy": 0.96,
+    },
 }
-"""Khvostikov et al. (ISPRS Archives XLIV-2/W1-2021) and the petroscope README; S1 classes only."""
+"""Khvostikov et al. (ISPRS Archives XLIV-2/W1-2021), the petroscope README, and Korshunov, Khvostikov et al.,
+Mining Science and Technology (Russia) 10(3):232–244, 2025 (best configuration, nine minerals: "IoU up to 0.88,
+pixel accuracy up to 0.96"); S1 classes only."""
+
+PROTOCOLS: dict[str, str] = {
+    "paper (ResUNet, 50 epochs, GPU; S1 v1 test)": "all_pixels",
+    "petroscope README (ResUNet; S1 v1)": "all_pixels",
+    "petroscope README (ResUNet; S1 v1), 2-px void border": "void_border_2px",
+    "Korshunov, Khvostikov et al. 2025 (PSPNet/ResNet-18, colour correction, GPU)": "not stated (best configuration)",
+}
+"""The protocol of each reference, named as ``lumenkit evaluate`` names its own (``protocols`` in its JSON):
+``all_pixels`` scores every labelled pixel at the mask's stored resolution, ``void_border_2px`` leaves out pixels
+within 2 px of a class boundary (petroscope's view)."""
 
 
-def reference_table() -> pd.DataFrame:
-    """References as a DataFrame: rows = source, columns = class labels, ``mean_iou``, ``pixel_accuracy``."""
-    return pd.DataFrame.from_dict(REFERENCES, orient="index").astype(float)
+def reference_table(protocols: bool = False) -> pd.DataFrame:
+    """References as a DataFrame: rows = source, columns = class labels, ``mean_iou``, ``pixel_accuracy``.
+
+    Args:
+        protocols: add a ``protocol`` column (:data:`PROTOCOLS`).
+    """
+    table = pd.DataFrame.from_dict(REFERENCES, orient="index").astype(float)
+    if protocols:
+        table["protocol"] = [PROTOCOLS[name] for name in table.index]
+    return table
 
 
 def compare_with_references(per_class_iou: dict[str, float | None], mean_iou: float, pixel_accuracy: float,
-                            name: str = "this model") -> pd.DataFrame:
-    """Our per-class IoU as a row beside the published ones (classes not in S1 are dropped from references)."""
+                            name: str = "this model", protocol: str = "all_pixels") -> pd.DataFrame:
+    """Our per-class IoU as a row beside the published ones (classes not in S1 are dropped from references).
+
+    The ``protocol`` column says how each row was scored (ours: ``protocol``, default every labelled pixel).
+    """
     ours = {**{k: (float("nan") if v is None else v) for k, v in per_class_iou.items()},
-            "mean_iou": mean_iou, "pixel_accuracy": pixel_accuracy}
-    ref = reference_table()
+            "mean_iou": mean_iou, "pixel_accuracy": pixel_accuracy, "protocol": protocol}
+    ref = reference_table(protocols=True)
     table = pd.concat([pd.DataFrame([ours], index=[name]), ref])
     cols = [c for c in ref.columns if c in ours] + [c for c in ours if c not in ref.columns]
     return table[cols]

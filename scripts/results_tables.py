@@ -1,0 +1,101 @@
+"""Generate the docs' result tables (``docs/results/NAME.json``) from run outputs, never typed by hand.
+
+    python scripts/results_tables.py published
+        docs/results/published.json: the published reference figures and the protocol of each
+        (lumenkit.evaluation.reference).
+    python scripts/results_tables.py evaluations NAME --title TITLE \\
+            --row LABEL EVAL.json "COMMAND" [--row ...] [--note LABEL "TEXT"]
+        docs/results/NAME.json: one row per ``lumenkit evaluate`` JSON: per-class IoU, mean IoU (95 % interval over
+        images), pixel accuracy, and the same mean and accuracy with a 2-px void border (both protocols of the one
+        run); COMMAND is what reproduces the row.
+    python scripts/results_tables.py benchmark NAME --title TITLE --row LABEL BENCH.json KEY "COMMAND" [--row ...]
+        docs/results/NAME.json: one row per benchmark JSON (its last line), the figure under KEY.
+
+The MkDocs hook (docs/hooks/lumenkit_docs.py) renders each table where a page says ``<!-- table: NAME -->``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "docs" / "results"
+
+
+def _f(v: float | None, digits: int = 2) -> str:
+    return "–" if v is None or v != v else f"{v:.{digits}f}"
+
+
+def published() -> dict:
+    from lumenkit.evaluation.reference import reference_table
+
+    table = reference_table(protocols=True)
+    classes = [c for c in table.columns if c not in ("mean_iou", "pixel_accuracy", "protocol")]
+    rows = []
+    for name, r in table.iterrows():
+        rows.append({"command": 'python -c "import lumenkit.evaluation as e; print(e.reference_table(protocols=True))"'
+                                "  # published, not recomputed",
+                     "cells": [name, *(_f(r[c]) for c in classes), _f(r["mean_iou"], 3), _f(r["pixel_accuracy"], 3),
+                               f"`{r['protocol']}`"]})
+    return {"title": "Published figures and the protocol each was scored under", "columns": [
+        "", *classes, "mean IoU", "pixel acc.", "protocol"], "rows": rows}
+
+
+def evaluations(title: str, specs: list[list[str]]) -> dict:
+    rows, classes = [], None
+    for label, path, command in specs:
+        ev = json.loads(Path(path).read_text())
+        iou = ev["per_class_iou"]
+        classes = classes or list(iou)
+        if list(iou) != classes:
+            raise SystemExit(f"{path}: classes {list(iou)} differ from the first row's {classes}")
+        lo, hi = ev.get("mean_iou_ci95", [None, None])
+        void = ev.get("protocols", {}).get("void_border_2px", {})
+        rows.append({"command": command, "cells": [
+            label, *(_f(iou[c]) for c in classes), f"{_f(ev['mean_iou'], 3)} ({_f(lo)}–{_f(hi)})",
+            _f(ev["pixel_accuracy"], 3), _f(void.get("mean_iou"), 3), _f(void.get("pixel_accuracy"), 3)]})
+    return {"title": title, "columns": ["", *(classes or []), "mean IoU (95 % interval)", "pixel acc.",
+                                        "mean IoU, 2-px void border", "pixel acc., 2-px void border"], "rows": rows}
+
+
+def benchmark(title: str, specs: list[list[str]]) -> dict:
+    rows = []
+    for label, path, key, command in specs:
+        last = Path(path).read_text().strip().splitlines()[-1]
+        value = json.loads(last)
+        for part in key.split("."):
+            value = value[part]
+        rows.append({"command": command, "cells": [label, str(value)]})
+    return {"title": title, "columns": ["", "value"], "rows": rows}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="kind", required=True)
+    sub.add_parser("published")
+    ev = sub.add_parser("evaluations")
+    ev.add_argument("name")
+    ev.add_argument("--title", required=True)
+    ev.add_argument("--row", nargs=3, action="append", required=True, metavar=("LABEL", "EVAL_JSON", "COMMAND"))
+    bench = sub.add_parser("benchmark")
+    bench.add_argument("name")
+    bench.add_argument("--title", required=True)
+    bench.add_argument("--row", nargs=4, action="append", required=True, metavar=("LABEL", "JSON", "KEY", "COMMAND"))
+    a = p.parse_args(argv)
+    if a.kind == "published":
+        name, table = "published", published()
+    elif a.kind == "evaluations":
+        name, table = a.name, evaluations(a.title, a.row)
+    else:
+        name, table = a.name, benchmark(a.title, a.row)
+    out = RESULTS / f"{name}.json"
+    out.write_text(json.dumps(table, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"wrote {out.relative_to(ROOT)} ({len(table['rows'])} rows)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
