@@ -238,6 +238,7 @@ def _class_weights(text: str) -> str | list[float] | None:
 
 FIELD_TYPES: dict[str, Callable[[str], Any]] = {
     "str": str, "int": int, "float": float, "float | None": _optional(float), "int | None": _optional(int),
+    "str | None": _optional(str),
     "str | list[int] | None": _class_set, "str | list[float] | None": _class_weights,
 }
 """How ``lumenkit train`` parses a :class:`~lumenkit.training.TrainConfig` field, by its annotation."""

@@ -52,6 +52,10 @@ class DatasetInfo:
             of ``fit``/``val`` (written by :func:`combine_datasets` so that each source keeps its own split).
         pixel_size_um: side of one pixel of the stored images in µm, if given; a model trained on the dataset
             records it (at its own scale) so that prediction can resample sections of another magnification.
+        labels: ``"dense"`` (every pixel labelled but a few 255) or ``"sparse"`` (masks of strokes: most pixels 255,
+            unlabelled): sparse masks are reduced to the training scale by a vote among labelled pixels only, so
+            strokes survive (:func:`lumenkit.data.imageio.resize_mask`), and validation scores count labelled
+            pixels only.
         extra: any other keys, kept as written.
     """
 
@@ -61,6 +65,7 @@ class DatasetInfo:
     classes: tuple[int, ...] | None = None
     validation: tuple[str, ...] | None = None
     pixel_size_um: float | None = None
+    labels: str = "dense"
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -73,7 +78,7 @@ class DatasetInfo:
         path = Path(root) / "dataset.yaml"
         if not path.exists():
             return cls(name=Path(root).name)
-        raw = read_yaml_mapping(path, "name, scale, class_set, classes, validation, pixel_size_um")
+        raw = read_yaml_mapping(path, "name, scale, class_set, classes, validation, pixel_size_um, labels")
         name = raw.pop("name", Path(root).name)
         scale = raw.pop("scale", 1.0)
         if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale <= 4:
@@ -106,8 +111,12 @@ class DatasetInfo:
         if px is not None and (isinstance(px, bool) or not isinstance(px, (int, float)) or not px > 0):
             raise ConfigError(f"{path}: 'pixel_size_um' must be the positive side of one stored pixel in µm, "
                               f"got {px!r}")
+        labels = raw.pop("labels", "dense")
+        if labels not in ("dense", "sparse"):
+            raise ConfigError(f"{path}: 'labels' must be dense (every pixel labelled) or sparse (strokes), "
+                              f"got {labels!r}")
         return cls(name=str(name), scale=float(scale), class_set=class_set, classes=classes, validation=validation,
-                   pixel_size_um=float(px) if px is not None else None, extra=raw)
+                   pixel_size_um=float(px) if px is not None else None, labels=labels, extra=raw)
 
     def to_dict(self) -> dict[str, Any]:
         """The YAML mapping for this info."""
@@ -120,6 +129,8 @@ class DatasetInfo:
             d["validation"] = list(self.validation)
         if self.pixel_size_um is not None:
             d["pixel_size_um"] = self.pixel_size_um
+        if self.labels != "dense":
+            d["labels"] = self.labels
         d.update(self.extra)
         return d
 
@@ -358,6 +369,8 @@ class LumenStoneDataset:
             self.mask_paths.append(m)
         self.stored_scale = self.info.scale
         self.scale = float(scale) if scale is not None else self.stored_scale
+        self.sparse = self.info.labels == "sparse"
+        """Masks of strokes (``labels: sparse`` in ``dataset.yaml``): reduced by a vote among labelled pixels."""
         # µm per pixel at the working scale (None when dataset.yaml does not say)
         self.pixel_size_um: float | None = (self.info.pixel_size_um * self.stored_scale / self.scale
                                             if self.info.pixel_size_um is not None else None)
@@ -459,7 +472,7 @@ class LumenStoneDataset:
         """
         mask = self.read_mask(i)
         factor = (self.scale if scale is None else scale) / self.stored_scale
-        return resize_mask(mask, target_size((mask.shape[1], mask.shape[0]), factor))
+        return resize_mask(mask, target_size((mask.shape[1], mask.shape[0]), factor), sparse=self.sparse)
 
     def content_hash(self) -> str:
         """SHA-1 over the names and bytes of every image and mask of this split: identifies the data of a run."""

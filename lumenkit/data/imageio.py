@@ -193,11 +193,15 @@ def codes_from_colour_mask(
     return out
 
 
-def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def resize_mask(mask: np.ndarray, size: tuple[int, int], sparse: bool = False) -> np.ndarray:
     """Resample a label mask to ``size = (width, height)`` without inventing codes.
 
     Integer downscaling factors use a majority vote per block (ties go to the lower code); any
     other factor uses nearest-neighbour sampling at pixel centres.
+
+    With ``sparse`` (masks of strokes: most pixels 255, unlabelled) the vote is among the labelled pixels of each
+    block, 255 only where a block has none, so thin strokes survive the reduction; a non-integer factor first
+    votes over blocks of its whole part, then samples.
     """
     h, w = mask.shape
     tw, th = size
@@ -206,13 +210,17 @@ def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     kx, ky = w / tw, h / th
     k = round(kx)
     if k >= 2 and abs(kx - k) * tw < 1 and abs(ky - k) * th < 1:
-        return _majority_downscale(mask, k, tw, th)
+        return _majority_downscale(mask, k, tw, th, labelled_first=sparse)
+    whole = int(min(kx, ky))
+    if sparse and whole >= 2:
+        mask = _majority_downscale(mask, whole, -(-w // whole), -(-h // whole), labelled_first=True)
+        h, w = mask.shape
     ys = np.minimum(((np.arange(th) + 0.5) * h / th).astype(np.intp), h - 1)
     xs = np.minimum(((np.arange(tw) + 0.5) * w / tw).astype(np.intp), w - 1)
     return mask[ys[:, None], xs[None, :]]
 
 
-def _majority_downscale(mask: np.ndarray, k: int, tw: int, th: int) -> np.ndarray:
+def _majority_downscale(mask: np.ndarray, k: int, tw: int, th: int, labelled_first: bool = False) -> np.ndarray:
     ph, pw = th * k, tw * k
     m = mask[:ph, :pw]
     if m.shape != (ph, pw):
@@ -220,13 +228,17 @@ def _majority_downscale(mask: np.ndarray, k: int, tw: int, th: int) -> np.ndarra
     codes = np.flatnonzero(np.bincount(m.ravel(), minlength=256))
     if len(codes) == 1:
         return np.full((th, tw), codes[0], dtype=np.uint8)
+    if labelled_first:
+        codes = codes[codes != IGNORE]
     best = np.zeros((th, tw), dtype=np.uint8)
-    best_n = np.full((th, tw), -1, dtype=np.int16)
+    best_n = np.full((th, tw), -1, dtype=np.int32)
     for c in codes:
-        n = (m == c).reshape(th, k, tw, k).sum(axis=(1, 3), dtype=np.int16)
+        n = (m == c).reshape(th, k, tw, k).sum(axis=(1, 3), dtype=np.int32)
         win = n > best_n
         best[win] = c
         best_n[win] = n[win]
+    if labelled_first:
+        best[best_n <= 0] = IGNORE  # no labelled pixel in the block
     return best
 
 

@@ -189,7 +189,35 @@ def _run_refine(a: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_ablation, _add_prior, _add_refine]
+def _add_strokes(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("strokes", help="copy a dataset with simulated strokes for training masks (validation masks "
+                                       "whole): sparse labels for label-efficiency studies")
+    p.add_argument("--data", required=True, help="dataset folder in LumenStone layout (fully labelled)")
+    p.add_argument("--out", required=True, help="new folder for the sparse copy")
+    p.add_argument("--fraction", type=float, required=True, help="share of each image's pixels labelled (0.01 = 1 %%)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the strokes")
+    p.add_argument("--n-val", type=int, default=10, help="validation images kept whole (default 10)")
+    p.add_argument("--val-seed", type=int, default=0, help="seed of the validation split")
+    p.add_argument("--val-fold", type=int, default=0, help="fold of the validation split")
+    p.add_argument("--width", type=int, default=3, help="stroke width in px at the stored resolution (default 3)")
+    p.add_argument("--length", type=int, default=40, help="stroke length in px (default 40)")
+    p.set_defaults(func=_run_strokes)
+
+
+def _run_strokes(a: argparse.Namespace) -> int:
+    from lumenkit.data.datasets import ValidationSplit
+    from lumenkit.lab.strokes import sparse_dataset
+
+    if not 0 < a.fraction <= 1:
+        raise ConfigError(f"--fraction must be in (0, 1] (0.01 = 1 % of the pixels), got {a.fraction}")
+    got = sparse_dataset(a.data, a.out, a.fraction, a.seed, ValidationSplit(a.n_val, a.val_seed, a.val_fold),
+                         a.width, a.length)
+    print(f"wrote {a.out}: {got['images']} training images with strokes on {100 * got['labelled_fraction']:.3g} % "
+          f"of their pixels (asked {100 * a.fraction:g} %); validation masks whole")
+    return 0
+
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_ablation, _add_prior, _add_refine, _add_strokes]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -33,7 +33,7 @@ import torch.distributed as dist
 import yaml
 from torch import nn
 
-from lumenkit.data.catalogue import ClassMap
+from lumenkit.data.catalogue import IGNORE, ClassMap
 from lumenkit.data.imageio import write_text
 from lumenkit.errors import ConfigError
 from lumenkit.evaluation.metrics import Scores
@@ -278,14 +278,30 @@ class _Trainer:
             raise ConfigError(f"{self.run_dir / 'last.pt'}: was trained on classes {self.resumed.class_map.codes}, "
                               f"the dataset gives {self.class_map.codes}")
         self.images, self.masks = load_arrays(self.fit, self.class_map)
+        for path, m in zip(self.fit.mask_paths, self.masks, strict=True):
+            if not (m != IGNORE).any():
+                what = "at the training scale (strokes too thin for it)" if self.fit.factor < 1 else ""
+                raise ConfigError(f"{path}: no labelled pixel {what}".rstrip() + "; paint at least one stroke of a "
+                                  "mineral in it (255 = unlabelled), or remove the image from the training split")
         self.val = load_validation(cfg, self.class_map, self.scale)
 
     def build_model(self) -> None:
         """The network (new or resumed), its DDP wrapper, the compiled step, the average, optimiser and loss."""
         cfg, dev, k = self.cfg, self.dev, len(self.class_map)
+        self.init_record = None
         if self.resumed is not None:
             net = self.resumed.model
             self.mean, self.std = list(net.mean), list(net.std)
+            if cfg.freeze == "encoder":
+                for p in net.encoder.parameters():
+                    p.requires_grad_(False)
+        elif cfg.init:
+            from lumenkit.training.init import init_from_checkpoint
+
+            net, self.init_record = init_from_checkpoint(cfg.init, self.class_map, cfg.arch, cfg.width, cfg.depth,
+                                                         cfg.block, cfg.seed, cfg.freeze)
+            self.mean, self.std = list(net.mean), list(net.std)
+            self.say(self.init_record.summary())
         else:
             self.mean, self.std = _channel_stats(self.images)
             torch.manual_seed(cfg.seed)
@@ -346,12 +362,19 @@ class _Trainer:
         if cfg.schedule == "cosine":
             self.set_lr(self.progress())
         self.ckpt_config = {"train": cfg.to_dict(), "val_names": self.val.names}
+        if self.init_record is not None:
+            self.ckpt_config["init"] = self.init_record.to_dict()
+        elif self.resumed is not None and "init" in (self.resumed.config or {}):
+            self.ckpt_config["init"] = self.resumed.config["init"]
         if self.fit.pixel_size_um is not None:  # µm per pixel at the model's scale (prediction resamples to it)
             self.ckpt_config["pixel_size_um"] = self.fit.pixel_size_um
         if self.rank == 0:
             data_hash = LumenStoneDataset(cfg.data, "train").content_hash()
+            labels = ("sparse: trained on strokes, validation scores count labelled pixels only" if self.fit.sparse
+                      else "dense")
             _write_config(self.run_dir, cfg, self.net, self.class_map, self.scale, self.val.names, self.fit.names,
-                          self.world, self.dev, self.threads, self.mean, self.std, data_hash, self.training_step)
+                          self.world, self.dev, self.threads, self.mean, self.std, data_hash, self.training_step,
+                          {"labels": labels, "init": self.ckpt_config.get("init")})
 
     # -- running ----------------------------------------------------------------------------------------------
     def run(self) -> TrainResult:
@@ -545,7 +568,7 @@ def cosine_lr(lr: float, min_lr: float, frac: float) -> float:
 def _write_config(
     run: Path, cfg: TrainConfig, net: SegmentationModel, class_map: ClassMap, scale: float, val_names: list[str],
     fit_names: list[str], world: int, dev: torch.device, threads: int, mean: list[float], std: list[float],
-    data_hash: str = "", training_step: str = "",
+    data_hash: str = "", training_step: str = "", extra: dict[str, Any] | None = None,
 ) -> None:
     doc = {
         **cfg.to_dict(),
@@ -557,6 +580,7 @@ def _write_config(
             "val_names": val_names, "fit_names": fit_names, "data_sha1_train_split": data_hash,
             "training_step": training_step, "heap_retained": heap_retention() and heap_retention_available(),
             "cpu_sgemm_gflops": round(cpu_gflops(), 1),
+            **(extra or {}),
         },
         "versions": versions(),
     }
