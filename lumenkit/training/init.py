@@ -93,15 +93,29 @@ def init_from_checkpoint(
         fix = " ".join(f"--{k} {have[k]}" for k in ("width", "depth", "block") if have[k] != want[k])
         raise CheckpointError(f"{path}: another architecture, {diff}; train with {fix or 'its architecture'} to "
                               "start from it, or without --init")
+    net, kept, added, dropped = adapt_model(src.model, src.class_map, class_map, seed)
+    frozen = freeze_encoder(net) if freeze == "encoder" else []
+    return net, InitRecord(str(path), _digest(path), kept, added, dropped, frozen, float(src.scale))
+
+
+def adapt_model(
+    source: SegmentationModel, source_map: ClassMap, class_map: ClassMap, seed: int
+) -> tuple[SegmentationModel, list[int], list[int], list[int]]:
+    """A copy of ``source`` predicting ``class_map``: body copied, head channels kept, added or dropped by code.
+
+    Returns:
+        ``(model, kept, added, dropped)``: the new model and the codes of each kind.
+    """
+    cfg = source.config
     torch.manual_seed(seed)
-    net = create_model(arch, in_channels=3, classes=len(class_map), width=width, depth=depth, block=block,
-                       mean=src.model.mean, std=src.model.std)
-    old_state = src.model.state_dict()
+    net = create_model(cfg["arch"], in_channels=cfg["in_channels"], classes=len(class_map), width=cfg["width"],
+                       depth=cfg["depth"], block=cfg["block"], mean=source.mean, std=source.std)
+    old_state = source.state_dict()
     state = net.state_dict()
     for k, v in old_state.items():
         if not k.startswith("head."):
             state[k] = v.clone()
-    old_codes = list(src.class_map.codes)
+    old_codes = list(source_map.codes)
     kept, added = [], []
     for i, code in enumerate(class_map.codes):
         if code in old_codes:
@@ -112,11 +126,11 @@ def init_from_checkpoint(
         else:
             added.append(int(code))
     net.load_state_dict(state)
-    frozen = []
-    if freeze == "encoder":
-        for p in net.encoder.parameters():
-            p.requires_grad_(False)
-        frozen.append("encoder")
-    record = InitRecord(str(path), _digest(path), kept, added,
-                        [int(c) for c in old_codes if c not in set(class_map.codes)], frozen, float(src.scale))
-    return net, record
+    return net, kept, added, [int(c) for c in old_codes if c not in set(class_map.codes)]
+
+
+def freeze_encoder(net: SegmentationModel) -> list[str]:
+    """Hold the encoder's weights fixed (``requires_grad=False``); returns the frozen groups (``["encoder"]``)."""
+    for p in net.encoder.parameters():
+        p.requires_grad_(False)
+    return ["encoder"]
