@@ -301,7 +301,19 @@ def upsample_rows(
     # along x: PyTorch's bilinear kernel (rows kept as they are: scale 1 on y is the identity)
     cols = src if out_w == src.shape[2] else F.interpolate(src[None], size=(b - a, out_w), mode="bilinear",
                                                            align_corners=False)[0]
-    return torch.lerp(cols[:, r0[s:e] - a], cols[:, r1[s:e] - a], rl[s:e].view(1, -1, 1))  # along y
+    # along y: the output rows between one pair of source rows blended in one broadcast lerp (no gathered copies
+    # of the source rows; the same torch.lerp per element, so the same values as blending row by row)
+    out = torch.empty((cols.shape[0], e - s, out_w), dtype=cols.dtype)
+    lo, hi = r0[s:e].tolist(), r1[s:e].tolist()
+    i = 0
+    while i < e - s:
+        j = i + 1
+        while j < e - s and lo[j] == lo[i] and hi[j] == hi[i]:
+            j += 1
+        torch.lerp(cols[:, lo[i] - a: lo[i] - a + 1], cols[:, hi[i] - a: hi[i] - a + 1],
+                   rl[s + i: s + j].view(1, -1, 1), out=out[:, i:j])
+        i = j
+    return out
 
 
 def confidence_u8(confidence: np.ndarray) -> np.ndarray:
