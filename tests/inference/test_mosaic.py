@@ -241,3 +241,14 @@ def test_analyse_measures_a_mosaic_streamed_as_the_whole_mask(section, tmp_path)
         np.testing.assert_allclose(table[col], expected[col], rtol=1e-5, err_msg=col)  # the CSV keeps 6 digits
     sections = pd.read_csv(tmp_path / "out" / "sections.csv")
     assert (sections.loc[0, "width"], sections.loc[0, "height"]) == streamed.shape[::-1] == (1203, 1001)
+
+
+def test_the_onnx_runtime_and_tta_stream_as_they_predict_whole(section, tmp_path):
+    pytest.importorskip("onnxruntime")
+    runtime = "onnx"
+    ck = model()
+    tiling = Tiling(tile=128, margin=16, tta="flip")
+    res = predict_mosaic(ck, write(tmp_path / "m.tif", section[:400, :500]), tmp_path / "out", scale=1.0,
+                         tiling=tiling, progress=False, runtime=runtime)
+    whole = predict_image(ck, section[:400, :500], 1.0, tiling=tiling, runtime=runtime)
+    np.testing.assert_array_equal(tifffile.imread(res.mask), whole["codes"])
