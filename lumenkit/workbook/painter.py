@@ -114,6 +114,7 @@ class StrokePainter:
         top.on_mouse_down(self._on_down)
         top.on_mouse_move(self._on_move)
         top.on_mouse_up(self._on_up)
+        self.canvas.on_client_ready(self.draw)  # a new view (a reload, Voila) starts blank: draw for it
         self.tune.on_click(lambda _: self.finetune())
         self.hint.on_click(lambda _: self.suggest())
         self.opacity.observe(lambda _: self.draw(), "value")
