@@ -8,7 +8,9 @@ from typing import Any
 import torch
 from torch import nn
 
-BLOCKS: tuple[str, ...] = ("residual", "plain")
+BLOCKS: tuple[str, ...] = ("residual", "plain", "separable")
+CONTEXTS: tuple[str, ...] = ("none", "aspp")
+"""Context modules a :class:`ResUNet` can put at its bottleneck."""
 
 
 """Convolution block kinds: ``residual`` (the paper's two-branch block) and ``plain`` (two 3×3 convs)."""
@@ -33,15 +35,24 @@ def _conv_bn_relu(cin: int, cout: int, k: int) -> nn.Sequential:
     )
 
 
+def _separable_bn_relu(cin: int, cout: int) -> nn.Sequential:
+    """Depthwise 3×3 conv→BN→ReLU, then pointwise 1×1 conv→BN→ReLU (about 1/8 of a 3×3 conv's FLOPs)."""
+    return nn.Sequential(
+        nn.Conv2d(cin, cin, 3, padding=1, groups=cin, bias=False), nn.BatchNorm2d(cin), nn.ReLU(inplace=True),
+        nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+    )
+
+
 class ConvBlock(nn.Module):
     """The paper's block: ``(1×1 conv→BN→ReLU) + (3×3 conv→BN→ReLU→3×3 conv→BN→ReLU)``.
 
-    With ``kind="plain"`` only the 3×3 branch is used (a classic U-Net block).
+    With ``kind="plain"`` only the 3×3 branch is used (a classic U-Net block); with ``kind="separable"`` the two
+    3×3 convolutions are depthwise-separable (a lighter block with the paper's 1×1 shortcut).
 
     Args:
         in_channels: input channels.
         out_channels: output channels.
-        kind: ``"residual"`` or ``"plain"``.
+        kind: ``"residual"``, ``"plain"`` or ``"separable"``.
 
     Raises:
         ValueError: for an unknown ``kind``.
@@ -51,10 +62,14 @@ class ConvBlock(nn.Module):
         super().__init__()
         if kind not in BLOCKS:
             raise ValueError(f"unknown block {kind!r}; valid blocks: {', '.join(BLOCKS)}")
-        self.body = nn.Sequential(
-            _conv_bn_relu(in_channels, out_channels, 3), _conv_bn_relu(out_channels, out_channels, 3)
-        )
-        self.shortcut = _conv_bn_relu(in_channels, out_channels, 1) if kind == "residual" else None
+        if kind == "separable":
+            self.body = nn.Sequential(_separable_bn_relu(in_channels, out_channels),
+                                      _separable_bn_relu(out_channels, out_channels))
+        else:
+            self.body = nn.Sequential(
+                _conv_bn_relu(in_channels, out_channels, 3), _conv_bn_relu(out_channels, out_channels, 3)
+            )
+        self.shortcut = _conv_bn_relu(in_channels, out_channels, 1) if kind != "plain" else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the block to ``(N, C_in, H, W)``; returns ``(N, C_out, H, W)``."""
@@ -83,6 +98,36 @@ class UNetEncoder(nn.Module):
             x = stage(x if i == 0 else self.pool(x))
             feats.append(x)
         return feats
+
+
+class ContextModule(nn.Module):
+    """Context at the bottleneck: DeepLab's atrous spatial pyramid.
+
+    The features, 3×3 convolutions dilated 2 and 4, and the window's mean feature, fused by a 1×1 convolution.
+    The mean is over the window the network sees (tiled prediction: each window's own), so the module adds the
+    context of a whole window to every position without changing the U-Net's resolution. Every operation exports
+    to ONNX (the pooling is global).
+
+    Args:
+        channels: channels in and out.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        c = max(8, channels // 4)
+        self.branches = nn.ModuleList([
+            nn.Sequential(nn.Conv2d(channels, c, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True)),
+            *(nn.Sequential(nn.Conv2d(channels, c, 3, padding=d, dilation=d, bias=False), nn.BatchNorm2d(c),
+                            nn.ReLU(inplace=True)) for d in (2, 4)),
+        ])
+        self.pooled = nn.Sequential(nn.Conv2d(channels, c, 1), nn.ReLU(inplace=True))  # no BN on a 1×1 map
+        self.fuse = nn.Sequential(nn.Conv2d(channels + 4 * c, channels, 1, bias=False), nn.BatchNorm2d(channels),
+                                  nn.ReLU(inplace=True))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, C, H, W)`` → ``(N, C, H, W)`` with the window's context mixed in."""
+        g = self.pooled(x.mean(dim=(2, 3), keepdim=True)).expand(-1, -1, x.shape[2], x.shape[3])
+        return self.fuse(torch.cat([x, *(b(x) for b in self.branches), g], dim=1))
 
 
 class UNetDecoder(nn.Module):
@@ -149,7 +194,11 @@ class SegmentationModel(nn.Module):
             ValueError: if the input shape does not fit (see :meth:`check_input_shape`).
         """
         self.check_input_shape(x)
-        return self.head(self.decoder(self.encoder(x)))
+        feats = self.encoder(x)
+        context = getattr(self, "context", None)
+        if context is not None:
+            feats = [*feats[:-1], context(feats[-1])]
+        return self.head(self.decoder(feats))
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """Float, normalised copy of a uint8 (or 0–255 float) batch ``(N, C, H, W)``."""
@@ -172,7 +221,8 @@ class ResUNet(SegmentationModel):
         classes: output classes (logits per class).
         width: channels of the first level, ``f``; levels have ``f·(1, 2, 4, 8, 16)`` at depth 4.
         depth: encoder levels before the bottleneck (input sides must be multiples of ``2**depth``).
-        block: ``"residual"`` (the paper's) or ``"plain"``.
+        block: ``"residual"`` (the paper's), ``"plain"`` or ``"separable"`` (depthwise-separable 3×3 convolutions).
+        context: ``"none"`` (the paper's) or ``"aspp"`` (:class:`ContextModule` at the bottleneck).
         mean: per-channel input mean, 0–255 units (stored with the model so inference can normalise).
         std: per-channel input standard deviation, 0–255 units.
 
@@ -187,6 +237,7 @@ class ResUNet(SegmentationModel):
         width: int = 16,
         depth: int = 4,
         block: str = "residual",
+        context: str = "none",
         mean: Sequence[float] = DEFAULT_MEAN,
         std: Sequence[float] = DEFAULT_STD,
     ) -> None:
@@ -211,7 +262,12 @@ class ResUNet(SegmentationModel):
             "std": list(self.std),
         }
         self.output_stride = 2**depth
+        if context not in CONTEXTS:
+            raise ValueError(f"unknown context {context!r}; valid: {', '.join(CONTEXTS)}")
+        if context != "none":  # recorded only when used: configs of the paper's network stay as they were
+            self.config["context"] = context
         self.encoder = UNetEncoder(in_channels, width, depth, block)
+        self.context = ContextModule(self.encoder.out_channels[-1]) if context == "aspp" else None
         self.decoder = UNetDecoder(self.encoder.out_channels, block)
         self.head = nn.Conv2d(self.decoder.out_channels, classes, 1)
 

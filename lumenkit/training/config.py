@@ -15,7 +15,7 @@ from typing import Any
 
 from lumenkit.data.datasets import ValidationSplit
 from lumenkit.errors import ConfigError
-from lumenkit.models.resunet import ARCHITECTURES, BLOCKS
+from lumenkit.models.resunet import ARCHITECTURES, BLOCKS, CONTEXTS
 
 RUN_CONTROL_FIELDS: tuple[str, ...] = (
     "data", "out", "epochs", "minutes", "quiet", "threads", "workers", "device", "resume", "overwrite",
@@ -57,6 +57,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 CHOICES: dict[str, tuple[str, ...]] = {
     "arch": tuple(ARCHITECTURES),
     "block": BLOCKS,
+    "context": CONTEXTS,
     "schedule": ("plateau", "cosine"),
     "loss": ("ce", "ce+dice"),
     "sampler": ("balanced", "uniform"),
@@ -135,7 +136,10 @@ class TrainConfig:
         arch: model architecture (see :func:`lumenkit.models.create_model`).
         width: channels of the first level f (the levels have f, 2f, 4f, 8f, 16f).
         depth: encoder levels (the model sees ``2**depth`` px per output stride).
-        block: convolution block, ``"residual"`` (the paper's two-branch block) or ``"plain"``.
+        block: convolution block, ``"residual"`` (the paper's two-branch block), ``"plain"`` or ``"separable"``
+            (the paper's block with depthwise-separable 3×3 convolutions: lighter).
+        context: ``"none"`` (the paper's network) or ``"aspp"``: atrous spatial pyramid at the bottleneck
+            (dilated convolutions and the window's mean feature; :class:`lumenkit.models.resunet.ContextModule`).
         init: checkpoint (``RUN/model.pt``) to start from instead of random weights (fine-tuning to another
             microscope or other minerals): every weight of the same architecture is copied, the head keeps the
             channels of classes both class sets have, gets new ones for classes the data adds and loses those it
@@ -208,6 +212,7 @@ class TrainConfig:
     width: int = 16
     depth: int = 4
     block: str = "residual"
+    context: str = "none"
     init: str | None = None
     freeze: str = "none"
     patch_size: int = 256

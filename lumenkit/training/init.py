@@ -20,7 +20,7 @@ from lumenkit.data.catalogue import ClassMap
 from lumenkit.errors import CheckpointError
 from lumenkit.models.resunet import SegmentationModel, create_model
 
-ARCHITECTURE_KEYS: tuple[str, ...] = ("arch", "in_channels", "width", "depth", "block")
+ARCHITECTURE_KEYS: tuple[str, ...] = ("arch", "in_channels", "width", "depth", "block", "context")
 """What must agree between the source model and the run for weights to be copied."""
 
 
@@ -65,7 +65,7 @@ def _digest(path: Path) -> str:
 
 def init_from_checkpoint(
     path: str | Path, class_map: ClassMap, arch: str, width: int, depth: int, block: str, seed: int,
-    freeze: str = "none",
+    freeze: str = "none", context: str = "none",
 ) -> tuple[SegmentationModel, InitRecord]:
     """A model for ``class_map`` built from the weights of the checkpoint at ``path`` (see the module).
 
@@ -78,6 +78,7 @@ def init_from_checkpoint(
         block: its convolution block.
         seed: seeds the new head channels.
         freeze: ``"none"`` or ``"encoder"`` (encoder parameters get ``requires_grad=False``).
+        context: the run's context module.
 
     Raises:
         CheckpointError: not a checkpoint, or another architecture (the message names both and the fix).
@@ -86,11 +87,11 @@ def init_from_checkpoint(
 
     path = Path(path)
     src = load_checkpoint(path)
-    have = {k: src.model.config.get(k) for k in ARCHITECTURE_KEYS}
-    want = {"arch": arch, "in_channels": 3, "width": width, "depth": depth, "block": block}
+    have = {k: src.model.config.get(k, "none" if k == "context" else None) for k in ARCHITECTURE_KEYS}
+    want = {"arch": arch, "in_channels": 3, "width": width, "depth": depth, "block": block, "context": context}
     if have != want:
         diff = ", ".join(f"{k} {have[k]!r} (this run: {want[k]!r})" for k in ARCHITECTURE_KEYS if have[k] != want[k])
-        fix = " ".join(f"--{k} {have[k]}" for k in ("width", "depth", "block") if have[k] != want[k])
+        fix = " ".join(f"--{k} {have[k]}" for k in ("width", "depth", "block", "context") if have[k] != want[k])
         raise CheckpointError(f"{path}: another architecture, {diff}; train with {fix or 'its architecture'} to "
                               "start from it, or without --init")
     net, kept, added, dropped = adapt_model(src.model, src.class_map, class_map, seed)
@@ -109,7 +110,8 @@ def adapt_model(
     cfg = source.config
     torch.manual_seed(seed)
     net = create_model(cfg["arch"], in_channels=cfg["in_channels"], classes=len(class_map), width=cfg["width"],
-                       depth=cfg["depth"], block=cfg["block"], mean=source.mean, std=source.std)
+                       depth=cfg["depth"], block=cfg["block"], context=cfg.get("context", "none"), mean=source.mean,
+                       std=source.std)
     old_state = source.state_dict()
     state = net.state_dict()
     for k, v in old_state.items():

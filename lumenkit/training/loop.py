@@ -299,14 +299,14 @@ class _Trainer:
             from lumenkit.training.init import init_from_checkpoint
 
             net, self.init_record = init_from_checkpoint(cfg.init, self.class_map, cfg.arch, cfg.width, cfg.depth,
-                                                         cfg.block, cfg.seed, cfg.freeze)
+                                                         cfg.block, cfg.seed, cfg.freeze, context=cfg.context)
             self.mean, self.std = list(net.mean), list(net.std)
             self.say(self.init_record.summary())
         else:
             self.mean, self.std = _channel_stats(self.images)
             torch.manual_seed(cfg.seed)
             net = create_model(cfg.arch, in_channels=3, classes=k, width=cfg.width, depth=cfg.depth,
-                               block=cfg.block, mean=self.mean, std=self.std)
+                               block=cfg.block, context=cfg.context, mean=self.mean, std=self.std)
         self.net = net.to(dev).to(memory_format=torch.channels_last)  # channels_last: ~10× faster convs on CPU
         self.model: nn.Module = self.net
         if self.world > 1:

@@ -178,3 +178,15 @@ def test_missing_exporter_says_what_to_install(tmp_path, monkeypatch):
     with pytest.raises(CheckpointError, match="pip install onnx onnxscript"):
         export_onnx(ckpt, tmp_path / "m.onnx")
     assert not (tmp_path / "m.onnx").exists()
+
+
+@needs_onnx
+def test_the_context_and_separable_candidates_export(tmp_path, image):
+    from lumenkit.inference.onnx import export_onnx, load_onnx
+
+    torch.manual_seed(0)
+    net = create_model("resunet", width=4, depth=3, classes=3, block="separable", context="aspp").eval()
+    pt = save_checkpoint(tmp_path / "m.pt", Checkpoint(model=net, class_map=ClassMap([0, 3, 11]), scale=0.5))
+    om = load_onnx(export_onnx(pt))
+    ref = predict_probs(net, image[:256, :384], fuse=False)
+    assert (ref - predict_probs(om, image[:256, :384])).abs().max().item() < 1e-3

@@ -159,3 +159,30 @@ def test_class_count_mismatch_refused_on_save(tmp_path):
     ck = Checkpoint(model=create_model(width=4, depth=2, classes=3), class_map=ClassMap("S1"), scale=1.0)
     with pytest.raises(CheckpointError, match="classes=7"):
         ck.save(tmp_path / "m.pt")
+
+
+@pytest.mark.parametrize(("block", "context"), [("separable", "none"), ("residual", "aspp"), ("separable", "aspp")])
+def test_candidate_blocks_and_context_fold_export_and_reload(tmp_path, block, context):
+    """The accuracy candidates (issue 31) behave as the paper's network does: shapes, BN folding, checkpoints."""
+    from lumenkit.models.checkpoint import Checkpoint, load_checkpoint
+    from lumenkit.models.folding import fuse_for_inference
+
+    torch.manual_seed(0)
+    net = create_model("resunet", width=8, depth=3, classes=4, block=block, context=context)
+    net.train()
+    net(torch.randn(2, 3, 64, 64)).sum().backward()  # trains (the pooled branch has no BN: batch-size safe)
+    net.eval()
+    x = torch.randn(1, 3, 96, 64)
+    y = net(x)
+    assert y.shape == (1, 4, 96, 64)
+    torch.testing.assert_close(fuse_for_inference(net)(x), y, rtol=1e-4, atol=1e-4)
+    assert net.config.get("context", "none") == context and net.config["block"] == block
+    Checkpoint(net, ClassMap([0, 1, 2, 4]), 0.25).save(tmp_path / "m.pt")
+    torch.testing.assert_close(load_checkpoint(tmp_path / "m.pt").model(x), y)
+    paper = create_model("resunet", width=8, depth=3, classes=4)
+    assert "context" not in paper.config  # the paper's network's config is unchanged
+    lighter = sum(p.numel() for p in create_model("resunet", width=8, depth=3, classes=4,
+                                                  block="separable").parameters())
+    assert lighter < sum(p.numel() for p in paper.parameters()) / 3
+    with pytest.raises(ValueError, match="unknown context"):
+        create_model("resunet", context="ppm")
