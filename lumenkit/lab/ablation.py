@@ -118,6 +118,13 @@ VARIANTS: dict[str, Variant] = {
                 "machine, cosine over the epochs", {**_EXPOSURE, "minutes": None, "epochs": 15}),
         Variant("exposure_double_budget", "exposure (the default), 60 epochs: twice what 45 minutes buy on the build "
                 "machine, cosine over the epochs", {**_EXPOSURE, "minutes": None, "epochs": 60}),
+        Variant("separable", "exposure with depthwise-separable 3×3 convolutions (1/3 of the weights, more steps in "
+                "the same 45 minutes)", {**_EXPOSURE, "block": "separable"}),
+        Variant("aspp", "exposure + an atrous spatial pyramid (dilations 2, 4 and the window's mean) at the "
+                "bottleneck", {**_EXPOSURE, "context": "aspp"}),
+        Variant("separable_aspp", "separable + aspp", {**_EXPOSURE, "block": "separable", "context": "aspp"}),
+        Variant("quarter_depth5", "exposure at 1/4 scale with depth 5: finer resolution, the same context as 1/8 "
+                "with depth 4", {**{k: v for k, v in _EXPOSURE.items() if k != "scale"}, "depth": 5}),
     )
 }
 """The ablation rows, in table order."""
