@@ -75,7 +75,8 @@ def test_dev_extra_holds_the_workbook_and_the_core_does_not():
     project = _pyproject()["project"]
     core = {_split(r)[0] for r in project["dependencies"]}
     workbook = {_split(r)[0] for r in project["optional-dependencies"]["workbook"]}
-    assert {"papermill", "nbconvert", "nbformat", "ipykernel", "ipywidgets", "seaborn", "matplotlib"} == workbook
+    assert {"papermill", "nbconvert", "nbformat", "ipykernel", "ipywidgets", "ipycanvas", "seaborn",
+            "matplotlib"} == workbook
     assert not core & workbook
     assert "lumenkit[workbook,onnx]" in project["optional-dependencies"]["dev"]  # `make` installs .[dev]
     assert '-e ".[dev]"' in (ROOT / "Makefile").read_text()
@@ -98,11 +99,11 @@ def test_setuptools_packages_are_every_package_plus_the_notebooks():
 
 
 def test_pipeline_finds_every_notebook_and_the_templates_in_a_source_checkout():
-    from lumenkit.workbook.pipeline import STAGES, TEMPLATES, find_notebook_dir
+    from lumenkit.workbook.pipeline import INTERACTIVE, STAGES, TEMPLATES, find_notebook_dir
 
     nb_dir = find_notebook_dir()
     assert nb_dir == ROOT / "notebooks"
-    assert sorted(p.stem for p in nb_dir.glob("*.ipynb")) == sorted(name for name, _ in STAGES)
+    assert sorted(p.stem for p in nb_dir.glob("*.ipynb")) == sorted([*(name for name, _ in STAGES), *INTERACTIVE])
     assert (TEMPLATES / "lumenkit_report" / "conf.json").is_file()
 
 

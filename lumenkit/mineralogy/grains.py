@@ -102,7 +102,6 @@ def measure(
         out["holes"] = np.zeros(0, np.int64)
         return out
     flat_lab = labels.ravel()  # a copy (labels is a strided view); fine for gathers
-    flat_mask = mask.ravel()
 
     # --- horizontal runs of equal code: each lies in one grain -------------------------------------------------
     hdiff = mask[:, 1:] != mask[:, :-1]
@@ -172,10 +171,18 @@ def measure(
 
     out["perimeter"], out["holes"] = _bit_quads(mask, labels, padded, n)
 
-    # --- border flag and boundary against other classes / gangue (pixel edges) ------------------------------------
+    out["touches_edge"], out["boundary"], out["free_boundary"] = _edges(mask, labels, flat_lab, hdiff, n)
+    return out
+
+
+def _edges(
+    mask: np.ndarray, labels: np.ndarray, flat_lab: np.ndarray, hdiff: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per grain: touches the image border; pixel edges against other labelled classes, and against code 0."""
+    w = mask.shape[1]
+    flat_mask = mask.ravel()
     edge = np.zeros(n + 1, dtype=bool)
     edge[labels[0]] = edge[labels[-1]] = edge[labels[:, 0]] = edge[labels[:, -1]] = True
-    out["touches_edge"] = edge[1:]
     bnd = np.zeros(n + 1)
     free = np.zeros(n + 1)
     vdiff = mask[1:, :] != mask[:-1, :]
@@ -187,8 +194,7 @@ def measure(
             ok = (lo > 0) & (co != 255)
             bnd += np.bincount(lo[ok], minlength=n + 1)
             free += np.bincount(lo[ok & (co == 0)], minlength=n + 1)
-    out["boundary"], out["free_boundary"] = bnd[1:], free[1:]
-    return out
+    return edge[1:], bnd[1:], free[1:]
 
 
 def _hull_feret(points: np.ndarray) -> tuple[float, float, float]:

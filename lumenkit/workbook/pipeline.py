@@ -19,7 +19,8 @@ from lumenkit.errors import ConfigError, LumenkitError
 TEMPLATES = Path(str(files("lumenkit") / "resources" / "templates"))
 """nbconvert templates: ``lumenkit_report`` renders without CDN scripts, so reports open offline."""
 
-WORKBOOK_MODULES = ("papermill", "nbconvert", "nbformat", "ipykernel", "matplotlib", "seaborn", "ipywidgets")
+WORKBOOK_MODULES = ("papermill", "nbconvert", "nbformat", "ipykernel", "matplotlib", "seaborn", "ipywidgets",
+                    "ipycanvas")
 """What the report pipeline and the notebooks import beyond the core: the ``workbook`` extra of the package."""
 
 INSTALL_WORKBOOK = "pip install 'lumenkit[workbook]'"
@@ -34,6 +35,9 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("06_sections", ()),
 )
 """Notebook stems in run order, each with the stages whose outputs it always needs (see :func:`_needs`)."""
+
+INTERACTIVE: tuple[str, ...] = ("07_paint",)
+"""Notebooks for a live session only (the painting loop), never a stage of a report."""
 
 LABELLED = ("01_explore", "02_imbalance", "03_train", "04_evaluate", "05_deposit_report")
 """The stages of a labelled dataset in LumenStone layout (parameter ``data``): the default workbook."""
