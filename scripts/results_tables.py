@@ -10,6 +10,8 @@
         run); COMMAND is what reproduces the row.
     python scripts/results_tables.py benchmark NAME --title TITLE --row LABEL BENCH.json KEY "COMMAND" [--row ...]
         docs/results/NAME.json: one row per benchmark JSON (its last line), the figure under KEY.
+    python scripts/results_tables.py csv NAME --title TITLE --csv TABLE.csv --command "COMMAND" [--digits 3]
+        docs/results/NAME.json: the rows of a CSV a command wrote (e.g. lumenkit-lab refine --out), numbers rounded.
 
 The MkDocs hook (docs/hooks/lumenkit_docs.py) renders each table where a page says ``<!-- table: NAME -->``.
 """
@@ -72,6 +74,15 @@ def benchmark(title: str, specs: list[list[str]]) -> dict:
     return {"title": title, "columns": ["", "value"], "rows": rows}
 
 
+def from_csv(title: str, path: str, command: str, digits: int) -> dict:
+    import pandas as pd
+
+    df = pd.read_csv(path)
+    rows = [{"command": command, "cells": [_f(v, digits) if isinstance(v, float) else str(v) for v in r]}
+            for r in df.itertuples(index=False)]
+    return {"title": title, "columns": list(df.columns), "rows": rows}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="kind", required=True)
@@ -84,11 +95,19 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("name")
     bench.add_argument("--title", required=True)
     bench.add_argument("--row", nargs=4, action="append", required=True, metavar=("LABEL", "JSON", "KEY", "COMMAND"))
+    csv = sub.add_parser("csv")
+    csv.add_argument("name")
+    csv.add_argument("--title", required=True)
+    csv.add_argument("--csv", required=True)
+    csv.add_argument("--command", required=True)
+    csv.add_argument("--digits", type=int, default=3)
     a = p.parse_args(argv)
     if a.kind == "published":
         name, table = "published", published()
     elif a.kind == "evaluations":
         name, table = a.name, evaluations(a.title, a.row)
+    elif a.kind == "csv":
+        name, table = a.name, from_csv(a.title, a.csv, a.command, a.digits)
     else:
         name, table = a.name, benchmark(a.title, a.row)
     out = RESULTS / f"{name}.json"

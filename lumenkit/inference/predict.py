@@ -398,6 +398,9 @@ class _FileJob:
             image = self.flatfield(image)
         res = predict_image(self.ckpt, image, self.ckpt.scale if factor < 1 else s, tiling=self.tiling,
                             output_size=size, runtime=self.runtime, device=self.device, refine=self.refine)
+        seen = min(1.0, self.ckpt.scale / s)
+        if self.refine is not None and seen < 1:  # the overlay shows the image as the model saw it, as without
+            image = resize_image(image, target_size(size, seen))
         return s, image, res
 
     def file_pixel_size(self, f: Path) -> float | None:
