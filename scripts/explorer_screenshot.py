@@ -8,30 +8,13 @@ Prints what it did; exit code 1 if the widgets did not render or the control had
 from __future__ import annotations
 
 import argparse
-import json
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from lumenkit.workbook.browser import CHROMIUM_ARGS, chromium_path
+from lumenkit.workbook.browser import voila_page
 
-NOTEBOOK = {
-    "cells": [
-        {"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [], "id": "a",
-         "source": "from lumenkit.workbook.widgets import Explorer\nexplorer = Explorer(DATA, max_side=640)\nexplorer"},
-    ],
-    "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
-    "nbformat": 4, "nbformat_minor": 5,
-}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+CELL = "from lumenkit.workbook.widgets import Explorer\nexplorer = Explorer(DATA, max_side=640)\nexplorer"
 
 
 def main() -> int:
@@ -40,49 +23,23 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=Path("docs/explorer.png"))
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the widgets")
     a = ap.parse_args()
-    from playwright.sync_api import sync_playwright
-
     with tempfile.TemporaryDirectory() as tmp:
         data = a.data
         if data is None:
             from lumenkit.synth.writer import write_dataset
 
             data = write_dataset(Path(tmp) / "synthetic", n_train=4, n_test=0, size=(768, 576), seed=0)
-        nb = json.loads(json.dumps(NOTEBOOK))
-        nb["cells"][0]["source"] = f"DATA = {str(Path(data).resolve())!r}\n" + nb["cells"][0]["source"]
-        (Path(tmp) / "explorer.ipynb").write_text(json.dumps(nb))
-        port = _free_port()
-        voila = subprocess.Popen(
-            [sys.executable, "-m", "voila", "explorer.ipynb", "--no-browser", f"--port={port}",
-             "--Voila.ip=127.0.0.1", "--show_tracebacks=True"],
-            cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        )
-        try:
-            with sync_playwright() as pw:
-                browser = pw.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
-                page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                deadline = time.time() + a.timeout
-                while True:
-                    try:
-                        page.goto(f"http://127.0.0.1:{port}/", wait_until="load", timeout=30000)
-                        break
-                    except Exception:
-                        if time.time() > deadline:
-                            raise
-                        time.sleep(1)
-                page.wait_for_selector(".widget-image img, img.widget-image", timeout=a.timeout * 1000)
-                before = page.locator(".widget-image img, img.widget-image").first.get_attribute("src")
-                toggle = page.locator(".lumenkit-minerals button").nth(1)  # first mineral after background
-                label = toggle.inner_text()
-                toggle.click()
-                page.wait_for_timeout(3000)
-                after = page.locator(".widget-image img, img.widget-image").first.get_attribute("src")
-                a.out.parent.mkdir(parents=True, exist_ok=True)
-                page.screenshot(path=str(a.out), full_page=True)
-                browser.close()
-        finally:
-            voila.terminate()
-            voila.wait(timeout=20)
+        cell = f"DATA = {str(Path(data).resolve())!r}\n" + CELL
+        with voila_page([cell], tmp, viewport=(1400, 1000), timeout=a.timeout) as page:
+            page.wait_for_selector(".widget-image img, img.widget-image", timeout=a.timeout * 1000)
+            before = page.locator(".widget-image img, img.widget-image").first.get_attribute("src")
+            toggle = page.locator(".lumenkit-minerals button").nth(1)  # first mineral after background
+            label = toggle.inner_text()
+            toggle.click()
+            page.wait_for_timeout(3000)
+            after = page.locator(".widget-image img, img.widget-image").first.get_attribute("src")
+            a.out.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(a.out), full_page=True)
     from PIL import Image
 
     Image.open(a.out).convert("RGB").quantize(colors=256).save(a.out, optimize=True)  # small enough to commit

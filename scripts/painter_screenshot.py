@@ -11,28 +11,19 @@ fine-tuning ran and that the prediction changed. Prints what it did; exit code 1
 from __future__ import annotations
 
 import argparse
-import json
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-from lumenkit.workbook.browser import CHROMIUM_ARGS, chromium_path
+from lumenkit.workbook.browser import voila_page
 
 CELL = """from lumenkit.workbook.painter import StrokePainter
 painter = StrokePainter(IMAGE, MODEL, FOLDER, scale=SCALE, max_side=640, steps=15)
 painter.mineral.value = CODE
 painter"""
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _setup(tmp: Path, model: Path | None) -> tuple[Path, Path, float, int, list[tuple[float, float]]]:
@@ -66,65 +57,36 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=Path("docs/painter.png"))
     ap.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for each step")
     a = ap.parse_args()
-    from playwright.sync_api import sync_playwright
-
     from lumenkit.data.imageio import read_mask
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         image, model, scale, code, points = _setup(tmp, a.model)
         folder = tmp / "strokes"
-        source = (f"IMAGE, MODEL, FOLDER, SCALE, CODE = {str(image)!r}, {str(model.resolve())!r}, {str(folder)!r}, "
-                  f"{scale}, {code}\n" + CELL)
-        nb = {"cells": [{"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [], "id": "a",
-                         "source": source}],
-              "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
-              "nbformat": 4, "nbformat_minor": 5}
-        (tmp / "paint.ipynb").write_text(json.dumps(nb))
-        port = _free_port()
-        voila = subprocess.Popen(
-            [sys.executable, "-m", "voila", "paint.ipynb", "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1",
-             "--show_tracebacks=True"], cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        status = ""
-        try:
-            with sync_playwright() as pw:
-                browser = pw.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
-                page = browser.new_page(viewport={"width": 1100, "height": 900})
-                deadline = time.time() + a.timeout
-                while True:
-                    try:
-                        page.goto(f"http://127.0.0.1:{port}/", wait_until="load", timeout=30000)
-                        break
-                    except Exception:
-                        if time.time() > deadline:
-                            raise
-                        time.sleep(1)
-                canvas = page.locator("canvas.lumenkit-painter, .lumenkit-painter canvas").last
-                canvas.wait_for(timeout=a.timeout * 1000)
-                page.wait_for_timeout(2000)
-                box = canvas.bounding_box()
-                f = box["width"] / 640
-                second = [(points[0][0], points[0][1] + 4), (points[1][0], points[1][1] + 4)]
-                for (x0, y0), (x1, y1) in (points, second):
-                    page.mouse.move(box["x"] + x0 * f, box["y"] + y0 * f)
-                    page.mouse.down()
-                    for t in np.linspace(0, 1, 12)[1:]:
-                        page.mouse.move(box["x"] + (x0 + t * (x1 - x0)) * f, box["y"] + (y0 + t * (y1 - y0)) * f)
-                        page.wait_for_timeout(30)
-                    page.mouse.up()
-                    page.wait_for_timeout(1500)
-                page.get_by_role("button", name="Fine-tune").click()
-                page.wait_for_function("() => document.body.innerText.includes('fine-tuned')",
-                                       timeout=a.timeout * 1000)
-                page.get_by_role("button", name="Suggest").click()
-                page.wait_for_timeout(3000)
-                status = page.locator("body").inner_text()
-                a.out.parent.mkdir(parents=True, exist_ok=True)
-                page.screenshot(path=str(a.out), full_page=True)
-                browser.close()
-        finally:
-            voila.terminate()
-            voila.wait(timeout=20)
+        cell = (f"IMAGE, MODEL, FOLDER, SCALE, CODE = {str(image)!r}, {str(model.resolve())!r}, {str(folder)!r}, "
+                f"{scale}, {code}\n" + CELL)
+        with voila_page([cell], tmp, viewport=(1100, 900), timeout=a.timeout) as page:
+            canvas = page.locator("canvas.lumenkit-painter, .lumenkit-painter canvas").last
+            canvas.wait_for(timeout=a.timeout * 1000)
+            page.wait_for_timeout(2000)
+            box = canvas.bounding_box()
+            f = box["width"] / 640
+            second = [(points[0][0], points[0][1] + 4), (points[1][0], points[1][1] + 4)]
+            for (x0, y0), (x1, y1) in (points, second):
+                page.mouse.move(box["x"] + x0 * f, box["y"] + y0 * f)
+                page.mouse.down()
+                for t in np.linspace(0, 1, 12)[1:]:
+                    page.mouse.move(box["x"] + (x0 + t * (x1 - x0)) * f, box["y"] + (y0 + t * (y1 - y0)) * f)
+                    page.wait_for_timeout(30)
+                page.mouse.up()
+                page.wait_for_timeout(1500)
+            page.get_by_role("button", name="Fine-tune").click()
+            page.wait_for_function("() => document.body.innerText.includes('fine-tuned')", timeout=a.timeout * 1000)
+            page.get_by_role("button", name="Suggest").click()
+            page.wait_for_timeout(3000)
+            status = page.locator("body").inner_text()
+            a.out.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(a.out), full_page=True)
         saved = folder / "masks" / "train" / "section.png"
         painted = int((read_mask(saved) == code).sum()) if saved.is_file() else 0
     from PIL import Image

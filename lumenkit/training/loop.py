@@ -293,8 +293,9 @@ class _Trainer:
             net = self.resumed.model
             self.mean, self.std = list(net.mean), list(net.std)
             if cfg.freeze == "encoder":
-                for p in net.encoder.parameters():
-                    p.requires_grad_(False)
+                from lumenkit.training.init import freeze_encoder
+
+                freeze_encoder(net)
         elif cfg.init:
             from lumenkit.training.init import init_from_checkpoint
 

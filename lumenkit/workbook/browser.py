@@ -131,3 +131,52 @@ def check_report(folder: str | Path, screenshot: Path | None = None) -> list[dic
 
 def _page_text(path: Path) -> str:
     return path.read_text(encoding="utf-8", errors="replace")
+
+
+@contextlib.contextmanager
+def voila_page(cells: list[str], folder: str | Path, viewport: tuple[int, int] = (1400, 1000),
+               timeout: float = 120.0) -> Iterator[Any]:
+    """A notebook of ``cells`` (code) rendered live by Voila, opened in headless Chromium; yields the Playwright page.
+
+    The notebook is written into ``folder`` and served from there on a free local port; the page is opened once the
+    server answers (within ``timeout`` seconds). Needs ``pip install voila playwright`` and Debian's chromium.
+    Everything is stopped on exit.
+    """
+    import json
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from playwright.sync_api import sync_playwright
+
+    folder = Path(folder)
+    nb = {"cells": [{"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [], "id": f"c{i}",
+                     "source": src} for i, src in enumerate(cells)],
+          "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+          "nbformat": 4, "nbformat_minor": 5}
+    (folder / "live.ipynb").write_text(json.dumps(nb))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    voila = subprocess.Popen(
+        [sys.executable, "-m", "voila", "live.ipynb", "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1",
+         "--show_tracebacks=True"], cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
+            deadline = time.time() + timeout
+            while True:
+                try:
+                    page.goto(f"http://127.0.0.1:{port}/", wait_until="load", timeout=30000)
+                    break
+                except Exception:
+                    if time.time() > deadline:
+                        raise
+                    time.sleep(1)
+            yield page
+            browser.close()
+    finally:
+        voila.terminate()
+        voila.wait(timeout=20)
