@@ -12,6 +12,9 @@
         docs/results/NAME.json: one row per benchmark JSON (its last line), the figure under KEY.
     python scripts/results_tables.py csv NAME --title TITLE --csv TABLE.csv --command "COMMAND" [--digits 3]
         docs/results/NAME.json: the rows of a CSV a command wrote (e.g. lumenkit-lab refine --out), numbers rounded.
+    python scripts/results_tables.py label-efficiency NAME --title TITLE --csv TABLE.csv
+        docs/results/NAME.json: the table `lumenkit-lab label-efficiency --out TABLE.csv` wrote, each row with the
+        command (train && evaluate) that reproduces it.
 
 The MkDocs hook (docs/hooks/lumenkit_docs.py) renders each table where a page says ``<!-- table: NAME -->``.
 """
@@ -83,6 +86,25 @@ def from_csv(title: str, path: str, command: str, digits: int) -> dict:
     return {"title": title, "columns": list(df.columns), "rows": rows}
 
 
+def label_efficiency(title: str, path: str) -> dict:
+    import pandas as pd
+
+    df = pd.read_csv(path)
+    classes = [c for c in df.columns if c.startswith("iou_")]
+    rows = []
+    for r in df.itertuples(index=False):
+        r = r._asdict()
+        start = "from scratch" if r["start"] == "scratch" else f"fine-tuned from `{r['start']}`"
+        labels = "whole masks" if r["labels"] == "whole masks" else f"strokes, {r['labelled_pct']:.2g} % of pixels"
+        budget = f"{r['budget_min']:g} min" if r["budget_min"] == r["budget_min"] else "fixed epochs"
+        rows.append({"command": r["command"], "cells": [
+            f"{labels}, {start}", budget, str(r["epochs"]), *(_f(r[c]) for c in classes),
+            f"{_f(r['mean_iou'], 3)} ({_f(r['ci_lo'])}–{_f(r['ci_hi'])})", _f(r["pixel_accuracy"], 3),
+            f"{100 * r['of_reference']:.0f} %" if "of_reference" in r else "–"]})
+    return {"title": title, "columns": ["", "budget", "epochs", *(c[4:] for c in classes),
+                                        "mean IoU (95 % interval)", "pixel acc.", "of the reference"], "rows": rows}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="kind", required=True)
@@ -101,11 +123,17 @@ def main(argv: list[str] | None = None) -> int:
     csv.add_argument("--csv", required=True)
     csv.add_argument("--command", required=True)
     csv.add_argument("--digits", type=int, default=3)
+    le = sub.add_parser("label-efficiency")
+    le.add_argument("name")
+    le.add_argument("--title", required=True)
+    le.add_argument("--csv", required=True)
     a = p.parse_args(argv)
     if a.kind == "published":
         name, table = "published", published()
     elif a.kind == "evaluations":
         name, table = a.name, evaluations(a.title, a.row)
+    elif a.kind == "label-efficiency":
+        name, table = a.name, label_efficiency(a.title, a.csv)
     elif a.kind == "csv":
         name, table = a.name, from_csv(a.title, a.csv, a.command, a.digits)
     else:

@@ -217,7 +217,42 @@ def _run_strokes(a: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_ablation, _add_prior, _add_refine, _add_strokes]
+def _add_label_efficiency(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("label-efficiency", help="gather training runs (strokes or whole masks, fine-tuned or from "
+                                                "scratch, each with val.json) into the label-efficiency table and figure")
+    p.add_argument("runs", nargs="+", help="run folders, each with config.yaml, history.csv and val.json")
+    p.add_argument("--reference", default=None, help="run folder of the full-mask model the cells are compared with")
+    p.add_argument("--out", required=True, help="CSV of the table (one row per run, with its command)")
+    p.add_argument("--figure", default=None, help="PNG of mean IoU against the labelled share")
+    p.add_argument("--title", default=None, help="title of the figure")
+    p.add_argument("--path", action="append", default=[], metavar="OLD=NEW",
+                   help="replace OLD by NEW in the printed commands (e.g. /work/runs=runs); repeatable")
+    p.set_defaults(func=_run_label_efficiency)
+
+
+def _run_label_efficiency(a: argparse.Namespace) -> int:
+    from lumenkit.data.imageio import check_writable, write_text
+    from lumenkit.lab.label_efficiency import label_efficiency, plot_label_efficiency
+
+    paths = {}
+    for pair in a.path:
+        old, sep, new = pair.partition("=")
+        if not sep or not old:
+            raise ConfigError(f"--path {pair!r}: give OLD=NEW, e.g. /work/runs=runs")
+        paths[old] = new
+    check_writable(a.out, folder=False)
+    if a.figure:
+        check_writable(a.figure, folder=False)
+    table = label_efficiency(a.runs, a.reference, paths)
+    write_text(a.out, table.to_csv(index=False))
+    if a.figure:
+        plot_label_efficiency(table, a.figure, a.title)
+    print(table.drop(columns="command").to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    return 0
+
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_ablation, _add_prior, _add_refine, _add_strokes, _add_label_efficiency]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -110,6 +110,51 @@ def config_differences(saved: TrainConfig, new: TrainConfig, strict: bool = Fals
     return out
 
 
+UNRECORDED_FIELDS: tuple[str, ...] = ("quiet", "threads", "workers", "device", "resume", "overwrite")
+"""Fields :func:`train_command` leaves out: they change how a run is carried out, never what it learns."""
+
+
+def train_command(config: TrainConfig) -> str:
+    """The shortest ``lumenkit train`` command line that reproduces ``config``: a preset and the options that differ.
+
+    The preset chosen is the one from which the fewest fields differ (``s1`` on ties); :data:`UNRECORDED_FIELDS`
+    are left out. Parsing the line with ``lumenkit train``'s parser gives ``config`` back (the docs' result tables
+    print it beside each row, generated from the run's ``config.yaml``).
+
+    Raises:
+        ConfigError: ``config`` has a field no command-line option can express (a class set or weights that are
+            neither a name nor a list of numbers).
+    """
+    import shlex
+
+    def text(v: Any) -> str:
+        if v is None:
+            return "none"
+        if isinstance(v, (list, tuple)):
+            if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+                raise ConfigError(f"cannot write {v!r} as a command-line option")
+            return ",".join(str(x) for x in v)
+        return str(v)
+
+    def options(preset: str) -> list[str]:
+        base = TrainConfig.from_preset(preset)
+        differ = [f.name for f in dataclasses.fields(TrainConfig)
+                  if f.name not in UNRECORDED_FIELDS and getattr(config, f.name) != getattr(base, f.name)]
+        if config.minutes is None:  # `--epochs N` alone means no time budget
+            differ = [k for k in differ if k != "minutes"] + ([] if "epochs" in differ else ["epochs"])
+        if "flips" in differ and not config.flips and "rot90" not in differ:
+            differ.append("rot90")  # `--no-flips` alone also turns rot90 off
+        args = ["--data", text(config.data)] if "data" not in differ else []
+        for k in sorted(differ, key=[f.name for f in dataclasses.fields(TrainConfig)].index):
+            flag = "--" + k.replace("_", "-")
+            v = getattr(config, k)
+            args += [flag if v else "--no-" + flag[2:]] if isinstance(v, bool) else [flag, text(v)]
+        return args
+
+    best = min(PRESETS, key=lambda name: (len(options(name)), name != DEFAULT_PRESET))
+    return shlex.join(["lumenkit", "train", "--preset", best, *options(best)])
+
+
 def resumed_config(saved: TrainConfig, new: TrainConfig) -> TrainConfig:
     """The configuration a resumed run continues with: ``saved``, with the run-control fields of ``new``.
 

@@ -167,3 +167,34 @@ def test_notebook_03_refuses_to_resume_a_run_of_another_recipe(tmp_path):
     with pytest.raises(ConfigError, match=r"another recipe \(scale: saved 0.25, now 0.125.*resume=False"):
         notebook_train_config("D", "s1", {}, run_dir=tmp_path, resume=True)
     assert not notebook_train_config("D", "s1", {}, run_dir=tmp_path, resume=False).resume  # afresh
+
+
+@pytest.mark.parametrize("cfg", [
+    TrainConfig(data="d"),
+    TrainConfig.from_preset("finetune", data="runs/s2 strokes", init="runs/s1/model.pt", minutes=2.0),
+    TrainConfig.from_preset("s2", data="d", epochs=49, minutes=None, out="runs/x"),
+    TrainConfig(data="d", flips=False, rot90=True, class_set=[0, 1, 3], class_weights=[1.0, 2.5, 0.5]),
+    TrainConfig(data="d", flips=False, rot90=False, scale=None, ema=0.999, freeze="encoder", amp=False),
+    TrainConfig.from_preset("synthetic", data="d", class_weights="inverse_sqrt", schedule="cosine"),
+])
+def test_train_command_reproduces_the_configuration_through_the_cli(cfg):
+    import shlex
+
+    from lumenkit.training import train_command
+    from lumenkit.training.config import UNRECORDED_FIELDS
+
+    line = train_command(cfg)
+    argv = shlex.split(line)
+    assert argv[:2] == ["lumenkit", "train"]
+    back = train_config(build_parser().parse_args(argv[1:]))
+    skip = set(UNRECORDED_FIELDS)
+    assert {k: v for k, v in back.to_dict().items() if k not in skip} == \
+        {k: v for k, v in cfg.to_dict().items() if k not in skip}, line
+
+
+def test_train_command_names_the_nearest_preset_and_only_the_differences():
+    from lumenkit.training import train_command
+
+    line = train_command(TrainConfig.from_preset("finetune", data="d", init="m.pt", minutes=5.0))
+    assert line == "lumenkit train --preset finetune --data d --init m.pt --minutes 5.0"
+    assert train_command(TrainConfig(data="d")) == "lumenkit train --preset s1 --data d"
