@@ -218,8 +218,9 @@ def _run_strokes(a: argparse.Namespace) -> int:
 
 
 def _add_label_efficiency(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("label-efficiency", help="gather training runs (strokes or whole masks, fine-tuned or from "
-                                                "scratch, each with val.json) into the label-efficiency table and figure")
+    p = sub.add_parser("label-efficiency", help="gather training runs (strokes or whole masks, fine-tuned or "
+                                                "from scratch, each with val.json) into the label-efficiency table "
+                                                "and figure")
     p.add_argument("runs", nargs="+", help="run folders, each with config.yaml, history.csv and val.json")
     p.add_argument("--reference", default=None, help="run folder of the full-mask model the cells are compared with")
     p.add_argument("--out", required=True, help="CSV of the table (one row per run, with its command)")

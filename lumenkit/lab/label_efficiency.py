@@ -100,7 +100,7 @@ def run_row(run: str | Path, paths: Mapping[str, str] | None = None) -> dict[str
         "labels": "strokes" if sparse else "whole masks",
         "labelled_pct": 100.0 * share,
         "budget_min": cfg.minutes,
-        "epochs": int(len(history)),
+        "epochs": len(history),
         "train_min": float(history["seconds"].sum() / 60.0) if "seconds" in history else None,
         "mean_iou": float(ev["mean_iou"]), "ci_lo": lo, "ci_hi": hi,
         "pixel_accuracy": float(ev["pixel_accuracy"]),
