@@ -47,7 +47,7 @@ from lumenkit.inference.tiling import (
     _window_probs,
     confidence_u8,
     tta_transforms,
-    upsample_rows,
+    upsample_labels,
 )
 from lumenkit.runtime.heap import release_free_memory
 
@@ -324,11 +324,10 @@ def _predict_rows(ckpt: Any, stream: _WindowRows, parts: Path, todo: list[int], 
         for s0 in range(y0, y1, _STRIP):
             s1 = min(y1, s0 + _STRIP)
             if same:
-                part = stream.rows(s0, s1)
+                conf, idx = stream.rows(s0, s1).max(dim=0)
             else:
                 a, b = int(r0[s0]), int(r1[s1 - 1]) + 1
-                part = upsample_rows(stream.rows(a, b), a, weights, s0, s1, width)
-            conf, idx = part.max(dim=0)
+                conf, idx = upsample_labels(stream.rows(a, b), a, weights, s0, s1, width)
             codes[s0 - y0 : s1 - y0] = ckpt.class_map.to_code(idx.to(torch.uint8).numpy())
             conf8[s0 - y0 : s1 - y0] = confidence_u8(conf.numpy())
         _save_row(_row_file(parts, r), codes, conf8)

@@ -316,6 +316,61 @@ def upsample_rows(
     return out
 
 
+def upsample_labels(
+    src: torch.Tensor, a: int, weights: tuple[torch.Tensor, torch.Tensor, torch.Tensor], s: int, e: int, out_w: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Labels and confidence of output rows ``[s, e)`` of the bilinear upsampling, without upsampling every class.
+
+    The same values as ``upsample_rows(src, a, weights, s, e, out_w).max(dim=0)`` at a fraction of the cost. Along
+    y each output pixel blends two vectors of class probabilities (its two source rows, already interpolated along
+    x); where both vectors have their maximum at the same class ``c``, so has every blend of them (a convex
+    combination keeps ``p_c ≥ p_j`` for all ``j``), and the blended maximum is the blend of the two maxima. So the
+    label there is ``c`` and the confidence one blended channel; only where the two rows' labels differ — along
+    class boundaries — are all classes blended and compared, with the same ``torch.lerp`` as
+    :func:`upsample_rows`. (In floating point a blend of two near-equal maxima could round the other way; the
+    label then follows exact arithmetic.) Written here because no library offers an argmax-aware upsampling.
+
+    Args:
+        src: ``(K, b - a, w)`` source rows ``a`` to ``b``, as :func:`upsample_rows`.
+        a: index of ``src``'s first row.
+        weights: ``(r0, r1, lambda)`` of :func:`_linear_weights` for the whole output height.
+        s: first output row.
+        e: end (exclusive) of the output rows.
+        out_w: output width.
+
+    Returns:
+        ``(confidence, indices)``: ``(e - s, out_w)`` float32 maximum probability and uint8 class index.
+    """
+    r0, r1, rl = weights
+    b = a + src.shape[1]
+    cols = src if out_w == src.shape[2] else F.interpolate(src[None], size=(b - a, out_w), mode="bilinear",
+                                                           align_corners=False)[0]
+    top, arg = cols.max(dim=0)  # per source row: the maximum and its class, (b - a, out_w)
+    arg = arg.to(torch.uint8)
+    conf = torch.empty((e - s, out_w), dtype=cols.dtype)
+    idx = torch.empty((e - s, out_w), dtype=torch.uint8)
+    lo, hi = r0[s:e].tolist(), r1[s:e].tolist()
+    i = 0
+    while i < e - s:
+        j = i + 1
+        while j < e - s and lo[j] == lo[i] and hi[j] == hi[i]:
+            j += 1
+        u, v, w = lo[i] - a, hi[i] - a, rl[s + i: s + j].view(-1, 1)
+        torch.lerp(top[u: u + 1], top[v: v + 1], w, out=conf[i:j])
+        idx[i:j] = arg[u]
+        if u != v:
+            xs = torch.nonzero(arg[u] != arg[v]).flatten()
+            if 4 * xs.numel() > out_w:  # boundaries everywhere: blending whole rows is cheaper than gathering
+                mc, mi = torch.lerp(cols[:, u: u + 1], cols[:, v: v + 1], w.view(1, -1, 1)).max(dim=0)
+                conf[i:j], idx[i:j] = mc, mi.to(torch.uint8)
+            elif xs.numel():
+                mc, mi = torch.lerp(cols[:, u, xs][:, None], cols[:, v, xs][:, None], w.view(1, -1, 1)).max(dim=0)
+                conf[i:j, xs] = mc
+                idx[i:j, xs] = mi.to(torch.uint8)
+        i = j
+    return conf, idx
+
+
 def confidence_u8(confidence: np.ndarray) -> np.ndarray:
     """Max class probability as 8-bit (× 255, rounded half up): the confidence maps ``predict`` writes."""
     return np.clip(confidence * 255 + 0.5, 0, 255).astype(np.uint8)
@@ -360,6 +415,11 @@ def resize_probs(
     for s in range(0, out_h, strip):
         e = min(out_h, s + strip)
         a, b = int(r0[s]), int(r1[e - 1]) + 1  # the source rows this strip reads
+        if guided is None and full is None:
+            conf, idx = upsample_labels(probs[:, a:b], a, weights, s, e, out_w)
+            idx_out[s:e] = idx.numpy()
+            conf_out[s:e] = conf.numpy()
+            continue
         if guided is None:
             part = upsample_rows(probs[:, a:b], a, weights, s, e, out_w)
         else:

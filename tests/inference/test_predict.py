@@ -162,6 +162,23 @@ def test_resize_probs_matches_bilinear_interpolate(size):
     np.testing.assert_array_equal(idx, ref.argmax(0).numpy())
 
 
+@pytest.mark.parametrize("size", [(40, 31), (17, 31), (9, 50), (400, 14), (130, 97)])
+@pytest.mark.parametrize("noise", [0.0, 1.0])
+def test_labels_without_upsampling_every_class_equal_the_full_upsampling(size, noise):
+    from lumenkit.inference.tiling import _linear_weights, upsample_labels, upsample_rows
+
+    torch.manual_seed(0)
+    blocks = torch.nn.functional.interpolate(torch.randn(1, 5, 4, 5) * 6, size=(13, 17), mode="nearest")[0]
+    p = torch.softmax(blocks + noise * torch.randn(5, 13, 17), 0)  # regions with boundaries, or noise everywhere
+    idx, conf, _ = resize_probs(p, size, strip=7)
+    ref_conf, ref_idx = upsample_rows(p, 0, _linear_weights(13, size[1]), 0, size[1], size[0]).max(dim=0)
+    np.testing.assert_array_equal(idx, ref_idx.numpy())
+    np.testing.assert_array_equal(conf, ref_conf.numpy())
+    tie = torch.full((3, 4, 5), 1 / 3)  # every class equal: the first, as argmax says
+    c, i = upsample_labels(tie, 0, _linear_weights(4, 9), 0, 9, size[0])
+    assert (i == 0).all() and torch.allclose(c, torch.tensor(1 / 3))
+
+
 @pytest.mark.parametrize("mode", [True, "flip", "d4"])
 def test_tta_runs_and_transforms_invert(model, image, mode):
     x = torch.randn(2, 3, 8, 8)
