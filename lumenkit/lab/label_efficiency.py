@@ -61,8 +61,10 @@ def run_row(run: str | Path, paths: Mapping[str, str] | None = None) -> dict[str
         ``run``, ``start`` (``S1 model``-style name of the ``init`` run, or ``scratch``), ``labels`` (``strokes`` or
         ``whole masks``), ``labelled_pct`` (of the training images' pixels, measured), ``budget_min`` (the time
         budget, or ``None`` for a fixed number of epochs), ``epochs``, ``train_min`` (wall-clock minutes of the
-        epochs, from ``history.csv``), ``mean_iou``, ``ci_lo``, ``ci_hi``, ``pixel_accuracy``, the IoU of each
-        class, ``command``.
+        epochs, from ``history.csv``), ``mean_iou``, ``ci_lo``, ``ci_hi`` (of ``model.pt``, the epoch of best
+        validation mean IoU, as ``val.json`` scored it), ``best_epoch``, ``last_epoch_miou`` (the last epoch's
+        validation mean IoU from ``history.csv``: what the run gives without choosing its epoch on the images that
+        score it), ``pixel_accuracy``, the IoU of each class, ``command``.
 
     Raises:
         DatasetNotFoundError: no ``config.yaml``, ``history.csv`` or ``val.json`` in ``run`` (the message says
@@ -103,6 +105,8 @@ def run_row(run: str | Path, paths: Mapping[str, str] | None = None) -> dict[str
         "epochs": len(history),
         "train_min": float(history["seconds"].sum() / 60.0) if "seconds" in history else None,
         "mean_iou": float(ev["mean_iou"]), "ci_lo": lo, "ci_hi": hi,
+        "best_epoch": int(history["val_miou"].idxmax()) + 1 if "val_miou" in history else None,
+        "last_epoch_miou": float(history["val_miou"].iloc[-1]) if "val_miou" in history else None,
         "pixel_accuracy": float(ev["pixel_accuracy"]),
         **{f"iou_{k}": float(v) for k, v in ev["per_class_iou"].items()},
         "command": _display(f"{train_command(cfg)} && {shlex.join(evaluate)}", paths),

@@ -49,7 +49,8 @@ def test_the_table_measures_labels_and_prints_each_runs_command(cells, tmp_path)
     share = sum(int((m != IGNORE).sum()) for m in masks) / sum(m.size for m in masks)
     assert table.loc[1, "labelled_pct"] == pytest.approx(100 * share) and 0 < share < 0.2
     assert table.loc[0, "labelled_pct"] == 100.0
-    assert (table["epochs"] == 1).all() and fig.stat().st_size > 1000
+    assert (table["epochs"] == 1).all() and (table["best_epoch"] == 1).all() and fig.stat().st_size > 1000
+    assert table["last_epoch_miou"].between(0, 1).all()
     for i, name in enumerate(["full", "ft", "scratch"]):
         train_part, evaluate_part = table.loc[i, "command"].replace("runs", str(root)).split(" && ")
         assert shlex.split(evaluate_part)[:2] == ["lumenkit", "evaluate"]
