@@ -1,7 +1,7 @@
 """Labels and confidence at full resolution: every class upsampled then compared, against the boundary-only blend.
 
 Input: the probabilities a confident model gives for a native 3396×2547 synthetic section (deposit pbzn_a, seed
-0): its true mask brought to the default model scale (1/8 of native, 425×319) as one-hot over the 7 S1 classes,
+0): its true mask brought to the default model scale (1/8 of native, 424×318) as one-hot over the 7 S1 classes,
 blurred (Gaussian, σ = 1 px at that scale) and mixed with 5 % uniform, so boundaries are soft as a network's are.
 Both ways bring them to 3396×2547 in strips of 256 output rows (as ``resize_probs`` and the streamed mosaic do):
 

@@ -81,8 +81,8 @@ def from_csv(title: str, path: str, command: str, digits: int) -> dict:
     import pandas as pd
 
     df = pd.read_csv(path)
-    rows = [{"command": command, "cells": [_f(v, digits) if isinstance(v, float) else str(v) for v in r]}
-            for r in df.itertuples(index=False)]
+    rows = [{"command": command, "cells": [_f(v, digits) if isinstance(v, float) else str(v) for v in r.values()]}
+            for r in df.to_dict("records")]
     return {"title": title, "columns": list(df.columns), "rows": rows}
 
 
@@ -92,13 +92,12 @@ def label_efficiency(title: str, path: str) -> dict:
     df = pd.read_csv(path)
     classes = [c for c in df.columns if c.startswith("iou_")]
     rows = []
-    for r in df.itertuples(index=False):
-        r = r._asdict()
+    for r in df.to_dict("records"):  # not itertuples: it renames columns such as iou_Py/Mrc
         start = "from scratch" if r["start"] == "scratch" else f"fine-tuned from `{r['start']}`"
         labels = "whole masks" if r["labels"] == "whole masks" else f"strokes, {r['labelled_pct']:.2g} % of pixels"
         budget = f"{r['budget_min']:g} min" if r["budget_min"] == r["budget_min"] else "fixed epochs"
         rows.append({"command": r["command"], "cells": [
-            f"{labels}, {start}", budget, f"{r['epochs']} ({r['best_epoch']})", *(_f(r[c]) for c in classes),
+            f"{labels}, {start}", budget, f"{r['epochs']} ({int(r['best_epoch'])})", *(_f(r[c]) for c in classes),
             f"{_f(r['mean_iou'], 3)} ({_f(r['ci_lo'])}–{_f(r['ci_hi'])})", _f(r["last_epoch_miou"], 3),
             _f(r["pixel_accuracy"], 3),
             f"{100 * r['of_reference']:.0f} %" if "of_reference" in r else "–"]})

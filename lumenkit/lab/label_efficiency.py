@@ -11,7 +11,9 @@ printing beside each row the command that reproduces it (:func:`lumenkit.trainin
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -22,12 +24,6 @@ import pandas as pd
 
 from lumenkit.data.catalogue import IGNORE
 from lumenkit.errors import ConfigError, DatasetNotFoundError
-
-
-def _display(text: str, paths: Mapping[str, str]) -> str:
-    for old, new in paths.items():
-        text = text.replace(old, new)
-    return text
 
 
 def labelled_share(data: str | Path, names: Sequence[str]) -> float:
@@ -55,7 +51,7 @@ def run_row(run: str | Path, paths: Mapping[str, str] | None = None) -> dict[str
 
     Args:
         run: a folder written by ``lumenkit train`` with ``val.json`` from ``lumenkit evaluate --split val``.
-        paths: text replacements for the printed command (e.g. ``{"/work/runs": "runs"}``).
+        paths: path prefixes replaced in the printed command (e.g. ``{"/work/runs": "runs"}``).
 
     Returns:
         ``run``, ``start`` (``S1 model``-style name of the ``init`` run, or ``scratch``), ``labels`` (``strokes`` or
@@ -68,7 +64,8 @@ def run_row(run: str | Path, paths: Mapping[str, str] | None = None) -> dict[str
 
     Raises:
         DatasetNotFoundError: no ``config.yaml``, ``history.csv`` or ``val.json`` in ``run`` (the message says
-            which command writes it).
+            which command writes it), or its training data is not where ``config.yaml`` says.
+        ConfigError: ``val.json`` scores another split than ``val``, or the run records no training images.
     """
     import yaml
 
@@ -86,19 +83,38 @@ def run_row(run: str | Path, paths: Mapping[str, str] | None = None) -> dict[str
     cfg = TrainConfig.from_dict(raw, source=str(run / "config.yaml"), saved=True)
     ev = json.loads((run / "val.json").read_text(encoding="utf-8"))
     history = read_history(run)
+    if not Path(cfg.data).is_dir():
+        raise DatasetNotFoundError(f"{cfg.data}: the training data of {run} is not there (paths in config.yaml are "
+                                   "relative to where the run was started); run from that folder")
     meta_path = Path(cfg.data) / "dataset.yaml"
     meta = yaml.safe_load(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
     sparse = (meta or {}).get("labels") == "sparse"
     fit = [str(n) for n in resolved.get("fit_names", [])]
-    share = labelled_share(cfg.data, fit) if sparse and fit else 1.0
-    init = cfg.init
-    evaluate = ["lumenkit", "evaluate", "--data", str(cfg.data), "--split", "val", "--model", f"{run}/model.pt",
-                "--out", f"{run}/val.json"]
+    if not fit:
+        raise ConfigError(f"{run / 'config.yaml'}: records no training images (resolved.fit_names); a run of an "
+                          "older lumenkit: train it again")
+    if ev.get("split") != "val":
+        raise ConfigError(f"{run / 'val.json'}: scores split {ev.get('split')!r}, not the validation images; "
+                          f"write it with `lumenkit evaluate --split val --model {run}/model.pt --out {run}/val.json`")
+    share = labelled_share(cfg.data, fit)
+
+    def show(text: str) -> str:  # a path prefix replaced (before quoting, so replacements may hold spaces)
+        for old, new in paths.items():
+            if text == old or text.startswith(old.rstrip("/") + "/"):
+                return new + text[len(old):]
+        return text
+
+    shown = dataclasses.replace(cfg, data=show(str(cfg.data)), out=show(str(cfg.out)),
+                                init=show(cfg.init) if cfg.init else cfg.init)
+    evaluate = ["lumenkit", "evaluate", "--data", shown.data, "--split", "val", "--model", show(f"{run}/model.pt"),
+                "--out", show(f"{run}/val.json")]
     evaluate += ["--tta"] * bool(ev.get("tta")) + ["--refine"] * bool(ev.get("refine"))
+    if ev.get("void_border"):
+        evaluate += ["--void-border", str(ev["void_border"])]
     lo, hi = ev.get("mean_iou_ci95", [None, None])
     return {
         "run": run.name,
-        "start": Path(init).parent.name if init else "scratch",
+        "start": Path(cfg.init).parent.name if cfg.init else "scratch",
         "labels": "strokes" if sparse else "whole masks",
         "labelled_pct": 100.0 * share,
         "budget_min": cfg.minutes,
@@ -108,8 +124,11 @@ def run_row(run: str | Path, paths: Mapping[str, str] | None = None) -> dict[str
         "best_epoch": int(history["val_miou"].idxmax()) + 1 if "val_miou" in history else None,
         "last_epoch_miou": float(history["val_miou"].iloc[-1]) if "val_miou" in history else None,
         "pixel_accuracy": float(ev["pixel_accuracy"]),
-        **{f"iou_{k}": float(v) for k, v in ev["per_class_iou"].items()},
-        "command": _display(f"{train_command(cfg)} && {shlex.join(evaluate)}", paths),
+        **{f"iou_{k}": None if v is None else float(v) for k, v in ev["per_class_iou"].items()},
+        "val_names": tuple(str(n) for n in resolved.get("val_names", [])),
+        # an environment variable a replacement put in front of a path stays expandable ('$X/a' → $X/a)
+        "command": re.sub(r"'(\$[A-Za-z_]\w*(?:/[\w./-]*)?)'", r"\1",
+                          f"{train_command(shown)} && {shlex.join(evaluate)}"),
     }
 
 
@@ -125,13 +144,14 @@ def label_efficiency(
         paths: replacements for the printed commands.
 
     Raises:
-        ConfigError: no runs, or runs scored on different classes or validation images (not comparable).
+        ConfigError: no runs, or runs scored on different classes or validation images (not comparable); as
+            :func:`run_row`.
         DatasetNotFoundError: as :func:`run_row`.
     """
     if not runs:
         raise ConfigError("no runs given; pass the run folders of the cells (each with val.json)")
     rows = [run_row(r, paths) for r in runs]
-    rows.sort(key=lambda r: (r["start"] == "scratch", r["budget_min"] or 1e9, r["labelled_pct"]))
+    rows.sort(key=lambda r: (r["start"] == "scratch", r["start"], r["budget_min"] or 1e9, r["labelled_pct"]))
     if reference is not None:
         ref = run_row(reference, paths)
         rows.insert(0, ref)
@@ -140,7 +160,11 @@ def label_efficiency(
     classes = {tuple(k for k in r if k.startswith("iou_")) for r in rows}
     if len(classes) > 1:
         raise ConfigError(f"runs scored on different classes {sorted(classes)}; compare runs of one class set")
-    return pd.DataFrame(rows)
+    images = {r["val_names"] for r in rows}
+    if len(images) > 1:
+        raise ConfigError(f"runs scored on different validation images {sorted(images)}; give every run the same "
+                          "validation split (--n-val, --val-seed, --val-fold, or the sparse copy's fixed list)")
+    return pd.DataFrame([{k: v for k, v in r.items() if k != "val_names"} for r in rows])
 
 
 def plot_label_efficiency(table: pd.DataFrame, path: str | Path | None = None, title: str | None = None) -> Any:
@@ -171,7 +195,8 @@ def plot_label_efficiency(table: pd.DataFrame, path: str | Path | None = None, t
         ax.errorbar(group["labelled_pct"], group["mean_iou"],
                     yerr=[group["mean_iou"] - group["ci_lo"], group["ci_hi"] - group["mean_iou"]],
                     color=colour, ls=styles.get(float(budget), "-.") if budget == budget else "-.", marker="o",
-                    ms=4, capsize=2, lw=1.2, label=f"{name}, {budget:g} min")
+                    ms=4, capsize=2, lw=1.2,
+                    label=f"{name}, {budget:g} min" if budget == budget else f"{name}, fixed epochs")
     ax.set_xscale("log")
     ax.set_xlabel("labelled training pixels (%)")
     ax.set_ylabel("validation mean IoU (whole masks)")

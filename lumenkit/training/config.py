@@ -142,6 +142,8 @@ def train_command(config: TrainConfig) -> str:
                   if f.name not in UNRECORDED_FIELDS and getattr(config, f.name) != getattr(base, f.name)]
         if config.minutes is None:  # `--epochs N` alone means no time budget
             differ = [k for k in differ if k != "minutes"] + ([] if "epochs" in differ else ["epochs"])
+        elif "epochs" in differ and "minutes" not in differ:
+            differ.append("minutes")  # ... so an epoch cap with the preset's budget states the budget too
         if "flips" in differ and not config.flips and "rot90" not in differ:
             differ.append("rot90")  # `--no-flips` alone also turns rot90 off
         args = ["--data", text(config.data)] if "data" not in differ else []

@@ -70,3 +70,12 @@ def test_a_run_without_its_evaluation_is_one_line_naming_the_command(cells, tmp_
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "val.json" in err and "lumenkit evaluate" in err
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_a_path_replaced_by_an_environment_variable_stays_expandable(cells, tmp_path):
+    root, _ = cells
+    out = tmp_path / "le.csv"
+    assert lab_main(["label-efficiency", str(root / "ft"), "--out", str(out), "--path", f"{root}=$RUNS"]) == 0
+    command = pd.read_csv(out).loc[0, "command"]
+    assert "--init $RUNS/full/model.pt" in command and "--model $RUNS/ft/model.pt" in command
+    assert "'$" not in command

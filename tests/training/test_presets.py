@@ -176,6 +176,8 @@ def test_notebook_03_refuses_to_resume_a_run_of_another_recipe(tmp_path):
     TrainConfig(data="d", flips=False, rot90=True, class_set=[0, 1, 3], class_weights=[1.0, 2.5, 0.5]),
     TrainConfig(data="d", flips=False, rot90=False, scale=None, ema=0.999, freeze="encoder", amp=False),
     TrainConfig.from_preset("synthetic", data="d", class_weights="inverse_sqrt", schedule="cosine"),
+    TrainConfig(data="d", epochs=200),  # an epoch cap under the preset's time budget
+    TrainConfig.from_preset("finetune", data="d", epochs=20, lr=1e-06, class_set="S2"),
 ])
 def test_train_command_reproduces_the_configuration_through_the_cli(cfg):
     import shlex
