@@ -174,6 +174,7 @@ def plot_label_efficiency(table: pd.DataFrame, path: str | Path | None = None, t
     90 % of it dotted (the issue's goal). Returns the figure; writes it (PNG, 150 dpi) to ``path`` when given.
     """
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
@@ -184,7 +185,7 @@ def plot_label_efficiency(table: pd.DataFrame, path: str | Path | None = None, t
         ref = table.iloc[0]
         cells = table.iloc[1:]
         ax.axhline(ref["mean_iou"], color="0.3", lw=1,
-                   label=f"whole masks, {ref['start']}, {ref['epochs']} epochs ({ref['mean_iou']:.3f})")
+                   label=f"reference: {ref['labels']}, {ref['run']}, {ref['epochs']} epochs ({ref['mean_iou']:.3f})")
         ax.axhline(0.9 * ref["mean_iou"], color="0.3", lw=1, ls=":", label="90 % of it")
     colours = {"scratch": "tab:orange"}
     styles = {2.0: ":", 5.0: "--", 10.0: "-"}
@@ -198,6 +199,7 @@ def plot_label_efficiency(table: pd.DataFrame, path: str | Path | None = None, t
                     ms=4, capsize=2, lw=1.2,
                     label=f"{name}, {budget:g} min" if budget == budget else f"{name}, fixed epochs")
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     ax.set_xlabel("labelled training pixels (%)")
     ax.set_ylabel("validation mean IoU (whole masks)")
     if title:
