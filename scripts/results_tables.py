@@ -97,11 +97,12 @@ def label_efficiency(title: str, path: str) -> dict:
         labels = "whole masks" if r["labels"] == "whole masks" else f"strokes, {r['labelled_pct']:.2g} % of pixels"
         budget = f"{r['budget_min']:g} min" if r["budget_min"] == r["budget_min"] else "fixed epochs"
         rows.append({"command": r["command"], "cells": [
-            f"{labels}, {start}", budget, f"{r['epochs']} ({int(r['best_epoch'])})", *(_f(r[c]) for c in classes),
+            f"{labels}, {start}", f"{r['scale']:g}", budget, f"{r['epochs']} ({int(r['best_epoch'])})",
+            *(_f(r[c]) for c in classes),
             f"{_f(r['mean_iou'], 3)} ({_f(r['ci_lo'])}–{_f(r['ci_hi'])})", _f(r["last_epoch_miou"], 3),
             _f(r["pixel_accuracy"], 3),
             f"{100 * r['of_reference']:.0f} %" if "of_reference" in r else "–"]})
-    return {"title": title, "columns": ["", "budget", "epochs (best)", *(c[4:] for c in classes),
+    return {"title": title, "columns": ["", "scale", "budget", "epochs (best)", *(c[4:] for c in classes),
                                         "mean IoU (95 % interval)", "last epoch's mean IoU", "pixel acc.",
                                         "of the reference"], "rows": rows}
 

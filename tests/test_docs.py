@@ -169,17 +169,19 @@ def test_evaluation_tables_carry_both_protocols_of_one_run(tmp_path):
 def test_label_efficiency_tables_keep_every_class_and_each_rows_command(tmp_path):
     import pandas as pd
 
-    rows = [{"run": "ref", "start": "scratch", "labels": "whole masks", "labelled_pct": 100.0, "budget_min": None,
-             "epochs": 49, "best_epoch": 39, "mean_iou": 0.7, "ci_lo": 0.6, "ci_hi": 0.8, "last_epoch_miou": 0.69,
+    rows = [{"run": "ref", "start": "scratch", "labels": "whole masks", "labelled_pct": 100.0, "scale": 0.25,
+             "budget_min": None, "epochs": 49, "best_epoch": 39, "mean_iou": 0.7, "ci_lo": 0.6, "ci_hi": 0.8,
+             "last_epoch_miou": 0.69,
              "pixel_accuracy": 0.9, "iou_BG": 0.9, "iou_Py/Mrc": None, "command": "lumenkit train A",
              "of_reference": 1.0},
-            {"run": "ft", "start": "s1", "labels": "strokes", "labelled_pct": 1.09, "budget_min": 10.0,
-             "epochs": 9, "best_epoch": 1, "mean_iou": 0.6, "ci_lo": 0.5, "ci_hi": 0.65, "last_epoch_miou": 0.5,
+            {"run": "ft", "start": "s1", "labels": "strokes", "labelled_pct": 1.09, "scale": 0.125,
+             "budget_min": 10.0, "epochs": 9, "best_epoch": 1, "mean_iou": 0.6, "ci_lo": 0.5, "ci_hi": 0.65,
+             "last_epoch_miou": 0.5,
              "pixel_accuracy": 0.8, "iou_BG": 0.8, "iou_Py/Mrc": 0.4, "command": "lumenkit train B",
              "of_reference": 0.6 / 0.7}]
     pd.DataFrame(rows).to_csv(tmp_path / "le.csv", index=False)
     table = _results_tables().label_efficiency("t", str(tmp_path / "le.csv"))
     assert [r["command"] for r in table["rows"]] == ["lumenkit train A", "lumenkit train B"]
     assert "Py/Mrc" in table["columns"] and len(table["columns"]) == len(table["rows"][0]["cells"])
-    assert table["rows"][0]["cells"][:3] == ["whole masks, from scratch", "fixed epochs", "49 (39)"]
-    assert table["rows"][1]["cells"][1:3] == ["10 min", "9 (1)"] and table["rows"][1]["cells"][-1] == "86 %"
+    assert table["rows"][0]["cells"][:4] == ["whole masks, from scratch", "0.25", "fixed epochs", "49 (39)"]
+    assert table["rows"][1]["cells"][1:4] == ["0.125", "10 min", "9 (1)"] and table["rows"][1]["cells"][-1] == "86 %"

@@ -55,7 +55,8 @@ def run_row(run: str | Path, paths: Mapping[str, str] | None = None) -> dict[str
 
     Returns:
         ``run``, ``start`` (``S1 model``-style name of the ``init`` run, or ``scratch``), ``labels`` (``strokes`` or
-        ``whole masks``), ``labelled_pct`` (of the training images' pixels, measured), ``budget_min`` (the time
+        ``whole masks``), ``labelled_pct`` (of the training images' pixels, measured), ``scale`` (the model's, of
+        native), ``budget_min`` (the time
         budget, or ``None`` for a fixed number of epochs), ``epochs``, ``train_min`` (wall-clock minutes of the
         epochs, from ``history.csv``), ``mean_iou``, ``ci_lo``, ``ci_hi`` (of ``model.pt``, the epoch of best
         validation mean IoU, as ``val.json`` scored it), ``best_epoch``, ``last_epoch_miou`` (the last epoch's
@@ -117,6 +118,7 @@ def run_row(run: str | Path, paths: Mapping[str, str] | None = None) -> dict[str
         "start": Path(cfg.init).parent.name if cfg.init else "scratch",
         "labels": "strokes" if sparse else "whole masks",
         "labelled_pct": 100.0 * share,
+        "scale": float(resolved.get("scale") or cfg.scale or 0.0),
         "budget_min": cfg.minutes,
         "epochs": len(history),
         "train_min": float(history["seconds"].sum() / 60.0) if "seconds" in history else None,
@@ -189,10 +191,12 @@ def plot_label_efficiency(table: pd.DataFrame, path: str | Path | None = None, t
         ax.axhline(0.9 * ref["mean_iou"], color="0.3", lw=1, ls=":", label="90 % of it")
     colours = {"scratch": "tab:orange"}
     styles = {2.0: ":", 5.0: "--", 10.0: "-"}
-    for (start, budget), group in cells.groupby(["start", "budget_min"], dropna=False, sort=True):
+    scales = cells["scale"].nunique() > 1
+    for (start, budget, scale), group in cells.groupby(["start", "budget_min", "scale"], dropna=False, sort=True):
         group = group.sort_values("labelled_pct")
-        colour = colours.get(start, "tab:blue")
+        colour = colours.get(start, "tab:blue") if scale == cells["scale"].mode()[0] else "tab:green"
         name = "from scratch" if start == "scratch" else f"fine-tuned from {start}"
+        name += f" at scale {scale:g}" if scales else ""
         ax.errorbar(group["labelled_pct"], group["mean_iou"],
                     yerr=[group["mean_iou"] - group["ci_lo"], group["ci_hi"] - group["mean_iou"]],
                     color=colour, ls=styles.get(float(budget), "-.") if budget == budget else "-.", marker="o",
