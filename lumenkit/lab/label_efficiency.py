@@ -199,7 +199,8 @@ def plot_label_efficiency(table: pd.DataFrame, path: str | Path | None = None, t
         name += f" at scale {scale:g}" if scales else ""
         ax.errorbar(group["labelled_pct"], group["mean_iou"],
                     yerr=[group["mean_iou"] - group["ci_lo"], group["ci_hi"] - group["mean_iou"]],
-                    color=colour, ls=styles.get(float(budget), "-.") if budget == budget else "-.", marker="o",
+                    color=colour, ls=styles.get(float(budget), "-.") if budget == budget else "-.",
+                    marker={2.0: "v", 5.0: "s"}.get(float(budget), "o"),
                     ms=4, capsize=2, lw=1.2,
                     label=f"{name}, {budget:g} min" if budget == budget else f"{name}, fixed epochs")
     ax.set_xscale("log")
