@@ -94,6 +94,7 @@ def label_efficiency(title: str, path: str) -> dict:
     rows = []
     for r in df.to_dict("records"):  # not itertuples: it renames columns such as iou_Py/Mrc
         start = "from scratch" if r["start"] == "scratch" else f"fine-tuned from `{r['start']}`"
+        start += f", {r['freeze']} frozen" if r.get("freeze", "none") != "none" else ""
         labels = "whole masks" if r["labels"] == "whole masks" else f"strokes, {r['labelled_pct']:.2g} % of pixels"
         budget = f"{r['budget_min']:g} min" if r["budget_min"] == r["budget_min"] else "fixed epochs"
         rows.append({"command": r["command"], "cells": [

@@ -56,7 +56,7 @@ def run_row(run: str | Path, paths: Mapping[str, str] | None = None) -> dict[str
     Returns:
         ``run``, ``start`` (``S1 model``-style name of the ``init`` run, or ``scratch``), ``labels`` (``strokes`` or
         ``whole masks``), ``labelled_pct`` (of the training images' pixels, measured), ``scale`` (the model's, of
-        native), ``budget_min`` (the time
+        native), ``freeze`` (what stayed frozen), ``budget_min`` (the time
         budget, or ``None`` for a fixed number of epochs), ``epochs``, ``train_min`` (wall-clock minutes of the
         epochs, from ``history.csv``), ``mean_iou``, ``ci_lo``, ``ci_hi`` (of ``model.pt``, the epoch of best
         validation mean IoU, as ``val.json`` scored it), ``best_epoch``, ``last_epoch_miou`` (the last epoch's
@@ -119,6 +119,7 @@ def run_row(run: str | Path, paths: Mapping[str, str] | None = None) -> dict[str
         "labels": "strokes" if sparse else "whole masks",
         "labelled_pct": 100.0 * share,
         "scale": float(resolved.get("scale") or cfg.scale or 0.0),
+        "freeze": cfg.freeze,
         "budget_min": cfg.minutes,
         "epochs": len(history),
         "train_min": float(history["seconds"].sum() / 60.0) if "seconds" in history else None,
@@ -153,7 +154,8 @@ def label_efficiency(
     if not runs:
         raise ConfigError("no runs given; pass the run folders of the cells (each with val.json)")
     rows = [run_row(r, paths) for r in runs]
-    rows.sort(key=lambda r: (r["start"] == "scratch", r["start"], r["budget_min"] or 1e9, r["labelled_pct"]))
+    rows.sort(key=lambda r: (r["start"] == "scratch", r["start"], r["budget_min"] or 1e9, r["labelled_pct"],
+                             r["freeze"] != "none"))
     if reference is not None:
         ref = run_row(reference, paths)
         rows.insert(0, ref)
@@ -192,11 +194,14 @@ def plot_label_efficiency(table: pd.DataFrame, path: str | Path | None = None, t
     colours = {"scratch": "tab:orange"}
     styles = {2.0: ":", 5.0: "--", 10.0: "-"}
     scales = cells["scale"].nunique() > 1
-    for (start, budget, scale), group in cells.groupby(["start", "budget_min", "scale"], dropna=False, sort=True):
+    for (start, budget, scale, freeze), group in cells.groupby(["start", "budget_min", "scale", "freeze"],
+                                                               dropna=False, sort=True):
         group = group.sort_values("labelled_pct")
         colour = colours.get(start, "tab:blue") if scale == cells["scale"].mode()[0] else "tab:green"
+        colour = "tab:purple" if freeze != "none" else colour
         name = "from scratch" if start == "scratch" else f"fine-tuned from {start}"
         name += f" at scale {scale:g}" if scales else ""
+        name += f", {freeze} frozen" if freeze != "none" else ""
         ax.errorbar(group["labelled_pct"], group["mean_iou"],
                     yerr=[group["mean_iou"] - group["ci_lo"], group["ci_hi"] - group["mean_iou"]],
                     color=colour, ls=styles.get(float(budget), "-.") if budget == budget else "-.",
