@@ -7,8 +7,8 @@ scale=1.0)``, deposits pbzn_a, cuni_e, znpb_d, cutnt_c) laid side by side, flipp
 
 Model: the default recipe's network and scale (``TrainConfig()``: ResUNet f=16, depth 4, at scale 0.125 of native),
 weights untrained (the network's cost does not depend on them). Timed in a fresh subprocess per size, so its peak
-resident memory is its own: ``predict_mosaic`` with the default tiling — read, resample, predict, upsample, write the
-tiled pyramidal BigTIFF mask, the confidence map and the overview.
+resident memory (VmHWM) is its own: ``predict_mosaic`` with the default tiling — read, resample, predict, upsample,
+write the tiled pyramidal BigTIFF mask, the confidence map and the overview.
 
 Reference, in the same run: ``predict_image`` of one native 3396×2547 image held in memory (the whole-image path of
 ``lumenkit predict``), as seconds per gigapixel; ``ratio_to_whole_image`` is the streamed figure over it.
@@ -23,14 +23,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from common import rss_mb, run_child
 
 SIDE = 2048
 ASPECT = 4 / 3
@@ -78,9 +76,7 @@ def _child(mosaic: str, out: str) -> None:
     t0 = time.perf_counter()
     res = predict_mosaic(ck, mosaic, out, scale=1.0, progress=False)
     seconds = time.perf_counter() - t0
-    import resource
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = rss_mb()
     print(json.dumps({"seconds": seconds, "peak_mb": peak, "size": res.size}))
 
 
@@ -127,9 +123,7 @@ def main() -> None:
             t0 = time.perf_counter()
             w, h = build_mosaic(mosaic, gp)
             built = time.perf_counter() - t0
-            out = subprocess.run([sys.executable, __file__, "--child", str(mosaic), str(root / f"out_{gp:g}gp")],
-                                 capture_output=True, text=True, check=True, env={**os.environ})
-            r = json.loads(out.stdout.strip().splitlines()[-1])
+            r = run_child(__file__, "--child", str(mosaic), str(root / f"out_{gp:g}gp"))
             pixels = w * h / 1e9
             rows[f"{gp:g}"] = {"width": w, "height": h, "gigapixels": round(pixels, 3),
                                "seconds": round(r["seconds"], 1),

@@ -36,9 +36,6 @@ import argparse
 import datetime as _dt
 import json
 import os
-import resource
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -46,23 +43,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from common import matmul_peak, untrained_checkpoint
+from common import matmul_peak, rss_mb, untrained_checkpoint
+from common import run_child as common_run_child
 
 NATIVE = (3396, 2547)  # width, height at ×100
 REF_TILE = 2048
 REF_OVERLAP = 0.5
 OUR_SCALE = 0.25
-
-
-def rss_mb() -> float:
-    """Peak resident memory of this process in MB (``VmHWM``; ``ru_maxrss`` would include the parent's peak)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return float(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # macOS: bytes, close enough for a fallback
 
 
 def busy_seconds() -> float:
@@ -191,13 +178,10 @@ def child_ours(a: argparse.Namespace) -> dict[str, Any]:
 
 # -- parent ---------------------------------------------------------------------------------------------------------
 def run_child(kind: str, **kw: Any) -> dict[str, Any]:
-    args = [sys.executable, __file__, "--child", kind, "--size", "x".join(map(str, NATIVE))]
+    args = ["--child", kind, "--size", "x".join(map(str, NATIVE))]
     for k, v in kw.items():
         args += [f"--{k.replace('_', '-')}", str(v)]
-    out = subprocess.run(args, capture_output=True, text=True)
-    if out.returncode:
-        raise RuntimeError(f"child {kind} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return common_run_child(__file__, *args)
 
 
 class _Variant:

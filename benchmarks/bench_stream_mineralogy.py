@@ -6,7 +6,7 @@ rng, scale=1.0)``, deposits pbzn_a, cuni_e, znpb_d, cutnt_c) laid side by side a
 ``bench_mosaic.py`` lays out their images (so grains cross tile and band borders). Sizes: about 0.05, 0.2 and 0.4
 gigapixels by default.
 
-Timed in a fresh subprocess per size (its peak resident memory is its own):
+Timed in a fresh subprocess per size (its peak resident memory, read as VmHWM, is its own):
 :func:`lumenkit.mineralogy.stream.stream_mineralogy` on the file — pixels per class, every grain with its full
 area and shape (pieces joined across bands), the contact matrix.
 
@@ -24,14 +24,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from common import rss_mb, run_child
 
 SIDE = 2048
 ASPECT = 4 / 3
@@ -64,8 +62,6 @@ def build_mask(path: Path, gigapixels: float) -> tuple[int, int]:
 
 def _child(mask: str) -> None:
     """Run in a subprocess: stream the mask's mineralogy; print one JSON line."""
-    import resource
-
     from lumenkit.data.mosaic import MosaicMask
     from lumenkit.mineralogy.stream import stream_mineralogy
 
@@ -74,7 +70,7 @@ def _child(mask: str) -> None:
     t0 = time.perf_counter()
     res = stream_mineralogy(mask, pixel_size_um=0.5)
     seconds = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = rss_mb()
     print(json.dumps({"seconds": seconds, "peak_mb": peak, "grains": len(res.grains), "joined": res.joined,
                       "bands": res.bands}))
 
@@ -122,9 +118,7 @@ def main() -> None:
         for gp in a.sizes:
             mask = root / f"mask_{gp:g}gp.tif"
             w, h = build_mask(mask, gp)
-            out = subprocess.run([sys.executable, __file__, "--child", str(mask)], capture_output=True, text=True,
-                                 check=True, env={**os.environ})
-            r = json.loads(out.stdout.strip().splitlines()[-1])
+            r = run_child(__file__, "--child", str(mask))
             pixels = w * h / 1e9
             rows[f"{gp:g}"] = {"width": w, "height": h, "gigapixels": round(pixels, 3),
                                "seconds": round(r["seconds"], 1),

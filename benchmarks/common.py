@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import resource
+import subprocess
+import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from lumenkit.models.checkpoint import Checkpoint
@@ -42,3 +46,27 @@ def untrained_checkpoint(scale: float) -> Checkpoint:
 
     torch.manual_seed(0)
     return Checkpoint(model=create_model(width=16, classes=7), class_map=ClassMap("S1"), scale=scale)
+
+
+def rss_mb() -> float:
+    """Peak resident memory of this process in MB (``VmHWM``, reset at exec; ``ru_maxrss`` would keep the peak of
+    the process that forked it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return float(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # macOS: bytes, close enough for a fallback
+
+
+def run_child(script: str, *args: str) -> dict[str, Any]:
+    """Run ``python SCRIPT ARGS...`` in a fresh process and return the JSON object of its last output line.
+
+    Raises:
+        RuntimeError: the child failed (the end of its stderr in the message).
+    """
+    out = subprocess.run([sys.executable, script, *args], capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"{script} {' '.join(args)} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])

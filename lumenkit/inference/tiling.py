@@ -280,6 +280,32 @@ def _linear_weights(n_in: int, n_out: int) -> tuple[torch.Tensor, torch.Tensor, 
     return i0, i1, lam
 
 
+def _along_x(src: torch.Tensor, out_w: int) -> torch.Tensor:
+    """``(K, R, w)`` source rows resampled to width ``out_w`` by PyTorch's bilinear kernel (rows unchanged)."""
+    if out_w == src.shape[2]:
+        return src
+    return F.interpolate(src[None], size=(src.shape[1], out_w), mode="bilinear", align_corners=False)[0]
+
+
+def _row_runs(
+    weights: tuple[torch.Tensor, torch.Tensor, torch.Tensor], a: int, s: int, e: int
+) -> Iterator[tuple[int, int, int, int, torch.Tensor]]:
+    """Runs of output rows ``[s, e)`` that blend the same two source rows, as ``(i, j, u, v, lam)``.
+
+    ``i:j`` are the run's rows relative to ``s``, ``u`` and ``v`` its two source rows relative to ``a``, ``lam`` the
+    ``(j - i,)`` blend weights: one broadcast ``torch.lerp`` per run instead of one per output row.
+    """
+    r0, r1, rl = weights
+    lo, hi = r0[s:e].tolist(), r1[s:e].tolist()
+    i = 0
+    while i < e - s:
+        j = i + 1
+        while j < e - s and lo[j] == lo[i] and hi[j] == hi[i]:
+            j += 1
+        yield i, j, lo[i] - a, hi[i] - a, rl[s + i: s + j]
+        i = j
+
+
 def upsample_rows(
     src: torch.Tensor, a: int, weights: tuple[torch.Tensor, torch.Tensor, torch.Tensor], s: int, e: int, out_w: int
 ) -> torch.Tensor:
@@ -296,23 +322,12 @@ def upsample_rows(
     Each output row depends only on its own two source rows, so strips of any size give the same values:
     :func:`resize_probs` and the streamed mosaic (:mod:`lumenkit.inference.mosaic`) both call this.
     """
-    r0, r1, rl = weights
-    b = a + src.shape[1]
-    # along x: PyTorch's bilinear kernel (rows kept as they are: scale 1 on y is the identity)
-    cols = src if out_w == src.shape[2] else F.interpolate(src[None], size=(b - a, out_w), mode="bilinear",
-                                                           align_corners=False)[0]
+    cols = _along_x(src, out_w)
     # along y: the output rows between one pair of source rows blended in one broadcast lerp (no gathered copies
     # of the source rows; the same torch.lerp per element, so the same values as blending row by row)
     out = torch.empty((cols.shape[0], e - s, out_w), dtype=cols.dtype)
-    lo, hi = r0[s:e].tolist(), r1[s:e].tolist()
-    i = 0
-    while i < e - s:
-        j = i + 1
-        while j < e - s and lo[j] == lo[i] and hi[j] == hi[i]:
-            j += 1
-        torch.lerp(cols[:, lo[i] - a: lo[i] - a + 1], cols[:, hi[i] - a: hi[i] - a + 1],
-                   rl[s + i: s + j].view(1, -1, 1), out=out[:, i:j])
-        i = j
+    for i, j, u, v, lam in _row_runs(weights, a, s, e):
+        torch.lerp(cols[:, u: u + 1], cols[:, v: v + 1], lam.view(1, -1, 1), out=out[:, i:j])
     return out
 
 
@@ -341,21 +356,13 @@ def upsample_labels(
     Returns:
         ``(confidence, indices)``: ``(e - s, out_w)`` float32 maximum probability and uint8 class index.
     """
-    r0, r1, rl = weights
-    b = a + src.shape[1]
-    cols = src if out_w == src.shape[2] else F.interpolate(src[None], size=(b - a, out_w), mode="bilinear",
-                                                           align_corners=False)[0]
+    cols = _along_x(src, out_w)
     top, arg = cols.max(dim=0)  # per source row: the maximum and its class, (b - a, out_w)
     arg = arg.to(torch.uint8)
     conf = torch.empty((e - s, out_w), dtype=cols.dtype)
     idx = torch.empty((e - s, out_w), dtype=torch.uint8)
-    lo, hi = r0[s:e].tolist(), r1[s:e].tolist()
-    i = 0
-    while i < e - s:
-        j = i + 1
-        while j < e - s and lo[j] == lo[i] and hi[j] == hi[i]:
-            j += 1
-        u, v, w = lo[i] - a, hi[i] - a, rl[s + i: s + j].view(-1, 1)
+    for i, j, u, v, lam in _row_runs(weights, a, s, e):
+        w = lam.view(-1, 1)
         torch.lerp(top[u: u + 1], top[v: v + 1], w, out=conf[i:j])
         idx[i:j] = arg[u]
         if u != v:
@@ -367,7 +374,6 @@ def upsample_labels(
                 mc, mi = torch.lerp(cols[:, u, xs][:, None], cols[:, v, xs][:, None], w.view(1, -1, 1)).max(dim=0)
                 conf[i:j, xs] = mc
                 idx[i:j, xs] = mi.to(torch.uint8)
-        i = j
     return conf, idx
 
 

@@ -19,10 +19,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from lumenkit.data.catalogue import IGNORE
 from lumenkit.errors import ConfigError, DatasetNotFoundError
 
 
@@ -34,16 +32,13 @@ def labelled_share(data: str | Path, names: Sequence[str]) -> float:
     """
     from lumenkit.data.datasets import LumenStoneDataset
 
-    ds = LumenStoneDataset(data, "train")
-    index = {n: i for i, n in enumerate(ds.names)}
-    labelled = total = 0
-    for name in names:
-        if name not in index:
-            raise DatasetNotFoundError(f"{data}: no training image {name!r}; the run was trained on another dataset")
-        mask = ds.read_mask(index[name])
-        labelled += int(np.count_nonzero(mask != IGNORE))
-        total += mask.size
-    return labelled / max(total, 1)
+    counts = LumenStoneDataset(data, "train").class_counts()  # cached per mask file
+    missing = sorted(set(names) - set(counts.index))
+    if missing:
+        raise DatasetNotFoundError(f"{data}: no training image {missing[0]!r}; the run was trained on another dataset")
+    rows = counts.loc[list(names)]
+    total = int(rows.to_numpy().sum())
+    return (total - int(rows["ignore"].sum())) / max(total, 1)
 
 
 def run_row(run: str | Path, paths: Mapping[str, str] | None = None) -> dict[str, Any]:
