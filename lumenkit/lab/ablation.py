@@ -102,6 +102,8 @@ VARIANTS: dict[str, Variant] = {
                 {**_BEST, "compile": "on", "patch_size": 128, "batch_size": 32}),
         Variant("exposure", "eighth_scale + exposure jitter ±25 % (brightness alone): the `lumenkit train` default",
                 dict(_EXPOSURE)),
+        Variant("default", "the `s1` preset as `lumenkit train` runs it (exposure with compile 'auto'): the reference "
+                "of the candidate comparisons", {**_EXPOSURE, "compile": "auto"}),
         Variant("ema", "exposure + a moving average of weights and BatchNorm statistics (decay 0.995) as the model",
                 {**_EXPOSURE, "ema": 0.995}),
         Variant("dice", "exposure + a soft Dice term beside the cross-entropy (loss ce+dice, weight 1)",

@@ -39,6 +39,13 @@ def _add_ablation(sub: argparse._SubParsersAction) -> None:
                    help="run, score: fold of the validation split (default 0; use another --runs folder per fold): "
                         + FOLD_HELP)
     p.add_argument("--minutes", type=float, default=None, help="override the variant's time budget")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="run: train this many epochs instead of a time budget (cosine over them): an equal-CPU-time "
+                        "comparison that other work on the machine cannot bend (benchmarks/bench_variants.py gives "
+                        "each variant's epochs for a budget)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="run: torch threads of the training process (a setting of the process: the result is the "
+                        "same); 1 runs two folds side by side on 2 cores")
     p.add_argument("--out", default=None, help="table, cv: also write it as CSV here")
     p.add_argument("--only-run", action="store_true", help="table: leave out variants not run yet")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -84,9 +91,13 @@ def _run_ablation(a: argparse.Namespace) -> int:
     if not a.name or not a.data:
         raise ConfigError("ablation run needs a variant name and --data, e.g. "
                           "`lumenkit-lab ablation run uniform --data DIR` (names: `lumenkit-lab ablation list`)")
+    if a.epochs is not None and a.minutes is not None:
+        raise ConfigError("ablation run takes --epochs or --minutes, not both")
     overrides = {k: v for k, v in (("n_val", a.n_val), ("val_seed", a.val_seed), ("val_fold", a.val_fold),
-                                   ("minutes", a.minutes))
+                                   ("minutes", a.minutes), ("epochs", a.epochs), ("threads", a.threads))
                  if v is not None}
+    if a.epochs is not None:
+        overrides["minutes"] = None  # the epochs decide, not a variant's time budget
     try:
         d = run_variant(a.name, a.data, a.runs, quiet=a.quiet, **overrides)
     except VariantInterrupted as e:

@@ -300,6 +300,13 @@ def test_cli_passes_the_fold_to_run_and_score(monkeypatch, capsys):
     assert main(["ablation", "score", "paper", "--data", "D", "--label", "S1", "--val-fold", "3"]) == 0
     assert seen["score"]["validation"] == ValidationSplit(10, 0, 3)
     assert "val_fold" not in BASE and variant_config("paper", "D", "R").val_fold == 0
+    # an epoch budget replaces the variant's time budget; threads pass through
+    assert main(["ablation", "run", "aspp", "--data", "D", "--epochs", "46", "--threads", "1", "--val-fold", "2"]) == 0
+    assert seen["run"] == {"val_fold": 2, "epochs": 46, "minutes": None, "threads": 1}
+    cfg = variant_config("aspp", "D", "R", **seen["run"])
+    assert (cfg.epochs, cfg.minutes, cfg.threads, cfg.context) == (46, None, 1, "aspp")
+    assert main(["ablation", "run", "aspp", "--data", "D", "--epochs", "46", "--minutes", "45"]) == 2
+    assert "--epochs or --minutes, not both" in capsys.readouterr().err
 
 
 def test_run_variant_on_a_fold_records_it_and_refuses_another(data, tmp_path):
@@ -326,3 +333,5 @@ def test_every_variant_names_the_paper_preset_and_changes_only_its_fields():
     assert base == TrainConfig.from_preset("paper", data="D", out="R/paper", epochs=10**6)
     assert variant_config("exposure", "D", "R") == TrainConfig.from_preset(
         "s1", data="D", out="R/exposure", epochs=10**6, compile="on")  # the default recipe, compiled
+    assert variant_config("default", "D", "R", epochs=46, minutes=None) == TrainConfig(
+        data="D", out="R/default", epochs=46, minutes=None)  # `lumenkit train --epochs 46`, exactly
