@@ -9,7 +9,10 @@
         images), pixel accuracy, and the same mean and accuracy with a 2-px void border (both protocols of the one
         run); COMMAND is what reproduces the row.
     python scripts/results_tables.py benchmark NAME --title TITLE --row LABEL BENCH.json KEY "COMMAND" [--row ...]
-        docs/results/NAME.json: one row per benchmark JSON (its last line), the figure under KEY.
+            [--replace]
+        docs/results/NAME.json: one row per benchmark JSON (its last line), the figure under KEY. With --replace,
+        only the rows of the existing table whose COMMAND is one of the new rows' are replaced (in place, the new
+        rows of that command in their order); rows of other benchmarks stay as their own runs wrote them.
     python scripts/results_tables.py csv NAME --title TITLE --csv TABLE.csv --command "COMMAND" [--digits 3]
         docs/results/NAME.json: the rows of a CSV a command wrote (e.g. lumenkit-lab refine --out), numbers rounded.
     python scripts/results_tables.py label-efficiency NAME --title TITLE --csv TABLE.csv
@@ -77,6 +80,23 @@ def benchmark(title: str, specs: list[list[str]]) -> dict:
     return {"title": title, "columns": ["", "value"], "rows": rows}
 
 
+def replace_rows(old: dict, new: dict) -> dict:
+    """``old`` with its rows of the commands ``new`` ran replaced by ``new``'s rows of each command, in place."""
+    fresh: dict[str, list[dict]] = {}
+    for row in new["rows"]:
+        fresh.setdefault(row["command"], []).append(row)
+    rows, done = [], set()
+    for row in old["rows"]:
+        cmd = row["command"]
+        if cmd not in fresh:
+            rows.append(row)
+        elif cmd not in done:
+            rows.extend(fresh[cmd])
+            done.add(cmd)
+    rows.extend(r for cmd, rs in fresh.items() if cmd not in done for r in rs)
+    return {**old, "title": new["title"], "rows": rows}
+
+
 def from_csv(title: str, path: str, command: str, digits: int) -> dict:
     import pandas as pd
 
@@ -120,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("name")
     bench.add_argument("--title", required=True)
     bench.add_argument("--row", nargs=4, action="append", required=True, metavar=("LABEL", "JSON", "KEY", "COMMAND"))
+    bench.add_argument("--replace", action="store_true",
+                       help="replace only the existing table's rows of these rows' commands")
     csv = sub.add_parser("csv")
     csv.add_argument("name")
     csv.add_argument("--title", required=True)
@@ -142,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         name, table = a.name, benchmark(a.title, a.row)
     out = RESULTS / f"{name}.json"
+    if getattr(a, "replace", False) and out.exists():
+        table = replace_rows(json.loads(out.read_text(encoding="utf-8")), table)
     out.write_text(json.dumps(table, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"wrote {out.relative_to(ROOT)} ({len(table['rows'])} rows)")
     return 0

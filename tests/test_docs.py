@@ -185,3 +185,14 @@ def test_label_efficiency_tables_keep_every_class_and_each_rows_command(tmp_path
     assert "Py/Mrc" in table["columns"] and len(table["columns"]) == len(table["rows"][0]["cells"])
     assert table["rows"][0]["cells"][:4] == ["whole masks, from scratch", "0.25", "fixed epochs", "49 (39)"]
     assert table["rows"][1]["cells"][1:4] == ["0.125", "10 min", "9 (1)"] and table["rows"][1]["cells"][-1] == "86 %"
+
+
+def test_replacing_benchmark_rows_keeps_other_benchmarks_rows_and_the_order():
+    old = {"title": "old", "columns": ["", "value"], "rows": [
+        {"command": "a", "cells": ["a1", "1"]}, {"command": "b", "cells": ["b1", "2"]},
+        {"command": "b", "cells": ["b2", "3"]}, {"command": "c", "cells": ["c1", "4"]}]}
+    new = {"title": "new", "columns": ["", "value"], "rows": [
+        {"command": "b", "cells": ["b1", "20"]}, {"command": "d", "cells": ["d1", "5"]}]}
+    table = _results_tables().replace_rows(old, new)
+    assert table["title"] == "new"
+    assert [r["cells"] for r in table["rows"]] == [["a1", "1"], ["b1", "20"], ["c1", "4"], ["d1", "5"]]

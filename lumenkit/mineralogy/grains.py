@@ -88,6 +88,44 @@ def measure(
         border excluded), ``ymin``, ``ymax``, ``xmin``, ``xmax`` (bounding box, pixel corners: rows
         ``ymin:ymax``) and ``first_y``, ``first_x`` (the grain's first pixel in raster order).
     """
+    return finish(measure_raw(mask, codes, labelled, origin))
+
+
+SUMS = ("area", "sy", "sx", "syy", "sxx", "sxy")
+"""Pixel sums of :func:`measure_raw`, relative to each grain's first pixel: count, Σy, Σx, Σy², Σx², Σxy."""
+COUNTS = ("q1", "q2", "q3", "qd", "boundary", "free_boundary")
+"""Additive counts of :func:`measure_raw`: Gray's bit-quads (one, two adjacent, three, two diagonal pixels of the
+grain in a 2×2 window) and boundary pixel edges."""
+
+
+def measure_raw(
+    mask: np.ndarray,
+    codes: Sequence[int],
+    labelled: tuple[np.ndarray, np.ndarray] | None = None,
+    origin: tuple[int, int] = (0, 0),
+    image_edges: tuple[bool, bool] = (True, True),
+) -> dict[str, np.ndarray]:
+    """The additive primitives of every grain's measurements (:func:`finish` turns them into :func:`measure`'s).
+
+    Pieces of one grain measured on different regions (the bands of a mosaic) combine by adding :data:`SUMS`
+    (shifted to a common first pixel) and :data:`COUNTS` (with the 2×2 windows and pixel edges across the regions'
+    border added once), taking the extremes of the box, and the hull of the pieces' hull points: the grain then
+    reads bit for bit as measured whole (every sum is of small integers, exact in float64).
+
+    Args:
+        mask: ``(H, W)`` LumenStone codes.
+        codes: the classes whose grains are measured.
+        labelled: as :func:`measure`.
+        origin: as :func:`measure`.
+        image_edges: whether the mask's first and last rows are edges of the image (``False`` for a band's
+            border inside a mosaic: a grain on it does not touch the image edge there).
+
+    Returns:
+        Arrays indexed by grain: ``code``, :data:`SUMS`, :data:`COUNTS`, ``touches_edge``, ``first_y``,
+        ``first_x``, ``ymin``, ``ymax``, ``xmin``, ``xmax`` (absolute, pixel corners), and the outer corners
+        ``(x, y)`` of each row's leftmost and rightmost pixel (absolute) in ``corners``, grain ``j``'s from row
+        ``corner_start[j]`` to ``corner_start[j + 1]``.
+    """
     mask = np.ascontiguousarray(mask, dtype=np.uint8)
     h, w = mask.shape
     padded, grain_code = labelled if labelled is not None else label_grains(mask, codes)
@@ -95,11 +133,10 @@ def measure(
     out: dict[str, np.ndarray] = {"code": grain_code}
     labels = padded[1:-1, 1:-1]
     if n == 0:
-        for k in ("area", "cy", "cx", "vyy", "vxx", "vxy", "perimeter", "holes", "hull_area", "feret_max",
-                  "feret_min", "boundary", "free_boundary", "ymin", "ymax", "xmin", "xmax", "first_y", "first_x"):
+        for k in (*SUMS, *COUNTS, "ymin", "ymax", "xmin", "xmax", "first_y", "first_x"):
             out[k] = np.zeros(0)
         out["touches_edge"] = np.zeros(0, bool)
-        out["holes"] = np.zeros(0, np.int64)
+        out["corners"], out["corner_start"] = np.zeros((0, 2)), np.zeros(1, np.int64)
         return out
     flat_lab = labels.ravel()  # a copy (labels is a strided view); fine for gathers
 
@@ -130,18 +167,14 @@ def measure(
     ln = x1 - x0 + 1
     sx = ln * (x0 + x1) / 2
     sxx = (x1 * (x1 + 1) * (2 * x1 + 1) - (x0 - 1) * x0 * (2 * x0 - 1)) / 6
-    area = np.bincount(gi, ln, n)
-    cy = np.bincount(gi, ln * row, n) / area
-    cx = np.bincount(gi, sx, n) / area
-    # central moments; + 1/12 for the spread of a unit pixel square
-    out["vyy"] = np.bincount(gi, ln * row * row, n) / area - cy**2 + 1 / 12
-    out["vxx"] = np.bincount(gi, sxx, n) / area - cx**2 + 1 / 12
-    out["vxy"] = np.bincount(gi, row * sx, n) / area - cx * cy
-    oy, ox = float(origin[0]), float(origin[1])
-    ref_y, ref_x = ref_y + oy, ref_x + ox  # exact: integers
-    out["area"], out["cy"], out["cx"] = area, cy + ref_y, cx + ref_x
+    out["area"] = np.bincount(gi, ln, n)
+    out["sy"], out["sx"] = np.bincount(gi, ln * row, n), np.bincount(gi, sx, n)
+    out["syy"], out["sxx"] = np.bincount(gi, ln * row * row, n), np.bincount(gi, sxx, n)
+    out["sxy"] = np.bincount(gi, row * sx, n)
+    ref_y, ref_x = ref_y + float(origin[0]), ref_x + float(origin[1])  # exact: integers
+    out["first_y"], out["first_x"] = ref_y, ref_x
 
-    # --- per grain and row: leftmost and rightmost pixel -> bounding box and convex hull ---------------------------
+    # --- per grain and row: leftmost and rightmost pixel -> bounding box and hull points -------------------------
     new_row = np.empty(len(g), dtype=bool)
     new_row[0] = True
     new_row[1:] = (g[1:] != g[:-1]) | (row[1:] != row[:-1])
@@ -149,40 +182,70 @@ def measure(
     last = np.empty_like(first)
     last[:-1] = first[1:] - 1
     last[-1] = len(g) - 1
-    rg, ry, left, right = gi[first], row[first], x0[first], x1[last] + 1  # right: corner coordinate
+    rg = gi[first]
+    ry, left, right = row[first] + ref_y[rg], x0[first] + ref_x[rg], x1[last] + 1 + ref_x[rg]  # right: corner
     gstart = np.searchsorted(rg, np.arange(n + 1))
-    ymin = ry[gstart[:-1]]
-    ymax = ry[gstart[1:] - 1] + 1
-    xmin = np.minimum.reduceat(left, gstart[:-1])
-    xmax = np.maximum.reduceat(right, gstart[:-1])
-    bw, bh = xmax - xmin, ymax - ymin
-    out["ymin"], out["ymax"], out["xmin"], out["xmax"] = ymin + ref_y, ymax + ref_y, xmin + ref_x, xmax + ref_x
-    out["first_y"], out["first_x"] = ref_y, ref_x
-    hull_area = bw * bh
-    feret_max = np.hypot(bw, bh)
-    feret_min = np.minimum(bw, bh)
-    corners = np.stack(
+    out["ymin"], out["ymax"] = ry[gstart[:-1]], ry[gstart[1:] - 1] + 1
+    out["xmin"], out["xmax"] = np.minimum.reduceat(left, gstart[:-1]), np.maximum.reduceat(right, gstart[:-1])
+    out["corners"] = np.stack(
         [np.stack([left, ry], 1), np.stack([left, ry + 1], 1), np.stack([right, ry], 1), np.stack([right, ry + 1], 1)],
         axis=1,
     ).reshape(-1, 2)
-    for j in np.flatnonzero(area < hull_area):
-        hull_area[j], feret_max[j], feret_min[j] = _hull_feret(corners[4 * gstart[j]: 4 * gstart[j + 1]])
+    out["corner_start"] = 4 * gstart
+
+    out["q1"], out["q2"], out["q3"], out["qd"] = _bit_quads(mask, labels, padded, n)
+    out["touches_edge"], out["boundary"], out["free_boundary"] = _edges(mask, labels, flat_lab, hdiff, n, image_edges)
+    return out
+
+
+def finish(raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """:func:`measure`'s measurements from :func:`measure_raw`'s primitives (of whole grains)."""
+    area = raw["area"]
+    out: dict[str, np.ndarray] = {"code": raw["code"], "area": area}
+    with np.errstate(invalid="ignore", divide="ignore"):  # no grains: empty arrays
+        cy, cx = raw["sy"] / area, raw["sx"] / area
+        # central moments; + 1/12 for the spread of a unit pixel square
+        out["vyy"] = raw["syy"] / area - cy**2 + 1 / 12
+        out["vxx"] = raw["sxx"] / area - cx**2 + 1 / 12
+        out["vxy"] = raw["sxy"] / area - cx * cy
+    ref_y, ref_x = raw["first_y"], raw["first_x"]
+    out["cy"], out["cx"] = cy + ref_y, cx + ref_x
+    bw, bh = raw["xmax"] - raw["xmin"], raw["ymax"] - raw["ymin"]
+    hull_area = bw * bh
+    feret_max = np.hypot(bw, bh)
+    feret_min = np.minimum(bw, bh)
+    corners, cs = raw["corners"], raw["corner_start"]
+    for j in np.flatnonzero(area < hull_area):  # grains that fill their box (specks, laths) skip the hull
+        pts = corners[cs[j]: cs[j + 1]] - np.array([ref_x[j], ref_y[j]])  # exact: integers, small
+        hull_area[j], feret_max[j], feret_min[j] = _hull_feret(pts)
     out["hull_area"], out["feret_max"], out["feret_min"] = hull_area, feret_max, feret_min
-
-    out["perimeter"], out["holes"] = _bit_quads(mask, labels, padded, n)
-
-    out["touches_edge"], out["boundary"], out["free_boundary"] = _edges(mask, labels, flat_lab, hdiff, n)
+    q1, q2, q3, qd = raw["q1"], raw["q2"], raw["q3"], raw["qd"]
+    out["perimeter"] = ISOTROPIC * (q2 + _HALF_SQRT2 * (q1 + q3 + 2 * qd))
+    out["holes"] = np.rint(1 - (q1 - q3 - 2 * qd) / 4).astype(np.int64)  # Euler number, 8-connected foreground
+    out["touches_edge"] = raw["touches_edge"]
+    out["boundary"], out["free_boundary"] = raw["boundary"], raw["free_boundary"]
+    for k in ("ymin", "ymax", "xmin", "xmax", "first_y", "first_x"):
+        out[k] = raw[k]
     return out
 
 
 def _edges(
-    mask: np.ndarray, labels: np.ndarray, flat_lab: np.ndarray, hdiff: np.ndarray, n: int
+    mask: np.ndarray, labels: np.ndarray, flat_lab: np.ndarray, hdiff: np.ndarray, n: int,
+    image_edges: tuple[bool, bool] = (True, True),
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per grain: touches the image border; pixel edges against other labelled classes, and against code 0."""
+    """Per grain: touches the image border; pixel edges against other labelled classes, and against code 0.
+
+    ``image_edges``: whether the first and the last row are the image's top and bottom edge.
+    """
     w = mask.shape[1]
     flat_mask = mask.ravel()
     edge = np.zeros(n + 1, dtype=bool)
-    edge[labels[0]] = edge[labels[-1]] = edge[labels[:, 0]] = edge[labels[:, -1]] = True
+    edge[labels[:, 0]] = edge[labels[:, -1]] = True
+    if image_edges[0]:
+        edge[labels[0]] = True
+    if image_edges[1]:
+        edge[labels[-1]] = True
+    edge[0] = False
     bnd = np.zeros(n + 1)
     free = np.zeros(n + 1)
     vdiff = mask[1:, :] != mask[:-1, :]
@@ -205,21 +268,25 @@ def _hull_feret(points: np.ndarray) -> tuple[float, float, float]:
     """
     from scipy.spatial import ConvexHull
 
-    hull = ConvexHull(points)
-    v = points[hull.vertices]
+    v = points[ConvexHull(points).vertices]  # counter-clockwise
     diff = v[:, None, :] - v[None, :, :]
     fmax = float(np.sqrt((diff**2).sum(-1).max()))
     e = np.roll(v, -1, axis=0) - v
     rel = v[None, :, :] - v[:, None, :]  # rel[i, j] = v_j - v_i
     dist = np.abs(e[:, None, 0] * rel[:, :, 1] - e[:, None, 1] * rel[:, :, 0]) / np.hypot(e[:, 0], e[:, 1])[:, None]
     fmin = float(dist.max(1).min())
-    return float(hull.volume), fmax, fmin
+    # shoelace over integer corners: exact, whatever vertex the hull starts at (a grain's pieces give the same)
+    area = 0.5 * abs(float(np.sum(v[:, 0] * np.roll(v[:, 1], -1) - np.roll(v[:, 0], -1) * v[:, 1])))
+    return area, fmax, fmin
 
 
-def _bit_quads(mask: np.ndarray, labels: np.ndarray, padded: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Perimeter and holes (from the Euler number) of every grain, by counting 2×2 bit-quads (Gray 1971).
+def _bit_quads(
+    mask: np.ndarray, labels: np.ndarray, padded: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Gray's (1971) 2×2 bit-quad counts of every grain: the perimeter and the Euler number (hence holes) follow.
 
-    Only the windows where the mask changes are visited. Returns ``(perimeter_px, holes)`` per grain.
+    Only the windows where the mask changes are visited. Returns ``(q1, q2, q3, qd)`` per grain: windows holding
+    one, two side by side, three, and two diagonal pixels of the grain (:func:`finish` turns them into figures).
     """
     h, w = mask.shape
     pm = np.zeros((h + 2, w + 2), dtype=np.uint8)
@@ -253,8 +320,5 @@ def _bit_quads(mask: np.ndarray, labels: np.ndarray, padded: np.ndarray, n: int)
             qd += np.bincount(lab_s[two & dg], minlength=n + 1)
             two &= ~dg
         q2 += np.bincount(lab_s[two], minlength=n + 1)
-    q1, q2, q3, qd = q1[1:], q2[1:], q3[1:], qd[1:]
-    perimeter = ISOTROPIC * (q2 + _HALF_SQRT2 * (q1 + q3 + 2 * qd))
-    euler = (q1 - q3 - 2 * qd) / 4  # 8-connected foreground
-    return perimeter, np.rint(1 - euler).astype(np.int64)
+    return q1[1:], q2[1:], q3[1:], qd[1:]
 
