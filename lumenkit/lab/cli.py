@@ -263,8 +263,36 @@ def _run_label_efficiency(a: argparse.Namespace) -> int:
     return 0
 
 
+def _add_separability(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("separability", help="what tells two minerals apart at each scale (colour, texture, "
+                                            "context), measured on labelled pixels, with each class's resolution "
+                                            "ceiling")
+    p.add_argument("--data", required=True, help="dataset folder in LumenStone layout (its train split)")
+    p.add_argument("--minerals", nargs=2, default=["Pn", "Po"], metavar=("A", "B"),
+                   help="the two minerals, LumenStone labels (default Pn Po)")
+    p.add_argument("--scales", type=float, nargs="+", default=[0.5, 0.25, 0.125],
+                   help="model scales relative to native x100 (default 0.5 0.25 0.125)")
+    p.add_argument("--per-image", type=int, default=2000, help="pixels drawn per class and image (default 2000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the draw and the classifier")
+    p.add_argument("--out", required=True, help="CSV to write")
+    p.set_defaults(func=_run_separability)
+
+
+def _run_separability(a: argparse.Namespace) -> int:
+    from lumenkit.data.imageio import check_writable, write_text
+    from lumenkit.lab.separability import pair_study
+
+    if any(not 0 < s <= 1 for s in a.scales) or a.per_image < 1:
+        raise ConfigError("--scales must lie in (0, 1] and --per-image be at least 1")
+    check_writable(a.out, folder=False)
+    table = pair_study(a.data, *a.minerals, scales=a.scales, per_image=a.per_image, seed=a.seed)
+    write_text(a.out, table.to_csv(index=False))
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    return 0
+
+
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_ablation, _add_prior, _add_refine, _add_strokes, _add_label_efficiency]
+    _add_ablation, _add_prior, _add_refine, _add_strokes, _add_label_efficiency, _add_separability]
 
 
 def build_parser() -> argparse.ArgumentParser:
