@@ -80,7 +80,8 @@ def sample_pixels(data: str | Path, a: str | int, b: str | int, scale: float, pe
 
     Args:
         data: dataset folder in LumenStone layout (its ``train`` split, every image).
-        a, b: the two minerals (LumenStone label or code, e.g. ``"Pn"``, ``"Po"``).
+        a: the first mineral (LumenStone label or code, e.g. ``"Pn"``).
+        b: the second mineral (e.g. ``"Po"``).
         scale: working scale relative to native ×100 (images and masks resampled as the training loader does).
         per_image: pixels drawn per class and image (all of them where fewer).
         seed: seed of the draw.
@@ -166,7 +167,8 @@ def pair_study(data: str | Path, a: str | int = "Pn", b: str | int = "Po",
 
     Args:
         data: dataset folder in LumenStone layout (its ``train`` split).
-        a, b: the two minerals (label or code).
+        a: the first mineral (label or code).
+        b: the second mineral (label or code).
         scales: model scales to test, relative to native ×100.
         per_image: pixels drawn per class and image.
         seed: seed of the draw and the classifier.
