@@ -40,6 +40,7 @@ import torch
 from lumenkit.data.imageio import atomic_write, check_writable, save_palette_mask, write_text
 from lumenkit.data.mosaic import Mosaic
 from lumenkit.errors import ConfigError, OutputPathError
+from lumenkit.inference.refine import Refine, brightness, guided_coefficients
 from lumenkit.inference.runners import as_runner
 from lumenkit.inference.tiling import (
     Tiling,
@@ -48,6 +49,7 @@ from lumenkit.inference.tiling import (
     confidence_u8,
     tta_transforms,
     upsample_labels,
+    upsample_rows,
 )
 from lumenkit.runtime.heap import release_free_memory
 
@@ -92,8 +94,8 @@ class MosaicPrediction:
 class _WindowRows:
     """Class probabilities at model scale, one row of network windows at a time (computed on demand, evicted)."""
 
-    def __init__(self, runner: Any, mosaic: Mosaic, factor: float, tiling: Tiling) -> None:
-        self.runner, self.mosaic, self.factor = runner, mosaic, factor
+    def __init__(self, runner: Any, mosaic: Mosaic, factor: float, tiling: Tiling, guide: bool = False) -> None:
+        self.runner, self.mosaic, self.factor, self.keep_guide = runner, mosaic, factor, guide
         self.width, self.height = mosaic.scaled_size(factor)
         self.level = mosaic.level_for(factor)
         lay = tiling.layout(self.height, self.width, runner.output_stride)
@@ -107,6 +109,7 @@ class _WindowRows:
         self.row_of = np.pad(np.arange(self.height), (m, ph - self.height - m), mode=mode)
         self.col_pad = ((m, pw - self.width - m), mode)
         self.cache: dict[int, torch.Tensor] = {}
+        self.guides: dict[int, torch.Tensor] = {}
 
     def _row(self, i: int) -> torch.Tensor:
         """Probabilities ``(K, core rows, width)`` of window row ``i``."""
@@ -117,11 +120,13 @@ class _WindowRows:
         idx = self.row_of[y : y + wh]
         lo, hi = int(idx.min()), int(idx.max()) + 1
         band = self.mosaic.scaled_rows(self.factor, lo, hi, level=self.level)[idx - lo]
+        ch = min(self.core[0], self.height - y)
+        m = self.margin
+        if self.keep_guide:  # brightness of the resampled rows [y, y + ch), which the refinement fits to
+            self.guides[i] = brightness(band[m : m + ch])
         (left, right), mode = self.col_pad
         band = np.pad(band, ((0, 0), (left, right), (0, 0)), mode=mode)
-        ch = min(self.core[0], self.height - y)
         out = torch.empty((self.runner.classes, ch, self.width), dtype=torch.float32)
-        m = self.margin
         with torch.inference_mode():
             for s in range(0, len(self.xs), self.batch):
                 xs = self.xs[s : s + self.batch]
@@ -132,18 +137,29 @@ class _WindowRows:
         self.cache[i] = out
         return out
 
-    def rows(self, a: int, b: int) -> torch.Tensor:
-        """Probabilities ``(K, b - a, width)`` of resampled rows ``[a, b)``; window rows above ``a`` are dropped."""
+    def rows(self, a: int, b: int, guide: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Probabilities ``(K, b - a, width)`` of resampled rows ``[a, b)``; window rows above ``a`` are dropped.
+
+        With ``guide``, also the ``(b - a, width)`` brightness of those rows of the resampled mosaic (the image the
+        network saw), as ``(probs, guide)``.
+        """
         first = max(i for i, y in enumerate(self.ys) if y <= a)
         last = max(i for i, y in enumerate(self.ys) if y < b)
         for i in [k for k in self.cache if k < first]:
             del self.cache[i]
-        parts = []
+            self.guides.pop(i, None)
+        parts, lights = [], []
         for i in range(first, last + 1):
             y = self.ys[i]
             r = self._row(i)
-            parts.append(r[:, max(a, y) - y : min(b, y + r.shape[1]) - y])
-        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+            cut = slice(max(a, y) - y, min(b, y + r.shape[1]) - y)
+            parts.append(r[:, cut])
+            if guide:
+                lights.append(self.guides[i][cut])
+        probs = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+        if not guide:
+            return probs
+        return probs, lights[0] if len(lights) == 1 else torch.cat(lights, dim=0)
 
 
 def _stamp(path: Path) -> list[Any]:
@@ -224,6 +240,7 @@ def predict_mosaic(
     progress: bool = True,
     name: str | None = None,
     runtime: str | None = None,
+    refine: Refine | None = None,
 ) -> MosaicPrediction:
     """Predict a whole-section mosaic streamed, in bounded memory; resumes an interrupted run (see the module).
 
@@ -239,6 +256,9 @@ def predict_mosaic(
         progress: a progress bar over rows of tiles.
         name: output stem (default: the file's stem).
         runtime: ``None`` (the model's own), ``"torch"`` or ``"onnx"`` (as ``predict``).
+        refine: upsample the probabilities guided by the mosaic's edges (:mod:`lumenkit.inference.refine`), row by
+            row with the same values as ``predict_image(..., refine=refine)`` on the whole mosaic; the full-resolution
+            rows are decoded once more to guide it.
 
     Returns:
         A :class:`MosaicPrediction`.
@@ -277,19 +297,20 @@ def predict_mosaic(
             parts = out / f".{stem}.parts"
             meta = {"mosaic": _stamp(path), "model": _model_key(ckpt), "tiling": asdict(tiling), "factor": factor,
                     "size": [width, height], "tile": TILE, "lumenkit": __version__, "runtime": runtime,
-                    "device": dev.type if dev is not None else "cpu"}
+                    "device": dev.type if dev is not None else "cpu",
+                    "refine": asdict(refine) if refine is not None else None}
             _together(world, lambda: _prepare_parts(parts, meta) if rank == 0 else None)
             runner = as_runner(ckpt.model if hasattr(ckpt, "model") else ckpt, device=dev, runtime=runtime)
             if world > 1:  # each process on its share of the cores (as predict_files does)
                 from lumenkit.runtime.devices import usable_cores
 
                 torch.set_num_threads(max(1, usable_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", world))))
-            stream = _WindowRows(runner, mosaic, factor, tiling)
+            stream = _WindowRows(runner, mosaic, factor, tiling, guide=refine is not None)
             n_rows = -(-height // TILE)
             mine = range(rank * n_rows // world, (rank + 1) * n_rows // world)
             done = [r for r in mine if _row_ok(_row_file(parts, r), min(TILE, height - r * TILE), width)]
             _together(world, lambda: _predict_rows(ckpt, stream, parts, [r for r in mine if r not in set(done)],
-                                                   height, width, progress and rank == 0, stem))
+                                                   height, width, progress and rank == 0, stem, refine))
             result = MosaicPrediction(out / f"{stem}.tif", out / "confidence" / f"{stem}.tif",
                                       out / "overviews" / f"{stem}.png", (width, height),
                                       (stream.width, stream.height), resumed_rows=len(done))
@@ -307,11 +328,12 @@ def predict_mosaic(
 
 
 def _predict_rows(ckpt: Any, stream: _WindowRows, parts: Path, todo: list[int], height: int, width: int,
-                  progress: bool, stem: str) -> None:
+                  progress: bool, stem: str, refine: Refine | None = None) -> None:
     """Predict and save the rows of tiles ``todo`` (each saved as soon as it is finished)."""
     weights = _linear_weights(stream.height, height)
     r0, r1, _ = weights
     same = (stream.height, stream.width) == (height, width)
+    refine = None if same else refine  # nothing to upsample (as predict_image)
     bar = None
     if progress and todo:
         from tqdm.auto import tqdm
@@ -321,10 +343,15 @@ def _predict_rows(ckpt: Any, stream: _WindowRows, parts: Path, todo: list[int], 
         y0, y1 = r * TILE, min(height, (r + 1) * TILE)
         codes = np.empty((y1 - y0, width), dtype=np.uint8)
         conf8 = np.empty((y1 - y0, width), dtype=np.uint8)
+        full = stream.mosaic.read(y0, y1) if refine is not None else None  # decoded once per row of tiles
         for s0 in range(y0, y1, _STRIP):
             s1 = min(y1, s0 + _STRIP)
             if same:
                 conf, idx = stream.rows(s0, s1).max(dim=0)
+            elif refine is not None:
+                a, b = int(r0[s0]), int(r1[s1 - 1]) + 1
+                conf, idx = _refined(stream, refine, a, b, weights, s0, s1, width,
+                                     brightness(full[s0 - y0 : s1 - y0]))
             else:
                 a, b = int(r0[s0]), int(r1[s1 - 1]) + 1
                 conf, idx = upsample_labels(stream.rows(a, b), a, weights, s0, s1, width)
@@ -337,6 +364,25 @@ def _predict_rows(ckpt: Any, stream: _WindowRows, parts: Path, todo: list[int], 
             bar.update(1)
     if bar is not None:
         bar.close()
+
+
+def _refined(stream: _WindowRows, refine: Refine, a: int, b: int, weights: tuple[torch.Tensor, ...], s0: int,
+             s1: int, width: int, guide: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Confidence and indices of output rows ``[s0, s1)`` upsampled guided by their brightness ``guide``.
+
+    The guided filter's coefficients at a source row depend on the rows within two window radii (a box of the
+    fit, then a box of the coefficients), so they are fitted on rows ``[a - 2r, b + 2r)`` and kept on ``[a, b)``:
+    the same values as fitting the whole mosaic at once (:func:`lumenkit.inference.tiling.resize_probs`).
+    """
+    pad = 2 * int(refine.radius)
+    lo, hi = max(0, a - pad), min(stream.height, b + pad)
+    probs, low = stream.rows(lo, hi, guide=True)
+    ga, gb = guided_coefficients(probs, low, refine)
+    ga, gb = ga[:, a - lo : b - lo], gb[:, a - lo : b - lo]
+    part = torch.addcmul(upsample_rows(gb, a, weights, s0, s1, width), upsample_rows(ga, a, weights, s0, s1, width),
+                         guide[None])
+    conf, idx = part.max(dim=0)
+    return conf.clamp_(0.0, 1.0), idx
 
 
 def _together(world: int, step: Any) -> Any:

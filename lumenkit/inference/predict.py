@@ -478,12 +478,10 @@ def _predict_mosaics(
             if job.flatfield is not None:
                 raise ConfigError(f"{f}: flat-field correction of mosaics is not supported yet; correct the mosaic "
                                   "in the microscope software, or predict it without --flat-field")
-            if job.refine is not None:
-                raise ConfigError(f"{f}: --refine is not supported for mosaics yet; predict it without --refine")
             px = job.file_pixel_size(f)
             res = predict_mosaic(job.ckpt, f, job.out, scale=job.file_scale(f), pixel_size_um=px, tiling=job.tiling,
                                  device=str(job.device) if job.device is not None else None, progress=progress,
-                                 name=names[k], runtime=job.runtime)
+                                 name=names[k], runtime=job.runtime, refine=job.refine)
         except (LumenkitError, ValueError, OSError) as e:
             if rank == 0:
                 errors.append((k, str(f), str(e)))

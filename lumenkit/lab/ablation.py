@@ -27,7 +27,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -35,6 +35,9 @@ import pandas as pd
 from lumenkit.data.datasets import ValidationSplit
 from lumenkit.errors import ConfigError, LumenkitError
 from lumenkit.training.config import TrainConfig
+
+if TYPE_CHECKING:
+    from lumenkit.inference.refine import Refine
 
 PRESET = "paper"
 """The training preset every variant starts from (:data:`lumenkit.training.config.PRESETS`)."""
@@ -232,7 +235,8 @@ _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 def score_variant(name: str, data: str | Path, runs: str | Path, label: str,
-                  validation: ValidationSplit | None = None, quiet: bool = True) -> dict[str, Any]:
+                  validation: ValidationSplit | None = None, quiet: bool = True,
+                  refine: Refine | None = None) -> dict[str, Any]:
     """Evaluate the trained model of a variant on another dataset's validation split.
 
     Used for a joint model: trained on ``lumenkit combine S1 S2`` (whose validation list is each source's own
@@ -249,6 +253,9 @@ def score_variant(name: str, data: str | Path, runs: str | Path, label: str,
         validation: the validation images carved from ``data``'s train images (default ``ValidationSplit()``: 10
             images, seed 0, fold 0, the usual split).
         quiet: no progress bar.
+        refine: upsample the probabilities guided by the image (``lumenkit evaluate --refine``): scored on the
+            variant's own dataset and folds (e.g. label ``refine``), the refinement's effect alone, cross-validated
+            with ``lumenkit-lab ablation cv NAME --label refine``.
 
     Returns:
         The evaluation document written (with ``variant``, ``change``, ``scored_on`` and ``val_fold``).
@@ -271,7 +278,8 @@ def score_variant(name: str, data: str | Path, runs: str | Path, label: str,
         if not model.exists():
             raise ConfigError(f"{model}: not corrected yet; run `lumenkit-lab ablation run {name}` first")
     ev = evaluate(data, model, split="val", validation=validation if validation is not None else ValidationSplit(),
-                  tiling=Tiling(tta=v.tta), progress=not quiet)
+                  tiling=Tiling(tta=v.tta), progress=not quiet,
+                  predict_kwargs={"refine": refine} if refine is not None else None)
     ev.info.update({"variant": name, "change": v.change, "scored_on": label})
     out = Path(runs) / name / f"val_{label}.json"
     write_evaluation(ev, out)

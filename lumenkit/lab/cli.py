@@ -46,6 +46,9 @@ def _add_ablation(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None,
                    help="run: torch threads of the training process (a setting of the process: the result is the "
                         "same); 1 runs two folds side by side on 2 cores")
+    p.add_argument("--refine", action="store_true",
+                   help="score: upsample guided by the image (as `lumenkit evaluate --refine`), e.g. on the variant's "
+                        "own --data with --label refine, then `cv NAME --label refine`")
     p.add_argument("--out", default=None, help="table, cv: also write it as CSV here")
     p.add_argument("--only-run", action="store_true", help="table: leave out variants not run yet")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -85,7 +88,10 @@ def _run_ablation(a: argparse.Namespace) -> int:
                               "`lumenkit-lab ablation score no_photometric --runs runs/joint --data S1_v1_x05 "
                               "--label S1 --n-val 10`")
         validation = ValidationSplit(10 if a.n_val is None else a.n_val, a.val_seed or 0, a.val_fold or 0)
-        d = score_variant(a.name, a.data, a.runs, a.label, validation=validation, quiet=a.quiet)
+        from lumenkit.inference.refine import Refine
+
+        d = score_variant(a.name, a.data, a.runs, a.label, validation=validation, quiet=a.quiet,
+                          refine=Refine() if a.refine else None)
         print(f"{a.name} on {a.label}: validation {_scores_of(d).summary()}")
         return 0
     if not a.name or not a.data:

@@ -19,6 +19,7 @@ from lumenkit.errors import BadImageError, ConfigError, OutputPathError
 from lumenkit.inference import mosaic as mosaic_mod
 from lumenkit.inference.mosaic import predict_mosaic
 from lumenkit.inference.predict import predict_image
+from lumenkit.inference.refine import Refine
 from lumenkit.inference.tiling import Tiling
 from lumenkit.models.checkpoint import Checkpoint
 from lumenkit.models.resunet import create_model
@@ -73,6 +74,19 @@ def test_streamed_mask_is_the_whole_image_prediction(section, tmp_path, scale):
     overview = read_mask(res.overview)
     np.testing.assert_array_equal(overview, whole["codes"])  # small enough: the overview is the mask itself
     assert not (tmp_path / "out" / ".m.parts").exists()
+
+
+def test_a_refined_mosaic_is_the_whole_image_refined(section, tmp_path):
+    ck = model(0.25)
+    refine = Refine(radius=2, eps=1e-3)
+    path = write(tmp_path / "m.tif", section)
+    res = predict_mosaic(ck, path, tmp_path / "out", scale=1.0, tiling=TILING, progress=False, refine=refine)
+    whole = predict_image(ck, section, 1.0, tiling=TILING, refine=refine)
+    plain = predict_image(ck, section, 1.0, tiling=TILING)
+    assert (whole["codes"] != plain["codes"]).mean() > 0.001  # the refinement changes pixels: a real comparison
+    np.testing.assert_array_equal(tifffile.imread(res.mask), whole["codes"])
+    np.testing.assert_array_equal(tifffile.imread(res.confidence),
+                                  np.clip(whole["confidence"] * 255 + 0.5, 0, 255).astype(np.uint8))
 
 
 def test_a_crashed_run_resumes_and_writes_the_same_bytes(section, tmp_path, monkeypatch):
