@@ -15,6 +15,13 @@
         rows of that command in their order); rows of other benchmarks stay as their own runs wrote them.
     python scripts/results_tables.py csv NAME --title TITLE --csv TABLE.csv --command "COMMAND" [--digits 3]
         docs/results/NAME.json: the rows of a CSV a command wrote (e.g. lumenkit-lab refine --out), numbers rounded.
+    python scripts/results_tables.py keep VARIANT --runs RUN [RUN ...] --into DIR
+        Copy each fold run's evaluations of VARIANT (val*.json, history.csv: metrics, never weights) into
+        DIR/<run folder name>/VARIANT, the dataset's path cut to its name, so the cv tables regenerate anywhere.
+    python scripts/results_tables.py cv NAME --title TITLE --folds DIR [DIR ...] \
+            --row LABEL VARIANT[:SCORE_LABEL] "COMMAND" [--row ...]
+        docs/results/NAME.json: one row per variant pooled over the folds (lumenkit-lab ablation cv, the paper's
+        dataset-wide IoU over every validated image), per class, with each fold's mean IoU, and the paper's row.
     python scripts/results_tables.py label-efficiency NAME --title TITLE --csv TABLE.csv
         docs/results/NAME.json: the table `lumenkit-lab label-efficiency --out TABLE.csv` wrote, each row with the
         command (train && evaluate) that reproduces it.
@@ -27,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,6 +136,63 @@ def label_efficiency(title: str, path: str) -> dict:
                                         "of the reference"], "rows": rows}
 
 
+def keep(runs: list[str], variant: str, into: str) -> list[Path]:
+    """Copy each fold's evaluations of ``variant`` (``val*.json``, ``history.csv``) into ``INTO/<run folder name>``.
+
+    Metrics only (confusion matrices, per-image scores, the training curve), never weights or predictions; the
+    dataset's absolute path is cut to its folder name, so the copies name no machine.
+    """
+    kept = []
+    for run in runs:
+        src = Path(run) / variant
+        files = sorted(src.glob("val*.json"))
+        if not files:
+            raise SystemExit(f"{src}: no val*.json; run `lumenkit-lab ablation run {variant} ...` there first")
+        dst = Path(into) / Path(run).name / variant
+        dst.mkdir(parents=True, exist_ok=True)
+        for f in files:
+            doc = json.loads(f.read_text())
+            if doc.get("data"):
+                doc["data"] = Path(doc["data"]).name
+            (dst / f.name).write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+            kept.append(dst / f.name)
+        if (src / "history.csv").exists():
+            (dst / "history.csv").write_bytes((src / "history.csv").read_bytes())
+            kept.append(dst / "history.csv")
+    return kept
+
+
+def cv(title: str, folds: list[str], specs: list[list[str]]) -> dict:
+    """Pooled cross-validation rows (``lumenkit-lab ablation cv`` over ``folds``), one per VARIANT[:LABEL], and the
+    paper's row."""
+    from lumenkit.evaluation.reference import reference_table
+    from lumenkit.lab.ablation import crossval
+
+    rows, classes = [], None
+    for label, which, command in specs:
+        variant, _, scored = which.partition(":")
+        with warnings.catch_warnings():  # kept copies name the dataset, not its path: coverage cannot be checked
+            warnings.filterwarnings("ignore", message=".*cannot check that folds.*")
+            df = crossval(folds, variant, label=scored or None, n_boot=1000)
+        fold_rows = df[df["fold"].notna()]
+        pooled = df[df["fold"].isna()].iloc[0]
+        classes = classes or [c for c in df.columns if c not in (
+            "row", "fold", "run", "images", "mean_iou", "ci_low", "ci_high", "pixel_accuracy")]
+        per_fold = " / ".join(_f(v, 3) for v in fold_rows["mean_iou"])
+        rows.append({"command": command, "source": which, "cells": [
+            label, str(int(pooled["images"])), *(_f(pooled[c]) for c in classes),
+            f"{_f(pooled['mean_iou'], 3)} ({_f(pooled['ci_low'])}–{_f(pooled['ci_high'])})",
+            _f(pooled["pixel_accuracy"], 3), per_fold]})
+    ref = reference_table().loc["paper (ResUNet, 50 epochs, GPU; S1 v1 test)"]
+    rows.append({"command": 'python -c "import lumenkit.evaluation as e; print(e.reference_table())"'
+                            "  # published, not recomputed",
+                 "cells": ["paper (S1 v1 **test**)", "", *(_f(ref[c]) for c in classes or []),
+                           _f(ref["mean_iou"], 3), _f(ref["pixel_accuracy"], 3), ""]})
+    return {"title": title, "folds": [str(f) for f in folds],
+            "columns": ["", "images", *(classes or []), "mean IoU (95 % interval)", "pixel acc.", "per-fold mean IoU"],
+            "rows": rows}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="kind", required=True)
@@ -152,13 +217,28 @@ def main(argv: list[str] | None = None) -> int:
     le.add_argument("name")
     le.add_argument("--title", required=True)
     le.add_argument("--csv", required=True)
+    kp = sub.add_parser("keep")
+    kp.add_argument("variant")
+    kp.add_argument("--runs", nargs="+", required=True)
+    kp.add_argument("--into", required=True)
+    cvp = sub.add_parser("cv")
+    cvp.add_argument("name")
+    cvp.add_argument("--title", required=True)
+    cvp.add_argument("--folds", nargs="+", required=True)
+    cvp.add_argument("--row", nargs=3, action="append", required=True, metavar=("LABEL", "VARIANT[:LABEL]", "COMMAND"))
     a = p.parse_args(argv)
+    if a.kind == "keep":
+        kept = keep(a.runs, a.variant, a.into)
+        print(f"kept {len(kept)} files under {a.into}")
+        return 0
     if a.kind == "published":
         name, table = "published", published()
     elif a.kind == "evaluations":
         name, table = a.name, evaluations(a.title, a.row)
     elif a.kind == "label-efficiency":
         name, table = a.name, label_efficiency(a.title, a.csv)
+    elif a.kind == "cv":
+        name, table = a.name, cv(a.title, a.folds, a.row)
     elif a.kind == "csv":
         name, table = a.name, from_csv(a.title, a.csv, a.command, a.digits)
     else:

@@ -187,6 +187,26 @@ def test_label_efficiency_tables_keep_every_class_and_each_rows_command(tmp_path
     assert table["rows"][1]["cells"][1:4] == ["0.125", "10 min", "9 (1)"] and table["rows"][1]["cells"][-1] == "86 %"
 
 
+def test_cross_validation_tables_regenerate_from_the_kept_fold_evaluations():
+    tables = [t for t in (json.loads(p.read_text(encoding="utf-8")) for p in _result_files()) if "folds" in t]
+    assert tables, "no cross-validation table kept with its folds"
+    for table in tables:
+        specs = [[r["cells"][0], r["source"], r["command"]] for r in table["rows"] if "source" in r]
+        again = _results_tables().cv(table["title"], [str(ROOT / f) for f in table["folds"]], specs)
+        assert again["rows"] == table["rows"]  # rerun `results_tables.py cv` if the kept evaluations changed
+
+
+def test_keeping_fold_evaluations_drops_the_machines_path(tmp_path):
+    run = tmp_path / "s1_fold0" / "v"
+    run.mkdir(parents=True)
+    (run / "val.json").write_text(json.dumps({"data": "/home/me/secret/S1_v1_x05", "mean_iou": 0.5}))
+    (run / "model.pt").write_bytes(b"weights")
+    kept = _results_tables().keep([str(tmp_path / "s1_fold0")], "v", str(tmp_path / "kept"))
+    assert sorted(p.name for p in kept) == ["val.json"]
+    assert json.loads(kept[0].read_text())["data"] == "S1_v1_x05"
+    assert not (tmp_path / "kept" / "s1_fold0" / "v" / "model.pt").exists()
+
+
 def test_replacing_benchmark_rows_keeps_other_benchmarks_rows_and_the_order():
     old = {"title": "old", "columns": ["", "value"], "rows": [
         {"command": "a", "cells": ["a1", "1"]}, {"command": "b", "cells": ["b1", "2"]},
