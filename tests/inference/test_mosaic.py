@@ -166,11 +166,11 @@ def test_predict_streams_mosaics_among_ordinary_images(section, tmp_path):
     save_image(section[:200, :300], tmp_path / "in" / "small.png")
     assert main(["predict", str(tmp_path / "in"), "--model", str(tmp_path / "model.pt"), "--out",
                  str(tmp_path / "out"), "--scale", "1", "--tile", "128", "--margin", "16", "--quiet",
-                 "--stream-from", "1"]) == 0
+                 "--stream-from", "1", "--refine"]) == 0
     assert (tmp_path / "out" / "small.png").is_file() and (tmp_path / "out" / "overviews" / "big.png").is_file()
     comp = pd.read_csv(tmp_path / "out" / "composition.csv")
     assert comp.loc[0, "image"] == "big" and comp.loc[0, "width"] == 1203
-    whole = predict_image(ck, section, 1.0, tiling=TILING)
+    whole = predict_image(ck, section, 1.0, tiling=TILING, refine=Refine())  # --refine reaches the streamed path
     labels = [c for c in comp.columns if c not in ("image", "path", "width", "height", "scale", "pixel_size_um",
                                                      "mean_confidence")]
     shares = {lbl: 100 * float((whole["indices"] == i).mean()) for i, lbl in enumerate(labels)}
