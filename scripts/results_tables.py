@@ -188,7 +188,11 @@ def cv(title: str, folds: list[str], specs: list[list[str]]) -> dict:
                             "  # published, not recomputed",
                  "cells": ["paper (S1 v1 **test**)", "", *(_f(ref[c]) for c in classes or []),
                            _f(ref["mean_iou"], 3), _f(ref["pixel_accuracy"], 3), ""]})
-    return {"title": title, "folds": [str(f) for f in folds],
+    def kept(f: str) -> str:  # relative to the repository, so the table names no machine
+        p = Path(f).resolve()
+        return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(f)
+
+    return {"title": title, "folds": [kept(f) for f in folds],
             "columns": ["", "images", *(classes or []), "mean IoU (95 % interval)", "pixel acc.", "per-fold mean IoU"],
             "rows": rows}
 

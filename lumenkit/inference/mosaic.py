@@ -6,7 +6,8 @@ resampled to the model's scale band by band, each row of windows is run through 
 the class probabilities are upsampled to the mosaic's resolution a few rows at a time exactly as
 :func:`~lumenkit.inference.tiling.resize_probs` does, and every finished row of 256-px tiles is saved at once.
 So the mask equals :func:`~lumenkit.inference.predict.predict_image` of the whole image, pixel for pixel, while
-memory holds one row of windows, a band of the resampled image and a row of tiles — never the image.
+memory holds one row of windows, a band of the resampled image and a row of tiles — never the image. With
+``refine`` the full-resolution row of tiles is decoded too (3 bytes a pixel), to guide the upsampling.
 
 Rows of tiles go to ``OUT/.NAME.parts/`` (each written atomically); a killed run resumes at the first missing row,
 and the final files are assembled from the rows only when all exist, so they are the same bytes as an
@@ -60,7 +61,8 @@ OVERVIEW: int = 2048
 """Longest side of the overview PNG in px."""
 
 _STRIP = 64
-"""Output rows upsampled at a time (bounds the full-resolution probabilities: classes × 64 × width floats)."""
+"""Output rows upsampled at a time (bounds the full-resolution probabilities: classes × 64 × width floats, twice
+that with ``refine``: the two upsampled coefficient maps)."""
 
 _ZLIB = {"level": 1}
 """Deflate level of the output tiles: masks compress well even at the fastest level (level 6 took 3× longer)."""
@@ -333,7 +335,8 @@ def _predict_rows(ckpt: Any, stream: _WindowRows, parts: Path, todo: list[int], 
     weights = _linear_weights(stream.height, height)
     r0, r1, _ = weights
     same = (stream.height, stream.width) == (height, width)
-    refine = None if same else refine  # nothing to upsample (as predict_image)
+    if not (stream.height < height and stream.width < width):
+        refine = None  # refined only where both sides are upsampled, as predict_image decides
     bar = None
     if progress and todo:
         from tqdm.auto import tqdm
@@ -379,8 +382,8 @@ def _refined(stream: _WindowRows, refine: Refine, a: int, b: int, weights: tuple
     probs, low = stream.rows(lo, hi, guide=True)
     ga, gb = guided_coefficients(probs, low, refine)
     ga, gb = ga[:, a - lo : b - lo], gb[:, a - lo : b - lo]
-    part = torch.addcmul(upsample_rows(gb, a, weights, s0, s1, width), upsample_rows(ga, a, weights, s0, s1, width),
-                         guide[None])
+    part = upsample_rows(gb, a, weights, s0, s1, width)
+    part.addcmul_(upsample_rows(ga, a, weights, s0, s1, width), guide[None])  # in place: two strips live, not three
     conf, idx = part.max(dim=0)
     return conf.clamp_(0.0, 1.0), idx
 

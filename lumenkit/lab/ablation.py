@@ -251,7 +251,8 @@ def score_variant(name: str, data: str | Path, runs: str | Path, label: str,
         runs: the ablation runs folder.
         label: short name of the dataset (letters, digits, ``_.-``): the file is ``RUNS/NAME/val_LABEL.json``.
         validation: the validation images carved from ``data``'s train images (default ``ValidationSplit()``: 10
-            images, seed 0, fold 0, the usual split).
+            images, seed 0, fold 0, the usual split); on the dataset the variant trained on, its own split is
+            taken and any other refused.
         quiet: no progress bar.
         refine: upsample the probabilities guided by the image (``lumenkit evaluate --refine``): scored on the
             variant's own dataset and folds (e.g. label ``refine``), the refinement's effect alone, cross-validated
@@ -261,7 +262,8 @@ def score_variant(name: str, data: str | Path, runs: str | Path, label: str,
         The evaluation document written (with ``variant``, ``change``, ``scored_on`` and ``val_fold``).
 
     Raises:
-        ConfigError: unknown variant, a bad label, no trained model yet, or ``validation`` out of range;
+        ConfigError: unknown variant, a bad label, no trained model yet, ``validation`` out of range or, on the
+            variant's own dataset, not its split;
             dataset errors as in evaluation.
     """
     from lumenkit.evaluation.evaluate import evaluate, write_evaluation
@@ -277,13 +279,32 @@ def score_variant(name: str, data: str | Path, runs: str | Path, label: str,
         model = Path(runs) / name / "model_prior.pt"
         if not model.exists():
             raise ConfigError(f"{model}: not corrected yet; run `lumenkit-lab ablation run {name}` first")
-    ev = evaluate(data, model, split="val", validation=validation if validation is not None else ValidationSplit(),
+    validation = _scored_split(Path(runs) / (v.uses or name) / "val.json", data, validation)
+    ev = evaluate(data, model, split="val", validation=validation,
                   tiling=Tiling(tta=v.tta), progress=not quiet,
                   predict_kwargs={"refine": refine} if refine is not None else None)
     ev.info.update({"variant": name, "change": v.change, "scored_on": label})
     out = Path(runs) / name / f"val_{label}.json"
     write_evaluation(ev, out)
     return json.loads(out.read_text())
+
+
+def _scored_split(own: Path, data: str | Path, validation: ValidationSplit | None) -> ValidationSplit:
+    """The split to score a variant's model on.
+
+    On the dataset the run trained on, its own validation split and no other (any other holds images it trained
+    on); on another dataset ``validation`` (default ``ValidationSplit()``).
+    """
+    if own.exists():
+        d = json.loads(own.read_text())
+        if d.get("data") and Path(d["data"]).resolve() == Path(data).resolve():
+            trained = ValidationSplit(int(d.get("n_val", 10)), int(d.get("val_seed", 0)), int(d.get("val_fold", 0)))
+            if validation is not None and validation != trained:
+                raise ConfigError(f"{own.parent}: trained on {data} with validation {trained}; scoring it on "
+                                  f"{validation} would score images it trained on: leave out --n-val/--val-seed/"
+                                  "--val-fold (its own split is taken)")
+            return trained
+    return validation if validation is not None else ValidationSplit()
 
 
 def _row(d: dict[str, Any]) -> dict[str, Any]:
@@ -413,7 +434,7 @@ def _same_setup(docs: list[_Doc], name: str) -> dict[str, Any]:
     def setup(d: dict[str, Any]) -> dict[str, Any]:
         return {"data": d.get("data"), "n_val": d.get("n_val"), "val_seed": d.get("val_seed", 0),
                 "class_order": list(d["class_order"]), "variant": d.get("variant", name),
-                "tta": d.get("tta", False)}
+                "tta": d.get("tta", False), "refine": d.get("refine")}
 
     first_path, _, first = docs[0]
     ref = setup(first)

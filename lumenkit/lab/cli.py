@@ -87,7 +87,9 @@ def _run_ablation(a: argparse.Namespace) -> int:
             raise ConfigError("ablation score needs a variant name, --data and --label, e.g. "
                               "`lumenkit-lab ablation score no_photometric --runs runs/joint --data S1_v1_x05 "
                               "--label S1 --n-val 10`")
-        validation = ValidationSplit(10 if a.n_val is None else a.n_val, a.val_seed or 0, a.val_fold or 0)
+        given = (a.n_val, a.val_seed, a.val_fold) != (None, None, None)  # else the run's own split on its own data
+        validation = (ValidationSplit(10 if a.n_val is None else a.n_val, a.val_seed or 0, a.val_fold or 0)
+                      if given else None)
         from lumenkit.inference.refine import Refine
 
         d = score_variant(a.name, a.data, a.runs, a.label, validation=validation, quiet=a.quiet,

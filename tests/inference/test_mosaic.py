@@ -89,6 +89,15 @@ def test_a_refined_mosaic_is_the_whole_image_refined(section, tmp_path):
                                   np.clip(whole["confidence"] * 255 + 0.5, 0, 255).astype(np.uint8))
 
 
+def test_refinement_where_one_side_keeps_its_size_follows_predict_image(section, tmp_path):
+    ck = model(0.99955)  # 1203 × 1001 px at model scale: 1202 × 1001, only the width is upsampled: not refined
+    res = predict_mosaic(ck, write(tmp_path / "m.tif", section), tmp_path / "out", scale=1.0, tiling=TILING,
+                         progress=False, refine=Refine())
+    assert res.model_scale_size == (1202, 1001)
+    whole = predict_image(ck, section, 1.0, tiling=TILING, refine=Refine())
+    np.testing.assert_array_equal(tifffile.imread(res.mask), whole["codes"])
+
+
 def test_a_crashed_run_resumes_and_writes_the_same_bytes(section, tmp_path, monkeypatch):
     ck = model()
     path = write(tmp_path / "m.tif", section)

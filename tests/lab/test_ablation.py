@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -7,6 +8,7 @@ from conftest import write_fake_dataset
 
 from lumenkit.data.datasets import LumenStoneDataset, ValidationSplit
 from lumenkit.errors import ConfigError
+from lumenkit.inference.refine import Refine
 from lumenkit.lab.ablation import (
     BASE,
     VARIANTS,
@@ -110,14 +112,22 @@ def test_score_on_another_split_adds_a_row(data, tmp_path):
     run_variant("uniform", data, runs, **SMALL)
     with pytest.raises(ConfigError, match="label"):
         score_variant("uniform", data, runs, "../x")
-    d = score_variant("uniform", data, runs, "wide", validation=ValidationSplit(4, 1))
-    assert d["images"] == 4 and d["val_seed"] == 1 and d["scored_on"] == "wide"
+    # on its own dataset a run is scored on its own split only (any other holds images it trained on) ...
+    with pytest.raises(ConfigError, match="would score images it trained on"):
+        score_variant("uniform", data, runs, "wide", validation=ValidationSplit(4, 1))
+    own = score_variant("uniform", data, runs, "own", refine=Refine())
+    assert (own["images"], own["val_fold"], own["refine"]) == (2, 0, {"radius": 2, "eps": 1e-3})
+    # ... and on another dataset on the split asked for (here a copy: another folder)
+    other = shutil.copytree(data, tmp_path / "wide_copy")
+    d = score_variant("uniform", other, runs, "wide", validation=ValidationSplit(4, 1))
+    assert d["images"] == 4 and d["val_seed"] == 1 and d["scored_on"] == "wide" and d["refine"] is None
     assert (runs / "uniform" / "val_wide.json").exists()
     stray = {k: v for k, v in d.items() if k != "scored_on"}  # e.g. a TTA evaluation saved beside the run
     (runs / "uniform" / "val_tta.json").write_text(json.dumps(stray))
     df = ablation_table(runs).set_index("variant")
     names = list(df.index)
-    assert names[names.index("uniform") + 1] == "uniform on wide" and "uniform on tta" not in names
+    assert names[names.index("uniform") + 1 :][:2] == ["uniform on own", "uniform on wide"]
+    assert "uniform on tta" not in names
     row = df.loc["uniform on wide"]
     assert row["mean_iou"] == pytest.approx(d["mean_iou"]) and row["images"] == 4 and np.isnan(row["last_miou"])
     assert df.loc["uniform", "images"] == 2 and row["epochs"] == df.loc["uniform", "epochs"]
@@ -238,6 +248,7 @@ def test_crossval_marks_missing_folds_and_rejects_mismatched_runs(data, tmp_path
         ({"data": str(tmp_path / "other")}, r"data '.*' there, '.*other' here"),
         ({"class_order": ["BG", "Gl", "Ccp"]}, "class_order"),
         ({"val_fold": 0}, r"fold 0 given twice"),
+        ({"refine": {"radius": 2, "eps": 0.001}}, r"refine None there, \{'radius': 2, 'eps': 0.001\} here"),
     ]
     for change, message in cases:
         bad = write_fold_doc(tmp_path / "bad", data, 1, change=change)
