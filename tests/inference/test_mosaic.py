@@ -90,11 +90,12 @@ def test_a_refined_mosaic_is_the_whole_image_refined(section, tmp_path):
 
 
 def test_refinement_where_one_side_keeps_its_size_follows_predict_image(section, tmp_path):
-    ck = model(0.99955)  # 1203 × 1001 px at model scale: 1202 × 1001, only the width is upsampled: not refined
-    res = predict_mosaic(ck, write(tmp_path / "m.tif", section), tmp_path / "out", scale=1.0, tiling=TILING,
+    part = np.ascontiguousarray(section[:257, :601])
+    ck = model(0.9985)  # 601 × 257 px at model scale: 600 × 257, only the width is upsampled: not refined
+    res = predict_mosaic(ck, write(tmp_path / "m.tif", part), tmp_path / "out", scale=1.0, tiling=TILING,
                          progress=False, refine=Refine())
-    assert res.model_scale_size == (1202, 1001)
-    whole = predict_image(ck, section, 1.0, tiling=TILING, refine=Refine())
+    assert res.model_scale_size == (600, 257)
+    whole = predict_image(ck, part, 1.0, tiling=TILING, refine=Refine())
     np.testing.assert_array_equal(tifffile.imread(res.mask), whole["codes"])
 
 
