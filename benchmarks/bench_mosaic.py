@@ -16,7 +16,10 @@ Reference, in the same run: ``predict_image`` of one native 3396×2547 image hel
 Goals on the 2-core build machine: peak memory flat in the mosaic's size and ≤ 1.5 GB; ≤ 90 s per gigapixel.
 The last line is one JSON object: ``seconds_per_gigapixel`` and ``peak_mb`` per size, the reference, the goals.
 
-    python benchmarks/bench_mosaic.py [--sizes 0.1 0.4 1.2] [--keep DIR]
+With ``--refine`` both the mosaic and the reference are predicted with the guided upsampling (``--refine``),
+which decodes every full-resolution row once more to guide it.
+
+    python benchmarks/bench_mosaic.py [--sizes 0.1 0.4 1.2] [--keep DIR] [--refine]
 """
 
 from __future__ import annotations
@@ -61,10 +64,11 @@ def build_mosaic(path: Path, gigapixels: float) -> tuple[int, int]:
     return w, h
 
 
-def _child(mosaic: str, out: str) -> None:
+def _child(mosaic: str, out: str, refine: str = "plain") -> None:
     """Run in a subprocess: predict the mosaic with the default network; print one JSON line."""
     from lumenkit.data.catalogue import CLASS_SETS, ClassMap
     from lumenkit.inference.mosaic import predict_mosaic
+    from lumenkit.inference.refine import Refine
     from lumenkit.models.checkpoint import Checkpoint
     from lumenkit.models.resunet import create_model
     from lumenkit.training.config import TrainConfig
@@ -74,16 +78,17 @@ def _child(mosaic: str, out: str) -> None:
     net = create_model(cfg.arch, in_channels=3, classes=len(codes), width=cfg.width, depth=cfg.depth).eval()
     ck = Checkpoint(net, ClassMap(codes), float(cfg.scale))
     t0 = time.perf_counter()
-    res = predict_mosaic(ck, mosaic, out, scale=1.0, progress=False)
+    res = predict_mosaic(ck, mosaic, out, scale=1.0, progress=False, refine=Refine() if refine == "refine" else None)
     seconds = time.perf_counter() - t0
     peak = rss_mb()
     print(json.dumps({"seconds": seconds, "peak_mb": peak, "size": res.size}))
 
 
-def _reference() -> float:
-    """Seconds per gigapixel of predict_image on one native image in memory (warm)."""
+def _reference(refine: bool = False) -> float:
+    """Seconds per gigapixel of predict_image on one native image in memory (warm), refined or not."""
     from lumenkit.data.catalogue import CLASS_SETS, ClassMap
     from lumenkit.inference.predict import predict_image
+    from lumenkit.inference.refine import Refine
     from lumenkit.models.checkpoint import Checkpoint
     from lumenkit.models.resunet import create_model
     from lumenkit.synth.render import generate_section
@@ -94,11 +99,12 @@ def _reference() -> float:
     net = create_model(cfg.arch, in_channels=3, classes=len(codes), width=cfg.width, depth=cfg.depth).eval()
     ck = Checkpoint(net, ClassMap(codes), float(cfg.scale))
     image, _ = generate_section("pbzn_a", (3396, 2547), np.random.default_rng(0), scale=1.0)
-    predict_image(ck, image, 1.0)
+    how = Refine() if refine else None
+    predict_image(ck, image, 1.0, refine=how)
     times = []
     for _ in range(3):
         t0 = time.perf_counter()
-        predict_image(ck, image, 1.0)
+        predict_image(ck, image, 1.0, refine=how)
         times.append(time.perf_counter() - t0)
     return min(times) / (3396 * 2547 / 1e9)
 
@@ -107,12 +113,14 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", nargs="+", type=float, default=[0.1, 0.4, 1.2], help="mosaic sizes in gigapixels")
     p.add_argument("--keep", type=Path, default=None, help="keep the mosaics and outputs in this folder")
-    p.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    p.add_argument("--refine", action="store_true",
+                   help="predict with --refine (guided upsampling), the reference refined too")
+    p.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.child:
         _child(*a.child)
         return
-    reference = _reference()
+    reference = _reference(a.refine)
     print(f"reference: predict_image of one native image in memory: {reference:.1f} s per gigapixel")
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -123,7 +131,8 @@ def main() -> None:
             t0 = time.perf_counter()
             w, h = build_mosaic(mosaic, gp)
             built = time.perf_counter() - t0
-            r = run_child(__file__, "--child", str(mosaic), str(root / f"out_{gp:g}gp"))
+            r = run_child(__file__, "--child", str(mosaic), str(root / f"out_{gp:g}gp"),
+                          "refine" if a.refine else "plain")
             pixels = w * h / 1e9
             rows[f"{gp:g}"] = {"width": w, "height": h, "gigapixels": round(pixels, 3),
                                "seconds": round(r["seconds"], 1),
@@ -134,7 +143,7 @@ def main() -> None:
                   f"{r['seconds'] / pixels:.1f} s/GP, peak {r['peak_mb']:.0f} MB", flush=True)
             if a.keep is None:
                 mosaic.unlink()
-    print(json.dumps({"sizes": rows, "reference_seconds_per_gigapixel": round(reference, 1),
+    print(json.dumps({"refine": a.refine, "sizes": rows, "reference_seconds_per_gigapixel": round(reference, 1),
                       "goal_seconds_per_gigapixel": 90, "goal_peak_mb": 1536,
                       "seconds_per_gigapixel": max(v["seconds_per_gigapixel"] for v in rows.values()),
                       "peak_mb": max(v["peak_mb"] for v in rows.values())}))
