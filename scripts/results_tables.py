@@ -162,6 +162,12 @@ def keep(runs: list[str], variant: str, into: str) -> list[Path]:
     return kept
 
 
+def _in_repo(path: str) -> str:
+    """``path`` relative to the repository where it lies inside it, so a table names no machine."""
+    p = Path(path).resolve()
+    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(path)
+
+
 def cv(title: str, folds: list[str], specs: list[list[str]]) -> dict:
     """Pooled cross-validation rows (``lumenkit-lab ablation cv`` over ``folds``), one per VARIANT[:LABEL], and the
     paper's row."""
@@ -188,11 +194,7 @@ def cv(title: str, folds: list[str], specs: list[list[str]]) -> dict:
                             "  # published, not recomputed",
                  "cells": ["paper (S1 v1 **test**)", "", *(_f(ref[c]) for c in classes or []),
                            _f(ref["mean_iou"], 3), _f(ref["pixel_accuracy"], 3), ""]})
-    def kept(f: str) -> str:  # relative to the repository, so the table names no machine
-        p = Path(f).resolve()
-        return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(f)
-
-    return {"title": title, "folds": [kept(f) for f in folds],
+    return {"title": title, "folds": [_in_repo(f) for f in folds],
             "columns": ["", "images", *(classes or []), "mean IoU (95 % interval)", "pixel acc.", "per-fold mean IoU"],
             "rows": rows}
 
