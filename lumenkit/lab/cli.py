@@ -157,6 +157,9 @@ def _add_prior(sub: argparse._SubParsersAction) -> None:
                    help="images the strength is fitted on (default fit: the training images, validation untouched)")
     p.add_argument("--tau", type=float, default=None,
                    help="use this strength instead of fitting one (0 = none, 1 = the full Bayes shift)")
+    p.add_argument("--em", action="store_true",
+                   help="estimate the natural prior from the model's own posteriors on the training images (EM, "
+                        "no masks read) instead of counting their masks: for models trained on strokes")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_prior)
 
@@ -165,7 +168,8 @@ def _run_prior(a: argparse.Namespace) -> int:
     from lumenkit.lab.prior import correct_model
 
     out = Path(a.out) if a.out else Path(a.model).with_name("model_prior.pt")
-    path, fit, info = correct_model(a.model, out, data=a.data, split=a.split, tau=a.tau, progress=not a.quiet)
+    path, fit, info = correct_model(a.model, out, data=a.data, split=a.split, tau=a.tau, progress=not a.quiet,
+                                    em=a.em)
     labels = info["labels"]
     shift = " ".join(f"{lbl} {v:+.2f}" for lbl, v in zip(labels, info["shift"], strict=True))
     for name in ("served", "natural"):

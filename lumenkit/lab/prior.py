@@ -109,6 +109,76 @@ def natural_counts(ckpt: Checkpoint, data: str | Path | None = None,
     return counts[list(ckpt.class_map.labels)].to_numpy().sum(0).astype(np.int64)
 
 
+def em_prior(probs: Sequence[np.ndarray], served: Sequence[float], iters: int = 200, tol: float = 1e-7) -> np.ndarray:
+    """The class prior of unlabelled pixels, estimated from a model's posteriors by EM (label-shift adaptation).
+
+    A model trained under the served prior ``π_s`` gives posteriors ``p(y|x)``; under another prior ``π`` they
+    become ``p(y|x) · (π/π_s)(y)``, renormalised.  The estimate iterates ``π ← mean over pixels of the adjusted
+    posteriors`` from ``π = π_s`` to a fixed point, the maximum-likelihood prior of the pixels (Saerens, Latinne
+    and Decaestecker 2002, "Adjusting the outputs of a classifier to new a priori probabilities").  No mask is
+    needed, so it serves models trained on strokes, whose labelled pixels say nothing of how common each mineral
+    is.  Written here because the estimator is ten lines of numpy and no maintained library ships it for
+    dense per-pixel posteriors.
+
+    Args:
+        probs: posteriors, each ``(K, ...)`` (one array per image, any spatial shape), summing to 1 over ``K``.
+        served: ``(K,)`` pixels served per class in training (any common unit); classes never served keep 0.
+        iters: maximum EM iterations.
+        tol: stop when no class share moves by more than this.
+
+    Returns:
+        ``(K,)`` estimated class shares, summing to 1.
+
+    Raises:
+        ValueError: no pixels, or ``served`` not one non-negative value per class with a positive sum.
+    """
+    s = np.asarray(served, dtype=np.float64)
+    flat = [np.asarray(p, dtype=np.float64).reshape(s.shape[0], -1) if np.asarray(p).shape[0] == s.shape[0]
+            else None for p in probs]
+    if any(f is None for f in flat) or s.ndim != 1:
+        raise ValueError(f"every posterior needs {s.shape[0]} classes on its first axis, as served has")
+    if (s < 0).any() or s.sum() <= 0:
+        raise ValueError("served pixel counts must be non-negative and not all zero")
+    pix = np.concatenate(flat, axis=1)  # type: ignore[arg-type]
+    if pix.shape[1] == 0:
+        raise ValueError("no pixels to estimate the prior from")
+    s = s / s.sum()
+    ok = s > 0
+    prior = s.copy()
+    for _ in range(iters):
+        w = np.where(ok, prior / np.where(ok, s, 1.0), 0.0)
+        adj = pix * w[:, None]
+        adj /= np.maximum(adj.sum(0, keepdims=True), 1e-300)
+        new = adj.mean(1)
+        done = np.abs(new - prior).max() < tol
+        prior = new
+        if done:
+            break
+    return prior / prior.sum()
+
+
+def em_counts(ckpt: Checkpoint, served: Sequence[float], data: str | Path | None = None, split: str = "fit",
+              validation: ValidationSplit | None = None, progress: bool = True) -> np.ndarray:
+    """``(K,)`` class shares of a split's images estimated by :func:`em_prior` from the model's own posteriors.
+
+    Each image is predicted at the model's scale; its masks are not read, so the split may be sparsely labelled.
+    Returned as pixel-count-like shares ×1e6 (integers), the unit :func:`prior_shift` and the checkpoint record take.
+
+    Raises:
+        ConfigError: no data folder known; dataset errors as in evaluation.
+    """
+    from tqdm.auto import tqdm
+
+    from lumenkit.inference.predict import predict_image
+
+    ds = _dataset(ckpt, data, split, validation)
+    probs = []
+    for i in tqdm(range(len(ds)), desc=f"prior of {split} by EM", disable=not progress):
+        image = ds.read_image(i, scale=ckpt.scale)
+        probs.append(predict_image(ckpt, image, input_scale=ckpt.scale, return_probs=True)["probs"])
+    return np.round(em_prior(probs, served) * 1e6).astype(np.int64)
+
+
 @dataclass
 class PriorFit:
     """Result of :func:`fit_prior_correction`.
@@ -154,6 +224,7 @@ def fit_prior_correction(
     served: Sequence[float] | None = None,
     validation: ValidationSplit | None = None,
     progress: bool = True,
+    natural: Sequence[float] | None = None,
 ) -> PriorFit:
     """Fit the strength of the prior shift on a split (default: the images the model was trained on).
 
@@ -170,6 +241,8 @@ def fit_prior_correction(
         validation: the validation split carved from train (default: the one the model was trained with, so
             ``fit`` is exactly its training images).
         progress: tqdm bar over images.
+        natural: the class prior to shift to, as counts per class (default: the masks of the ``fit`` images;
+            for a model trained on strokes, :func:`em_counts`).
 
     Raises:
         CheckpointError: no served counts; ConfigError: no data folder known or an empty ``taus``; dataset errors
@@ -190,7 +263,7 @@ def fit_prior_correction(
         served = served_counts(path or ckpt.path)  # type: ignore[arg-type]
     cmap = ckpt.class_map
     k = len(cmap)
-    natural = natural_counts(ckpt, data, validation)
+    natural = natural_counts(ckpt, data, validation) if natural is None else np.asarray(natural, dtype=np.int64)
     shift = prior_shift(served, natural)
     ds = _dataset(ckpt, data, split, validation)
     mats: dict[float, list[np.ndarray]] = {t: [] for t in taus}
@@ -250,11 +323,14 @@ def correct_model(
     tau: float | None = None,
     taus: Sequence[float] = DEFAULT_TAUS,
     progress: bool = True,
+    em: bool = False,
 ) -> tuple[Path, PriorFit | None, dict[str, Any]]:
     """Fit (or take) the prior-correction strength and write the corrected checkpoint to ``out``.
 
-    With ``tau`` given nothing is fitted: the shift comes from the served and natural counts alone.  Writes ``out``
-    and ``out`` with suffix ``.prior.csv`` (the fitted curve, when fitted).
+    With ``tau`` given nothing is fitted: the shift comes from the served and natural counts alone.  With ``em``
+    the natural prior is estimated from the model's posteriors on the training images (:func:`em_counts`) instead
+    of counted in their masks — for models trained on strokes.  Writes ``out`` and ``out`` with suffix
+    ``.prior.csv`` (the fitted curve, when fitted).
 
     Returns:
         ``(out, fit or None, info)`` where ``info`` is what the checkpoint records.
@@ -268,22 +344,25 @@ def correct_model(
         raise ConfigError(f"{out}: would overwrite the trained model; write the corrected one elsewhere")
     ckpt = load_checkpoint(model)
     fit: PriorFit | None = None
+    served = served_counts(model)
+    natural = em_counts(ckpt, served, data, progress=progress) if em else None
     if tau is None:
-        fit = fit_prior_correction(ckpt, data, split=split, taus=taus, served=served_counts(model),
-                                   progress=progress)
+        fit = fit_prior_correction(ckpt, data, split=split, taus=taus, served=served, progress=progress,
+                                   natural=natural)
         info = {k: v for k, v in fit.to_dict().items() if k != "curve"}
         bias = fit.bias
         write_text(out.with_suffix(".prior.csv"), fit.curve.to_csv(index=False, float_format="%.6g"))
     else:
-        served = served_counts(model)
-        natural = natural_counts(ckpt, data)
+        if natural is None:
+            natural = natural_counts(ckpt, data)
         shift = prior_shift(served, natural)
         info = {"tau": float(tau), "shift": [round(float(v), 6) for v in shift], "served": [int(v) for v in served],
                 "natural": [int(v) for v in natural], "labels": list(ckpt.class_map.labels), "fitted_on": None}
         bias = float(tau) * shift
+    info["natural_from"] = "em" if em else "masks"
     apply_prior_correction(ckpt, bias, info).save(out)
     return out, fit, info
 
 
-__all__ = ["DEFAULT_TAUS", "PriorFit", "apply_prior_correction", "correct_model", "fit_prior_correction",
-           "natural_counts", "prior_shift", "served_counts"]
+__all__ = ["DEFAULT_TAUS", "PriorFit", "apply_prior_correction", "correct_model", "em_counts", "em_prior",
+           "fit_prior_correction", "natural_counts", "prior_shift", "served_counts"]

@@ -5,7 +5,14 @@ from conftest import write_fake_dataset
 
 from lumenkit.data.catalogue import ClassMap
 from lumenkit.errors import CheckpointError, ConfigError
-from lumenkit.lab.prior import apply_prior_correction, correct_model, fit_prior_correction, prior_shift, served_counts
+from lumenkit.lab.prior import (
+    apply_prior_correction,
+    correct_model,
+    em_prior,
+    fit_prior_correction,
+    prior_shift,
+    served_counts,
+)
 from lumenkit.models.checkpoint import Checkpoint, load_checkpoint
 from lumenkit.models.resunet import create_model
 from lumenkit.training.config import TrainConfig
@@ -117,5 +124,52 @@ def test_cli_writes_the_corrected_model_beside_the_run(trained, capsys):
     assert "served shares: BG" in out and "natural shares: BG" in out
     ck = load_checkpoint(run / "model_prior.pt")
     assert ck.config["prior_correction"][-1]["tau"] == 0.5
+    assert main(["prior", "--model", str(run / "model.pt"), "--tau", "1", "--em", "--quiet",
+                 "--out", str(run / "model_em.pt")]) == 0
+    assert load_checkpoint(run / "model_em.pt").config["prior_correction"][-1]["natural_from"] == "em"
+    capsys.readouterr()
     assert main(["prior", "--model", str(run / "nope.pt")]) == 2
     assert "checkpoint file not found" in capsys.readouterr().err
+
+
+def _bayes_posteriors(prior, served, n, rng):
+    """Pixels drawn under ``prior`` from three 1-D Gaussians; posteriors as a model trained under ``served`` gives."""
+    means = np.array([0.0, 1.5, 3.0])
+    y = rng.choice(3, size=n, p=prior)
+    x = rng.normal(means[y], 1.0)
+    lik = np.exp(-0.5 * (x[None] - means[:, None]) ** 2)
+    post = lik * np.asarray(served)[:, None]
+    return post / post.sum(0, keepdims=True)
+
+
+def test_em_prior_recovers_the_prior_of_unlabelled_pixels():
+    rng = np.random.default_rng(0)
+    served, true = np.array([1 / 3, 1 / 3, 1 / 3]), np.array([0.8, 0.15, 0.05])
+    probs = [_bayes_posteriors(true, served, 20000, rng).reshape(3, 100, 200) for _ in range(2)]
+    naive = np.concatenate([p.reshape(3, -1) for p in probs], 1).mean(1)
+    est = em_prior(probs, served * 999)  # counts in any unit
+    assert np.abs(est - true).max() < 0.02  # the mean posterior alone is far off (it leans to the served prior)
+    assert np.abs(naive - true).max() > 0.05
+    assert est.sum() == pytest.approx(1.0)
+    # posteriors already under the served prior: EM stays there
+    same = em_prior([_bayes_posteriors(served, served, 40000, rng)], served)
+    assert np.abs(same - served).max() < 0.02
+    # a class never served stays at zero
+    assert em_prior([np.full((3, 10), 1 / 3)], [1, 1, 0])[2] == 0
+
+
+def test_em_prior_rejects_wrong_shapes():
+    with pytest.raises(ValueError, match="3 classes"):
+        em_prior([np.ones((2, 4))], [1, 1, 1])
+    with pytest.raises(ValueError, match="not all zero"):
+        em_prior([np.ones((3, 4)) / 3], [0, 0, 0])
+
+
+def test_em_correction_reads_no_mask_and_is_recorded(trained, tmp_path):
+    _, run = trained
+    out, fit, info = correct_model(run / "model.pt", tmp_path / "em.pt", tau=1.0, em=True, progress=False)
+    assert fit is None and info["natural_from"] == "em" and sum(info["natural"]) == pytest.approx(1e6, abs=3)
+    served = served_counts(run / "model.pt")
+    ck, orig = load_checkpoint(out), load_checkpoint(run / "model.pt")
+    delta = (ck.model.head.bias - orig.model.head.bias).detach().numpy()
+    assert np.allclose(delta, prior_shift(served, info["natural"]), atol=1e-5)
