@@ -128,6 +128,11 @@ VARIANTS: dict[str, Variant] = {
         Variant("aspp", "exposure + an atrous spatial pyramid (dilations 2, 4 and the window's mean) at the "
                 "bottleneck", {**_EXPOSURE, "context": "aspp"}),
         Variant("separable_aspp", "separable + aspp", {**_EXPOSURE, "block": "separable", "context": "aspp"}),
+        Variant("s2", "the `s2` preset as `lumenkit train --preset s2` runs it (no_photometric with compile 'auto'): "
+                "the reference of the S2 candidates", {**_BEST, "compile": "auto", "n_val": 5}),
+        Variant("s2_pair", "s2 with pyrrhotite and pentlandite weighted ×2 in the loss (S2's classes BG, Ccp, Mag, "
+                "Po, Pn only): the pair the network confuses most", {**_BEST, "compile": "auto", "n_val": 5,
+                                                                    "class_weights": [1.0, 1.0, 1.0, 2.0, 2.0]}),
         Variant("quarter_depth5", "exposure at 1/4 scale with depth 5: finer resolution, the same context as 1/8 "
                 "with depth 4", {**{k: v for k, v in _EXPOSURE.items() if k != "scale"}, "depth": 5}),
     )

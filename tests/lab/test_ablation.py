@@ -346,3 +346,7 @@ def test_every_variant_names_the_paper_preset_and_changes_only_its_fields():
         "s1", data="D", out="R/exposure", epochs=10**6, compile="on")  # the default recipe, compiled
     assert variant_config("default", "D", "R", epochs=46, minutes=None) == TrainConfig(
         data="D", out="R/default", epochs=46, minutes=None)  # `lumenkit train --epochs 46`, exactly
+    assert variant_config("s2", "D", "R", epochs=49, minutes=None) == TrainConfig.from_preset(
+        "s2", data="D", out="R/s2", epochs=49, minutes=None)  # `lumenkit train --preset s2 --epochs 49`, exactly
+    pair = variant_config("s2_pair", "D", "R", epochs=49, minutes=None)
+    assert pair.class_weights == [1.0, 1.0, 1.0, 2.0, 2.0] and pair.n_val == 5
