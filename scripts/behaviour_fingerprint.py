@@ -36,11 +36,13 @@ def main(tmp: str) -> dict:
     """The fingerprint, computed in folder ``tmp``."""
     tmp = Path(tmp)
     root = write_dataset(tmp / "ds", n_train=6, n_test=2, size=(256, 192), seed=0)
-    h = hashlib.sha256()
+    h = hashlib.sha256()  # every file
+    hm = hashlib.sha256()  # images and masks only: dataset.yaml gained pixel_size_um after the move (issue 28)
     for p in sorted(root.rglob("*")):
         if p.is_file():
-            h.update(str(p.relative_to(root)).encode())
-            h.update(p.read_bytes())
+            for x in (h, hm) if p.name != "dataset.yaml" else (h,):
+                x.update(str(p.relative_to(root)).encode())
+                x.update(p.read_bytes())
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     kw = {k: v for k, v in OLD_DEFAULTS.items() if k in names}
     losses = []
@@ -49,8 +51,17 @@ def main(tmp: str) -> dict:
     for k, v in sorted(res.model.state_dict().items()):
         mh.update(k.encode())
         mh.update(v.detach().cpu().numpy().tobytes())
-    return {"synthetic_sha256": h.hexdigest(), "steps": len(losses), "losses": [round(x, 6) for x in losses],
-            "model_sha256": mh.hexdigest(), "val_miou": [round(float(x), 6) for x in res.history["val_miou"]]}
+    return {"synthetic_sha256": h.hexdigest(), "images_masks_sha256": hm.hexdigest(), "steps": len(losses), "losses": [round(x, 6) for x in losses],
+            "model_sha256": mh.hexdigest(), "val_miou": [round(float(x), 6) for x in res.history["val_miou"]],
+            "versions": versions()}
+
+
+def versions() -> dict:
+    """The library versions the bytes depend on (JPEG/PNG encoding, random streams, kernels)."""
+    import numpy
+    import PIL
+
+    return {"torch": torch.__version__, "numpy": numpy.__version__, "pillow": PIL.__version__}
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
