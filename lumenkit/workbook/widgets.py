@@ -365,7 +365,8 @@ class MosaicViewer:
     Args:
         image: the mosaic file.
         mask: its mask as ``predict`` writes it (``OUT/NAME.tif``), or ``None`` for the image alone.
-        pixel_size_um: µm per full-resolution pixel (for the caption), if known.
+        pixel_size_um: µm per full-resolution pixel (caption, scale bars); ``None``: the file's own metadata
+            (OME-XML, TIFF resolution tags) where it declares one.
         max_side: longest side in px of the overview and of the region shown.
 
     Attributes:
@@ -388,6 +389,8 @@ class MosaicViewer:
         self.pixel_size_um, self.max_side = pixel_size_um, max_side
         with Mosaic(self.image_path) as m:
             self.shape = m.shape
+            if not self.pixel_size_um:
+                self.pixel_size_um = m.pixel_size_um
         self.overview, self.overview_mask, self.overview_step = mosaic_overview(self.image_path, self.mask_path,
                                                                                 max_side)
         self.zoom_x = w.FloatRangeSlider(value=(0.4, 0.6), min=0.0, max=1.0, step=0.005, description="zoom x")
@@ -442,6 +445,30 @@ class MosaicViewer:
         shown = "full resolution" if self.region_step == 1 else f"reduced {self.region_step}×"
         self.caption.value = (f"<b>{self.image_path.name}</b>: {self.shape[1]}×{self.shape[0]} px mosaic; region "
                               f"x {self.box[2]}–{self.box[3]}, y {self.box[0]}–{self.box[1]}: {size}, {shown}")
+
+    def static_figure(self) -> Any:
+        """A matplotlib Figure of the current view (what an HTML export shows): the overview with the zoomed region
+        outlined, and the region; the minerals' legend, and scale bars in µm when the pixel size is known."""
+        import matplotlib.pyplot as plt
+
+        from lumenkit.workbook.figures import add_scale_bar, legend_handles
+
+        fig, axes = plt.subplots(1, 2, figsize=(14, 6), constrained_layout=True)
+        panels = ((self._overlay(self.overview, self.overview_mask), self.overview_step, "overview"),
+                  (self._overlay(self.region, self.region_mask), self.region_step, "region"))
+        for ax, (picture, step, what) in zip(axes, panels, strict=True):
+            ax.imshow(picture)
+            ax.set_axis_off()
+            if self.pixel_size_um:
+                add_scale_bar(ax, picture.shape[1], self.pixel_size_um * step)
+            shown = "full resolution" if step == 1 else f"reduced {step}×"
+            ax.set_title(f"{self.image_path.name}: {what} ({shown})" if what == "overview" else f"{what} ({shown})")
+        y0, y1, x0, x1 = (v / self.overview_step for v in self.box)
+        axes[0].add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor="yellow"))
+        codes = self.shown_codes()
+        if codes:
+            fig.legend(handles=legend_handles(codes), loc="outside lower center", ncol=6, frameon=False)
+        return fig
 
     def _ipython_display_(self) -> None:
         from IPython.display import display

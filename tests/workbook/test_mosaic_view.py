@@ -74,3 +74,57 @@ def test_the_viewer_reads_a_region_at_full_resolution(analysed):
     assert v.region_view.value != before  # minerals hidden: the image alone
     v.zoom_x.value, v.zoom_y.value = (0.0, 1.0), (0.0, 1.0)
     assert v.region_step == 3 and "reduced 3×" in v.caption.value and max(v.region.shape[:2]) <= 600
+
+
+def test_the_viewer_takes_the_pixel_size_from_the_file_and_draws_a_static_view(analysed, tmp_path):
+    """What an HTML export shows: overview with the zoom outlined, the region, a legend, scale bars in µm."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    folder, _, out, image = analysed
+    tagged = tmp_path / "tagged.tif"  # 0.5 µm per pixel in the TIFF's resolution tags (20 000 px per cm)
+    tifffile.imwrite(tagged, image, tile=(256, 256), photometric="rgb", resolution=(20000, 20000),
+                     resolutionunit="CENTIMETER")
+    v = MosaicViewer(tagged, out / "masks" / "whole.tif", max_side=600)
+    assert v.pixel_size_um == pytest.approx(0.5)
+    assert MosaicViewer(folder / "whole.tif", out / "masks" / "whole.tif").pixel_size_um is None
+    fig = v.static_figure()
+    overview_ax, region_ax = fig.axes
+    assert overview_ax.images[0].get_array().shape[:2] == v.overview.shape[:2]
+    assert region_ax.images[0].get_array().shape[:2] == v.region.shape[:2]
+    outline = [p for p in overview_ax.patches if isinstance(p, Rectangle)]
+    y0, y1, x0, x1 = (b / v.overview_step for b in v.box)
+    assert len(outline) == 1 and outline[0].get_width() == pytest.approx(x1 - x0)
+    bars = [a for ax in fig.axes for a in ax.artists]
+    assert len(bars) == 2 and all("µm" in b.txt_label.get_children()[0].get_text() for b in bars)
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert len(labels) == len(v.toggles) > 0
+    plt.close(fig)
+    for t in v.toggles.values():
+        t.value = False
+    fig = v.static_figure()
+    assert not fig.legends  # nothing shown, nothing named
+    plt.close(fig)
+
+
+@pytest.mark.slow
+def test_the_explore_notebook_shows_a_mosaic(analysed, fake_dataset, tmp_path, monkeypatch):
+    """Notebook 01 with ``mosaic`` set: the overview and the region drawn, the viewer displayed."""
+    from pathlib import Path
+
+    import papermill as pm
+
+    monkeypatch.delenv("MPLBACKEND")  # the kernel's own inline backend, as a report renders it
+
+    folder, _, out, _ = analysed
+    nb = Path(__file__).resolve().parents[2] / "notebooks" / "01_explore.ipynb"
+    done = pm.execute_notebook(str(nb), str(tmp_path / "out.ipynb"), progress_bar=False, cwd=str(tmp_path),
+                               parameters={"data": str(fake_dataset), "mosaic": str(folder / "whole.tif"),
+                                           "mosaic_mask": str(out / "masks" / "whole.tif"),
+                                           "mosaic_pixel_size_um": 0.5})
+    cell = next(c for c in done.cells if c.cell_type == "code" and "MosaicViewer(" in c.source)
+    kinds = [o.get("output_type") for o in cell.outputs]
+    data = [set(o.get("data", {})) for o in cell.outputs]
+    assert "error" not in kinds
+    assert any("image/png" in d or "image/svg+xml" in d for d in data)  # the static view
+    assert any("application/vnd.jupyter.widget-view+json" in d for d in data)  # the live viewer
