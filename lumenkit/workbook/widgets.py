@@ -447,8 +447,11 @@ class MosaicViewer:
                               f"x {self.box[2]}–{self.box[3]}, y {self.box[0]}–{self.box[1]}: {size}, {shown}")
 
     def static_figure(self) -> Any:
-        """A matplotlib Figure of the current view (what an HTML export shows): the overview with the zoomed region
-        outlined, and the region; the minerals' legend, and scale bars in µm when the pixel size is known."""
+        """A matplotlib Figure of the current view, what an HTML export shows.
+
+        The overview with the zoomed region outlined, and the region; the legend of the minerals shown, and scale
+        bars in µm when the pixel size is known.
+        """
         import matplotlib.pyplot as plt
 
         from lumenkit.workbook.figures import add_scale_bar, legend_handles

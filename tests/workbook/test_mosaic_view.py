@@ -95,6 +95,7 @@ def test_the_viewer_takes_the_pixel_size_from_the_file_and_draws_a_static_view(a
     outline = [p for p in overview_ax.patches if isinstance(p, Rectangle)]
     y0, y1, x0, x1 = (b / v.overview_step for b in v.box)
     assert len(outline) == 1 and outline[0].get_width() == pytest.approx(x1 - x0)
+    assert outline[0].get_height() == pytest.approx(y1 - y0)
     bars = [a for ax in fig.axes for a in ax.artists]
     assert len(bars) == 2 and all("µm" in b.txt_label.get_children()[0].get_text() for b in bars)
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
