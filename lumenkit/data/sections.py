@@ -12,6 +12,8 @@ pixel size; further columns are kept as they are::
 in this order, from ``samples.csv``, from the file's own metadata (OME-XML ``PhysicalSizeX`` of an OME-TIFF, else
 the TIFF resolution tags), from the caller's default (``--pixel-size``), else it is unknown (lengths then stay in
 pixels); :attr:`Section.pixel_size_source` records which one was used, and every table reports it per image.
+A ``samples.csv`` value that differs by more than 1 % from the one the file declares is refused
+(:class:`~lumenkit.errors.ConfigError`), not silently preferred: one of the two is wrong.
 """
 
 from __future__ import annotations
@@ -219,8 +221,9 @@ def read_sections(
     Raises:
         DatasetNotFoundError: the folder does not exist or holds no images.
         ConfigError: a bad ``samples.csv`` (rows naming missing or ambiguous images, bad pixel sizes, an image
-            listed twice with different values, one sample name in two deposits), non-square pixels declared by a
-            TIFF, or a bad ``pixel_size_um``.
+            listed twice with different values, one sample name in two deposits, a pixel size that differs by more
+            than 1 % from the one the image's TIFF/OME metadata declares), non-square pixels declared by a TIFF
+            (without a ``samples.csv`` value), or a bad ``pixel_size_um``.
     """
     folder = Path(folder).expanduser()
     if not folder.is_dir():
@@ -241,6 +244,8 @@ def read_sections(
         size, source = _positive(row.get("pixel_size_um"), f"{csv} ({names[p]})"), "samples.csv"
         if size is None:
             size, source = metadata_pixel_size_um(p)
+        else:
+            _check_agrees(p, size, csv)
         if size is None and default is not None:
             size, source = default, "parameter"
         extra = {k: v for k, v in row.items() if k not in ("image", "sample", "deposit", "pixel_size_um")}
@@ -255,6 +260,33 @@ def read_sections(
         raise ConfigError(f"{csv}: sample {name!r} is in deposits {deps}; a sample belongs to one deposit: give the "
                           f"samples of different deposits different names (e.g. {deps[0]}-{name})")
     return out
+
+
+PIXEL_SIZE_TOLERANCE = 0.01
+"""Largest relative difference between the pixel size of ``samples.csv`` and the file's own metadata (1 %)."""
+
+
+def _check_agrees(path: Path, size_um: float, csv: Path) -> None:
+    """Check that the pixel size ``samples.csv`` gives an image agrees with the one its file declares, if any.
+
+    Args:
+        path: the image file.
+        size_um: its pixel side in µm from ``samples.csv``.
+        csv: the ``samples.csv`` (named in the message).
+
+    Raises:
+        ConfigError: the file declares a pixel size (OME-XML or TIFF tags) more than
+            :data:`PIXEL_SIZE_TOLERANCE` (relative to the file's) away from ``size_um``; one line naming the image,
+            both values and their sources, and the fix.
+    """
+    try:
+        declared, source = metadata_pixel_size_um(path)
+    except ConfigError:  # non-square pixels in the file: the samples.csv value is the fix that message asks for
+        return
+    if declared is not None and abs(size_um - declared) > PIXEL_SIZE_TOLERANCE * declared:
+        raise ConfigError(f"{path}: pixel size {size_um:g} µm in {csv} differs from {declared:g} µm in the file's "
+                          f"{source}; correct one of them, or leave its pixel_size_um empty in {csv.name} to use the "
+                          "file's")
 
 
 def _match_rows(
