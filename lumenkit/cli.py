@@ -408,6 +408,12 @@ def _add_stream_flag(p: argparse.ArgumentParser, measured: bool = False) -> None
 
 
 # -- analyse --------------------------------------------------------------------------------------
+SCALE_HELP = ("fallback when pixel sizes are unknown: how large the section looks in the images compared with "
+              "LumenStone's native 3396x2547 px at x100 (0.5 = half that many pixels per mm); given, it wins; "
+              "default: from dataset.yaml, else 1.0")
+"""Help of ``analyse --scale``: word for word ``predict --scale``'s (a test holds them equal)."""
+
+
 def _add_analyse(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("analyse", help="identify the minerals of your sections and measure them: modal mineralogy "
                                        "(area %% and weight %%), calculated assay, grains in µm, associations, per "
@@ -420,6 +426,7 @@ def _add_analyse(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pixel-size", type=float, default=None, metavar="UM",
                    help="µm per pixel of images that neither samples.csv nor their TIFF metadata describe")
     p.add_argument("--um", action="store_true", help="refuse to start unless every image's pixel size is known")
+    p.add_argument("--scale", type=float, default=None, help=SCALE_HELP)
     p.add_argument("--gangue-density", type=float, default=2.7,
                    help="density of background (gangue, resin) in g/cm³ for weight %% (default 2.7)")
     p.add_argument("--tile", type=int, default=768, help="window side in px at model scale (default 768)")
@@ -447,7 +454,8 @@ def _run_analyse(a: argparse.Namespace) -> int:
               file=sys.stderr)
 
     s = analyse_sections(a.model, a.sections, a.out, samples_csv=a.samples, pixel_size_um=a.pixel_size,
-                         require_um=a.um, gangue_density=a.gangue_density, tiling=Tiling(tile=a.tile, tta=a.tta),
+                         require_um=a.um, scale=a.scale, gangue_density=a.gangue_density,
+                         tiling=Tiling(tile=a.tile, tta=a.tta),
                          device=a.device, progress=not a.quiet, on_error=report, flatfield=a.flat_field,
                          mosaic_pixels=int(a.stream_from * 1e6), refine=_refine(a))
     print(f"analysed {s.info['images']} image(s) of {s.info['samples']} sample(s) and {s.info['deposits']} "

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from lumenkit.mineralogy.analysis import (
     pooled_shares,
     size_distribution,
 )
-from lumenkit.mineralogy.assay import assay_table, calculated_assay, weight_percent
+from lumenkit.mineralogy.assay import assay_table, element_deportment, weight_percent
 from lumenkit.mineralogy.stream import pixel_counts, stream_mineralogy
 
 
@@ -54,7 +55,9 @@ class Survey:
             cumulative passing % by number and by area.
         free_boundary_by_size: per deposit × mineral × size class, each mineral's free (against background)
             boundary fraction.
-        assay_by_sample, assay_by_deposit: the calculated assay of each group's pooled weight % (group × element).
+        assay_by_sample, assay_by_deposit: the calculated assay of each group's pooled weight % (group × element:
+            ``images``, ``grade_pct`` and its bootstrap interval over images ``grade_pct_low``/``grade_pct_high``,
+            from the same resamples as the modal mineralogy's intervals).
         contacts: shared boundary length between minerals per deposit (long form: deposit, mineral, other,
             ``boundary_um`` when every pixel size is known, else ``boundary_px``).
         locking: per deposit × mineral: share of its boundary against each other mineral and free (against BG).
@@ -86,16 +89,27 @@ class Survey:
                 "free_boundary_by_size": self.free_boundary_by_size}
 
 
-def _pooled(modal: pd.DataFrame, by: str, n_boot: int, ci: float, seed: int) -> pd.DataFrame:
-    """Area and weight % pooled over each group's images, with percentile bootstrap intervals over images."""
+def _resampled_groups(
+    modal: pd.DataFrame, by: str, n_boot: int, seed: int
+) -> Iterator[tuple[Any, pd.DataFrame, pd.DataFrame, np.ndarray]]:
+    """Each group's ``(name, area, mass, pick)``: image × mineral tables and ``(n_boot, images)`` resampled indices.
+
+    The resamples of images come from one generator seeded with ``seed`` and drawn group by group in sorted order,
+    so every table pooled from this helper (modal mineralogy, assay) uses the same resamples for the same group.
+    """
     rng = np.random.default_rng(seed)
-    rows = []
     for group, g in modal.groupby(by, sort=True):
         area = g.pivot_table(index="image", columns="mineral", values="area", aggfunc="sum", sort=False)
         mass = g.pivot_table(index="image", columns="mineral", values="mass", aggfunc="sum", sort=False)
         mass = mass.reindex(index=area.index, columns=area.columns)
+        yield group, area, mass, rng.integers(0, len(area), size=(n_boot, len(area)))
+
+
+def _pooled(modal: pd.DataFrame, by: str, n_boot: int, ci: float, seed: int) -> pd.DataFrame:
+    """Area and weight % pooled over each group's images, with percentile bootstrap intervals over images."""
+    rows = []
+    for group, area, mass, pick in _resampled_groups(modal, by, n_boot, seed):
         a, m = area.to_numpy(np.float64), mass.to_numpy(np.float64)
-        pick = rng.integers(0, len(a), size=(n_boot, len(a)))
         stats = {"area_pct": pooled_shares(a, pick, ci), "weight_pct": pooled_shares(m, pick, ci)}
         for j, mineral in enumerate(area.columns):
             rows.append({by: group, "mineral": mineral, "images": len(a),
@@ -105,13 +119,32 @@ def _pooled(modal: pd.DataFrame, by: str, n_boot: int, ci: float, seed: int) -> 
     return pd.DataFrame(rows)
 
 
-def _group_assay(pooled: pd.DataFrame, by: str) -> pd.DataFrame:
-    """The calculated assay of each group's pooled weight % (tidy: group × element)."""
+ASSAY_COLUMNS = ("images", "grade_pct", "grade_pct_low", "grade_pct_high")
+"""Columns of the pooled assay tables after the group and ``element`` columns."""
+
+
+def _group_assay(modal: pd.DataFrame, by: str, n_boot: int, ci: float, seed: int) -> pd.DataFrame:
+    """The calculated assay of each group's pooled weight %, with percentile bootstrap intervals over images.
+
+    Tidy: one row per group × element with ``images``, ``grade_pct`` (weight % of the element in the pooled
+    section) and ``grade_pct_low``/``grade_pct_high``: the interval of the grade of the same resamples of images
+    (same ``seed`` and ``n_boot``) as the pooled modal mineralogy of :func:`_pooled`.
+    """
     frames = []
-    for group, g in pooled.groupby(by, sort=True):
-        s = calculated_assay(dict(zip(g["mineral"], g["weight_pct"], strict=True)))
-        frames.append(pd.DataFrame({by: group, "element": s.index, "grade_pct": s.to_numpy()}))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[by, "element", "grade_pct"])
+    for group, _, mass, pick in _resampled_groups(modal, by, n_boot, seed):
+        m = mass.to_numpy(np.float64)
+        boot = m[pick].sum(1)
+        boot_w = 100 * boot / np.maximum(boot.sum(1, keepdims=True), 1e-300)  # (n_boot, minerals) weight %
+        pooled_w = 100 * m.sum(0) / max(m.sum(), 1e-300)
+        # grade is linear in weight %: grade_e = Σ_i w_i · f_ie, with f the minerals' element mass fractions
+        fractions = element_deportment({mineral: 1.0 for mineral in mass.columns}).reindex(index=mass.columns)
+        f = fractions.to_numpy(np.float64)
+        grades, boot_grades = pooled_w @ f, boot_w @ f
+        lo, hi = np.percentile(boot_grades, [50 * (1 - ci), 50 * (1 + ci)], axis=0)
+        frames.append(pd.DataFrame({by: group, "element": fractions.columns, "images": len(m), "grade_pct": grades,
+                                    "grade_pct_low": lo, "grade_pct_high": hi}))
+    return (pd.concat(frames, ignore_index=True) if frames
+            else pd.DataFrame(columns=[by, "element", *ASSAY_COLUMNS]))
 
 
 def survey_masks(
@@ -132,7 +165,7 @@ def survey_masks(
         sections: what is known of each image (sample, deposit, pixel size); one per mask.
         codes: minerals to report (default: every code present in any mask).
         gangue_density: density of background (gangue, resin) in g/cm³ for weight %.
-        n_boot: bootstrap resamples of images per sample and deposit.
+        n_boot: bootstrap resamples of images per sample and deposit (for modal mineralogy and assay alike).
         ci: interval coverage.
         seed: bootstrap seed.
 
@@ -199,8 +232,8 @@ def survey_masks(
         sections=table, modal=modal.drop(columns=["mass"]).rename(columns={"area": f"area_{unit}2"}),
         assay=assay, grains=grain_table, by_sample=by_sample, by_deposit=by_deposit, overall=overall,
         contacts=contacts,
-        locking=lock, assay_by_sample=_group_assay(by_sample, "sample"),
-        assay_by_deposit=_group_assay(by_deposit, "deposit"), unit=unit,
+        locking=lock, assay_by_sample=_group_assay(modal, "sample", n_boot, ci, seed),
+        assay_by_deposit=_group_assay(modal, "deposit", n_boot, ci, seed), unit=unit,
         size_by_sample=size_distribution(grain_table, by=("sample", "mineral")) if len(grain_table) else pd.DataFrame(),
         free_boundary_by_size=(free_boundary_by_size(grain_table, by=("deposit", "mineral")) if len(grain_table)
                                else pd.DataFrame()),
@@ -214,7 +247,8 @@ def write_survey(survey: Survey, out: str | Path) -> list[Path]:
     """Write every table as ``OUT/NAME.csv`` and ``OUT/summary.json`` (atomically, each); returns the paths.
 
     ``summary.json`` holds the counts, the unit, and per deposit and sample the pooled area % and weight % with
-    their intervals, and the assay pooled over images (mean of the images' grades, weighted by their area).
+    their intervals, and the assay pooled over images (mean of the images' grades, weighted by their mass) with
+    its intervals.
 
     Raises:
         ConfigError: ``out`` exists and is not a folder, or cannot be written (the message names it).
@@ -258,6 +292,7 @@ def analyse_sections(
     samples_csv: str | Path | None = None,
     pixel_size_um: float | None = None,
     require_um: bool = False,
+    scale: float | None = None,
     gangue_density: float = GANGUE_DENSITY,
     tiling: Any = None,
     device: str | None = None,
@@ -280,6 +315,9 @@ def analyse_sections(
         samples_csv: the samples table (default ``FOLDER/samples.csv`` when present).
         pixel_size_um: µm per pixel of images that neither ``samples.csv`` nor their metadata describe.
         require_um: refuse to start unless every image's pixel size is known (sizes in µm guaranteed).
+        scale: scale of the images relative to LumenStone's native ones (1.0 = 3396×2547 px at ×100), the fallback
+            when pixel sizes are unknown; given, it wins for every image (see
+            :func:`lumenkit.inference.predict_files`, ``scale``); recorded per image in ``masks/composition.csv``.
         gangue_density: density of the background for weight %, g/cm³.
         tiling: windows and test-time augmentation (:class:`lumenkit.inference.Tiling`).
         device: where the model runs (``"auto"``, ``"cpu"``, ``"cuda"``).
@@ -296,7 +334,8 @@ def analyse_sections(
 
     Raises:
         DatasetNotFoundError, ConfigError: the folder, ``samples.csv`` or a pixel size (see
-            :func:`lumenkit.data.sections.read_sections`), or no image predicted at all.
+            :func:`lumenkit.data.sections.read_sections`), a ``scale`` that is not a positive number, or no image
+            predicted at all.
         OutputPathError: an output path that cannot be written (checked before any prediction).
         BadImageError: an unusable flat-field reference (missing, unreadable, dark).
         CheckpointError: the model cannot be loaded.
@@ -308,6 +347,9 @@ def analyse_sections(
     from lumenkit.errors import ConfigError
     from lumenkit.inference.predict import load_model, predict_files
 
+    if scale is not None and not (math.isfinite(scale) and scale > 0):
+        raise ConfigError(f"{folder}: scale {scale!r} is not a positive relative scale; give e.g. 0.5 for images "
+                          "with half as many pixels per mm as LumenStone's native ×100, or leave it out")
     sections = read_sections(folder, samples_csv, pixel_size_um)
     if require_um:
         require_pixel_sizes(sections)
@@ -318,8 +360,8 @@ def analyse_sections(
     model = load_model(model) if isinstance(model, (str, Path)) else model
     ff = as_flatfield(flatfield) if flatfield is not None else None
     by_path = {str(s.path.resolve()): s for s in sections}
-    rep = predict_files(model, [s.path for s in sections], out / "masks", tiling=tiling, progress=progress,
-                        on_error=on_error, device=device,
+    rep = predict_files(model, [s.path for s in sections], out / "masks", scale=scale, tiling=tiling,
+                        progress=progress, on_error=on_error, device=device,
                         pixel_size_um={s.path: s.pixel_size_um for s in sections}, flatfield=ff,
                         mosaic_pixels=mosaic_pixels, refine=refine)
     if not len(rep.composition):

@@ -13,6 +13,8 @@ from lumenkit.data.catalogue import ClassMap
 from lumenkit.data.imageio import save_image, write_text
 from lumenkit.data.sections import Section
 from lumenkit.mineralogy.survey import survey_masks, write_survey
+from lumenkit.synth.deposits import DEPOSITS
+from lumenkit.synth.render import generate_section
 
 
 def section(name, sample, deposit, px=None):
@@ -28,16 +30,14 @@ def disc_mask(h, w, code, r, cy, cx):
 
 
 def test_the_same_section_at_two_magnifications_gives_the_same_answer():
-    """Resampled 2× with the pixel size halved: modal % within 1 point, median ECD in µm within 5 %."""
-    rng = np.random.default_rng(0)
-    low = np.zeros((200, 300), np.uint8)
-    for _ in range(40):
-        low |= disc_mask(200, 300, int(rng.choice([1, 2, 8])), rng.integers(3, 12), rng.integers(0, 200),
-                         rng.integers(0, 300)) * (low == 0)
-    high = np.repeat(np.repeat(low, 2, 0), 2, 1)
+    """One synthetic section resampled 2× with the pixel size halved: modal % within 1 point, median ECD in µm
+    within 5 %."""
+    _, low = generate_section(next(iter(DEPOSITS)), (300, 200), np.random.default_rng(0))
+    high = np.repeat(np.repeat(low, 2, 0), 2, 1)  # the same section at twice the magnification
     s = survey_masks({"low": low, "high": high}, [section("low", "A", "D", 2.0), section("high", "B", "D", 1.0)],
                      n_boot=50)
     modal = s.modal.pivot_table(index="mineral", columns="image", values="area_pct")
+    assert len(modal) >= 4  # several minerals of a real texture, not one disc
     assert (modal["low"] - modal["high"]).abs().max() < 1.0
     med = s.grains.groupby("image")["ecd_um"].median()
     assert abs(med["low"] - med["high"]) / med["low"] < 0.05
@@ -62,6 +62,44 @@ def test_pooling_per_sample_and_deposit_by_real_area_with_intervals():
     assert set(s.by_sample["sample"]) == {"S1", "S2"} and s.by_sample["images"].max() == 2
 
 
+def test_assay_per_sample_and_deposit_has_bootstrap_intervals_over_images():
+    """Grades get the modal table's bootstrap over images: zero width for identical images, else between them."""
+    mixed = np.zeros((20, 20), np.uint8)
+    mixed[:, :8] = 1  # chalcopyrite
+    mixed[:, 8:12] = 2  # galena; background elsewhere
+    ccp = np.ones((20, 20), np.uint8)
+    gl = np.full((20, 20), 2, np.uint8)
+    sections = [section("a1", "Same", "North", 1.0), section("a2", "Same", "North", 1.0),
+                section("a3", "Same", "North", 1.0), section("b1", "Two", "South", 1.0),
+                section("b2", "Two", "South", 1.0)]
+    s = survey_masks({"a1": mixed, "a2": mixed.copy(), "a3": mixed.copy(), "b1": ccp, "b2": gl}, sections,
+                     codes=[0, 1, 2], n_boot=300)
+    t = s.assay_by_sample.set_index(["sample", "element"])
+    assert {"images", "grade_pct", "grade_pct_low", "grade_pct_high"} <= set(t.columns)
+    image = s.assay.set_index(["image", "element"])["grade_pct"]
+    for element in ("Cu", "Pb", "S"):  # every image alike: the interval is the grade itself
+        same = t.loc[("Same", element)]
+        assert same["grade_pct"] == pytest.approx(image[("a1", element)]) and same["grade_pct"] > 0
+        assert same["grade_pct_low"] == pytest.approx(same["grade_pct"])
+        assert same["grade_pct_high"] == pytest.approx(same["grade_pct"])
+        two = t.loc[("Two", element)]  # two different images: from one image's grade to the other's
+        grades = sorted([image[("b1", element)], image[("b2", element)]])
+        assert grades[0] < grades[1]
+        assert two["grade_pct_low"] < two["grade_pct"] < two["grade_pct_high"]
+        assert two["grade_pct_low"] == pytest.approx(grades[0]) and two["grade_pct_high"] == pytest.approx(grades[1])
+    assert t.loc[("Two", "Cu"), "images"] == 2 and t.loc[("Same", "Cu"), "images"] == 3
+    # the same resamples as the modal table: the pooled grade follows from the pooled weight % and the bounds
+    # of copper (in chalcopyrite alone) from the bounds of chalcopyrite's weight %
+    modal = s.by_sample.set_index(["sample", "mineral"])
+    cu_in_ccp = 100 * 63.546 / 183.511
+    for col in ("weight_pct", "weight_pct_low", "weight_pct_high"):
+        assert t.loc[("Two", "Cu"), col.replace("weight", "grade")] == pytest.approx(
+            modal.loc[("Two", "Ccp"), col] * cu_in_ccp / 100, rel=1e-3)
+    dep = s.assay_by_deposit.set_index(["deposit", "element"])
+    assert dep.loc[("South", "Cu"), "grade_pct_low"] < dep.loc[("South", "Cu"), "grade_pct_high"]
+    assert dep.loc[("North", "Cu"), "grade_pct_low"] == pytest.approx(dep.loc[("North", "Cu"), "grade_pct_high"])
+
+
 def test_lengths_stay_in_pixels_when_a_pixel_size_is_missing(tmp_path):
     s = survey_masks({"a": disc_mask(40, 40, 1, 8, 20, 20)}, [section("a", "S", "D")], n_boot=10)
     assert s.unit == "px" and "area_px2" in s.modal.columns and "ecd_um" not in s.grains.columns
@@ -74,7 +112,7 @@ def test_lengths_stay_in_pixels_when_a_pixel_size_is_missing(tmp_path):
         write_survey(s, tmp_path / "file")
 
 
-def test_lumenkit_analyse_on_a_folder_of_unlabelled_sections(tmp_path):
+def test_lumenkit_analyse_on_a_folder_of_unlabelled_sections(tmp_path, capsys):
     from lumenkit.cli import main
     from lumenkit.models.checkpoint import Checkpoint
     from lumenkit.models.resunet import create_model
@@ -99,8 +137,14 @@ def test_lumenkit_analyse_on_a_folder_of_unlabelled_sections(tmp_path):
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["unit"] == "µm" and summary["samples"] == 2 and summary["deposits"] == 2
     write_text(tmp_path / "sec" / "samples.csv", "image,sample\nnorth/a,S1\n")
+    capsys.readouterr()
     assert main(["analyse", str(tmp_path / "sec"), "--model", str(tmp_path / "model.pt"), "--out",
                  str(tmp_path / "out2"), "--um", "--quiet"]) == 2  # µm asked, pixel sizes unknown
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1, err  # one line naming the first image without a pixel size, and the fix
+    assert err[0].startswith(f"lumenkit: error: {tmp_path / 'sec' / 'north' / 'a.png'}: no pixel size known; ")
+    assert "--pixel-size UM" in err[0]
+    assert not (tmp_path / "out2").exists()  # nothing written, not even the folder
 
 
 def test_analyse_bad_inputs_are_one_line_errors(tmp_path, capsys):
@@ -123,6 +167,56 @@ def test_analyse_bad_inputs_are_one_line_errors(tmp_path, capsys):
     write_text(tmp_path / "sec" / "samples.csv", "image,sample\nb,S1\n")
     assert main([*args, str(tmp_path / "o2")]) == 2
     assert "names images not in" in capsys.readouterr().err and not (tmp_path / "o2").exists()
+
+
+def _tiny_model(path, **config):
+    from lumenkit.models.checkpoint import Checkpoint
+    from lumenkit.models.resunet import create_model
+
+    net = create_model("resunet", in_channels=3, classes=3, width=4, depth=2).eval()
+    Checkpoint(net, ClassMap([0, 1, 2]), 0.5, config=config).save(path)
+    return path
+
+
+def test_analyse_refuses_a_samples_csv_pixel_size_that_contradicts_the_file(tmp_path, capsys):
+    import tifffile
+
+    from lumenkit.cli import main
+
+    model = _tiny_model(tmp_path / "model.pt")
+    (tmp_path / "sec").mkdir()
+    tifffile.imwrite(tmp_path / "sec" / "a.tif", np.zeros((32, 32, 3), np.uint8), photometric="rgb",
+                     resolution=(10_000 / 1.3, 10_000 / 1.3), resolutionunit="CENTIMETER")  # 1.3 µm/px in its tags
+    write_text(tmp_path / "sec" / "samples.csv", "image,sample,pixel_size_um\na,S1,2.6\n")
+    assert main(["analyse", str(tmp_path / "sec"), "--model", str(model), "--out", str(tmp_path / "out"),
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith(f"lumenkit: error: {tmp_path / 'sec' / 'a.tif'}: pixel size 2.6 µm in ")
+    assert "samples.csv differs from 1.3 µm in the file's TIFF tags; correct one of them" in err[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_analyse_scale_is_the_fallback_for_images_without_pixel_size(tmp_path, capsys):
+    from lumenkit.cli import build_parser, main
+
+    model = _tiny_model(tmp_path / "model.pt", pixel_size_um=2.6)
+    save_image(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8), tmp_path / "sec" / "a.png")
+    args = ["analyse", str(tmp_path / "sec"), "--model", str(model), "--quiet", "--out"]
+    assert main([*args, str(tmp_path / "plain")]) == 0
+    assert main([*args, str(tmp_path / "half"), "--scale", "0.5"]) == 0
+    plain = pd.read_csv(tmp_path / "plain" / "masks" / "composition.csv").set_index("image")
+    half = pd.read_csv(tmp_path / "half" / "masks" / "composition.csv").set_index("image")
+    assert plain.loc["a", "scale"] == pytest.approx(1.0) and half.loc["a", "scale"] == pytest.approx(0.5)
+    capsys.readouterr()
+    assert main([*args, str(tmp_path / "bad"), "--scale", "0"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "scale 0.0 is not a positive relative scale" in err[0]
+    assert not (tmp_path / "bad").exists()
+    # the same plain-words help as predict's --scale
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices
+    helps = {c: next(a.help for a in sub[c]._actions if a.dest == "scale") for c in ("analyse", "predict")}
+    assert helps["analyse"] == helps["predict"] and "fallback when pixel sizes are unknown" in helps["analyse"]
 
 
 def test_boundaries_weigh_by_real_length_and_one_unit_for_every_grain():
