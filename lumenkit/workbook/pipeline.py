@@ -213,6 +213,16 @@ def _stage_params(declared: dict[str, Any], shared: dict[str, Any], own: dict[st
     unknown = sorted(set(own or {}) - set(declared))
     if unknown:
         raise ConfigError(f"parameters {unknown} are not declared in the notebook (it takes {sorted(declared)})")
+    return _resolve_paths(params, base)
+
+
+def _resolve_paths(params: dict[str, Any], base: Path) -> dict[str, Any]:
+    """``params`` with the paths of :data:`PATH_KEYS` expanded (``~``, ``$VAR``) and made absolute against ``base``.
+
+    Raises:
+        ConfigError: a path names an environment variable that is not set.
+    """
+    params = dict(params)
     for k in PATH_KEYS:
         if isinstance(params.get(k), str) and params[k]:
             value = os.path.expanduser(os.path.expandvars(params[k]))
@@ -223,6 +233,31 @@ def _stage_params(declared: dict[str, Any], shared: dict[str, Any], own: dict[st
                 )
             params[k] = value if Path(value).is_absolute() else str((base / value).resolve())
     return params
+
+
+def check_sections(cfg: dict[str, Any], base: Path) -> None:
+    """Read the sections a parameter file names, before any stage runs: a bad ``samples.csv`` fails at once.
+
+    The sections stage would read them only after the stages before it (training: minutes); this reads them with
+    the same parameters (``sections``, ``samples_csv``, ``pixel_size_um``, shared or under ``notebooks:
+    06_sections``, paths relative to ``base``) so that their errors come first, as one line.
+
+    Args:
+        cfg: the parameter file's contents (:func:`load_params`).
+        base: the folder relative paths are resolved against (the parameter file's project).
+
+    Raises:
+        DatasetNotFoundError: the folder of sections is missing or holds no images.
+        ConfigError: a bad ``samples.csv`` (rows naming missing images, pixel sizes that are not numbers or
+            contradict the images' own, ...) or ``pixel_size_um`` (see
+            :func:`lumenkit.data.sections.read_sections`), or an unset environment variable in a path.
+    """
+    from lumenkit.data.sections import read_sections
+
+    shared = {k: v for k, v in cfg.items() if k not in ("notebooks", "run", "stages")}
+    params = _resolve_paths({**shared, **((cfg.get("notebooks") or {}).get(SECTIONS) or {})}, base)
+    if params.get("sections"):
+        read_sections(params["sections"], params.get("samples_csv") or None, params.get("pixel_size_um") or None)
 
 
 def to_html(notebook: str | Path, out: str | Path) -> Path:
@@ -276,7 +311,9 @@ def run_report(
         A :class:`ReportResult` with the index path and per-stage outcomes.
 
     Raises:
-        ConfigError: malformed parameter file.
+        ConfigError: malformed parameter file; with the sections stage, a bad ``samples.csv`` or pixel size (checked
+            before any stage runs and before the report folder is made, see :func:`check_sections`).
+        DatasetNotFoundError: with the sections stage, a missing or empty folder of sections (checked likewise).
         WorkbookNotInstalledError: papermill, nbconvert, ... are missing (``pip install 'lumenkit[workbook]'``).
         OutputPathError: the report folder cannot be written.
     """
@@ -286,8 +323,6 @@ def run_report(
     base = params_file.parent.parent if params_file.parent.name == "params" else params_file.parent
     nb_dir = Path(notebook_dir) if notebook_dir else find_notebook_dir()
     run_dir = Path(out).resolve() if out else base / "reports" / str(cfg["run"])
-    check_writable(run_dir, option="--out (or the parameter file's run:)")
-    run_dir.mkdir(parents=True, exist_ok=True)
     shared = {k: v for k, v in cfg.items() if k not in ("notebooks", "run", "stages")}
     shared["run_dir"] = str(run_dir)
     if stages is None and not cfg.get("stages"):  # the defaults whose notebook exists (a custom notebook folder)
@@ -303,6 +338,10 @@ def run_report(
             "sections"):
         raise ConfigError(f"{params_file}: the stage {SECTIONS} needs sections: (a folder of your section images); "
                           "add it to the parameter file")
+    if SECTIONS in wanted:
+        check_sections(cfg, base)  # a bad samples.csv now, not after minutes of training
+    check_writable(run_dir, option="--out (or the parameter file's run:)")
+    run_dir.mkdir(parents=True, exist_ok=True)
     results: list[StageResult] = []
     failed: set[str] = set()
     write_json(run_dir / "params.json", {"params_file": str(params_file), **cfg})

@@ -4,7 +4,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from lumenkit.errors import ConfigError
+from lumenkit.errors import ConfigError, DatasetNotFoundError
 from lumenkit.workbook.pipeline import load_params, run_report
 
 
@@ -99,6 +99,37 @@ def test_stages_named_in_the_parameter_file(tmp_path):
     p.write_text("run: x\nstages: [03_train, 07_nothing]\n")
     with pytest.raises(ConfigError, match=r"stages \['07_nothing'\] are not notebooks of the workbook"):
         run_report(p, out=tmp_path / "r", progress=False)
+
+
+def test_a_bad_samples_csv_fails_at_once_before_any_stage_runs(tmp_path, monkeypatch, capsys):
+    """The sections report reads samples.csv after training; its errors must come first, as one line, exit 2."""
+    import numpy as np
+
+    from lumenkit.cli import main
+    from lumenkit.data.imageio import save_image, write_text
+    from lumenkit.workbook import pipeline
+
+    nbs = tmp_path / "nb"
+    nbs.mkdir()
+    _notebook(nbs / "03_train.ipynb", "open(run_dir + '/trained', 'w').write('x')", 'run_dir: str = ""')
+    _notebook(nbs / "06_sections.ipynb", "print(sections)", 'sections: str = ""\nrun_dir: str = ""')
+    monkeypatch.setattr(pipeline, "find_notebook_dir", lambda: nbs)  # `lumenkit report` too: stages that are fast
+    save_image(np.zeros((16, 16, 3), np.uint8), tmp_path / "sec" / "a.png")
+    write_text(tmp_path / "sec" / "samples.csv", "image,sample\na,S1\nnot_there,S2\n")
+    params = tmp_path / "params" / "p.yaml"
+    write_text(params, "run: s\nsections: sec\ndata: data/x\n")  # no model: training (03) runs first
+    assert pipeline.default_stages(load_params(params)) == ["03_train", "06_sections"]
+    with pytest.raises(ConfigError, match=r"samples.csv: names images not in .*\['not_there'\]"):
+        run_report(params, progress=False)
+    assert not (tmp_path / "reports").exists()  # no stage ran, no report folder was made
+    assert main(["report", "--params", str(params)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"lumenkit: error: {tmp_path / 'sec' / 'samples.csv'}: names images")
+    assert not (tmp_path / "reports").exists()
+    write_text(params, "run: s\nstages: [06_sections]\nnotebooks:\n  06_sections:\n    sections: nowhere\n")
+    with pytest.raises(DatasetNotFoundError, match="nowhere: folder of sections not found"):
+        run_report(params, progress=False)
+    assert not (tmp_path / "reports").exists()
 
 
 def test_environment_variables_in_paths(tmp_path, monkeypatch):
