@@ -63,8 +63,16 @@ report: data
 $(SECTIONS)/samples.csv: | $(STAMP)
 	$(PY) -m lumenkit synth --sections --out $(SECTIONS) --seed 0
 
+# Then every page in headless Chromium (scripts/browser_check.py); it needs playwright and a system Chromium, and
+# fails without them, so the check is skipped (with a note) only when they are missing.
 sections: data $(SECTIONS)/samples.csv
 	$(PY) -m lumenkit report --params params/sections.yaml
+	@if $(PY) -c "import playwright.sync_api; from lumenkit.workbook.browser import chromium_path; \
+	    raise SystemExit(chromium_path() is None)" 2>/dev/null; then \
+	  $(PY) scripts/browser_check.py reports/sections; \
+	else \
+	  echo "browser check skipped: no Chromium or playwright (apt-get install chromium; pip install playwright)"; \
+	fi
 
 bench: install
 	$(PY) benchmarks/bench_synth.py
