@@ -51,7 +51,8 @@ def main(tmp: str) -> dict:
     for k, v in sorted(res.model.state_dict().items()):
         mh.update(k.encode())
         mh.update(v.detach().cpu().numpy().tobytes())
-    return {"synthetic_sha256": h.hexdigest(), "images_masks_sha256": hm.hexdigest(), "steps": len(losses), "losses": [round(x, 6) for x in losses],
+    return {"synthetic_sha256": h.hexdigest(), "images_masks_sha256": hm.hexdigest(), "steps": len(losses),
+            "losses": [round(x, 6) for x in losses],
             "model_sha256": mh.hexdigest(), "val_miou": [round(float(x), 6) for x in res.history["val_miou"]],
             "versions": versions()}
 

@@ -125,7 +125,8 @@ def test_same_seed_same_bytes_and_training_steps_as_before_the_restructure(tmp_p
 
     root = PACKAGE.parent
     ref = json.loads((root / "tests" / "fixtures" / "behaviour_before_restructure.json").read_text())
-    spec = importlib.util.spec_from_file_location("behaviour_fingerprint", root / "scripts" / "behaviour_fingerprint.py")
+    script = root / "scripts" / "behaviour_fingerprint.py"
+    spec = importlib.util.spec_from_file_location("behaviour_fingerprint", script)
     fp = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(fp)
     if fp.versions() != ref["versions"]:
