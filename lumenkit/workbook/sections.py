@@ -334,18 +334,19 @@ def contact_matrices(survey: Survey) -> dict[str, pd.DataFrame]:
     return out
 
 
-def interval_table(table: pd.DataFrame, by: str, value: str = "area_pct") -> pd.DataFrame:
-    """A pooled table (``Survey.by_sample``/``by_deposit``) as group × mineral cells ``"12.30 (10.10–14.60)"``.
+def interval_table(table: pd.DataFrame, by: str, value: str = "area_pct", columns: str = "mineral") -> pd.DataFrame:
+    """A pooled table (``Survey.by_sample``/``by_deposit``/``assay_by_*``) as cells ``"12.30 (10.10–14.60)"``.
 
     Args:
-        table: pooled modal table with ``VALUE``, ``VALUE_low`` and ``VALUE_high``.
+        table: pooled table with ``VALUE``, ``VALUE_low`` and ``VALUE_high`` (the 95 % bootstrap interval).
         by: the group column.
-        value: ``"area_pct"`` or ``"weight_pct"``.
+        value: ``"area_pct"``, ``"weight_pct"`` or, for the assay tables, ``"grade_pct"``.
+        columns: what the table's columns are: ``"mineral"``, or ``"element"`` for the assay tables.
     """
     cells = table.assign(cell=[f"{v:.2f} ({lo:.2f}–{hi:.2f})" for v, lo, hi in
                                zip(table[value], table[f"{value}_low"], table[f"{value}_high"], strict=True)])
-    order = list(dict.fromkeys(table["mineral"]))
-    return cells.pivot(index=by, columns="mineral", values="cell").reindex(columns=order).fillna("")
+    order = list(dict.fromkeys(table[columns]))
+    return cells.pivot(index=by, columns=columns, values="cell").reindex(columns=order).fillna("")
 
 
 def write_view(view: SectionsView, folder: str | Path) -> list[Path]:

@@ -76,6 +76,9 @@ def test_analysis_runs_once_and_pages_measure_their_own_group(sections, model, t
     assert cmp.loc[("CUNI-E-01", "BG"), "true_area_pct"] == pytest.approx(true_bg)
     cells = interval_table(dep.survey.by_sample, "sample", "weight_pct")
     assert cells.shape[0] == 2 and all("(" in c for c in cells.to_numpy().ravel() if c)
+    grades = interval_table(dep.survey.assay_by_sample, "sample", "grade_pct", columns="element")
+    assert grades.shape[0] == 2 and {"Cu", "S"} <= set(grades.columns)
+    assert all("(" in c for c in grades.to_numpy().ravel() if c)
     with pytest.raises(ConfigError, match="no section of deposit 'nowhere'"):
         sections_view(out, tmp_path, deposit="nowhere")
     with pytest.raises(ConfigError, match=r"true mask .* not found"):
