@@ -16,6 +16,18 @@ for _c, _m in CATALOGUE.items():
 
 PALETTE[IGNORE] = (255, 255, 255)
 
+IMAGEJ_LUT_SIZE: int = 768
+"""Size in bytes of an ImageJ/Fiji binary lookup table: 256 reds, then 256 greens, then 256 blues."""
+
+
+def imagej_lut_bytes() -> bytes:
+    """:data:`PALETTE` as an ImageJ/Fiji binary ``.lut`` (:data:`IMAGEJ_LUT_SIZE` bytes: R×256, G×256, B×256).
+
+    ImageJ's ``LutLoader`` reads a file of exactly 768 bytes this way; a mask of LumenStone codes opened in Fiji
+    with this table shows each mineral in its catalogue colour (255 = ignore white), pixel values unchanged.
+    """
+    return np.ascontiguousarray(PALETTE.astype(np.uint8).T).tobytes()
+
 
 def colour_mask(mask: np.ndarray) -> np.ndarray:
     """``(H, W, 3)`` uint8 display colours of a mask of LumenStone codes."""

@@ -131,7 +131,9 @@ def read_mask(path: str | Path, expected_size: tuple[int, int] | None = None) ->
     """Read a LumenStone mask as ``(H, W)`` uint8 class codes at its stored resolution.
 
     Args:
-        path: single-channel 8-bit PNG of LumenStone codes (255 = ignore).
+        path: single-channel 8-bit PNG of LumenStone codes (255 = ignore): greyscale, or a palette PNG (as
+            ``lumenkit predict`` and :func:`save_palette_mask` write) whose pixel values (palette indices) are
+            the codes; the palette's colours are ignored.
         expected_size: ``(width, height)`` of the matching image; checked if given.
 
     Raises:
@@ -443,3 +445,27 @@ def save_palette_mask(mask: np.ndarray, path: str | Path) -> None:
     im.putpalette(PALETTE.astype(np.uint8).ravel().tolist(), rawmode="RGB")
     with atomic_write(path) as f:
         im.save(f, format="PNG", optimize=False)
+
+
+LUT_FILE: str = "lumenstone.lut"
+"""Name of the ImageJ/Fiji lookup table written beside masks (``lumenkit predict``, ``lumenkit convert --lut``)."""
+
+
+def write_imagej_lut(path: str | Path) -> Path:
+    """Write the catalogue colours as an ImageJ/Fiji binary ``.lut`` file (768 bytes), atomically.
+
+    See :func:`lumenkit.data.colours.imagej_lut_bytes` for the format; in Fiji, *Image › Lookup Tables ›
+    Open LUT…* on a mask of LumenStone codes (or the file dropped into ``Fiji.app/luts``) colours each mineral.
+
+    Returns:
+        The path written.
+
+    Raises:
+        OutputPathError: ``path`` cannot be written (see :func:`atomic_write`); the message names it.
+    """
+    from lumenkit.data.colours import imagej_lut_bytes
+
+    path = Path(path)
+    with atomic_write(path) as f:
+        f.write(imagej_lut_bytes())
+    return path

@@ -35,6 +35,12 @@ def input_scale_for(model: Any, pixel_size_um: float | None) -> float | None:
     per pixel is therefore at scale ``s · p / q`` in the model's terms (a section imaged with an objective of twice
     the magnification has half the pixel size and twice the scale, and is downsampled 2× before prediction).
     ``None`` when the model records no pixel size (trained on data without ``pixel_size_um``) or ``q`` is unknown.
+
+    Args:
+        model: a :class:`~lumenkit.models.Checkpoint` or :class:`~lumenkit.inference.OnnxModel` (an export keeps
+            the checkpoint's pixel size as ``lumenkit.pixel_size_um``), or anything with ``scale`` and
+            ``pixel_size_um``.
+        pixel_size_um: µm per pixel of the image, or ``None`` when unknown.
     """
     model_px = getattr(model, "pixel_size_um", None)
     if not model_px or not pixel_size_um:

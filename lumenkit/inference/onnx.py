@@ -78,6 +78,7 @@ def onnx_model_proto(
     class_map: ClassMap | None = None,
     scale: float | None = None,
     trained_with: str = "",
+    pixel_size_um: float | None = None,
 ) -> Any:
     """Trace ``model`` (fused, normalisation and softmax inside) into an ONNX ``ModelProto`` with lumenkit metadata.
 
@@ -88,15 +89,21 @@ def onnx_model_proto(
         class_map: LumenStone codes in model-index order, stored as ``lumenkit.class_codes``.
         scale: the model's scale relative to native ×100, stored as ``lumenkit.scale``.
         trained_with: lumenkit version that wrote the checkpoint.
+        pixel_size_um: µm per pixel of the images the model was trained on, at ``scale``
+            (:attr:`lumenkit.models.Checkpoint.pixel_size_um`), stored as ``lumenkit.pixel_size_um``; ``None``
+            (not declared) stores nothing.
 
     Returns:
         The ``onnx.ModelProto``.
 
     Raises:
         CheckpointError: onnx or onnxscript is not installed (the message says what to install).
+        ValueError: ``pixel_size_um`` is given but not a positive finite number.
     """
     from lumenkit._version import __version__
 
+    if pixel_size_um is not None and not (math.isfinite(float(pixel_size_um)) and float(pixel_size_um) > 0):
+        raise ValueError(f"pixel_size_um must be a positive number of µm, got {pixel_size_um!r}")
     try:
         import onnx
         import onnxscript  # noqa: F401  (the exporter needs it)
@@ -133,6 +140,8 @@ def onnx_model_proto(
             meta["lumenkit.class_set"] = class_map.name
     if scale is not None:
         meta["lumenkit.scale"] = repr(float(scale))
+    if pixel_size_um is not None:
+        meta["lumenkit.pixel_size_um"] = repr(float(pixel_size_um))
     kept = {p.key: p.value for p in proto.metadata_props if p.key not in meta}
     onnx.helper.set_model_props(proto, {**kept, **meta})
     proto.producer_name, proto.producer_version = "lumenkit", __version__
@@ -145,8 +154,10 @@ def export_onnx(checkpoint: Checkpoint | str | Path, out: str | Path | None = No
 
     The graph takes ``image``: uint8 ``(N, 3, H, W)`` RGB (``H``, ``W`` multiples of the output stride) and returns
     ``probs``: float32 ``(N, K, H, W)``. ``metadata_props`` hold ``lumenkit.class_codes`` (JSON list),
-    ``lumenkit.class_set``, ``lumenkit.scale``, ``lumenkit.output_stride``, ``lumenkit.version`` (exporter),
-    ``lumenkit.trained_with`` (the checkpoint's version) and ``lumenkit.model_config`` (JSON).
+    ``lumenkit.class_set``, ``lumenkit.scale``, ``lumenkit.pixel_size_um`` (µm per pixel at that scale, when the
+    checkpoint records one: prediction then resamples sections of known pixel size as with ``model.pt``),
+    ``lumenkit.output_stride``, ``lumenkit.version`` (exporter), ``lumenkit.trained_with`` (the checkpoint's
+    version) and ``lumenkit.model_config`` (JSON).
 
     Args:
         checkpoint: a :class:`~lumenkit.models.Checkpoint` or the path of ``model.pt``.
@@ -167,7 +178,8 @@ def export_onnx(checkpoint: Checkpoint | str | Path, out: str | Path | None = No
             raise CheckpointError("export_onnx: give out=... for a checkpoint that was not loaded from a file")
         out = ckpt.path.with_suffix(".onnx")
     out = Path(out)
-    proto = onnx_model_proto(ckpt.model, ckpt.class_map, ckpt.scale, trained_with=ckpt.version)
+    proto = onnx_model_proto(ckpt.model, ckpt.class_map, ckpt.scale, trained_with=ckpt.version,
+                             pixel_size_um=ckpt.pixel_size_um)
     with atomic_write(out) as f:
         f.write(proto.SerializeToString())
     return out
@@ -201,6 +213,9 @@ class OnnxModel:
         session: the ``onnxruntime.InferenceSession``.
         class_map: LumenStone codes in model-index order (``None`` for an in-memory export without one).
         scale: the scale the model was trained at, relative to native ×100.
+        pixel_size_um: µm per pixel of the images the model was trained on, at :attr:`scale` (``None``: not
+            declared), as :attr:`lumenkit.models.Checkpoint.pixel_size_um`; prediction resamples a section of known
+            pixel size by the ratio of the two (:func:`lumenkit.inference.loading.input_scale_for`).
         output_stride: input height and width must be multiples of this.
         classes: number of output classes ``K``.
         metadata: every ``metadata_props`` entry of the file.
@@ -216,6 +231,7 @@ class OnnxModel:
     metadata: dict[str, str] = field(default_factory=dict)
     version: str = ""
     path: Path | None = None
+    pixel_size_um: float | None = None
 
     def probs(self, x: torch.Tensor) -> torch.Tensor:
         """Softmax probabilities ``(N, K, H, W)`` float32 (CPU) of a uint8 batch ``(N, 3, H, W)``."""
@@ -255,6 +271,9 @@ class OnnxModel:
             stride = int(meta["lumenkit.output_stride"])
             classes = int(meta["lumenkit.data.catalogue"])
             scale = float(meta.get("lumenkit.scale", "nan"))
+            pixel_size_um = float(meta["lumenkit.pixel_size_um"]) if "lumenkit.pixel_size_um" in meta else None
+            if pixel_size_um is not None and not (math.isfinite(pixel_size_um) and pixel_size_um > 0):
+                raise ValueError(f"lumenkit.pixel_size_um {meta['lumenkit.pixel_size_um']!r} is not a positive size")
             class_map = None
             if "lumenkit.class_codes" in meta:
                 codes = [int(c) for c in json.loads(meta["lumenkit.class_codes"])]
@@ -267,7 +286,7 @@ class OnnxModel:
         if class_map is not None and len(class_map) != classes:
             raise CheckpointError(f"{name}: metadata lists {len(class_map)} class codes for {classes} outputs")
         return cls(session=session, class_map=class_map, scale=scale, output_stride=stride, classes=classes,
-                   metadata=meta, version=meta.get("lumenkit.version", ""), path=path)
+                   metadata=meta, version=meta.get("lumenkit.version", ""), path=path, pixel_size_um=pixel_size_um)
 
 
 def load_onnx(path: str | Path, threads: int | None = None) -> OnnxModel:

@@ -170,6 +170,10 @@ def _model_and_scales(
 # -- files ----------------------------------------------------------------------------------------
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 
+PixelSize = float | None | tuple[float | None, str | None]
+"""A file's pixel size as :func:`predict_files` takes it per file: µm per pixel (``None``: unknown), or
+``(µm per pixel, source)`` with the source in :attr:`lumenkit.data.Section.pixel_size_source`'s terms."""
+
 
 def collect_images(paths: Sequence[str | Path], exclude: Path | None = None) -> tuple[list[Path], list[str]]:
     """Image files named directly or found (recursively) in folders, and messages for paths that do not exist.
@@ -253,7 +257,7 @@ def predict_files(
     on_error: Callable[[str, str], None] | None = None,
     runtime: str | None = None,
     device: str | None = None,
-    pixel_size_um: float | Mapping[str | Path, float | None] | None = None,
+    pixel_size_um: float | Mapping[str | Path, PixelSize] | None = None,
     flatfield: FlatField | str | Path | None = None,
     mosaic_pixels: int | None = None,
     refine: Refine | None = None,
@@ -262,10 +266,19 @@ def predict_files(
 
     Output layout (masks where :func:`lumenkit.mineralogy.analysis.read_masks` expects them)::
 
-        OUT/NAME.png              predicted LumenStone codes (8-bit, input resolution)
+        OUT/NAME.png              predicted LumenStone codes (8-bit palette PNG, input resolution)
         OUT/overlays/NAME.jpg     mask colours over the image
         OUT/confidence/NAME.png   max class probability × 255 (8-bit)
         OUT/composition.csv       area % per mineral for every image
+        OUT/lumenstone.lut        the minerals' colours as an ImageJ/Fiji lookup table (768 bytes)
+
+    A mask's pixel values are the LumenStone codes (255 = ignore); its PNG palette holds the catalogue colours
+    (:func:`lumenkit.data.imageio.save_palette_mask`), so any viewer shows the minerals in colour while
+    :func:`lumenkit.data.imageio.read_mask` (and ImageJ, Fiji, QuPath, napari reading the raw values) gets the codes.
+    ``composition.csv`` has one row per image: ``image``, ``path``, ``width``, ``height`` (px), ``scale``,
+    ``pixel_size_um`` (µm per pixel, empty when unknown), ``pixel_size_source`` (where that came from, as in
+    ``lumenkit analyse``'s ``sections.csv``: ``samples.csv``, ``OME-XML``, ``TIFF tags``, ``parameter``, or empty),
+    [``flat_field``], the area % of each class label, and ``mean_confidence``.
 
     A file that cannot be read or predicted is reported (``on_error(path, message)``) and skipped.
 
@@ -301,9 +314,10 @@ def predict_files(
         runtime: ``None`` (the model's own), ``"torch"`` or ``"onnx"`` (see :func:`predict_image`).
         device: where a torch model runs: ``"auto"`` (CUDA when available, the local rank's GPU under torchrun),
             ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; ``None``: where the model is (a loaded checkpoint: the CPU).
-        pixel_size_um: µm per pixel of the files that do not declare their own (see ``scale``); or a mapping
-            file → µm per pixel that decides for every file it names (e.g. from ``samples.csv``, see
-            :func:`lumenkit.data.sections.read_sections`).
+        pixel_size_um: µm per pixel of the files that do not declare their own (see ``scale``; source
+            ``parameter``); or a mapping file → µm per pixel that decides for every file it names, a value being
+            the size (source ``parameter``) or a ``(size, source)`` pair, e.g. a section's ``pixel_size_um`` and
+            ``pixel_size_source`` from :func:`lumenkit.data.sections.read_sections`.
         refine: upsample the probabilities guided by each image's edges (:mod:`lumenkit.inference.refine`; the
             image is then decoded at full resolution); not for mosaics yet (they are reported and skipped).
         mosaic_pixels: TIFFs of at least this many pixels are predicted as mosaics, streamed into tiled BigTIFF
@@ -361,10 +375,10 @@ class _FileJob:
     alpha: float
     runtime: str | None
     device: torch.device | None
-    pixel_size_um: float | Mapping[str | Path, float | None] | None = None
+    pixel_size_um: float | Mapping[str | Path, PixelSize] | None = None
     flatfield: FlatField | None = None
     refine: Refine | None = None
-    _sizes: dict[str, float | None] = field(default_factory=dict, init=False, repr=False)
+    _sizes: dict[str, tuple[float | None, str | None]] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.pixel_size_um, Mapping):  # resolved once, not per file
@@ -408,16 +422,39 @@ class _FileJob:
 
         The caller's mapping when it names ``f``, else the file's TIFF/OME metadata, else the caller's single
         ``pixel_size_um``.
+
+        Raises:
+            ConfigError: the file's TIFF/OME metadata declare non-square pixels.
         """
+        return self._pixel_size(f)[0]
+
+    def file_pixel_size_source(self, f: Path) -> str | None:
+        """Where :meth:`file_pixel_size` of ``f`` came from (``None`` when the size is unknown).
+
+        In :attr:`lumenkit.data.Section.pixel_size_source`'s terms: ``"OME-XML"`` or ``"TIFF tags"`` (the file's
+        metadata), ``"parameter"`` (the caller's ``pixel_size_um``), or the source a ``(size, source)`` mapping
+        value names (e.g. ``"samples.csv"``).
+
+        Raises:
+            ConfigError: the file's TIFF/OME metadata declare non-square pixels.
+        """
+        return self._pixel_size(f)[1]
+
+    def _pixel_size(self, f: Path) -> tuple[float | None, str | None]:
+        """``(µm per pixel, source)`` of ``f``, the file's metadata read once (scale, overlay and row ask)."""
         from lumenkit.data.sections import metadata_pixel_size_um
 
         key = str(Path(f).resolve())
-        if key not in self._sizes:  # read the file's metadata once (scale, overlay and composition row ask)
+        if key not in self._sizes:
             given = self.pixel_size_um
-            if isinstance(given, Mapping):
-                self._sizes[key] = given[key] if key in given else metadata_pixel_size_um(f)[0]
+            if isinstance(given, Mapping) and key in given:
+                value = given[key]
+                size, source = value if isinstance(value, tuple) else (value, "parameter")
             else:
-                self._sizes[key] = metadata_pixel_size_um(f)[0] or given
+                size, source = metadata_pixel_size_um(f)
+                if size is None and given is not None and not isinstance(given, Mapping):
+                    size, source = given, "parameter"
+            self._sizes[key] = (float(size), source) if size else (None, None)
         return self._sizes[key]
 
     def file_scale(self, f: Path) -> float:
@@ -427,16 +464,21 @@ class _FileJob:
         return input_scale_for(self.ckpt, self.file_pixel_size(f)) or scale_of(f)
 
     def write(self, name: str, image: np.ndarray, res: dict[str, Any], pixel_size_um: float | None = None) -> None:
-        """``OUT/NAME.png`` (codes), ``OUT/overlays/NAME.jpg`` and ``OUT/confidence/NAME.png``.
+        """``OUT/NAME.png`` (codes), ``OUT/overlays/NAME.jpg`` and ``OUT/confidence/NAME.png``, each atomically.
 
-        The overlay carries a legend of the minerals present and, when the file's pixel size (``pixel_size_um``)
-        is known, a scale bar in µm (see :func:`lumenkit.data.pictures.annotated_overlay`).
+        The mask is a palette PNG: pixel values are the LumenStone codes, the palette the catalogue colours
+        (:func:`lumenkit.data.imageio.save_palette_mask`). The overlay carries a legend of the minerals present
+        and, when the file's pixel size (``pixel_size_um``, µm) is known, a scale bar in µm (see
+        :func:`lumenkit.data.pictures.annotated_overlay`).
+
+        Raises:
+            OutputPathError: an output file cannot be written.
         """
-        from lumenkit.data.imageio import save_image
+        from lumenkit.data.imageio import save_image, save_palette_mask
         from lumenkit.data.pictures import annotated_overlay
 
         codes = res["codes"]
-        save_image(codes, self.out / f"{name}.png")
+        save_palette_mask(codes, self.out / f"{name}.png")
         seen_px = pixel_size_um * codes.shape[1] / image.shape[1] if pixel_size_um else None  # at the overlay's size
         save_image(annotated_overlay(image, _nearest(codes, image.shape[:2]), seen_px, alpha=self.alpha),
                    self.out / "overlays" / f"{name}.jpg")
@@ -448,7 +490,8 @@ class _FileJob:
         codes, labels = res["codes"], self.labels
         counts = np.bincount(res["indices"].ravel(), minlength=len(labels))[: len(labels)]
         row: dict[str, Any] = {"image": name, "path": str(f), "width": codes.shape[1], "height": codes.shape[0],
-                               "scale": s, "pixel_size_um": self.file_pixel_size(f)}
+                               "scale": s, "pixel_size_um": self.file_pixel_size(f),
+                               "pixel_size_source": self.file_pixel_size_source(f)}
         if self.flatfield is not None:
             row["flat_field"] = self.flatfield.source or "(in memory)"
         row.update({lbl: 100.0 * c / codes.size for lbl, c in zip(labels, counts, strict=True)})
@@ -493,7 +536,7 @@ def _predict_mosaics(
             codes = list(job.ckpt.class_map.codes)
             row: dict[str, Any] = {"image": names[k], "path": str(f), "width": res.size[0], "height": res.size[1],
                                    "scale": job.ckpt.scale * res.size[0] / res.model_scale_size[0],
-                                   "pixel_size_um": px}
+                                   "pixel_size_um": px, "pixel_size_source": job.file_pixel_size_source(f)}
             if job.flatfield is not None:
                 row["flat_field"] = None
             row.update({lbl: 100.0 * res.pixels.get(c, 0) / total for lbl, c in zip(job.labels, codes, strict=True)})
@@ -541,18 +584,26 @@ def _predict_share(
 
 
 def _write_composition(job: _FileJob, rows: list[tuple[int, dict[str, Any]]], rank: int, world: int) -> pd.DataFrame:
-    """The composition table in file order; the first process writes ``OUT/composition.csv``, the others wait for it."""
-    from lumenkit.data.imageio import write_text
+    """The composition table in file order.
 
-    columns = ["image", "path", "width", "height", "scale", "pixel_size_um",
+    The first process writes ``OUT/composition.csv`` and the lookup table ``OUT/lumenstone.lut``
+    (:func:`lumenkit.data.imageio.write_imagej_lut`), both atomically; the others wait for them.
+
+    Raises:
+        OutputPathError: a file cannot be written.
+    """
+    from lumenkit.data.imageio import LUT_FILE, write_imagej_lut, write_text
+
+    columns = ["image", "path", "width", "height", "scale", "pixel_size_um", "pixel_size_source",
                *(["flat_field"] if job.flatfield is not None else []), *job.labels, "mean_confidence"]
     comp = pd.DataFrame([r for _, r in sorted(rows, key=lambda kr: kr[0])], columns=columns)
     if rank == 0:
         write_text(job.out / "composition.csv", comp.to_csv(index=False, float_format="%.4f"))
+        write_imagej_lut(job.out / LUT_FILE)
     if world > 1:
         import torch.distributed as dist
 
-        dist.barrier()  # every process returns once composition.csv is there
+        dist.barrier()  # every process returns once composition.csv and the lookup table are there
     return comp
 
 

@@ -4,33 +4,24 @@ ImageJ's binary ``.lut`` format is 768 bytes: the 256 red values, then the 256 g
 256 blue values (``ij.plugin.LutLoader`` reads a file of exactly 768 bytes this way). Open a mask in Fiji,
 then *Image › Lookup Tables › Open LUT…* (or drop the ``.lut`` file into ``Fiji.app/luts``) to see each
 mineral in its catalogue colour; pixel values (the LumenStone codes) are unchanged.
+
+The table itself lives in :mod:`lumenkit.data` (:func:`lumenkit.data.colours.imagej_lut_bytes`,
+:func:`lumenkit.data.imageio.write_imagej_lut`) so that prediction, a lower layer, writes it beside its masks;
+this module keeps the names under :mod:`lumenkit.interop`.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from lumenkit.data.colours import IMAGEJ_LUT_SIZE, imagej_lut_bytes
+from lumenkit.data.imageio import LUT_FILE, write_imagej_lut
 
-import numpy as np
-
-from lumenkit.data.colours import PALETTE
-from lumenkit.data.imageio import atomic_write
-
-LUT_SIZE: int = 768
+LUT_SIZE: int = IMAGEJ_LUT_SIZE
 """Size in bytes of an ImageJ binary lookup table (256 × R, then G, then B)."""
 
 
 def lut_bytes() -> bytes:
     """The catalogue colours as an ImageJ binary LUT: 256 reds, 256 greens, 256 blues (255 = white)."""
-    return np.ascontiguousarray(PALETTE.astype(np.uint8).T).tobytes()
+    return imagej_lut_bytes()
 
 
-def write_imagej_lut(path: str | Path) -> Path:
-    """Write the catalogue colours as an ImageJ/Fiji binary ``.lut`` file (768 bytes), atomically.
-
-    Returns:
-        The path written.
-    """
-    path = Path(path)
-    with atomic_write(path) as f:
-        f.write(lut_bytes())
-    return path
+__all__ = ["LUT_FILE", "LUT_SIZE", "lut_bytes", "write_imagej_lut"]

@@ -67,7 +67,7 @@ def test_prediction_with_the_reference_equals_prediction_on_the_clean_image(tmp_
     assert not np.array_equal(conf_a, _outputs(tmp_path / "c")[1])  # uncorrected, the model sees something else
     assert "flat_field" not in a.composition.columns and "flat_field" not in c.composition.columns
     assert list(b.composition["flat_field"]) == ["(in memory)"]
-    assert list(b.composition.columns).index("flat_field") == list(a.composition.columns).index("pixel_size_um") + 1
+    assert list(b.composition.columns).index("flat_field") == list(a.composition.columns).index("pixel_size_source") + 1
     labels = ckpt.class_map.labels
     pd.testing.assert_frame_equal(a.composition[labels], b.composition[labels])
 

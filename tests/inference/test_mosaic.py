@@ -182,7 +182,7 @@ def test_predict_streams_mosaics_among_ordinary_images(section, tmp_path):
     assert comp.loc[0, "image"] == "big" and comp.loc[0, "width"] == 1203
     whole = predict_image(ck, section, 1.0, tiling=TILING, refine=Refine())  # --refine reaches the streamed path
     labels = [c for c in comp.columns if c not in ("image", "path", "width", "height", "scale", "pixel_size_um",
-                                                     "mean_confidence")]
+                                                     "pixel_size_source", "mean_confidence")]
     shares = {lbl: 100 * float((whole["indices"] == i).mean()) for i, lbl in enumerate(labels)}
     assert comp.loc[0, labels].to_dict() == pytest.approx(shares, abs=1e-3)
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "out" / "big.tif"), whole["codes"])

@@ -190,3 +190,55 @@ def test_the_context_and_separable_candidates_export(tmp_path, image):
     om = load_onnx(export_onnx(pt))
     ref = predict_probs(net, image[:256, :384], fuse=False)
     assert (ref - predict_probs(om, image[:256, :384])).abs().max().item() < 1e-3
+
+
+@needs_onnx
+def test_export_keeps_the_pixel_size_and_onnx_resamples_by_it_as_torch_does(exported, image, tmp_path):
+    import onnx
+    import pandas as pd
+    import tifffile
+
+    from lumenkit.data.imageio import read_mask
+    from lumenkit.inference.onnx import export_onnx, load_onnx
+    from lumenkit.inference.predict import predict_files
+
+    assert load_onnx(exported[1]).pixel_size_um is None  # a checkpoint without one: nothing recorded
+    assert "lumenkit.pixel_size_um" not in {p.key for p in onnx.load(str(exported[1])).metadata_props}
+    ckpt = Checkpoint(model=_randomised_model(), class_map=ClassMap([0, 3, 11]), scale=0.5,
+                      config={"pixel_size_um": 2.6})
+    pt = save_checkpoint(tmp_path / "model.pt", ckpt)
+    om = load_onnx(export_onnx(pt))
+    assert om.pixel_size_um == 2.6 and om.metadata["lumenkit.pixel_size_um"] == "2.6"
+    (tmp_path / "in").mkdir()
+    tifffile.imwrite(tmp_path / "in" / "x20.tif", image[:240, :320], photometric="rgb",
+                     resolution=(10_000 / 0.65, 10_000 / 0.65), resolutionunit="CENTIMETER")  # 0.65 µm: scale 2
+    kw = {"tiling": Tiling(96, 16), "progress": False}
+    by_torch = predict_files(pt, [tmp_path / "in"], tmp_path / "pt", **kw)
+    by_onnx = predict_files(pt.with_suffix(".onnx"), [tmp_path / "in"], tmp_path / "onnx", **kw)
+    for rep in (by_torch, by_onnx):
+        assert rep.ok and rep.composition.loc[0, "scale"] == pytest.approx(2.0)  # 0.5 · 2.6 / 0.65 (without: 1.0)
+        assert rep.composition.loc[0, "pixel_size_source"] == "TIFF tags"
+    a, b = read_mask(tmp_path / "pt" / "x20.png"), read_mask(tmp_path / "onnx" / "x20.png")
+    assert a.shape == (240, 320) and (a == b).mean() >= 0.999
+    ca, cb = (read_mask(tmp_path / d / "confidence" / "x20.png").astype(int) for d in ("pt", "onnx"))
+    assert np.abs(ca - cb).max() <= 1
+    labels = ckpt.class_map.labels
+    assert (pd.read_csv(tmp_path / "pt" / "composition.csv")[labels]
+            - pd.read_csv(tmp_path / "onnx" / "composition.csv")[labels]).abs().max().max() < 0.2
+
+
+@needs_onnx
+def test_a_damaged_onnx_pixel_size_is_a_checkpoint_error(exported, tmp_path):
+    import onnx
+
+    from lumenkit.inference.onnx import load_onnx, onnx_model_proto
+
+    proto = onnx.load(str(exported[1]))
+    onnx.helper.set_model_props(proto, {**{p.key: p.value for p in proto.metadata_props},
+                                        "lumenkit.pixel_size_um": "-1"})
+    bad = tmp_path / "bad_px.onnx"
+    onnx.save(proto, str(bad))
+    with pytest.raises(CheckpointError, match=r"bad_px.onnx: damaged lumenkit metadata .*pixel_size_um"):
+        load_onnx(bad)
+    with pytest.raises(ValueError, match="pixel_size_um must be a positive number of µm"):
+        onnx_model_proto(create_model(width=4, depth=2, classes=2), pixel_size_um=0.0)
