@@ -362,7 +362,7 @@ def analyse_sections(
     by_path = {str(s.path.resolve()): s for s in sections}
     rep = predict_files(model, [s.path for s in sections], out / "masks", scale=scale, tiling=tiling,
                         progress=progress, on_error=on_error, device=device,
-                        pixel_size_um={s.path: s.pixel_size_um for s in sections}, flatfield=ff,
+                        pixel_size_um={s.path: (s.pixel_size_um, s.pixel_size_source) for s in sections}, flatfield=ff,
                         mosaic_pixels=mosaic_pixels, refine=refine)
     if not len(rep.composition):
         raise ConfigError(f"{folder}: no image could be predicted (see the messages above); fix or remove them")

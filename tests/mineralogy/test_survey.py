@@ -148,6 +148,7 @@ def test_lumenkit_analyse_on_a_folder_of_unlabelled_sections(tmp_path, capsys):
     assert sections.loc["north/a", "pixel_size_source"] == "samples.csv"
     comp = pd.read_csv(tmp_path / "out" / "masks" / "composition.csv").set_index("image")
     assert comp.loc["a", "scale"] == pytest.approx(1.0) and comp.loc["c", "scale"] == pytest.approx(0.5)
+    assert (comp["pixel_size_source"] == "samples.csv").all()  # where each image's pixel size came from, as above
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["unit"] == "µm" and summary["samples"] == 2 and summary["deposits"] == 2
     write_text(tmp_path / "sec" / "samples.csv", "image,sample\nnorth/a,S1\n")
