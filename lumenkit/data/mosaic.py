@@ -99,9 +99,8 @@ class Mosaic:
         try:
             self._check_storage(series)
             self.levels = [self._check_level(lv, i) for i, lv in enumerate(levels)]
-            declared = self._tif.pages[0].subifds or ()
-            if len(declared) + 1 != len(levels):  # reduced levels tifffile did not take as a pyramid: check them
-                reduced = self._tif.pages[0].pages
+            reduced = self._reduced_pages()
+            if len(reduced) + 1 != len(levels):  # reduced levels tifffile did not take as a pyramid: check them
                 self.levels = [self.levels[0], *(self._check_level(p, i) for i, p in enumerate(reduced, 1))]
                 self._check_pyramid()
                 self.levels = self.levels[:1]  # consistent yet not a pyramid tifffile serves: read level 0 only
@@ -111,11 +110,35 @@ class Mosaic:
             raise
         self.pixel_size_um, self.pixel_size_source = metadata_pixel_size_um(self.path)
 
+    def _reduced_pages(self) -> list[Any]:
+        """The pages of level 0's reduced levels: its sub-IFDs, else the pages after it marked reduced."""
+        page = self._tif.pages[0]
+        if page.subifds:
+            return list(page.pages)
+        out: list[Any] = []
+        while True:
+            try:
+                nxt = self._tif.pages[len(out) + 1]
+            except IndexError:
+                return out
+            if not getattr(nxt, "is_reduced", False):
+                return out
+            out.append(nxt)
+
     def _check_storage(self, series: Any) -> None:
-        """Refuse what cannot be read region by region (a missing codec, huge strips, several large images)."""
+        """Refuse what cannot be read region by region (a missing codec, huge strips, several large images).
+
+        Also a pyramid level of another sample type than level 0's (tifffile then splits the pyramid in two images,
+        which would otherwise be reported as such).
+        """
         import tifffile
 
         page = self._tif.pages[0]
+        for i, level in enumerate(self._reduced_pages(), 1):
+            if np.dtype(level.dtype) != np.dtype(page.dtype):
+                raise BadImageError(f"{self.path}: pyramid level {i} is {np.dtype(level.dtype)}, level 0 "
+                                    f"{np.dtype(page.dtype)}; a mosaic and its pyramid are 8-bit RGB: export it "
+                                    "again as 8-bit RGB (its pyramid rebuilt)")
         try:
             tifffile.TIFF.DECOMPRESSORS[page.compression]
         except KeyError:

@@ -15,7 +15,8 @@ uninterrupted run's and a half-written mask is never presented as complete:
 
     OUT/NAME.tif              LumenStone codes (palette: catalogue colours), tiled BigTIFF with a pyramid of
                               2×, 4×, ... reduced levels (nearest sample) in sub-IFDs
-    OUT/confidence/NAME.tif   max class probability × 255, tiled BigTIFF
+    OUT/confidence/NAME.tif   max class probability × 255, tiled BigTIFF with the mask's pyramid levels, each
+                              pixel the mean of the block it reduces
     OUT/overviews/NAME.png    the mask reduced to at most 2048 px a side (palette PNG)
 
 Under ``torchrun`` the rows of tiles are shared out in contiguous blocks between the processes, which all write
@@ -313,6 +314,8 @@ def predict_mosaic(
             done = [r for r in mine if _row_ok(_row_file(parts, r), min(TILE, height - r * TILE), width)]
             _together(world, lambda: _predict_rows(ckpt, stream, parts, [r for r in mine if r not in set(done)],
                                                    height, width, progress and rank == 0, stem, refine))
+            stream.cache.clear()  # the last rows of windows' probabilities (classes × core rows × model-scale width
+            stream.guides.clear()  # floats each) are not needed to assemble the files
             result = MosaicPrediction(out / f"{stem}.tif", out / "confidence" / f"{stem}.tif",
                                       out / "overviews" / f"{stem}.png", (width, height),
                                       (stream.width, stream.height), resumed_rows=len(done))
@@ -469,6 +472,82 @@ def _strided(bands: Iterator[np.ndarray], step: int) -> Iterator[np.ndarray]:
         yield np.concatenate(acc)
 
 
+def _block_sums(a: np.ndarray, step: int) -> np.ndarray:
+    """Sums of ``a``'s ``step × step`` blocks (edge blocks: what they hold), as int64 ``(⌈h/step⌉, ⌈w/step⌉)``.
+
+    ``a`` is uint8. Done in column chunks of about 8192 px, so the uint32 row sums stay a few MB whatever the width.
+    """
+    h, w = a.shape
+    nb = -(-h // step)
+    out = np.empty((nb, -(-w // step)), dtype=np.int64)
+    chunk = max(step, 8192 // step * step)
+    for x in range(0, w, chunk):
+        part = a[:, x : x + chunk]
+        if part.shape[0] % step or part.shape[1] % step:  # an edge block: zeros add nothing to its sum
+            part = np.pad(part, ((0, -part.shape[0] % step), (0, -part.shape[1] % step)))
+        rows = part.reshape(nb, step, part.shape[1]).sum(axis=1, dtype=np.uint32)
+        into = out[:, x // step : x // step + rows.shape[1] // step]
+        if step <= 64:  # a few strided adds: numpy sums a short last axis slowly (10× at step 2)
+            into[:] = rows[:, ::step]
+            for k in range(1, step):
+                into += rows[:, k::step]
+        else:
+            into[:] = rows.reshape(nb, -1, step).sum(axis=2, dtype=np.int64)
+    return out
+
+
+def _averaged(bands: Iterator[np.ndarray], step: int, width: int) -> Iterator[np.ndarray]:
+    """Rows of :data:`TILE` rows of an 8-bit image given as bands, each ``step × step`` block averaged.
+
+    The same grid as :func:`_strided` (``⌈h/step⌉ × ⌈w/step⌉``); an edge block averages the pixels it holds; the
+    mean is rounded half up in integers (exact, so a resumed run writes the same bytes).
+    """
+    out_w = -(-width // step)
+    cols = np.full(out_w, step, dtype=np.int64)
+    cols[-1] = width - step * (out_w - 1)
+    carry, carry_rows = np.zeros((1, out_w), dtype=np.int64), 0  # a block row begun in earlier bands
+    acc: list[np.ndarray] = []
+    n = 0
+
+    def mean(sums: np.ndarray, rows: int) -> np.ndarray:  # (sums consumed: rounded in place)
+        count = rows * cols
+        sums += count // 2
+        sums //= count
+        return sums.astype(np.uint8)
+
+    def joined() -> Iterator[np.ndarray]:
+        nonlocal acc, n
+        while n >= TILE:
+            whole = np.concatenate(acc)
+            yield whole[:TILE]
+            acc, n = [whole[TILE:]], whole.shape[0] - TILE
+
+    for band in bands:
+        h, k = band.shape[0], 0
+        if carry_rows:  # finish the block row begun above (a block taller than a band)
+            k = min(h, step - carry_rows)
+            carry += _block_sums(band[:k], step)
+            carry_rows += k
+            if carry_rows == step:
+                acc.append(mean(carry, step))
+                n, carry, carry_rows = n + 1, np.zeros_like(carry), 0
+        full = (h - k) // step * step
+        if full:
+            sums = _block_sums(band[k : k + full], step)
+            acc.append(mean(sums, step))
+            n += sums.shape[0]
+        if k + full < h:  # a block row continued in the next band, or the bottom edge
+            carry = _block_sums(band[k + full :], step)
+            carry_rows = h - k - full
+        yield from joined()
+    if carry_rows:
+        acc.append(mean(carry, carry_rows))
+        n += 1
+    yield from joined()
+    if n:
+        yield np.concatenate(acc)
+
+
 def _assemble(parts: Path, n_rows: int, width: int, height: int, result: MosaicPrediction) -> dict[int, int]:
     """Write the mask, confidence and overview from the saved rows (each file atomically); returns pixels per code."""
     import tifffile
@@ -500,10 +579,18 @@ def _assemble(parts: Path, n_rows: int, width: int, height: int, result: MosaicP
             tw.write(_tiles(_strided(_bands(parts, n_rows, 0), d), -(-width // d), TILE),
                      shape=(-(-height // d), -(-width // d)), dtype=np.uint8, tile=(TILE, TILE), compression="zlib",
                      compressionargs=_ZLIB, maxworkers=1, subfiletype=1, **palette)
+    # the confidence map's levels are those of the mask, but each pixel the mean of its d × d block, not one sample
+    # of it: a probability is a continuous quantity (codes are not), so a reduced level shows the mean confidence of
+    # the area it covers, as the image's levels are area-resampled; one sample in d² would alias (thin uncertain
+    # boundaries vanish or flicker from level to level), and the block means keep the mean of the whole map
     with atomic_write(confidence_file) as f, tifffile.TiffWriter(f, bigtiff=True) as tw:
+        grey = {"dtype": np.uint8, "tile": (TILE, TILE), "compression": "zlib", "compressionargs": _ZLIB,
+                "maxworkers": 1, "photometric": "minisblack"}
         tw.write(_tiles(counted(_bands(parts, n_rows, 1), confidence), width, TILE), shape=(height, width),
-                 dtype=np.uint8,
-                 tile=(TILE, TILE), compression="zlib", compressionargs=_ZLIB, maxworkers=1, photometric="minisblack")
+                 subifds=len(levels), **grey)
+        for d in levels:
+            tw.write(_tiles(_averaged(_bands(parts, n_rows, 1), d, width), -(-width // d), TILE),
+                     shape=(-(-height // d), -(-width // d)), subfiletype=1, **grey)
     step = max(1, -(-max(height, width) // OVERVIEW))
     save_palette_mask(np.concatenate(list(_strided(_bands(parts, n_rows, 0), step))), overview)
     for src, dst in staged.items():

@@ -319,7 +319,8 @@ def predict_files(
             the size (source ``parameter``) or a ``(size, source)`` pair, e.g. a section's ``pixel_size_um`` and
             ``pixel_size_source`` from :func:`lumenkit.data.sections.read_sections`.
         refine: upsample the probabilities guided by each image's edges (:mod:`lumenkit.inference.refine`; the
-            image is then decoded at full resolution); not for mosaics yet (they are reported and skipped).
+            image is then decoded at full resolution); mosaics are refined too, streamed row by row with the values
+            of the whole image refined (:func:`lumenkit.inference.mosaic.predict_mosaic`).
         mosaic_pixels: TIFFs of at least this many pixels are predicted as mosaics, streamed into tiled BigTIFF
             (:func:`lumenkit.inference.mosaic.predict_mosaic`); default
             :data:`lumenkit.data.mosaic.MOSAIC_PIXELS` (64 MP).

@@ -67,6 +67,57 @@ def test_bad_mosaics_are_one_line_naming_the_file(tmp_path):
         assert "\n" not in str(err(f"{cut}: x"))
 
 
+@pytest.mark.parametrize("reduction", [2, 4])
+def test_a_pyramid_level_of_another_sample_type_is_named(tmp_path, reduction):
+    """A 16-bit level in an 8-bit pyramid: tifffile splits the pyramid (at 2× it looked like a second image)."""
+    deep = IMG[::reduction, ::reduction].astype(np.uint16) * 257
+    for sub, name in ((True, "sub.tif"), (False, "pages.tif")):  # in sub-IFDs, or as the pages after level 0
+        path = tmp_path / f"{reduction}-{name}"
+        if sub:
+            write(path, levels=(deep,))
+        else:
+            with tifffile.TiffWriter(path, bigtiff=True) as tw:
+                tw.write(IMG, tile=(256, 256), photometric="rgb", compression="zlib")
+                tw.write(deep, tile=(256, 256), photometric="rgb", compression="zlib", subfiletype=1)
+        with pytest.raises(BadImageError) as err:
+            Mosaic(path)
+        assert str(err.value) == (f"{path}: pyramid level 1 is uint16, level 0 uint8; a mosaic and its pyramid are "
+                                  "8-bit RGB: export it again as 8-bit RGB (its pyramid rebuilt)")
+    # in a pyramid of two levels: the 16-bit one first (2×) or second (4×)
+    path = write(tmp_path / "two.tif", levels=(deep, IMG[::4, ::4]) if reduction == 2 else (IMG[::2, ::2], deep))
+    with pytest.raises(BadImageError, match=rf"two.tif: pyramid level {reduction // 2} is uint16, level 0 uint8; "):
+        Mosaic(path)
+
+
+def test_a_pyramid_stored_as_the_pages_after_level_0_is_read(tmp_path):
+    path = tmp_path / "pages.tif"
+    with tifffile.TiffWriter(path, bigtiff=True) as tw:
+        tw.write(IMG, tile=(256, 256), photometric="rgb", compression="zlib")
+        tw.write(IMG[::2, ::2], tile=(256, 256), photometric="rgb", compression="zlib", subfiletype=1)
+    with Mosaic(path) as m:
+        assert [lv.shape for lv in m.levels] == [(1001, 1203), (501, 602)]
+        np.testing.assert_array_equal(m.read(0, 501, level=1), IMG[::2, ::2])
+
+
+def test_a_tile_that_decodes_to_the_wrong_size_is_one_line(tmp_path):
+    import zlib
+
+    path = write(tmp_path / "tile.tif")
+    with tifffile.TiffFile(path) as tif:
+        offset = tif.pages[0].dataoffsets[6]  # tile (1, 1): rows 256–512
+    data = bytearray(path.read_bytes())
+    short = zlib.compress(bytes(256 * 100 * 3))  # valid deflate, but 100 rows of the tile's 256
+    data[offset : offset + len(short)] = short
+    path.write_bytes(bytes(data))
+    with Mosaic(path) as m:
+        np.testing.assert_array_equal(m.read(0, 256), IMG[:256])  # the tiles above decode
+        with pytest.raises(BadImageError) as err:
+            m.read(200, 600, 0, 600)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"{path}: cannot decode rows 200–600 of level 0 (")
+    assert message.endswith("the file is truncated or damaged: copy or export it again")
+
+
 def test_what_cannot_be_read_region_by_region_is_refused(tmp_path, monkeypatch):
     from lumenkit.data import mosaic as mod
 

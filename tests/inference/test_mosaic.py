@@ -55,6 +55,26 @@ def digest(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def block_means(image, d):
+    """Each ``d × d`` block's mean, rounded half up; edge blocks average the pixels they hold."""
+    h, w = image.shape
+    rows, cols = -(-h // d), -(-w // d)
+    sums, counts = np.zeros((2, rows * d, cols * d), dtype=np.int64)
+    sums[:h, :w], counts[:h, :w] = image, 1
+    sums, counts = (x.reshape(rows, d, cols, d).sum(axis=(1, 3)) for x in (sums, counts))
+    return ((sums + counts // 2) // counts).astype(np.uint8)
+
+
+@pytest.mark.parametrize("shape, step", [((1001, 1203), 2), ((1001, 1203), 4), ((700, 9000), 8),
+                                         ((1300, 700), 512), ((257, 513), 256)])
+def test_confidence_levels_are_block_means_for_any_banding(shape, step):
+    """Blocks taller than a row of tiles (512) or cut by the image's edges included; rows of 256 rows yielded."""
+    image = np.random.default_rng(step).integers(0, 256, shape, dtype=np.uint8)
+    got = list(mosaic_mod._averaged((image[y : y + 256] for y in range(0, shape[0], 256)), step, shape[1]))
+    assert all(len(r) == 256 for r in got[:-1])
+    np.testing.assert_array_equal(np.concatenate(got), block_means(image, step))
+
+
 @pytest.mark.parametrize("scale", [0.25, 1.0])
 def test_streamed_mask_is_the_whole_image_prediction(section, tmp_path, scale):
     ck = model(scale)
@@ -68,8 +88,16 @@ def test_streamed_mask_is_the_whole_image_prediction(section, tmp_path, scale):
         got = page.asarray()
     assert len(np.unique(got)) >= 3  # a meaningful comparison: several classes
     np.testing.assert_array_equal(got, whole["codes"])
-    np.testing.assert_array_equal(tifffile.imread(res.confidence),
-                                  np.clip(whole["confidence"] * 255 + 0.5, 0, 255).astype(np.uint8))
+    conf8 = np.clip(whole["confidence"] * 255 + 0.5, 0, 255).astype(np.uint8)
+    with tifffile.TiffFile(res.confidence) as tif:
+        page = tif.pages[0]
+        assert page.is_tiled and page.photometric == tifffile.PHOTOMETRIC.MINISBLACK
+        np.testing.assert_array_equal(page.asarray(), conf8)
+        levels = [p.asarray() for p in page.pages]  # the mask's pyramid, each level the mean of its blocks
+    assert [lv.shape for lv in levels] == [(501, 602), (251, 301)]
+    for d, level in zip((2, 4), levels, strict=True):
+        np.testing.assert_array_equal(level, block_means(conf8, d))
+        assert not np.array_equal(level, conf8[::d, ::d])  # not sampled as the codes are
     assert res.pixels == {int(c): int(n) for c, n in zip(*np.unique(whole["codes"], return_counts=True), strict=True)}
     overview = read_mask(res.overview)
     np.testing.assert_array_equal(overview, whole["codes"])  # small enough: the overview is the mask itself
@@ -188,7 +216,37 @@ def test_predict_streams_mosaics_among_ordinary_images(section, tmp_path):
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "out" / "big.tif"), whole["codes"])
 
 
-def test_bad_mosaic_input(section, tmp_path):
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A folder nobody, root included, can write in (``chattr +i``; ``chmod`` when not root), else skip.
+
+    As in tests/test_bad_inputs.py (fixtures there are not shared with this folder).
+    """
+    import shutil
+
+    ro = tmp_path / "read-only"
+    ro.mkdir()
+    undo = None
+    if shutil.which("chattr") and subprocess.run(["chattr", "+i", str(ro)], capture_output=True).returncode == 0:
+        undo = lambda: subprocess.run(["chattr", "-i", str(ro)], check=True)
+    elif os.geteuid() != 0:
+        ro.chmod(0o555)
+        undo = lambda: ro.chmod(0o755)
+    writable = True
+    if undo is not None:
+        try:
+            (ro / "probe").touch()
+        except OSError:
+            writable = False
+    if writable:
+        if undo is not None:
+            undo()
+        pytest.skip("cannot make a read-only folder here (no chattr +i, and root ignores chmod)")
+    yield ro
+    undo()
+
+
+def test_bad_mosaic_input(section, tmp_path, read_only_dir):
     ck = model()
     path = write(tmp_path / "m.tif", section)
     with pytest.raises(ConfigError, match="coarser than the model"):
@@ -196,6 +254,12 @@ def test_bad_mosaic_input(section, tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(OutputPathError, match="exists and is not a folder"):
         predict_mosaic(ck, path, tmp_path / "file", scale=1.0, tiling=TILING, progress=False)
+    with pytest.raises(OutputPathError) as err:  # checked before any work: nothing predicted, nothing left
+        predict_mosaic(ck, path, read_only_dir / "out", scale=1.0, tiling=TILING, progress=False)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"{read_only_dir / 'out'}: cannot write in {read_only_dir}")
+    assert message.endswith("choose another --out in a folder you can write to")
+    assert list(read_only_dir.iterdir()) == []
     data = path.read_bytes()
     cut = tmp_path / "cut.tif"
     cut.write_bytes(data[: len(data) // 2])
