@@ -80,3 +80,32 @@ def real_s1() -> Path:
     if not path.is_dir():
         pytest.skip("real LumenStone sample absent (set LUMENKIT_LUMENSTONE to the folder holding S1_v1_x05)")
     return path
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A folder nobody, root included, can write in (``chattr +i``; ``chmod`` when not root), else skip."""
+    import os
+    import shutil
+    import subprocess
+
+    ro = tmp_path / "read-only"
+    ro.mkdir()
+    undo = None
+    if shutil.which("chattr") and subprocess.run(["chattr", "+i", str(ro)], capture_output=True).returncode == 0:
+        undo = lambda: subprocess.run(["chattr", "-i", str(ro)], check=True)
+    elif os.geteuid() != 0:
+        ro.chmod(0o555)
+        undo = lambda: ro.chmod(0o755)
+    writable = True
+    if undo is not None:
+        try:
+            (ro / "probe").touch()
+        except OSError:
+            writable = False
+    if writable:
+        if undo is not None:
+            undo()
+        pytest.skip("cannot make a read-only folder here (no chattr +i, and root ignores chmod)")
+    yield ro
+    undo()

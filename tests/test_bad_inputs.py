@@ -242,35 +242,6 @@ WRITERS = ["predict", "analyse", "synth", "train", "evaluate", "evaluate --save-
 UNWRITABLE = ["a file where a folder is expected", "a folder under a file", "a read-only folder"]
 
 
-@pytest.fixture
-def read_only_dir(tmp_path):
-    """A folder nobody, root included, can write in (``chattr +i``; ``chmod`` when not root), else skip."""
-    import os
-    import shutil
-    import subprocess
-
-    ro = tmp_path / "read-only"
-    ro.mkdir()
-    undo = None
-    if shutil.which("chattr") and subprocess.run(["chattr", "+i", str(ro)], capture_output=True).returncode == 0:
-        undo = lambda: subprocess.run(["chattr", "-i", str(ro)], check=True)
-    elif os.geteuid() != 0:
-        ro.chmod(0o555)
-        undo = lambda: ro.chmod(0o755)
-    writable = True
-    if undo is not None:
-        try:
-            (ro / "probe").touch()
-        except OSError:
-            writable = False
-    if writable:
-        if undo is not None:
-            undo()
-        pytest.skip("cannot make a read-only folder here (no chattr +i, and root ignores chmod)")
-    yield ro
-    undo()
-
-
 @pytest.mark.parametrize("case", UNWRITABLE)
 @pytest.mark.parametrize("command", WRITERS)
 def test_an_output_that_cannot_be_written_is_one_line_naming_it(dataset, model_pt, tmp_path, command, case,

@@ -111,17 +111,25 @@ class Mosaic:
         self.pixel_size_um, self.pixel_size_source = metadata_pixel_size_um(self.path)
 
     def _reduced_pages(self) -> list[Any]:
-        """The pages of level 0's reduced levels: its sub-IFDs, else the pages after it marked reduced."""
+        """The pages of level 0's reduced levels.
+
+        Its sub-IFDs, else the pages after it marked reduced and sized as level 0 reduced by a whole factor (a
+        preview or thumbnail page of another size is not a level).
+        """
         page = self._tif.pages[0]
         if page.subifds:
             return list(page.pages)
+        h0, w0 = (int(v) for v in page.shape[:2])
         out: list[Any] = []
         while True:
             try:
                 nxt = self._tif.pages[len(out) + 1]
             except IndexError:
                 return out
-            if not getattr(nxt, "is_reduced", False):
+            h, w = (int(v) for v in nxt.shape[:2])
+            f = round(w0 / w) if w else 0
+            level_sized = f >= 2 and w in (w0 // f, -(-w0 // f)) and h in (h0 // f, -(-h0 // f))
+            if not getattr(nxt, "is_reduced", False) or not level_sized:
                 return out
             out.append(nxt)
 

@@ -274,7 +274,8 @@ def predict_files(
 
     A mask's pixel values are the LumenStone codes (255 = ignore); its PNG palette holds the catalogue colours
     (:func:`lumenkit.data.imageio.save_palette_mask`), so any viewer shows the minerals in colour while
-    :func:`lumenkit.data.imageio.read_mask` (and ImageJ, Fiji, QuPath, napari reading the raw values) gets the codes.
+    :func:`lumenkit.data.imageio.read_mask` (or ``np.asarray(PIL.Image.open(p))``, and ImageJ/Fiji) gets the codes;
+    readers that convert palettes to RGB (imageio, scikit-image, OpenCV, napari's default reader) get colours.
     ``composition.csv`` has one row per image: ``image``, ``path``, ``width``, ``height`` (px), ``scale``,
     ``pixel_size_um`` (µm per pixel, empty when unknown), ``pixel_size_source`` (where that came from, as in
     ``lumenkit analyse``'s ``sections.csv``: ``samples.csv``, ``OME-XML``, ``TIFF tags``, ``parameter``, or empty),

@@ -48,7 +48,8 @@ SECTIONS = "06_sections"
 PER_DEPOSIT = ("05_deposit_report",)
 """Stages rendered once for all images and then once per deposit (parameter ``deposit``)."""
 
-PATH_KEYS = ("data", "sections", "samples_csv", "truth", "flat_field", "model", "run_dir", "out_dir")
+PATH_KEYS = ("data", "sections", "samples_csv", "truth", "flat_field", "model", "run_dir", "out_dir", "mosaic",
+             "mosaic_mask")
 """Parameters holding paths: made absolute (relative to the parameter file's project) before injection."""
 
 
@@ -254,8 +255,9 @@ def check_sections(cfg: dict[str, Any], base: Path) -> None:
     """
     from lumenkit.data.sections import read_sections
 
-    shared = {k: v for k, v in cfg.items() if k not in ("notebooks", "run", "stages")}
-    params = _resolve_paths({**shared, **((cfg.get("notebooks") or {}).get(SECTIONS) or {})}, base)
+    merged = {**cfg, **((cfg.get("notebooks") or {}).get(SECTIONS) or {})}
+    wanted = ("sections", "samples_csv", "pixel_size_um")  # only these: other paths may name what this report skips
+    params = _resolve_paths({k: v for k, v in merged.items() if k in wanted}, base)
     if params.get("sections"):
         read_sections(params["sections"], params.get("samples_csv") or None, params.get("pixel_size_um") or None)
 

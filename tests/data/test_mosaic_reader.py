@@ -99,6 +99,20 @@ def test_a_pyramid_stored_as_the_pages_after_level_0_is_read(tmp_path):
         np.testing.assert_array_equal(m.read(0, 501, level=1), IMG[::2, ::2])
 
 
+@pytest.mark.parametrize("thumb", ["rgb", "grey", "16-bit"])
+def test_a_thumbnail_page_is_not_taken_for_a_pyramid_level(tmp_path, thumb):
+    """Microscope software often stores a small preview after the image: not sized as a level, it is left alone."""
+    small = IMG[::10, ::9][:100, :130]
+    small = {"rgb": small, "grey": small[..., 0], "16-bit": small.astype(np.uint16) * 257}[thumb]
+    path = tmp_path / "thumb.tif"
+    with tifffile.TiffWriter(path, bigtiff=True) as tw:
+        tw.write(IMG, tile=(256, 256), photometric="rgb", compression="zlib")
+        tw.write(small, photometric="rgb" if small.ndim == 3 else "minisblack", subfiletype=1)
+    with Mosaic(path) as m:
+        assert [lv.shape for lv in m.levels] == [(1001, 1203)]
+        np.testing.assert_array_equal(m.read(0, 1001), IMG)
+
+
 def test_a_tile_that_decodes_to_the_wrong_size_is_one_line(tmp_path):
     import zlib
 

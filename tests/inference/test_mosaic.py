@@ -216,36 +216,6 @@ def test_predict_streams_mosaics_among_ordinary_images(section, tmp_path):
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "out" / "big.tif"), whole["codes"])
 
 
-@pytest.fixture
-def read_only_dir(tmp_path):
-    """A folder nobody, root included, can write in (``chattr +i``; ``chmod`` when not root), else skip.
-
-    As in tests/test_bad_inputs.py (fixtures there are not shared with this folder).
-    """
-    import shutil
-
-    ro = tmp_path / "read-only"
-    ro.mkdir()
-    undo = None
-    if shutil.which("chattr") and subprocess.run(["chattr", "+i", str(ro)], capture_output=True).returncode == 0:
-        undo = lambda: subprocess.run(["chattr", "-i", str(ro)], check=True)
-    elif os.geteuid() != 0:
-        ro.chmod(0o555)
-        undo = lambda: ro.chmod(0o755)
-    writable = True
-    if undo is not None:
-        try:
-            (ro / "probe").touch()
-        except OSError:
-            writable = False
-    if writable:
-        if undo is not None:
-            undo()
-        pytest.skip("cannot make a read-only folder here (no chattr +i, and root ignores chmod)")
-    yield ro
-    undo()
-
-
 def test_bad_mosaic_input(section, tmp_path, read_only_dir):
     ck = model()
     path = write(tmp_path / "m.tif", section)

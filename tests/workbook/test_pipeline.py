@@ -130,6 +130,12 @@ def test_a_bad_samples_csv_fails_at_once_before_any_stage_runs(tmp_path, monkeyp
     with pytest.raises(DatasetNotFoundError, match="nowhere: folder of sections not found"):
         run_report(params, progress=False)
     assert not (tmp_path / "reports").exists()
+    # the check reads only what the sections report uses: a path it never reads may name an unset variable
+    monkeypatch.delenv("LUMENKIT_LUMENSTONE", raising=False)
+    write_text(tmp_path / "sec" / "samples.csv", "image,sample\na,S1\n")
+    pipeline.check_sections({"run": "s", "sections": "sec", "data": "${LUMENKIT_LUMENSTONE}/S1_v1_x05"}, tmp_path)
+    with pytest.raises(ConfigError, match="LUMENKIT_LUMENSTONE"):  # but an unset variable where it reads is refused
+        pipeline.check_sections({"run": "s", "sections": "${LUMENKIT_LUMENSTONE}/sec"}, tmp_path)
 
 
 def test_environment_variables_in_paths(tmp_path, monkeypatch):
