@@ -14,18 +14,19 @@ mean IoU weighs every class equally, so it is best somewhere between no shift an
   (tiled prediction, TTA, evaluation, ONNX export) uses it with no extra code, and the checkpoint's ``config``
   records ``prior_correction`` (τ, shift, both priors, the split it was fitted on).
 
-A model trained on uniform patches has ``π_s ≈ π_n`` and a shift near zero.
+A model trained on uniform patches has ``π_s ≈ π_n`` and a shift near zero. The shift, the EM estimate and the
+bias folding are the product's (:mod:`lumenkit.training.prior`, which ``lumenkit train`` applies to models trained
+on strokes); this module adds what needs whole masks (counting π_n, fitting τ) and the command-line study.
 
 Example:
     >>> import numpy as np
-    >>> from lumenkit.lab.prior import prior_shift
+    >>> from lumenkit.lab.prior import prior_shift  # the product's (lumenkit.training.prior), re-exported
     >>> np.round(prior_shift([1, 1], [3, 1]), 3)        # served equally, nature 3:1
     array([ 0.405, -0.693])
 """
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,29 +42,10 @@ from lumenkit.data.imageio import write_text
 from lumenkit.errors import CheckpointError, ConfigError
 from lumenkit.evaluation.metrics import Scores, confusion_matrix, sum_confusions
 from lumenkit.models.checkpoint import Checkpoint, load_checkpoint
+from lumenkit.training.prior import apply_prior_correction, em_prior, estimate_natural_counts, prior_shift
 
 DEFAULT_TAUS: tuple[float, ...] = (0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
 """Strengths of the shift tried by :func:`fit_prior_correction` (0 = no correction, 1 = the Bayes shift)."""
-
-
-def prior_shift(served: Sequence[float], natural: Sequence[float]) -> np.ndarray:
-    """Per-class logit shift ``log(π_n / π_s)`` from served and natural pixel counts (any common unit).
-
-    Classes absent from either count get 0 (no information to move them by).
-
-    Raises:
-        ValueError: counts of different lengths, negative counts, or nothing counted.
-    """
-    s = np.asarray(served, dtype=np.float64)
-    n = np.asarray(natural, dtype=np.float64)
-    if s.shape != n.shape or s.ndim != 1:
-        raise ValueError(f"served {s.shape} and natural {n.shape} counts must be two vectors of equal length")
-    if (s < 0).any() or (n < 0).any() or s.sum() <= 0 or n.sum() <= 0:
-        raise ValueError("served and natural pixel counts must be non-negative and not all zero")
-    ok = (s > 0) & (n > 0)
-    out = np.zeros_like(s)
-    out[ok] = np.log((n[ok] / n.sum()) / (s[ok] / s.sum()))
-    return out
 
 
 def served_counts(model_path: str | Path) -> np.ndarray:
@@ -109,74 +91,16 @@ def natural_counts(ckpt: Checkpoint, data: str | Path | None = None,
     return counts[list(ckpt.class_map.labels)].to_numpy().sum(0).astype(np.int64)
 
 
-def em_prior(probs: Sequence[np.ndarray], served: Sequence[float], iters: int = 200, tol: float = 1e-7) -> np.ndarray:
-    """The class prior of unlabelled pixels, estimated from a model's posteriors by EM (label-shift adaptation).
-
-    A model trained under the served prior ``π_s`` gives posteriors ``p(y|x)``; under another prior ``π`` they
-    become ``p(y|x) · (π/π_s)(y)``, renormalised.  The estimate iterates ``π ← mean over pixels of the adjusted
-    posteriors`` from ``π = π_s`` to a fixed point, the maximum-likelihood prior of the pixels (Saerens, Latinne
-    and Decaestecker 2002, "Adjusting the outputs of a classifier to new a priori probabilities").  No mask is
-    needed, so it serves models trained on strokes, whose labelled pixels say nothing of how common each mineral
-    is.  Written here because the estimator is ten lines of numpy and no maintained library ships it for
-    dense per-pixel posteriors.
-
-    Args:
-        probs: posteriors, each ``(K, ...)`` (one array per image, any spatial shape), summing to 1 over ``K``.
-        served: ``(K,)`` pixels served per class in training (any common unit); classes never served keep 0.
-        iters: maximum EM iterations.
-        tol: stop when no class share moves by more than this.
-
-    Returns:
-        ``(K,)`` estimated class shares, summing to 1.
-
-    Raises:
-        ValueError: no pixels, or ``served`` not one non-negative value per class with a positive sum.
-    """
-    s = np.asarray(served, dtype=np.float64)
-    flat = [np.asarray(p, dtype=np.float64).reshape(s.shape[0], -1) if np.asarray(p).shape[0] == s.shape[0]
-            else None for p in probs]
-    if any(f is None for f in flat) or s.ndim != 1:
-        raise ValueError(f"every posterior needs {s.shape[0]} classes on its first axis, as served has")
-    if (s < 0).any() or s.sum() <= 0:
-        raise ValueError("served pixel counts must be non-negative and not all zero")
-    pix = np.concatenate(flat, axis=1)  # type: ignore[arg-type]
-    if pix.shape[1] == 0:
-        raise ValueError("no pixels to estimate the prior from")
-    s = s / s.sum()
-    ok = s > 0
-    prior = s.copy()
-    for _ in range(iters):
-        w = np.where(ok, prior / np.where(ok, s, 1.0), 0.0)
-        adj = pix * w[:, None]
-        adj /= np.maximum(adj.sum(0, keepdims=True), 1e-300)
-        new = adj.mean(1)
-        done = np.abs(new - prior).max() < tol
-        prior = new
-        if done:
-            break
-    return prior / prior.sum()
-
-
 def em_counts(ckpt: Checkpoint, served: Sequence[float], data: str | Path | None = None, split: str = "fit",
               validation: ValidationSplit | None = None, progress: bool = True) -> np.ndarray:
-    """``(K,)`` class shares of a split's images estimated by :func:`em_prior` from the model's own posteriors.
+    """``(K,)`` class shares of a split's images estimated by EM from the model's own posteriors (×1e6, integers).
 
-    Each image is predicted at the model's scale; its masks are not read, so the split may be sparsely labelled.
-    Returned as pixel-count-like shares ×1e6 (integers), the unit :func:`prior_shift` and the checkpoint record take.
+    :func:`lumenkit.training.prior.estimate_natural_counts` on the split; masks are not read, so it may be sparse.
 
     Raises:
         ConfigError: no data folder known; dataset errors as in evaluation.
     """
-    from tqdm.auto import tqdm
-
-    from lumenkit.inference.predict import predict_image
-
-    ds = _dataset(ckpt, data, split, validation)
-    probs = []
-    for i in tqdm(range(len(ds)), desc=f"prior of {split} by EM", disable=not progress):
-        image = ds.read_image(i, scale=ckpt.scale)
-        probs.append(predict_image(ckpt, image, input_scale=ckpt.scale, return_probs=True)["probs"])
-    return np.round(em_prior(probs, served) * 1e6).astype(np.int64)
+    return estimate_natural_counts(ckpt, _dataset(ckpt, data, split, validation), served, progress)
 
 
 @dataclass
@@ -287,32 +211,6 @@ def fit_prior_correction(
     best = float(curve.loc[curve["mean_iou"].idxmax(), "tau"])  # idxmax: first (smallest tau) on ties
     return PriorFit(best, shift, np.asarray(served, dtype=np.int64), natural, curve, split,
                     len(ds), list(cmap.labels))
-
-
-def apply_prior_correction(ckpt: Checkpoint, bias: Sequence[float], info: dict[str, Any] | None = None) -> Checkpoint:
-    """A copy of ``ckpt`` whose head adds ``bias`` (logit units, one per class) to every prediction.
-
-    The original is untouched.  A checkpoint corrected before gets the new bias on top of the old one, and its
-    ``config["prior_correction"]`` lists every correction applied, oldest first.
-
-    Raises:
-        ValueError: ``bias`` does not have one value per class, or the model's head has no bias to shift.
-    """
-    b = torch.as_tensor(np.asarray(bias, dtype=np.float32))
-    k = len(ckpt.class_map)
-    if b.shape != (k,):
-        raise ValueError(f"bias needs one value per class ({k}), got shape {tuple(b.shape)}")
-    model = copy.deepcopy(ckpt.model)
-    head = getattr(model, "head", None)
-    if head is None or getattr(head, "bias", None) is None:
-        raise ValueError("the model's head has no bias: prior correction needs a 1×1 head with bias")
-    with torch.no_grad():
-        head.bias.add_(b.to(head.bias))
-    config = copy.deepcopy(ckpt.config)
-    done = list(config.get("prior_correction") or [])
-    done.append({**(info or {}), "bias": [round(float(v), 6) for v in b]})
-    config["prior_correction"] = done
-    return Checkpoint(model, ckpt.class_map, ckpt.scale, list(ckpt.history), None, config, ckpt.version)
 
 
 def correct_model(

@@ -126,6 +126,21 @@ def test_a_stroke_dataset_trains_and_validates_on_whole_masks(data, tmp_path):
     assert np.isfinite(r.best_miou)
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     assert cfg["resolved"]["labels"].startswith("sparse") and cfg["resolved"]["val_names"] == ["tr02", "tr03"]
+    # model.pt corrected to the images' class prior by EM, recorded with its validation score before and after
+    best = load_checkpoint(run / "model.pt")
+    (done,) = best.config["prior_correction"]
+    assert done["natural_from"] == "em" and done["tau"] == 0.5
+    assert done["images"] == len(LumenStoneDataset(sparse, "fit"))
+    assert sum(done["natural"]) == pytest.approx(1e6, abs=len(done["natural"]))
+    assert done["val_miou"][0] == pytest.approx(r.best_miou, abs=1e-6)
+    plain = train(data=str(sparse), out=str(tmp_path / "plain"), epochs=1, strokes_prior=0.0, **TINY)
+    assert "prior_correction" not in load_checkpoint(tmp_path / "plain" / "model.pt").config
+    head = dict(best.model.head.named_parameters())["bias"].detach()
+    plain_head = dict(load_checkpoint(tmp_path / "plain" / "model.pt").model.head.named_parameters())["bias"].detach()
+    np.testing.assert_allclose(head - plain_head, done["bias"], atol=1e-5)  # same training, bias shifted
+    assert np.isfinite(plain.best_miou)
+    train(data=str(sparse), out=str(run), epochs=1, resume=True, **TINY)  # nothing left to train: not corrected again
+    assert len(load_checkpoint(run / "model.pt").config["prior_correction"]) == 1
 
 
 def test_bad_stroke_masks_are_one_line(data, tmp_path, capsys):
