@@ -34,7 +34,24 @@ def nice_length_um(width_px: int, pixel_size_um: float, fraction: float = 0.2) -
 @functools.lru_cache(maxsize=16)
 def _micro(size: int) -> str:
     """``"µ"`` when the default font of ``size`` draws it, else ``"u"`` (decided once per size, not per picture)."""
-    return "µ" if _has_glyph(ImageFont.load_default(size=size), "µ") else "u"
+    return _drawable("µ", size)
+
+
+_ASCII = {"µ": "u", "–": "-", "—": "-", "×": "x", "²": "2", "³": "3"}
+"""Stand-ins for characters a bitmap default font may lack (it draws a box instead)."""
+
+
+@functools.lru_cache(maxsize=256)
+def _drawable(char: str, size: int) -> str:
+    """``char``, or its ASCII stand-in when the default font of ``size`` cannot draw it."""
+    if char.isascii() or char not in _ASCII:
+        return char
+    return char if _has_glyph(ImageFont.load_default(size=size), char) else _ASCII[char]
+
+
+def _plain(text: str, size: int) -> str:
+    """``text`` with every character the default font of ``size`` lacks replaced (e.g. the en dash in a name)."""
+    return "".join(_drawable(c, size) for c in text)
 
 
 def _has_glyph(font: ImageFont.FreeTypeFont | ImageFont.ImageFont, char: str) -> bool:
@@ -84,7 +101,7 @@ def annotated_overlay(
     codes = [c for c in (codes if codes is not None else present) if c in CATALOGUE and c not in (0, IGNORE)]
     pad = max(2, size // 3)
     if codes:
-        lines = [f"{CATALOGUE[c].label}  {CATALOGUE[c].name}" for c in codes]
+        lines = [_plain(f"{CATALOGUE[c].label}  {CATALOGUE[c].name}", size) for c in codes]
         text_w = max(draw.textlength(s, font=font) for s in lines)
         box = (pad, pad, int(3 * pad + size + text_w + pad), int(pad + len(lines) * (size + pad) + pad))
         draw.rectangle(box, fill=(255, 255, 255), outline=(0, 0, 0))

@@ -44,3 +44,20 @@ def test_no_scale_bar_without_a_pixel_size():
     image, mask = scene()
     out = annotated_overlay(image, mask, pixel_size_um=None)
     assert max((row == 0).all(-1).sum() for row in out[250:, 200:]) == 0
+
+
+def test_mineral_names_are_drawn_without_missing_glyphs():
+    """The default bitmap font lacks the en dash of "tennantite–tetrahedrite": a stand-in is drawn, never a box."""
+    from PIL import ImageFont
+
+    from lumenkit.data.pictures import _has_glyph, _plain
+
+    for size in (10, 16):
+        font = ImageFont.load_default(size=size)
+        for name in ("Tnt/Ttr  tennantite–tetrahedrite", "200 µm", "2×2 mm²"):
+            text = _plain(name, size)
+            assert all(c == " " or _has_glyph(font, c) for c in text), (size, text)
+            assert len(text) == len(name)  # one stand-in per character
+        assert _plain("Tnt/Ttr  tennantite–tetrahedrite", size).endswith(("tennantite–tetrahedrite",
+                                                                           "tennantite-tetrahedrite"))
+
