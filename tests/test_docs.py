@@ -196,6 +196,14 @@ def test_cross_validation_tables_regenerate_from_the_kept_fold_evaluations():
         assert again["rows"] == table["rows"]  # rerun `results_tables.py cv` if the kept evaluations changed
 
 
+def test_a_cross_validation_table_of_other_classes_than_the_papers_sets_no_paper_row():
+    table = _results_tables().cv("S2", [str(RESULTS / "cv" / "s2_cv_fold0")], [["pair", "s2_pair", "cmd"]])
+    assert table["columns"][2:7] == ["BG", "Ccp", "Mag", "Po", "Pn"]
+    assert [r["cells"][0] for r in table["rows"]] == ["pair"]  # S1's published figures set beside S2's would mislead
+    s1 = _results_tables().cv("S1", [str(RESULTS / "cv" / "s1_cv_fold0")], [["default", "default", "cmd"]])
+    assert s1["rows"][-1]["cells"][0].startswith("paper")
+
+
 def test_keeping_fold_evaluations_drops_the_machines_path(tmp_path):
     run = tmp_path / "s1_fold0" / "v"
     run.mkdir(parents=True)
