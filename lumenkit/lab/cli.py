@@ -286,6 +286,9 @@ def _add_separability(sub: argparse._SubParsersAction) -> None:
                    help="model scales relative to native x100 (default 0.5 0.25 0.125)")
     p.add_argument("--per-image", type=int, default=2000, help="pixels drawn per class and image (default 2000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the draw and the classifier")
+    p.add_argument("--levels", action="store_true",
+                   help="instead: brightness within each image against across images, and after dividing each image "
+                        "by its bright phase, at the first scale (also writes OUT's stem + _images.csv)")
     p.add_argument("--out", required=True, help="CSV to write")
     p.set_defaults(func=_run_separability)
 
@@ -297,14 +300,44 @@ def _run_separability(a: argparse.Namespace) -> int:
     if any(not 0 < s <= 1 for s in a.scales) or a.per_image < 1:
         raise ConfigError("--scales must lie in (0, 1] and --per-image be at least 1")
     check_writable(a.out, folder=False)
-    table = pair_study(a.data, *a.minerals, scales=a.scales, per_image=a.per_image, seed=a.seed)
+    if a.levels:
+        from lumenkit.lab.separability import levels_study
+
+        images, table = levels_study(a.data, *a.minerals, scale=a.scales[0], per_image=a.per_image, seed=a.seed)
+        out = Path(a.out)
+        write_text(out.with_name(f"{out.stem}_images.csv"), images.to_csv(index=False))
+        print(images.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    else:
+        table = pair_study(a.data, *a.minerals, scales=a.scales, per_image=a.per_image, seed=a.seed)
     write_text(a.out, table.to_csv(index=False))
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     return 0
 
 
+def _add_levels_copy(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("levels-copy", help="copy a dataset with each image divided by its bright phase's level "
+                                           "(per-image colour correction), to train and score a recipe on it")
+    p.add_argument("--data", required=True, help="dataset folder in LumenStone layout (its train split)")
+    p.add_argument("--out", required=True, help="new folder for the corrected copy")
+    p.add_argument("--target", type=float, nargs=3, metavar=("R", "G", "B"),
+                   help="grey levels of the bright phase after correction (default: the dataset's mean)")
+    p.set_defaults(func=_run_levels_copy)
+
+
+def _run_levels_copy(a: argparse.Namespace) -> int:
+    from lumenkit.lab.separability import levels_dataset
+
+    if a.target is not None and any(not 0 < v <= 255 for v in a.target):
+        raise ConfigError("--target grey levels must lie in (0, 255]")
+    done = levels_dataset(a.data, a.out, a.target)
+    print(f"{a.out}: {done['images']} images, bright phase to "
+          f"{', '.join(f'{v:.1f}' for v in done['target'])} (R, G, B)")
+    return 0
+
+
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_ablation, _add_prior, _add_refine, _add_strokes, _add_label_efficiency, _add_separability]
+    _add_ablation, _add_prior, _add_refine, _add_strokes, _add_label_efficiency, _add_separability,
+    _add_levels_copy]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -119,16 +119,18 @@ def sample_pixels(data: str | Path, a: str | int, b: str | int, scale: float, pe
     return pd.concat(parts, ignore_index=True)
 
 
-def separability(samples: pd.DataFrame, folds: int = 5, seed: int = 0) -> pd.DataFrame:
+def separability(samples: pd.DataFrame, folds: int = 5, seed: int = 0,
+                 feature_sets: dict[str, Sequence[str]] | None = None) -> pd.DataFrame:
     """Out-of-fold balanced accuracy and ROC AUC of telling ``is_a`` from not, per feature set.
 
     Args:
         samples: rows of :func:`sample_pixels`.
         folds: image-grouped folds (fewer when fewer images hold both classes).
         seed: seed of the classifier.
+        feature_sets: name → columns of ``samples`` (default :data:`FEATURE_SETS`).
 
     Returns:
-        One row per feature set of :data:`FEATURE_SETS`: ``features``, ``balanced_accuracy``, ``auc``, ``n_a``,
+        One row per feature set: ``features``, ``balanced_accuracy``, ``auc``, ``n_a``,
         ``n_b``, ``images``.
 
     Raises:
@@ -145,7 +147,7 @@ def separability(samples: pd.DataFrame, folds: int = 5, seed: int = 0) -> pd.Dat
         raise ConfigError("both minerals need sampled pixels in at least two images to measure separability")
     k = min(folds, n_groups)
     rows = []
-    for name, cols in FEATURE_SETS.items():
+    for name, cols in (FEATURE_SETS if feature_sets is None else feature_sets).items():
         x = samples[list(cols)].to_numpy(np.float32)
         prob = np.zeros(len(y))
         for fit, test in GroupKFold(n_splits=k).split(x, y, groups):
@@ -194,3 +196,195 @@ def pair_study(data: str | Path, a: str | int = "Pn", b: str | int = "Po",
         table[f"ceiling_iou_{lb}"] = iou.get(lb, np.nan)
         out.append(table)
     return pd.concat(out, ignore_index=True)
+
+
+def bright_phase(image: np.ndarray, min_share: float = 0.02) -> np.ndarray:
+    """Per-channel median grey level of an image's bright phase: a reference level for its exposure and colour.
+
+    In a polished section of ore the bright phase is the ore minerals against dark gangue and resin. It is the
+    pixels whose brightness (the channel mean) is at or above Otsu's threshold (:func:`skimage.filters.threshold_otsu`),
+    or the brightest ``min_share`` of the pixels when Otsu's class is smaller (a section with little ore).
+
+    Args:
+        image: ``(H, W, 3)`` uint8 RGB.
+        min_share: the smallest share of the pixels the bright phase holds.
+
+    Returns:
+        ``(3,)`` float64, 0–255 grey levels.
+
+    Raises:
+        ValueError: ``image`` is not ``(H, W, 3)`` or ``min_share`` is outside (0, 1].
+    """
+    from skimage.filters import threshold_otsu
+
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"need an (H, W, 3) RGB image, got shape {image.shape}")
+    if not 0 < min_share <= 1:
+        raise ValueError(f"min_share must be in (0, 1], got {min_share}")
+    lum = image.astype(np.float32).mean(axis=2)
+    cut = float(threshold_otsu(lum)) if lum.max() > lum.min() else float(lum.min())
+    cut = min(cut, float(np.quantile(lum, 1 - min_share)))
+    return np.median(image[lum >= cut].reshape(-1, 3), axis=0).astype(np.float64)
+
+
+def normalise_levels(image: np.ndarray, target: Sequence[float], reference: np.ndarray | None = None) -> np.ndarray:
+    """``image`` with each channel scaled so that its bright phase's median becomes ``target`` (rounded, clipped).
+
+    Args:
+        image: ``(H, W, 3)`` uint8 RGB.
+        target: the bright phase's grey level after the correction, per channel (0–255).
+        reference: the image's bright-phase levels (default :func:`bright_phase` of ``image``).
+
+    Returns:
+        ``(H, W, 3)`` uint8.
+    """
+    ref = bright_phase(image) if reference is None else np.asarray(reference, dtype=np.float64)
+    gain = np.asarray(target, dtype=np.float64) / np.maximum(ref, 1.0)
+    return np.clip(np.rint(image * gain.astype(np.float32)), 0, 255).astype(np.uint8)
+
+
+def _auc(a: np.ndarray, b: np.ndarray) -> float:
+    """Probability that a value of ``a`` exceeds one of ``b`` (ties count half): the ROC AUC of ``a`` above ``b``."""
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(np.r_[np.ones(len(a)), np.zeros(len(b))], np.r_[a, b]))
+
+
+def levels_study(data: str | Path, a: str | int = "Pn", b: str | int = "Po", scale: float = 0.25,
+                 per_image: int = 2000, seed: int = 0, min_pixels: int = 50) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Is mineral ``a`` told from ``b`` by brightness within an image, across images, or after a per-image correction?
+
+    Two minerals of close reflectance (pentlandite, pyrrhotite) may be ordered consistently inside every image while
+    each image's exposure and white balance move both more than their difference: then a model that sees a
+    window's colour alone confuses them, and dividing each image by its bright phase (:func:`bright_phase`,
+    :func:`normalise_levels`) restores what the within-image comparison shows.
+
+    Args:
+        data: dataset folder in LumenStone layout (its ``train`` split, every image).
+        a: the first mineral (label or code).
+        b: the second mineral.
+        scale: working scale relative to native ×100.
+        per_image: pixels drawn per class and image for the classifiers.
+        seed: seed of the draw and the classifiers.
+        min_pixels: images with fewer pixels of either mineral at ``scale`` are left out.
+
+    Returns:
+        ``(images, summary)``. ``images``: one row per image holding both: ``image``, ``n_A``, ``n_B``, ``lum_A``,
+        ``lum_B`` (median brightness, 0–255), ``bright`` (the bright phase's brightness), ``auc_within`` (the AUC
+        of brightness telling A from B inside the image). ``summary``: one row per cue — ``brightness, pooled over
+        images``, ``brightness ÷ bright phase, pooled``, ``brightness within each image`` (mean over images),
+        ``colour`` and ``colour ÷ bright phase`` (the classifier of :func:`separability`, out of fold by image) — with
+        ``auc``, ``balanced_accuracy`` (classifiers only) and ``images``; and the ``levels`` of the two minerals:
+        ``gap`` (mean over images of lum_A − lum_B), ``gap_sd``, ``share_a_brighter``, ``sd_A``/``sd_B`` (spread of
+        each mineral's median brightness between images) and the same after the correction (``*_norm``).
+
+    Raises:
+        UnknownClassError: ``a`` or ``b`` is not a LumenStone mineral.
+        ConfigError: equal minerals; fewer than two images hold both.
+        DatasetNotFoundError, BadImageError, BadMaskError: as :class:`LumenStoneDataset` raises them.
+    """
+    code_a, code_b, la, lb = _codes(a, b)
+    ds = LumenStoneDataset(data, "train", scale=scale)
+    rng = np.random.default_rng(seed)
+    rows, samples, pooled = [], [], {"raw": ([], []), "norm": ([], [])}
+    levels = []
+    for i in range(len(ds)):
+        mask = ds.load_mask(i)
+        where = [np.nonzero(mask == code) for code in (code_a, code_b)]
+        if min(len(w[0]) for w in where) < min_pixels:
+            continue
+        image = ds.read_image(i)
+        ref = bright_phase(image)
+        levels.append(ref)
+        lum = image.astype(np.float32).mean(axis=2)
+        va, vb = (lum[w] for w in where)
+        rows.append({"image": ds.names[i], "n_A": len(va), "n_B": len(vb), "lum_A": float(np.median(va)),
+                     "lum_B": float(np.median(vb)), "bright": float(ref.mean()), "auc_within": _auc(va, vb)})
+        for k, (ys, xs) in enumerate(where):
+            if len(ys) > per_image:
+                keep = rng.choice(len(ys), per_image, replace=False)
+                ys, xs = ys[keep], xs[keep]
+            rgb = image[ys, xs].astype(np.float32) / 255.0
+            samples.append(pd.DataFrame({"image": ds.names[i], "is_a": k == 0,
+                                         "R": rgb[:, 0], "G": rgb[:, 1], "B": rgb[:, 2],
+                                         "Rn": rgb[:, 0] / ref[0], "Gn": rgb[:, 1] / ref[1],
+                                         "Bn": rgb[:, 2] / ref[2]}))
+        for k, v in enumerate((va, vb)):
+            pooled["raw"][k].append(v)
+            pooled["norm"][k].append(v / ref.mean())
+    if len(rows) < 2:
+        raise ConfigError(f"{data}: fewer than two training images hold {min_pixels}+ px of both {la} and {lb} at "
+                          f"scale {scale}; choose minerals that occur together or a finer scale")
+    images = pd.DataFrame(rows)
+    mean_level = float(np.mean(levels))
+    norm_a, norm_b = images["lum_A"] / images["bright"] * mean_level, images["lum_B"] / images["bright"] * mean_level
+    gap = images["lum_A"] - images["lum_B"]
+    stats = {"gap": float(gap.mean()), "gap_sd": float(gap.std()), "share_a_brighter": float((gap > 0).mean()),
+             "sd_A": float(images["lum_A"].std()), "sd_B": float(images["lum_B"].std()),
+             "gap_norm": float((norm_a - norm_b).mean()), "sd_A_norm": float(norm_a.std()),
+             "sd_B_norm": float(norm_b.std())}
+    drawn = pd.concat(samples, ignore_index=True)
+    classifiers = separability(drawn, seed=seed, feature_sets={"colour": ("R", "G", "B"),
+                                                               "colour ÷ bright phase": ("Rn", "Gn", "Bn")})
+    summary = pd.DataFrame(
+        [{"cue": "brightness, pooled over images",
+          "auc": _auc(*(np.concatenate(p) for p in pooled["raw"]))},
+         {"cue": "brightness ÷ bright phase, pooled", "auc": _auc(*(np.concatenate(p) for p in pooled["norm"]))},
+         {"cue": "brightness within each image", "auc": float(images["auc_within"].mean())}]
+        + [{"cue": r.features, "auc": r.auc, "balanced_accuracy": r.balanced_accuracy}
+           for r in classifiers.itertuples()])
+    summary["images"] = len(images)
+    for k, v in stats.items():
+        summary[k] = v
+    return images, summary
+
+
+def levels_dataset(src: str | Path, dst: str | Path, target: Sequence[float] | None = None) -> dict[str, object]:
+    """A copy of dataset ``src`` at ``dst`` whose images are corrected by :func:`normalise_levels` (masks linked).
+
+    Training and scoring a recipe on the copy measures what a per-image colour correction is worth before it is
+    built into the product. Images are written as PNG (lossless); ``dataset.yaml`` records the correction.
+
+    Args:
+        src: dataset folder in LumenStone layout (its ``train`` split; ``test`` is not copied).
+        dst: new folder (must not exist).
+        target: the bright phase's grey level after correction, per channel (default: the mean of the images'
+            bright-phase levels, so the copy keeps the dataset's average look).
+
+    Returns:
+        ``{"target": [r, g, b], "images": n, "levels": {name: [r, g, b]}}``, the levels measured before correction.
+
+    Raises:
+        ConfigError: ``dst`` exists.
+        DatasetNotFoundError, BadImageError: as :class:`LumenStoneDataset` for ``src``.
+    """
+    import shutil
+
+    import yaml
+
+    from lumenkit.data.datasets import DatasetInfo
+    from lumenkit.data.imageio import save_image, write_text
+
+    dst = Path(dst)
+    if dst.exists():
+        raise ConfigError(f"{dst}: exists; give a new folder for the corrected copy")
+    ds = LumenStoneDataset(src, "train")
+    levels = {name: bright_phase(ds.read_image(i)) for i, name in enumerate(ds.names)}
+    goal = np.mean(list(levels.values()), axis=0) if target is None else np.asarray(target, dtype=np.float64)
+    (dst / "imgs" / "train").mkdir(parents=True)
+    (dst / "masks" / "train").mkdir(parents=True)
+    for i, name in enumerate(ds.names):
+        save_image(normalise_levels(ds.read_image(i), goal, levels[name]), dst / "imgs" / "train" / f"{name}.png")
+        mask = ds.mask_paths[i]
+        try:
+            (dst / "masks" / "train" / mask.name).hardlink_to(mask.resolve())
+        except OSError:
+            shutil.copyfile(mask, dst / "masks" / "train" / mask.name)
+    meta = DatasetInfo.read(src).to_dict()
+    meta["levels"] = {"target": [round(float(v), 2) for v in goal], "source": str(src),
+                      "method": "each channel x target / median of the bright phase (Otsu on brightness)"}
+    write_text(dst / "dataset.yaml", yaml.safe_dump(meta, sort_keys=False, allow_unicode=True))
+    if (Path(src) / "deposits.csv").is_file():
+        shutil.copyfile(Path(src) / "deposits.csv", dst / "deposits.csv")
+    return {"target": [float(v) for v in goal], "images": len(levels),
+            "levels": {k: [float(x) for x in v] for k, v in levels.items()}}

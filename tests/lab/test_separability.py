@@ -56,3 +56,79 @@ def test_bad_pairs_are_one_line_errors(tmp_path, capsys):
     assert main(["separability", "--data", str(root), "--out", str(out)]) == 2  # neither Pn nor Po in the masks
     err = capsys.readouterr().err
     assert "no pixel of Pn or Po" in err and err.count("\n") == 1 and not out.exists()
+
+
+def _exposures(root, factors=(0.7, 0.8, 0.9, 1.0, 1.1, 1.25), seed=0):
+    """Pn always 8 % brighter than Po inside an image; each image's exposure moves both by far more."""
+    from lumenkit.data.imageio import save_image, write_text
+
+    rng = np.random.default_rng(seed)
+    for i, f in enumerate(factors):
+        image = np.full((96, 128, 3), 30, np.float64)
+        mask = np.zeros((96, 128), np.uint8)
+        for (y, x), code, level in (((10, 10), 5, 150), ((10, 70), 7, 162), ((55, 10), 5, 150)):
+            mask[y:y + 30, x:x + 50] = code
+            image[y:y + 30, x:x + 50] = level
+        image = np.clip(image * f + rng.normal(0, 2, image.shape), 0, 255).astype(np.uint8)
+        save_image(image, root / "imgs" / "train" / f"e{i}.png")
+        save_image(mask, root / "masks" / "train" / f"e{i}.png")
+    write_text(root / "dataset.yaml", "name: exposures\nscale: 0.5\nclasses: [0, 5, 7]\n")
+    return root
+
+
+def test_bright_phase_is_the_median_of_the_ore_and_survives_little_ore():
+    from lumenkit.lab.separability import bright_phase, normalise_levels
+
+    image = np.full((100, 100, 3), 20, np.uint8)
+    image[:40, :40] = (200, 180, 160)
+    assert bright_phase(image).tolist() == [200, 180, 160]
+    image[:40, :40] = 20
+    image[0, :10] = 240  # 0.1 % ore: the brightest 2 % are taken, mostly gangue
+    assert bright_phase(image).tolist() == [20, 20, 20]
+    assert bright_phase(image, min_share=0.001).tolist() == [240, 240, 240]
+    out = normalise_levels(image, (120, 120, 120), reference=np.array([240.0, 240.0, 240.0]))
+    assert out[0, 0].tolist() == [120, 120, 120] and out[50, 50].tolist() == [10, 10, 10]
+    with pytest.raises(ValueError, match="RGB"):
+        bright_phase(image[..., 0])
+
+
+def test_levels_study_finds_the_order_inside_images_that_exposure_hides_across_them(tmp_path):
+    from lumenkit.lab.separability import levels_study
+
+    images, summary = levels_study(_exposures(tmp_path / "e"), "Pn", "Po", scale=0.5, per_image=200)
+    assert len(images) == 6 and (images["lum_A"] > images["lum_B"]).all()
+    auc = summary.set_index("cue")["auc"]
+    assert auc["brightness within each image"] > 0.99
+    assert auc["brightness ÷ bright phase, pooled"] > 0.99
+    assert auc["brightness, pooled over images"] < 0.8  # exposure overlaps the two minerals across images
+    row = summary.iloc[0]
+    assert row["share_a_brighter"] == 1 and row["sd_A_norm"] < row["sd_A"] / 5 and row["gap"] > 0
+
+
+def test_the_levels_copy_corrects_every_image_to_one_level_and_links_the_masks(tmp_path, capsys):
+    from lumenkit.data.datasets import LumenStoneDataset
+    from lumenkit.lab.cli import main
+    from lumenkit.lab.separability import bright_phase
+
+    src = _exposures(tmp_path / "e")
+    assert main(["levels-copy", "--data", str(src), "--out", str(tmp_path / "n")]) == 0
+    assert "6 images" in capsys.readouterr().out
+    copy = LumenStoneDataset(tmp_path / "n", "train")
+    levels = np.array([bright_phase(copy.read_image(i)) for i in range(len(copy))])
+    assert np.ptp(levels, axis=0).max() <= 3  # raw: 0.7× to 1.25× of one level
+    assert (copy.read_mask(2) == LumenStoneDataset(src, "train").read_mask(2)).all()
+    assert main(["levels-copy", "--data", str(src), "--out", str(tmp_path / "n")]) == 2
+    assert "exists" in capsys.readouterr().err
+
+
+def test_the_levels_option_writes_the_summary_and_the_images(tmp_path, capsys):
+    import pandas as pd
+
+    from lumenkit.lab.cli import main
+
+    src = _exposures(tmp_path / "e")
+    out = tmp_path / "lv.csv"
+    assert main(["separability", "--levels", "--data", str(src), "--scales", "0.5", "--per-image", "100",
+                 "--out", str(out)]) == 0
+    assert "brightness within each image" in capsys.readouterr().out
+    assert len(pd.read_csv(out)) == 5 and len(pd.read_csv(tmp_path / "lv_images.csv")) == 6
