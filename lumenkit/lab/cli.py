@@ -287,8 +287,9 @@ def _add_separability(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--per-image", type=int, default=2000, help="pixels drawn per class and image (default 2000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the draw and the classifier")
     p.add_argument("--levels", action="store_true",
-                   help="instead: brightness within each image against across images, and after dividing each image "
-                        "by its bright phase, at the first scale (also writes OUT's stem + _images.csv)")
+                   help="instead: brightness within each image against across images, and after dividing each "
+                        "image by its bright phase, at the first scale (also writes OUT's stem + _images.csv and "
+                        "_spread.csv)")
     p.add_argument("--out", required=True, help="CSV to write")
     p.set_defaults(func=_run_separability)
 
@@ -303,10 +304,12 @@ def _run_separability(a: argparse.Namespace) -> int:
     if a.levels:
         from lumenkit.lab.separability import levels_study
 
-        images, table = levels_study(a.data, *a.minerals, scale=a.scales[0], per_image=a.per_image, seed=a.seed)
+        images, table, spread = levels_study(a.data, *a.minerals, scale=a.scales[0], per_image=a.per_image,
+                                             seed=a.seed)
         out = Path(a.out)
-        write_text(out.with_name(f"{out.stem}_images.csv"), images.to_csv(index=False))
-        print(images.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        for part, rows in (("images", images), ("spread", spread)):
+            write_text(out.with_name(f"{out.stem}_{part}.csv"), rows.to_csv(index=False))
+            print(rows.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     else:
         table = pair_study(a.data, *a.minerals, scales=a.scales, per_image=a.per_image, seed=a.seed)
     write_text(a.out, table.to_csv(index=False))

@@ -251,7 +251,8 @@ def _auc(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def levels_study(data: str | Path, a: str | int = "Pn", b: str | int = "Po", scale: float = 0.25,
-                 per_image: int = 2000, seed: int = 0, min_pixels: int = 50) -> tuple[pd.DataFrame, pd.DataFrame]:
+                 per_image: int = 2000, seed: int = 0, min_pixels: int = 50,
+                 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Is mineral ``a`` told from ``b`` by brightness within an image, across images, or after a per-image correction?
 
     Two minerals of close reflectance (pentlandite, pyrrhotite) may be ordered consistently inside every image while
@@ -269,14 +270,21 @@ def levels_study(data: str | Path, a: str | int = "Pn", b: str | int = "Po", sca
         min_pixels: images with fewer pixels of either mineral at ``scale`` are left out.
 
     Returns:
-        ``(images, summary)``. ``images``: one row per image holding both: ``image``, ``n_A``, ``n_B``, ``lum_A``,
-        ``lum_B`` (median brightness, 0–255), ``bright`` (the bright phase's brightness), ``auc_within`` (the AUC
-        of brightness telling A from B inside the image). ``summary``: one row per cue — ``brightness, pooled over
-        images``, ``brightness ÷ bright phase, pooled``, ``brightness within each image`` (mean over images),
-        ``colour`` and ``colour ÷ bright phase`` (the classifier of :func:`separability`, out of fold by image) — with
-        ``auc``, ``balanced_accuracy`` (classifiers only) and ``images``; and the ``levels`` of the two minerals:
-        ``gap`` (mean over images of lum_A − lum_B), ``gap_sd``, ``share_a_brighter``, ``sd_A``/``sd_B`` (spread of
-        each mineral's median brightness between images) and the same after the correction (``*_norm``).
+        ``(images, summary, spread)``.
+
+        ``images``: one row per image holding both: ``image``, ``n_A``, ``n_B``, ``lum_A``, ``lum_B`` (median
+        brightness, 0–255), ``bright`` (the bright phase's brightness), ``auc_within`` (the AUC of brightness
+        telling A from B inside the image).
+
+        ``summary``: one row per cue — ``brightness, pooled over images``, ``brightness ÷ bright phase, pooled``,
+        ``brightness within each image`` (mean over images), ``colour`` and ``colour ÷ bright phase`` (the
+        classifier of :func:`separability`, out of fold by image) — with ``auc``, ``balanced_accuracy``
+        (classifiers only) and ``images``.
+
+        ``spread``: one row per ``statistic`` of the two minerals' median brightness (grey levels) — the gap
+        A − B (mean and sd over images), the share of images where A is brighter, each mineral's sd between
+        images, the gap over their pooled sd — ``raw`` and ``corrected`` (each image divided by its bright
+        phase, rescaled to the images' mean level).
 
     Raises:
         UnknownClassError: ``a`` or ``b`` is not a LumenStone mineral.
@@ -318,11 +326,17 @@ def levels_study(data: str | Path, a: str | int = "Pn", b: str | int = "Po", sca
     images = pd.DataFrame(rows)
     mean_level = float(np.mean(levels))
     norm_a, norm_b = images["lum_A"] / images["bright"] * mean_level, images["lum_B"] / images["bright"] * mean_level
-    gap = images["lum_A"] - images["lum_B"]
-    stats = {"gap": float(gap.mean()), "gap_sd": float(gap.std()), "share_a_brighter": float((gap > 0).mean()),
-             "sd_A": float(images["lum_A"].std()), "sd_B": float(images["lum_B"].std()),
-             "gap_norm": float((norm_a - norm_b).mean()), "sd_A_norm": float(norm_a.std()),
-             "sd_B_norm": float(norm_b.std())}
+    gap, gap_norm = images["lum_A"] - images["lum_B"], norm_a - norm_b
+    spread = pd.DataFrame(
+        [{"statistic": f"{la} − {lb} brightness, mean over images", "raw": gap.mean(), "corrected": gap_norm.mean()},
+         {"statistic": f"{la} − {lb} brightness, sd between images", "raw": gap.std(), "corrected": gap_norm.std()},
+         {"statistic": f"share of images where {la} is brighter", "raw": (gap > 0).mean(),
+          "corrected": (gap_norm > 0).mean()},
+         {"statistic": f"{la} brightness, sd between images", "raw": images["lum_A"].std(), "corrected": norm_a.std()},
+         {"statistic": f"{lb} brightness, sd between images", "raw": images["lum_B"].std(), "corrected": norm_b.std()},
+         {"statistic": "gap ÷ pooled sd between images", "raw": gap.mean() / np.hypot(images["lum_A"].std(),
+                                                                                        images["lum_B"].std()) * 2**0.5,
+          "corrected": gap_norm.mean() / np.hypot(norm_a.std(), norm_b.std()) * 2**0.5}])
     drawn = pd.concat(samples, ignore_index=True)
     classifiers = separability(drawn, seed=seed, feature_sets={"colour": ("R", "G", "B"),
                                                                "colour ÷ bright phase": ("Rn", "Gn", "Bn")})
@@ -334,9 +348,7 @@ def levels_study(data: str | Path, a: str | int = "Pn", b: str | int = "Po", sca
         + [{"cue": r.features, "auc": r.auc, "balanced_accuracy": r.balanced_accuracy}
            for r in classifiers.itertuples()])
     summary["images"] = len(images)
-    for k, v in stats.items():
-        summary[k] = v
-    return images, summary
+    return images, summary, spread
 
 
 def levels_dataset(src: str | Path, dst: str | Path, target: Sequence[float] | None = None) -> dict[str, object]:

@@ -95,14 +95,18 @@ def test_bright_phase_is_the_median_of_the_ore_and_survives_little_ore():
 def test_levels_study_finds_the_order_inside_images_that_exposure_hides_across_them(tmp_path):
     from lumenkit.lab.separability import levels_study
 
-    images, summary = levels_study(_exposures(tmp_path / "e"), "Pn", "Po", scale=0.5, per_image=200)
+    images, summary, spread = levels_study(_exposures(tmp_path / "e"), "Pn", "Po", scale=0.5, per_image=200)
     assert len(images) == 6 and (images["lum_A"] > images["lum_B"]).all()
     auc = summary.set_index("cue")["auc"]
     assert auc["brightness within each image"] > 0.99
     assert auc["brightness ÷ bright phase, pooled"] > 0.99
     assert auc["brightness, pooled over images"] < 0.8  # exposure overlaps the two minerals across images
-    row = summary.iloc[0]
-    assert row["share_a_brighter"] == 1 and row["sd_A_norm"] < row["sd_A"] / 5 and row["gap"] > 0
+    spread = spread.set_index("statistic")
+    assert spread.loc["share of images where Pn is brighter"].tolist() == [1, 1]
+    sd = spread.loc["Pn brightness, sd between images"]
+    assert sd["corrected"] < sd["raw"] / 5
+    ratio = spread.loc["gap ÷ pooled sd between images"]
+    assert ratio["raw"] < 1 < 5 < ratio["corrected"]
 
 
 def test_the_levels_copy_corrects_every_image_to_one_level_and_links_the_masks(tmp_path, capsys):
@@ -132,3 +136,4 @@ def test_the_levels_option_writes_the_summary_and_the_images(tmp_path, capsys):
                  "--out", str(out)]) == 0
     assert "brightness within each image" in capsys.readouterr().out
     assert len(pd.read_csv(out)) == 5 and len(pd.read_csv(tmp_path / "lv_images.csv")) == 6
+    assert len(pd.read_csv(tmp_path / "lv_spread.csv")) == 6
