@@ -282,13 +282,14 @@ def _add_separability(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="dataset folder in LumenStone layout (its train split)")
     p.add_argument("--minerals", nargs=2, default=["Pn", "Po"], metavar=("A", "B"),
                    help="the two minerals, LumenStone labels (default Pn Po)")
-    p.add_argument("--scales", type=float, nargs="+", default=[0.5, 0.25, 0.125],
-                   help="model scales relative to native x100 (default 0.5 0.25 0.125)")
+    p.add_argument("--scales", type=float, nargs="+",
+                   help="model scales relative to native x100 (default 0.5 0.25 0.125; with --levels one scale, "
+                        "default 0.25)")
     p.add_argument("--per-image", type=int, default=2000, help="pixels drawn per class and image (default 2000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the draw and the classifier")
     p.add_argument("--levels", action="store_true",
                    help="instead: brightness within each image against across images, and after dividing each "
-                        "image by its bright phase, at the first scale (also writes OUT's stem + _images.csv and "
+                        "image by its bright phase, at one scale (also writes OUT's stem + _images.csv and "
                         "_spread.csv)")
     p.add_argument("--out", required=True, help="CSV to write")
     p.set_defaults(func=_run_separability)
@@ -298,6 +299,10 @@ def _run_separability(a: argparse.Namespace) -> int:
     from lumenkit.data.imageio import check_writable, write_text
     from lumenkit.lab.separability import pair_study
 
+    if a.scales is None:
+        a.scales = [0.25] if a.levels else [0.5, 0.25, 0.125]
+    if a.levels and len(a.scales) != 1:
+        raise ConfigError("--levels studies one scale: give one value to --scales")
     if any(not 0 < s <= 1 for s in a.scales) or a.per_image < 1:
         raise ConfigError("--scales must lie in (0, 1] and --per-image be at least 1")
     check_writable(a.out, folder=False)

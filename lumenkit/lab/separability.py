@@ -201,7 +201,9 @@ def pair_study(data: str | Path, a: str | int = "Pn", b: str | int = "Po",
 def bright_phase(image: np.ndarray, min_share: float = 0.02) -> np.ndarray:
     """Per-channel median grey level of an image's bright phase: a reference level for its exposure and colour.
 
-    In a polished section of ore the bright phase is the ore minerals against dark gangue and resin. It is the
+    In a polished section of ore the bright phase is the ore minerals against dark gangue and resin (so its level
+    moves a little with the mix of ore minerals an image holds: the price of a correction that needs no labels). It
+    is the
     pixels whose brightness (the channel mean) is at or above Otsu's threshold (:func:`skimage.filters.threshold_otsu`),
     or the brightest ``min_share`` of the pixels when Otsu's class is smaller (a section with little ore).
 
@@ -273,18 +275,20 @@ def levels_study(data: str | Path, a: str | int = "Pn", b: str | int = "Po", sca
         ``(images, summary, spread)``.
 
         ``images``: one row per image holding both: ``image``, ``n_A``, ``n_B``, ``lum_A``, ``lum_B`` (median
-        brightness, 0–255), ``bright`` (the bright phase's brightness), ``auc_within`` (the AUC of brightness
-        telling A from B inside the image).
+        brightness, the channel mean, 0–255), ``bright`` (the bright phase's brightness), ``lum_A_corrected``,
+        ``lum_B_corrected`` (the same after :func:`normalise_levels` to the images' mean bright phase, per
+        channel), ``auc_within`` (the AUC of brightness telling A from B inside the image).
 
-        ``summary``: one row per cue — ``brightness, pooled over images``, ``brightness ÷ bright phase, pooled``,
-        ``brightness within each image`` (mean over images), ``colour`` and ``colour ÷ bright phase`` (the
-        classifier of :func:`separability`, out of fold by image) — with ``auc``, ``balanced_accuracy``
-        (classifiers only) and ``images``.
+        ``summary``: one row per cue — ``brightness, pooled over images``, ``brightness ÷ bright phase, pooled``
+        (per-channel correction), ``brightness within each image (pairs of one image)`` (the AUC over pairs of
+        pixels from the same image: the per-image AUCs weighted by ``n_A × n_B``), ``brightness within each image,
+        mean over images``, ``colour`` and ``colour ÷ bright phase`` (the classifier of :func:`separability`, out of
+        fold by image) — with ``auc``, ``balanced_accuracy`` (classifiers only) and ``images``.
 
         ``spread``: one row per ``statistic`` of the two minerals' median brightness (grey levels) — the gap
         A − B (mean and sd over images), the share of images where A is brighter, each mineral's sd between
-        images, the gap over their pooled sd — ``raw`` and ``corrected`` (each image divided by its bright
-        phase, rescaled to the images' mean level).
+        images, the mean gap over the minerals' pooled sd (Cohen's d) and over its own sd — ``raw`` and
+        ``corrected``.
 
     Raises:
         UnknownClassError: ``a`` or ``b`` is not a LumenStone mineral.
@@ -294,57 +298,63 @@ def levels_study(data: str | Path, a: str | int = "Pn", b: str | int = "Po", sca
     code_a, code_b, la, lb = _codes(a, b)
     ds = LumenStoneDataset(data, "train", scale=scale)
     rng = np.random.default_rng(seed)
-    rows, samples, pooled = [], [], {"raw": ([], []), "norm": ([], [])}
-    levels = []
+    kept: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]] = []  # name, bright phase, A's and B's pixels
+    samples = []
     for i in range(len(ds)):
         mask = ds.load_mask(i)
         where = [np.nonzero(mask == code) for code in (code_a, code_b)]
         if min(len(w[0]) for w in where) < min_pixels:
             continue
         image = ds.read_image(i)
-        ref = bright_phase(image)
-        levels.append(ref)
-        lum = image.astype(np.float32).mean(axis=2)
-        va, vb = (lum[w] for w in where)
-        rows.append({"image": ds.names[i], "n_A": len(va), "n_B": len(vb), "lum_A": float(np.median(va)),
-                     "lum_B": float(np.median(vb)), "bright": float(ref.mean()), "auc_within": _auc(va, vb)})
+        ref = np.maximum(bright_phase(image), 1.0)
+        kept.append((ds.names[i], ref, *(image[w].astype(np.float32) for w in where)))
         for k, (ys, xs) in enumerate(where):
             if len(ys) > per_image:
                 keep = rng.choice(len(ys), per_image, replace=False)
                 ys, xs = ys[keep], xs[keep]
             rgb = image[ys, xs].astype(np.float32) / 255.0
             samples.append(pd.DataFrame({"image": ds.names[i], "is_a": k == 0,
-                                         "R": rgb[:, 0], "G": rgb[:, 1], "B": rgb[:, 2],
-                                         "Rn": rgb[:, 0] / ref[0], "Gn": rgb[:, 1] / ref[1],
-                                         "Bn": rgb[:, 2] / ref[2]}))
-        for k, v in enumerate((va, vb)):
-            pooled["raw"][k].append(v)
-            pooled["norm"][k].append(v / ref.mean())
-    if len(rows) < 2:
+                                         **{c: rgb[:, j] for j, c in enumerate("RGB")},
+                                         **{f"{c}n": rgb[:, j] * 255.0 / ref[j] for j, c in enumerate("RGB")}}))
+    if len(kept) < 2:
         raise ConfigError(f"{data}: fewer than two training images hold {min_pixels}+ px of both {la} and {lb} at "
                           f"scale {scale}; choose minerals that occur together or a finer scale")
+    goal = np.mean([ref for _, ref, _, _ in kept], axis=0)
+    rows, pooled = [], {"raw": ([], []), "corrected": ([], [])}
+    for name, ref, pa, pb in kept:
+        raw = [p.mean(axis=1) for p in (pa, pb)]
+        corrected = [(p * (goal / ref).astype(np.float32)).mean(axis=1) for p in (pa, pb)]
+        for k in (0, 1):
+            pooled["raw"][k].append(raw[k])
+            pooled["corrected"][k].append(corrected[k])
+        rows.append({"image": name, "n_A": len(pa), "n_B": len(pb), "lum_A": float(np.median(raw[0])),
+                     "lum_B": float(np.median(raw[1])), "bright": float(ref.mean()),
+                     "lum_A_corrected": float(np.median(corrected[0])),
+                     "lum_B_corrected": float(np.median(corrected[1])), "auc_within": _auc(*raw)})
     images = pd.DataFrame(rows)
-    mean_level = float(np.mean(levels))
-    norm_a, norm_b = images["lum_A"] / images["bright"] * mean_level, images["lum_B"] / images["bright"] * mean_level
-    gap, gap_norm = images["lum_A"] - images["lum_B"], norm_a - norm_b
-    spread = pd.DataFrame(
-        [{"statistic": f"{la} − {lb} brightness, mean over images", "raw": gap.mean(), "corrected": gap_norm.mean()},
-         {"statistic": f"{la} − {lb} brightness, sd between images", "raw": gap.std(), "corrected": gap_norm.std()},
-         {"statistic": f"share of images where {la} is brighter", "raw": (gap > 0).mean(),
-          "corrected": (gap_norm > 0).mean()},
-         {"statistic": f"{la} brightness, sd between images", "raw": images["lum_A"].std(), "corrected": norm_a.std()},
-         {"statistic": f"{lb} brightness, sd between images", "raw": images["lum_B"].std(), "corrected": norm_b.std()},
-         {"statistic": "gap ÷ pooled sd between images", "raw": gap.mean() / np.hypot(images["lum_A"].std(),
-                                                                                        images["lum_B"].std()) * 2**0.5,
-          "corrected": gap_norm.mean() / np.hypot(norm_a.std(), norm_b.std()) * 2**0.5}])
+    pairs = images["n_A"].astype(float) * images["n_B"]
+
+    def levels(col_a: str, col_b: str) -> dict[str, float]:
+        gap, sd_a, sd_b = images[col_a] - images[col_b], images[col_a].std(), images[col_b].std()
+        return {"gap": gap.mean(), "gap_sd": gap.std(), "share": (gap > 0).mean(), "sd_a": sd_a, "sd_b": sd_b,
+                "d": gap.mean() / np.sqrt((sd_a**2 + sd_b**2) / 2), "paired": gap.mean() / gap.std()}
+
+    raw, cor = levels("lum_A", "lum_B"), levels("lum_A_corrected", "lum_B_corrected")
+    named = {"gap": f"{la} − {lb} brightness, mean over images", "gap_sd": f"{la} − {lb} brightness, sd between images",
+             "share": f"share of images where {la} is brighter", "sd_a": f"{la} brightness, sd between images",
+             "sd_b": f"{lb} brightness, sd between images",
+             "d": "mean gap ÷ the minerals' pooled sd between images", "paired": "mean gap ÷ its sd between images"}
+    spread = pd.DataFrame([{"statistic": text, "raw": raw[k], "corrected": cor[k]} for k, text in named.items()])
     drawn = pd.concat(samples, ignore_index=True)
     classifiers = separability(drawn, seed=seed, feature_sets={"colour": ("R", "G", "B"),
                                                                "colour ÷ bright phase": ("Rn", "Gn", "Bn")})
     summary = pd.DataFrame(
-        [{"cue": "brightness, pooled over images",
-          "auc": _auc(*(np.concatenate(p) for p in pooled["raw"]))},
-         {"cue": "brightness ÷ bright phase, pooled", "auc": _auc(*(np.concatenate(p) for p in pooled["norm"]))},
-         {"cue": "brightness within each image", "auc": float(images["auc_within"].mean())}]
+        [{"cue": "brightness, pooled over images", "auc": _auc(*(np.concatenate(p) for p in pooled["raw"]))},
+         {"cue": "brightness ÷ bright phase, pooled",
+          "auc": _auc(*(np.concatenate(p) for p in pooled["corrected"]))},
+         {"cue": "brightness within each image (pairs of one image)",
+          "auc": float((images["auc_within"] * pairs).sum() / pairs.sum())},
+         {"cue": "brightness within each image, mean over images", "auc": float(images["auc_within"].mean())}]
         + [{"cue": r.features, "auc": r.auc, "balanced_accuracy": r.balanced_accuracy}
            for r in classifiers.itertuples()])
     summary["images"] = len(images)
@@ -368,35 +378,26 @@ def levels_dataset(src: str | Path, dst: str | Path, target: Sequence[float] | N
 
     Raises:
         ConfigError: ``dst`` exists.
+        OutputPathError: ``dst`` cannot be written.
         DatasetNotFoundError, BadImageError: as :class:`LumenStoneDataset` for ``src``.
     """
-    import shutil
-
-    import yaml
-
     from lumenkit.data.datasets import DatasetInfo
-    from lumenkit.data.imageio import save_image, write_text
+    from lumenkit.data.imageio import check_writable, save_image
+    from lumenkit.lab.copies import finish_copy, link_or_copy, start_copy
 
-    dst = Path(dst)
-    if dst.exists():
-        raise ConfigError(f"{dst}: exists; give a new folder for the corrected copy")
     ds = LumenStoneDataset(src, "train")
+    if Path(dst).expanduser().exists():  # refused before the images are measured
+        raise ConfigError(f"{dst}: exists; give a new folder for the copy")
+    check_writable(dst, folder=True)
     levels = {name: bright_phase(ds.read_image(i)) for i, name in enumerate(ds.names)}
     goal = np.mean(list(levels.values()), axis=0) if target is None else np.asarray(target, dtype=np.float64)
-    (dst / "imgs" / "train").mkdir(parents=True)
-    (dst / "masks" / "train").mkdir(parents=True)
+    dst = start_copy(dst)
     for i, name in enumerate(ds.names):
         save_image(normalise_levels(ds.read_image(i), goal, levels[name]), dst / "imgs" / "train" / f"{name}.png")
-        mask = ds.mask_paths[i]
-        try:
-            (dst / "masks" / "train" / mask.name).hardlink_to(mask.resolve())
-        except OSError:
-            shutil.copyfile(mask, dst / "masks" / "train" / mask.name)
+        link_or_copy(ds.mask_paths[i], dst / "masks" / "train" / ds.mask_paths[i].name)
     meta = DatasetInfo.read(src).to_dict()
     meta["levels"] = {"target": [round(float(v), 2) for v in goal], "source": str(src),
                       "method": "each channel x target / median of the bright phase (Otsu on brightness)"}
-    write_text(dst / "dataset.yaml", yaml.safe_dump(meta, sort_keys=False, allow_unicode=True))
-    if (Path(src) / "deposits.csv").is_file():
-        shutil.copyfile(Path(src) / "deposits.csv", dst / "deposits.csv")
+    finish_copy(src, dst, meta, ds.names)
     return {"target": [float(v) for v in goal], "images": len(levels),
             "levels": {k: [float(x) for x in v] for k, v in levels.items()}}

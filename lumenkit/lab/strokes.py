@@ -11,7 +11,6 @@ fully labelled images.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -119,30 +118,20 @@ def sparse_dataset(
 
     Raises:
         ConfigError: ``dst`` exists.
+        OutputPathError: ``dst`` cannot be written.
         DatasetNotFoundError, ...: as :class:`lumenkit.data.LumenStoneDataset` for ``src``.
     """
-    import yaml
-
     from lumenkit.data.datasets import DatasetInfo, LumenStoneDataset, ValidationSplit
-    from lumenkit.data.imageio import save_image, write_text
-    from lumenkit.errors import ConfigError
+    from lumenkit.data.imageio import save_image
+    from lumenkit.lab.copies import finish_copy, link_or_copy, start_copy
 
-    dst = Path(dst)
-    if dst.exists():
-        raise ConfigError(f"{dst}: exists; give a new folder for the sparse copy")
     validation = validation if validation is not None else ValidationSplit()
     val = LumenStoneDataset(src, "val", validation=validation)
     train = LumenStoneDataset(src, "train")
-    (dst / "imgs" / "train").mkdir(parents=True)
-    (dst / "masks" / "train").mkdir(parents=True)
+    dst = start_copy(dst)
     labelled = total = 0
     for i, name in enumerate(train.names):
-        image = train.image_paths[i]
-        target = dst / "imgs" / "train" / image.name
-        try:
-            target.hardlink_to(image.resolve())
-        except OSError:
-            shutil.copyfile(image, target)
+        link_or_copy(train.image_paths[i], dst / "imgs" / "train" / train.image_paths[i].name)
         mask = train.read_mask(i)
         if name not in val.names:
             mask = simulate_strokes(mask, fraction, np.random.default_rng([seed, i]), width, length)
@@ -153,10 +142,5 @@ def sparse_dataset(
     info.labels, info.validation = "sparse", tuple(sorted(val.names))
     meta = info.to_dict()
     meta["strokes"] = {"fraction": fraction, "seed": seed, "width": width, "length": length, "source": str(src)}
-    write_text(dst / "dataset.yaml", yaml.safe_dump(meta, sort_keys=False, allow_unicode=True))
-    if (Path(src) / "deposits.csv").is_file():  # the rows of the images copied
-        import pandas as pd
-
-        rows = pd.read_csv(Path(src) / "deposits.csv", dtype=str)
-        write_text(dst / "deposits.csv", rows[rows["image"].isin(train.names)].to_csv(index=False))
+    finish_copy(src, dst, meta, train.names)
     return {"labelled_fraction": labelled / max(total, 1), "images": len(train) - len(val)}

@@ -98,14 +98,15 @@ def test_levels_study_finds_the_order_inside_images_that_exposure_hides_across_t
     images, summary, spread = levels_study(_exposures(tmp_path / "e"), "Pn", "Po", scale=0.5, per_image=200)
     assert len(images) == 6 and (images["lum_A"] > images["lum_B"]).all()
     auc = summary.set_index("cue")["auc"]
-    assert auc["brightness within each image"] > 0.99
+    assert auc["brightness within each image (pairs of one image)"] > 0.99
+    assert auc["brightness within each image, mean over images"] > 0.99
     assert auc["brightness ÷ bright phase, pooled"] > 0.99
     assert auc["brightness, pooled over images"] < 0.8  # exposure overlaps the two minerals across images
     spread = spread.set_index("statistic")
     assert spread.loc["share of images where Pn is brighter"].tolist() == [1, 1]
     sd = spread.loc["Pn brightness, sd between images"]
     assert sd["corrected"] < sd["raw"] / 5
-    ratio = spread.loc["gap ÷ pooled sd between images"]
+    ratio = spread.loc["mean gap ÷ the minerals' pooled sd between images"]
     assert ratio["raw"] < 1 < 5 < ratio["corrected"]
 
 
@@ -123,6 +124,30 @@ def test_the_levels_copy_corrects_every_image_to_one_level_and_links_the_masks(t
     assert (copy.read_mask(2) == LumenStoneDataset(src, "train").read_mask(2)).all()
     assert main(["levels-copy", "--data", str(src), "--out", str(tmp_path / "n")]) == 2
     assert "exists" in capsys.readouterr().err
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["levels-copy", "--data", str(src), "--out", str(blocker / "n")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "choose another --out" in err
+
+
+def test_a_copy_keeps_only_the_deposit_rows_of_its_images(tmp_path):
+    import shutil
+
+    import pandas as pd
+
+    from lumenkit.data.datasets import LumenStoneDataset
+    from lumenkit.data.imageio import write_text
+    from lumenkit.lab.separability import levels_dataset
+
+    src = _exposures(tmp_path / "e")
+    for kind in ("imgs", "masks"):
+        (src / kind / "test").mkdir()
+        shutil.copyfile(src / kind / "train" / "e0.png", src / kind / "test" / "t9.png")
+    write_text(src / "deposits.csv", "image,deposit\ne0,A\ne1,B\nt9,C\n")  # t9: a test image, not copied
+    levels_dataset(src, tmp_path / "n")
+    assert pd.read_csv(tmp_path / "n" / "deposits.csv")["image"].tolist() == ["e0", "e1"]
+    assert len(LumenStoneDataset(tmp_path / "n", "train")) == 6
 
 
 def test_the_levels_option_writes_the_summary_and_the_images(tmp_path, capsys):
@@ -135,5 +160,36 @@ def test_the_levels_option_writes_the_summary_and_the_images(tmp_path, capsys):
     assert main(["separability", "--levels", "--data", str(src), "--scales", "0.5", "--per-image", "100",
                  "--out", str(out)]) == 0
     assert "brightness within each image" in capsys.readouterr().out
-    assert len(pd.read_csv(out)) == 5 and len(pd.read_csv(tmp_path / "lv_images.csv")) == 6
-    assert len(pd.read_csv(tmp_path / "lv_spread.csv")) == 6
+    assert len(pd.read_csv(out)) == 6 and len(pd.read_csv(tmp_path / "lv_images.csv")) == 6
+    assert len(pd.read_csv(tmp_path / "lv_spread.csv")) == 7
+    assert main(["separability", "--levels", "--data", str(src), "--scales", "0.5", "0.25",
+                 "--out", str(out)]) == 2
+    assert "one value to --scales" in capsys.readouterr().err
+
+
+def test_the_study_corrects_as_the_copy_does_and_refuses_minerals_that_never_meet(tmp_path):
+    from lumenkit.data.datasets import LumenStoneDataset
+    from lumenkit.errors import ConfigError
+    from lumenkit.lab.separability import levels_dataset, levels_study
+
+    src = _exposures(tmp_path / "e")
+    images = levels_study(src, "Pn", "Po", scale=0.5, per_image=50)[0]
+    levels_dataset(src, tmp_path / "n")
+    copy = LumenStoneDataset(tmp_path / "n", "train")
+    for i, row in images.iterrows():
+        image, mask = copy.read_image(i), copy.read_mask(i)
+        assert np.median(image[mask == 7].mean(axis=1)) == pytest.approx(row["lum_A_corrected"], abs=1)
+        assert np.median(image[mask == 5].mean(axis=1)) == pytest.approx(row["lum_B_corrected"], abs=1)
+    with pytest.raises(ConfigError, match="fewer than two training images hold 50"):
+        levels_study(src, "Pn", "Ccp", scale=0.5)
+
+
+def test_a_channel_without_light_gives_finite_levels(tmp_path):
+    from lumenkit.lab.separability import bright_phase, normalise_levels
+
+    image = np.zeros((40, 40, 3), np.uint8)
+    image[:20, :, :2] = 200  # no blue at all
+    ref = bright_phase(image)
+    assert ref.tolist() == [200, 200, 0]
+    out = normalise_levels(image, (150, 150, 150), ref)
+    assert out[0, 0].tolist() == [150, 150, 0] and np.isfinite(out).all()
