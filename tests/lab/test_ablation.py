@@ -350,3 +350,5 @@ def test_every_variant_names_the_paper_preset_and_changes_only_its_fields():
         "s2", data="D", out="R/s2", epochs=49, minutes=None)  # `lumenkit train --preset s2 --epochs 49`, exactly
     pair = variant_config("s2_pair", "D", "R", epochs=49, minutes=None)
     assert pair.class_weights == [1.0, 1.0, 1.0, 2.0, 2.0] and pair.n_val == 5
+    assert variant_config("s2_half", "D", "R", epochs=49, minutes=None) == TrainConfig.from_preset(
+        "s2", data="D", out="R/s2_half", epochs=49, minutes=None, scale=0.5, depth=5)
