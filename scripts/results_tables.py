@@ -15,9 +15,11 @@
         rows of that command in their order); rows of other benchmarks stay as their own runs wrote them.
     python scripts/results_tables.py csv NAME --title TITLE --csv TABLE.csv --command "COMMAND" [--digits 3]
         docs/results/NAME.json: the rows of a CSV a command wrote (e.g. lumenkit-lab refine --out), numbers rounded.
-    python scripts/results_tables.py keep VARIANT --runs RUN [RUN ...] --into DIR
+    python scripts/results_tables.py keep VARIANT --runs RUN [RUN ...] --into DIR [--fold-dirs F ...] [--as NAME]
         Copy each fold run's evaluations of VARIANT (val*.json, history.csv: metrics, never weights) into
-        DIR/<run folder name>/VARIANT, the dataset's path cut to its name, so the cv tables regenerate anywhere.
+        DIR/<run folder name>/VARIANT, the dataset's path cut to its name, so the cv tables regenerate anywhere;
+        --fold-dirs and --as file them under other fold folders and another variant name (the same variant trained
+        on a corrected copy of the dataset, kept beside the original's folds).
     python scripts/results_tables.py cv NAME --title TITLE --folds DIR [DIR ...] \
             --row LABEL VARIANT[:SCORE_LABEL] "COMMAND" [--row ...]
         docs/results/NAME.json: one row per variant pooled over the folds (lumenkit-lab ablation cv, the paper's
@@ -136,19 +138,24 @@ def label_efficiency(title: str, path: str) -> dict:
                                         "of the reference"], "rows": rows}
 
 
-def keep(runs: list[str], variant: str, into: str) -> list[Path]:
+def keep(runs: list[str], variant: str, into: str, name: str | None = None,
+         fold_dirs: list[str] | None = None) -> list[Path]:
     """Copy each fold's evaluations of ``variant`` (``val*.json``, ``history.csv``) into ``INTO/<run folder name>``.
 
-    Metrics only (confusion matrices, per-image scores, the training curve), never weights or predictions; the
-    dataset's absolute path is cut to its folder name, so the copies name no machine.
+    ``name`` files them under another variant name (a variant trained on another dataset, e.g. a corrected copy,
+    kept beside the original's runs of the same fold), ``fold_dirs`` the fold folders under ``into`` (default each
+    run's folder name). Metrics only (confusion matrices, per-image scores, the training curve), never weights or
+    predictions; the dataset's absolute path is cut to its folder name, so the copies name no machine.
     """
+    if fold_dirs is not None and len(fold_dirs) != len(runs):
+        raise SystemExit(f"--fold-dirs names {len(fold_dirs)} folders for {len(runs)} runs")
     kept = []
-    for run in runs:
+    for k, run in enumerate(runs):
         src = Path(run) / variant
         files = sorted(src.glob("val*.json"))
         if not files:
             raise SystemExit(f"{src}: no val*.json; run `lumenkit-lab ablation run {variant} ...` there first")
-        dst = Path(into) / Path(run).name / variant
+        dst = Path(into) / (fold_dirs[k] if fold_dirs else Path(run).name) / (name or variant)
         dst.mkdir(parents=True, exist_ok=True)
         for f in files:
             doc = json.loads(f.read_text())
@@ -229,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     kp.add_argument("variant")
     kp.add_argument("--runs", nargs="+", required=True)
     kp.add_argument("--into", required=True)
+    kp.add_argument("--fold-dirs", nargs="+", help="the fold folder names under INTO (default: each run's name)")
+    kp.add_argument("--as", dest="name", help="the variant's name under INTO (default: VARIANT)")
     cvp = sub.add_parser("cv")
     cvp.add_argument("name")
     cvp.add_argument("--title", required=True)
@@ -236,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     cvp.add_argument("--row", nargs=3, action="append", required=True, metavar=("LABEL", "VARIANT[:LABEL]", "COMMAND"))
     a = p.parse_args(argv)
     if a.kind == "keep":
-        kept = keep(a.runs, a.variant, a.into)
+        kept = keep(a.runs, a.variant, a.into, a.name, a.fold_dirs)
         print(f"kept {len(kept)} files under {a.into}")
         return 0
     if a.kind == "published":

@@ -213,6 +213,8 @@ def test_keeping_fold_evaluations_drops_the_machines_path(tmp_path):
     assert sorted(p.name for p in kept) == ["val.json"]
     assert json.loads(kept[0].read_text())["data"] == "S1_v1_x05"
     assert not (tmp_path / "kept" / "s1_fold0" / "v" / "model.pt").exists()
+    again = _results_tables().keep([str(tmp_path / "s1_fold0")], "v", str(tmp_path / "kept"), "v_copy", ["f0"])
+    assert again == [tmp_path / "kept" / "f0" / "v_copy" / "val.json"]
 
 
 def test_replacing_benchmark_rows_keeps_other_benchmarks_rows_and_the_order():
