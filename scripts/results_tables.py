@@ -161,6 +161,8 @@ def keep(runs: list[str], variant: str, into: str, name: str | None = None,
             doc = json.loads(f.read_text())
             if doc.get("data"):
                 doc["data"] = Path(doc["data"]).name
+            if name and doc.get("variant") == variant:  # kept under another name: say which variant was trained
+                doc["variant"], doc["trained_as"] = name, variant
             (dst / f.name).write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
             kept.append(dst / f.name)
         if (src / "history.csv").exists():

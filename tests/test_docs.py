@@ -207,7 +207,7 @@ def test_a_cross_validation_table_of_other_classes_than_the_papers_sets_no_paper
 def test_keeping_fold_evaluations_drops_the_machines_path(tmp_path):
     run = tmp_path / "s1_fold0" / "v"
     run.mkdir(parents=True)
-    (run / "val.json").write_text(json.dumps({"data": "/home/me/secret/S1_v1_x05", "mean_iou": 0.5}))
+    (run / "val.json").write_text(json.dumps({"data": "/home/me/secret/S1_v1_x05", "mean_iou": 0.5, "variant": "v"}))
     (run / "model.pt").write_bytes(b"weights")
     kept = _results_tables().keep([str(tmp_path / "s1_fold0")], "v", str(tmp_path / "kept"))
     assert sorted(p.name for p in kept) == ["val.json"]
@@ -215,6 +215,8 @@ def test_keeping_fold_evaluations_drops_the_machines_path(tmp_path):
     assert not (tmp_path / "kept" / "s1_fold0" / "v" / "model.pt").exists()
     again = _results_tables().keep([str(tmp_path / "s1_fold0")], "v", str(tmp_path / "kept"), "v_copy", ["f0"])
     assert again == [tmp_path / "kept" / "f0" / "v_copy" / "val.json"]
+    doc = json.loads(again[0].read_text())
+    assert (doc["variant"], doc["trained_as"]) == ("v_copy", "v")
 
 
 def test_replacing_benchmark_rows_keeps_other_benchmarks_rows_and_the_order():
