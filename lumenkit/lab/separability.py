@@ -202,10 +202,10 @@ def bright_phase(image: np.ndarray, min_share: float = 0.02) -> np.ndarray:
     """Per-channel median grey level of an image's bright phase: a reference level for its exposure and colour.
 
     In a polished section of ore the bright phase is the ore minerals against dark gangue and resin (so its level
-    moves a little with the mix of ore minerals an image holds: the price of a correction that needs no labels). It
-    is the
-    pixels whose brightness (the channel mean) is at or above Otsu's threshold (:func:`skimage.filters.threshold_otsu`),
-    or the brightest ``min_share`` of the pixels when Otsu's class is smaller (a section with little ore).
+    moves a little with the mix of ore minerals an image holds: the price of a correction that needs no labels).
+    It is the pixels whose brightness (the channel mean) is at or above Otsu's threshold
+    (:func:`skimage.filters.threshold_otsu`), or the brightest ``min_share`` of the pixels when Otsu's class is
+    smaller (a section with little ore).
 
     Args:
         image: ``(H, W, 3)`` uint8 RGB.
@@ -382,16 +382,13 @@ def levels_dataset(src: str | Path, dst: str | Path, target: Sequence[float] | N
         DatasetNotFoundError, BadImageError: as :class:`LumenStoneDataset` for ``src``.
     """
     from lumenkit.data.datasets import DatasetInfo
-    from lumenkit.data.imageio import check_writable, save_image
+    from lumenkit.data.imageio import save_image
     from lumenkit.lab.copies import finish_copy, link_or_copy, start_copy
 
     ds = LumenStoneDataset(src, "train")
-    if Path(dst).expanduser().exists():  # refused before the images are measured
-        raise ConfigError(f"{dst}: exists; give a new folder for the copy")
-    check_writable(dst, folder=True)
+    dst = start_copy(dst)  # refused (exists, unwritable) before the images are measured
     levels = {name: bright_phase(ds.read_image(i)) for i, name in enumerate(ds.names)}
     goal = np.mean(list(levels.values()), axis=0) if target is None else np.asarray(target, dtype=np.float64)
-    dst = start_copy(dst)
     for i, name in enumerate(ds.names):
         save_image(normalise_levels(ds.read_image(i), goal, levels[name]), dst / "imgs" / "train" / f"{name}.png")
         link_or_copy(ds.mask_paths[i], dst / "masks" / "train" / ds.mask_paths[i].name)
