@@ -1,9 +1,9 @@
 """The training configuration (:class:`TrainConfig`), its named presets, and what a resumed run may change.
 
-The recipe is defined once, here: :data:`PRESETS` names complete recipes (``s1`` — the default, ``s2``,
-``synthetic``, ``paper``) as overrides of the :class:`TrainConfig` defaults, and ``TrainConfig()`` *is* the ``s1``
-preset. ``lumenkit train`` (whose options are generated from these fields), notebook 03, ``params/*.yaml`` and the
-ablation variants of :mod:`lumenkit.lab` name a preset and override fields.
+The recipe is defined once, here: :data:`PRESETS` names complete recipes (``s1`` — the default, ``long``,
+``s2``, ``synthetic``, ``paper``, ``finetune``) as overrides of the :class:`TrainConfig` defaults, and
+``TrainConfig()`` *is* the ``s1`` preset. ``lumenkit train`` (whose options are generated from these fields),
+notebook 03, ``params/*.yaml`` and the ablation variants of :mod:`lumenkit.lab` name a preset and override fields.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ DEFAULT_PRESET = "s1"
 
 PRESETS: dict[str, dict[str, Any]] = {
     "s1": {},
+    "long": {"minutes": 180.0},
     "s2": {"scale": 0.25, "exposure": 0.0, "n_val": 5},
     "synthetic": {"scale": 0.25, "patch_size": 128, "schedule": "plateau", "photometric": 0.15, "exposure": 0.0,
                   "minutes": 8.0, "n_val": 8},
@@ -43,6 +44,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 * ``s1`` — the default, measured on LumenStone S1 (Pb–Zn–Cu): ResUNet f=16 at 1/8 of native scale, 256-px
   balanced patches, batch 8, cosine learning rate over a 45-minute budget, ±25 % exposure jitter (the spread of
   one mineral's grey level between S1 images); the ``exposure`` row of the ablation table.
+* ``long`` — the ``s1`` recipe for 180 minutes (four times the default's budget, the cosine schedule stretched
+  over it): the preset for users who can leave a machine training for an afternoon, or for a GPU, where the
+  same budget buys many more epochs and mixed precision (``amp``) is used by default.
 * ``s2`` — LumenStone S2 (Cu–Ni): the same at 1/4 scale without exposure jitter (S2's fine pentlandite flames
   want 1/4), 5 validation images of its 23.
 * ``synthetic`` — the workbook's ``make report`` on the synthetic default: 1/4 scale, 128-px patches, ±15 %

@@ -118,7 +118,8 @@ def test_cli_resume_continues_the_saved_recipe_and_refuses_contradictions(tmp_pa
 def test_presets_are_valid_and_unknown_names_are_refused():
     for name in PRESETS:
         TrainConfig.from_preset(name, data="D").check()
-    with pytest.raises(ConfigError, match="unknown training preset 'fast'; known: s1, s2, synthetic, paper"):
+    known = "s1, long, s2, synthetic, paper, finetune"
+    with pytest.raises(ConfigError, match=f"unknown training preset 'fast'; known: {known}"):
         TrainConfig.from_preset("fast")
     with pytest.raises(ConfigError, match="unknown training option"):
         TrainConfig.from_preset("s1", learning_rate=0.1)
@@ -200,3 +201,10 @@ def test_train_command_names_the_nearest_preset_and_only_the_differences():
     line = train_command(TrainConfig.from_preset("finetune", data="d", init="m.pt", minutes=5.0))
     assert line == "lumenkit train --preset finetune --data d --init m.pt --minutes 5.0"
     assert train_command(TrainConfig(data="d")) == "lumenkit train --preset s1 --data d"
+    assert train_command(TrainConfig(data="d", minutes=180.0)) == "lumenkit train --preset long --data d"
+
+
+def test_the_long_preset_is_the_default_recipe_with_four_times_its_budget():
+    s1, long = TrainConfig.from_preset("s1", data="d"), TrainConfig.from_preset("long", data="d")
+    assert dataclasses.replace(long, minutes=s1.minutes) == s1 and long.minutes == 4 * s1.minutes
+    assert long.amp  # mixed precision wherever a CUDA device trains it
