@@ -124,7 +124,8 @@ VARIANTS: dict[str, Variant] = {
         Variant("exposure_double_budget", "exposure (the default), 60 epochs: twice what 45 minutes buy on the build "
                 "machine, cosine over the epochs", {**_EXPOSURE, "minutes": None, "epochs": 60}),
         Variant("long", "the `long` preset as `lumenkit train --preset long` runs it, as 184 epochs: what its 180 "
-                "minutes buy on the build machine alone (4× the default's 46), cosine over the epochs",
+                "minutes buy on a 2-core machine alone (4× the 46 of the cross-validated candidates), cosine over the "
+                "epochs, compiled (as a 180-minute `lumenkit train`)",
                 {**_EXPOSURE, "compile": "auto", "minutes": None, "epochs": 184}),
         Variant("separable", "exposure with depthwise-separable 3×3 convolutions (1/3 of the weights, more steps in "
                 "the same 45 minutes)", {**_EXPOSURE, "block": "separable"}),

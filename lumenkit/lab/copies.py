@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 
-def start_copy(dst: str | Path) -> Path:
-    """Make the empty ``imgs/train`` and ``masks/train`` of a new copy at ``dst``, before any work.
+def check_copy(dst: str | Path) -> Path:
+    """Refuse a copy's folder before any work, creating nothing: ``dst`` as a path.
 
     Raises:
         ConfigError: ``dst`` exists.
@@ -25,8 +25,18 @@ def start_copy(dst: str | Path) -> Path:
 
     dst = Path(dst).expanduser()
     if dst.exists():
-        raise ConfigError(f"{dst}: exists; give a new folder for the copy")
+        raise ConfigError(f"{dst}: exists; give a new folder for the copy (or remove one a failed run left)")
     check_writable(dst, folder=True)
+    return dst
+
+
+def start_copy(dst: str | Path) -> Path:
+    """Make the empty ``imgs/train`` and ``masks/train`` of a new copy at ``dst`` (checked by :func:`check_copy`).
+
+    Raises:
+        ConfigError, OutputPathError: as :func:`check_copy`.
+    """
+    dst = check_copy(dst)
     (dst / "imgs" / "train").mkdir(parents=True)
     (dst / "masks" / "train").mkdir(parents=True)
     return dst

@@ -383,12 +383,13 @@ def levels_dataset(src: str | Path, dst: str | Path, target: Sequence[float] | N
     """
     from lumenkit.data.datasets import DatasetInfo
     from lumenkit.data.imageio import save_image
-    from lumenkit.lab.copies import finish_copy, link_or_copy, start_copy
+    from lumenkit.lab.copies import check_copy, finish_copy, link_or_copy, start_copy
 
     ds = LumenStoneDataset(src, "train")
-    dst = start_copy(dst)  # refused (exists, unwritable) before the images are measured
+    check_copy(dst)  # refused (exists, unwritable) before the images are measured; nothing made until they are
     levels = {name: bright_phase(ds.read_image(i)) for i, name in enumerate(ds.names)}
     goal = np.mean(list(levels.values()), axis=0) if target is None else np.asarray(target, dtype=np.float64)
+    dst = start_copy(dst)
     for i, name in enumerate(ds.names):
         save_image(normalise_levels(ds.read_image(i), goal, levels[name]), dst / "imgs" / "train" / f"{name}.png")
         link_or_copy(ds.mask_paths[i], dst / "masks" / "train" / ds.mask_paths[i].name)

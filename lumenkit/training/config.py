@@ -45,8 +45,8 @@ PRESETS: dict[str, dict[str, Any]] = {
   balanced patches, batch 8, cosine learning rate over a 45-minute budget, ±25 % exposure jitter (the spread of
   one mineral's grey level between S1 images); the ``exposure`` row of the ablation table.
 * ``long`` — the ``s1`` recipe for 180 minutes (four times the default's budget, the cosine schedule stretched
-  over it): the preset for users who can leave a machine training for an afternoon, or for a GPU, where the
-  same budget buys many more epochs and mixed precision (``amp``) is used by default.
+  over it): for users who can leave a machine training for an afternoon. On a CUDA GPU it trains, as every
+  preset does, in mixed precision (``amp``); if its epoch cap comes first, the schedule ends there.
 * ``s2`` — LumenStone S2 (Cu–Ni): the same at 1/4 scale without exposure jitter (S2's fine pentlandite flames
   want 1/4), 5 validation images of its 23.
 * ``synthetic`` — the workbook's ``make report`` on the synthetic default: 1/4 scale, 128-px patches, ±15 %

@@ -431,11 +431,17 @@ class _Trainer:
                  f"mean IoU {self.state.best:.3f} → {after:.3f} (strokes_prior=0 / --strokes-prior 0 turns it off)")
 
     def progress(self) -> float:
-        """Fraction of the run done (time budget if set, else epochs), for the cosine schedule."""
+        """Fraction of the run done, for the cosine schedule: of the epochs, or of the time budget if that is further.
+
+        A run ends at whichever of its epochs and its time budget runs out first, so the schedule follows the one
+        nearer its end: a fast machine that reaches the epoch cap (1000 unless set) before the budget still ends
+        at ``min_lr``.
+        """
         cfg, st = self.cfg, self.state
+        done = (st.epoch + st.done_in_epoch / max(1, self.per_rank)) / cfg.epochs
         if cfg.minutes:
-            return (st.elapsed_before + time.monotonic() - self.t_start) / (cfg.minutes * 60)
-        return (st.epoch + st.done_in_epoch / max(1, self.per_rank)) / cfg.epochs
+            return max(done, (st.elapsed_before + time.monotonic() - self.t_start) / (cfg.minutes * 60))
+        return done
 
     def set_lr(self, frac: float) -> None:
         """Set the cosine schedule's learning rate at fraction ``frac`` of the run."""

@@ -58,6 +58,8 @@ def _refuse_another_recipe(last: Path, cfg: TrainConfig) -> None:
 
     saved = TrainConfig.from_dict(load_checkpoint(last).config.get("train", {}), source=str(last), saved=True)
     diffs = config_differences(saved, cfg, strict=True)
+    diffs += [f"{k}: saved {getattr(saved, k)!r}, now {getattr(cfg, k)!r}" for k in ("minutes", "epochs")
+              if getattr(saved, k) != getattr(cfg, k)]  # a complete recipe: its budget too
     if diffs:
         raise ConfigError(f"{last}: was trained with another recipe ({'; '.join(diffs)}); set resume=False to start "
                           "afresh, or choose another run_dir")

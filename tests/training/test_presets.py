@@ -111,6 +111,9 @@ def test_cli_resume_continues_the_saved_recipe_and_refuses_contradictions(tmp_pa
         cfg("--scale", "0.125")
     with pytest.raises(ConfigError, match="different recipe"):
         cfg("--preset", "s1")
+    with pytest.raises(ConfigError, match=r"minutes: saved 90.0, preset 'long' 180.0 \(--minutes changes a budget"):
+        cfg("--preset", "long", "--scale", "0.25", "--exposure", "0", "--n-val", "5")
+    assert cfg("--minutes", "180").minutes == 180.0  # a budget is changed by saying so
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--data", "D", "--schedule", "step"])
 
@@ -168,6 +171,8 @@ def test_notebook_03_refuses_to_resume_a_run_of_another_recipe(tmp_path):
     with pytest.raises(ConfigError, match=r"another recipe \(scale: saved 0.25, now 0.125.*resume=False"):
         notebook_train_config("D", "s1", {}, run_dir=tmp_path, resume=True)
     assert not notebook_train_config("D", "s1", {}, run_dir=tmp_path, resume=False).resume  # afresh
+    with pytest.raises(ConfigError, match=r"another recipe \(minutes: saved 8.0, now 16.0\)"):
+        notebook_train_config("D", "synthetic", {"minutes": 16.0}, run_dir=tmp_path, resume=True)
 
 
 @pytest.mark.parametrize("cfg", [
@@ -207,4 +212,3 @@ def test_train_command_names_the_nearest_preset_and_only_the_differences():
 def test_the_long_preset_is_the_default_recipe_with_four_times_its_budget():
     s1, long = TrainConfig.from_preset("s1", data="d"), TrainConfig.from_preset("long", data="d")
     assert dataclasses.replace(long, minutes=s1.minutes) == s1 and long.minutes == 4 * s1.minutes
-    assert long.amp  # mixed precision wherever a CUDA device trains it

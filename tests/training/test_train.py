@@ -116,6 +116,12 @@ def test_cosine_schedule_with_noise_and_blur_augmentation(data, tmp_path):
         train(data=str(data), out=str(tmp_path / "bad"), epochs=1, noise=-2.0, **TINY)
 
 
+def test_cosine_schedule_ends_at_the_epoch_cap_when_it_comes_before_the_time_budget(data, tmp_path):
+    cfg = {**TINY, "schedule": "cosine", "minutes": 600.0, "compile": "off"}
+    r = train(data=str(data), out=str(tmp_path / "run"), epochs=2, **cfg)
+    assert list(r.history["lr"]) == pytest.approx([cosine_lr(1e-3, 1e-6, f) for f in (0.5, 1.0)], rel=1e-3)
+
+
 def test_resume_with_an_incompatible_config_is_refused_listing_differences(data, tmp_path):
     run = tmp_path / "run"
     train(data=str(data), out=str(run), epochs=1, **TINY)
