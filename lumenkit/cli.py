@@ -332,7 +332,9 @@ def _run_train(a: argparse.Namespace) -> int:
 
     cfg = train_config(a)
     check_writable(cfg.out, folder=True)
-    result = train(cfg)
+    # a budget typed on the command line is stated, so --resume --minutes 45 ends a longer run at 45 minutes
+    typed = {"minutes", "epochs"} & set(vars(a))
+    result = train(cfg, **{k: getattr(cfg, k) for k in (typed | {"minutes"} if "epochs" in typed else typed)})
     if result.rank == 0:
         state = "interrupted" if result.interrupted else "done"
         print(f"{state}: best val mIoU {result.best_miou:.3f}; {result.model_path} (resume from {result.last_path})")

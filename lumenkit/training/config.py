@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -161,14 +162,16 @@ def train_command(config: TrainConfig) -> str:
     return shlex.join(["lumenkit", "train", "--preset", best, *options(best)])
 
 
-def resumed_config(saved: TrainConfig, new: TrainConfig) -> TrainConfig:
+def resumed_config(saved: TrainConfig, new: TrainConfig, stated: Iterable[str] = ()) -> TrainConfig:
     """The configuration a resumed run continues with: ``saved``, with the run-control fields of ``new``.
 
     A time budget or epoch count of ``new`` left at its default keeps the saved one, so a run started with
-    ``minutes=90`` and resumed without restating it keeps its 90 minutes (the elapsed time counts).
+    ``minutes=90`` and resumed without restating it keeps its 90 minutes (the elapsed time counts). A budget
+    named in ``stated`` (given explicitly: an override of :func:`~lumenkit.training.train`, an option typed on
+    the command line) is taken even where it equals the default, so ``--minutes 45`` ends a 180-minute run at 45.
     """
     defaults = TrainConfig()
-    keep = {"epochs", "minutes"}
+    keep = {"epochs", "minutes"} - set(stated)
     control = {k: getattr(new, k) for k in RUN_CONTROL_FIELDS
                if not (k in keep and getattr(new, k) == getattr(defaults, k))}
     return dataclasses.replace(saved, **control)

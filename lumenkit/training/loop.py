@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -188,7 +188,9 @@ def train(
         config: the configuration (default ``TrainConfig()``, the ``s1`` preset); keyword ``overrides`` replace its
             fields.
         on_step: called after every optimizer step with ``{"epoch", "step", "loss", "lr"}`` (e.g. live plots).
-        **overrides: fields of :class:`TrainConfig`.
+        **overrides: fields of :class:`TrainConfig`. On resume, a budget given here (``minutes``, ``epochs``)
+            replaces the saved run's even where it equals the default; one left in ``config`` at its default keeps
+            the saved budget.
 
     Returns:
         A :class:`TrainResult` (on every rank; only rank 0 wrote files).
@@ -200,7 +202,7 @@ def train(
     """
     cfg = dataclasses.replace(config, **overrides) if config is not None else TrainConfig.from_dict(overrides)
     cfg.check()
-    cfg, resumed = _resume_or_start(cfg)
+    cfg, resumed = _resume_or_start(cfg, stated=overrides)
     dev = resolve_device(cfg.device)
     rank, world, started_here = dist_init(dev)
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
@@ -213,8 +215,10 @@ def train(
             dist.destroy_process_group()
 
 
-def _resume_or_start(cfg: TrainConfig) -> tuple[TrainConfig, Checkpoint | None]:
+def _resume_or_start(cfg: TrainConfig, stated: Iterable[str] = ()) -> tuple[TrainConfig, Checkpoint | None]:
     """The configuration to run and the checkpoint to resume (``None``: a new run).
+
+    ``stated``: the fields given explicitly; a budget among them replaces the saved one even at its default.
 
     Raises:
         ConfigError: ``last.pt`` holds no training state, the new settings conflict with the saved run, or the
@@ -241,7 +245,7 @@ def _resume_or_start(cfg: TrainConfig) -> tuple[TrainConfig, Checkpoint | None]:
             f"{last_path}: cannot resume with a different configuration ({'; '.join(diffs)}); drop those "
             "options to continue the saved run, or start afresh with overwrite=True (--overwrite) or another out"
         )
-    return resumed_config(saved, cfg), resumed
+    return resumed_config(saved, cfg, stated), resumed
 
 
 class _Trainer:

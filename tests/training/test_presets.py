@@ -145,6 +145,36 @@ def test_a_resumed_run_keeps_its_budget_unless_a_new_one_is_given():
     assert resumed_config(saved, TrainConfig(data="D")).epochs == 7
     assert resumed_config(saved, TrainConfig(data="D", minutes=120.0, threads=1)).minutes == 120.0
     assert resumed_config(saved, TrainConfig(data="D", threads=1)).threads == 1
+    # stated explicitly, a budget equal to the default still replaces the saved one
+    assert resumed_config(saved, TrainConfig(data="D"), stated={"minutes"}).minutes == TrainConfig().minutes
+    assert resumed_config(saved, TrainConfig(data="D"), stated={"minutes"}).epochs == 7
+
+
+def test_cli_resume_with_the_default_budget_typed_shortens_a_long_run(tmp_path, monkeypatch):
+    import dataclasses
+
+    import lumenkit.training.loop as loop
+    from lumenkit.cli import main
+    from lumenkit.data.catalogue import ClassMap
+    from lumenkit.models.checkpoint import Checkpoint
+    from lumenkit.models.resunet import create_model
+
+    run = tmp_path / "run"
+    saved = TrainConfig.from_preset("long", data="D", out=str(run))
+    net = create_model("resunet", in_channels=3, classes=2, width=4, depth=2)
+    Checkpoint(net, ClassMap([0, 1]), 0.125, [], {"epoch": 1}, {"train": saved.to_dict()}).save(run / "last.pt")
+    ran = []
+
+    def fake_train(config, on_step=None, **overrides):  # the real resolution, without the training
+        ran.append(loop._resume_or_start(dataclasses.replace(config, **overrides), stated=overrides)[0])
+        return loop.TrainResult(run, None, None, 0.5)
+
+    monkeypatch.setattr(loop, "train", fake_train)
+    base = ["train", "--data", "D", "--out", str(run), "--resume"]
+    for args, minutes, epochs in [([], 180.0, saved.epochs), (["--minutes", "45"], 45.0, saved.epochs),
+                                  (["--epochs", "3"], None, 3)]:
+        assert main([*base, *args]) == 0
+        assert (ran[-1].minutes, ran[-1].epochs) == (minutes, epochs), args
 
 
 def test_the_shared_n_val_reaches_notebook_03(tmp_path, monkeypatch):
