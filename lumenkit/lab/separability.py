@@ -365,7 +365,8 @@ def levels_dataset(src: str | Path, dst: str | Path, target: Sequence[float] | N
     """A copy of dataset ``src`` at ``dst`` whose images are corrected by :func:`normalise_levels` (masks linked).
 
     Training and scoring a recipe on the copy measures what a per-image colour correction is worth before it is
-    built into the product. Images are written as PNG (lossless); ``dataset.yaml`` records the correction.
+    built into the product. Images are written as PNG (lossless); ``dataset.yaml`` records the correction. Each
+    image is decoded twice (measured, then corrected) so that one image at a time is held in memory.
 
     Args:
         src: dataset folder in LumenStone layout (its ``train`` split; ``test`` is not copied).
