@@ -291,15 +291,15 @@ def train_config(a: argparse.Namespace) -> TrainConfig:
     Two conveniences of the command line: ``--epochs`` without ``--minutes`` trains that many epochs with no time
     budget, and ``--no-flips`` also turns rot90 off unless ``--rot90`` is given (as before the options were
     generated). With ``--resume`` and a run in ``--out``, the recipe is the saved run's: options that contradict
-    it are refused, and ``--preset`` must name the one it was trained with, budget included where the preset sets
-    one (``--preset long`` does not continue a 45-minute run for 180 minutes; ``--minutes 180`` does).
+    it are refused, and ``--preset`` must name the one it was trained with, budget included (``--preset long`` does
+    not continue a 45-minute run for 180 minutes, nor ``--preset s1`` a 180-minute run for 45; ``--minutes`` does).
 
     Raises:
         ConfigError: unknown preset, or options contradicting the run being resumed (the message names them).
     """
     import dataclasses
 
-    from lumenkit.training.config import DEFAULT_PRESET, PRESETS, RUN_CONTROL_FIELDS, TrainConfig, config_differences
+    from lumenkit.training.config import DEFAULT_PRESET, RUN_CONTROL_FIELDS, TrainConfig, config_differences
 
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     given = {k: v for k, v in vars(a).items() if k in names}
@@ -316,10 +316,9 @@ def train_config(a: argparse.Namespace) -> TrainConfig:
     saved = TrainConfig.from_dict(load_checkpoint(last).config.get("train", {}), source=str(last), saved=True)
     asked = cfg if a.preset else dataclasses.replace(saved, **given)
     diffs = config_differences(saved, asked, strict=True)
-    if a.preset:  # a preset that sets a budget (long, synthetic, finetune) names that budget too
-        diffs += [f"{k}: saved {getattr(saved, k)!r}, preset {a.preset!r} {v!r} (--{k} changes a budget)"
-                  for k, v in PRESETS[a.preset].items()
-                  if k in ("minutes", "epochs") and k not in given and getattr(saved, k) != v]
+    if a.preset:  # a preset names its budget too (s1's 45 minutes as much as long's 180)
+        diffs += [f"{k}: saved {getattr(saved, k)!r}, preset {a.preset!r} {getattr(cfg, k)!r} (--{k} changes a budget)"
+                  for k in ("minutes", "epochs") if k not in given and getattr(saved, k) != getattr(cfg, k)]
     if diffs:
         raise ConfigError(f"{last}: cannot resume with a different recipe ({'; '.join(diffs)}); drop those options "
                           "(and --preset) to continue the saved run, or start afresh with --overwrite or another --out")

@@ -54,7 +54,24 @@ def main(tmp: str) -> dict:
     return {"synthetic_sha256": h.hexdigest(), "images_masks_sha256": hm.hexdigest(), "steps": len(losses),
             "losses": [round(x, 6) for x in losses],
             "model_sha256": mh.hexdigest(), "val_miou": [round(float(x), 6) for x in res.history["val_miou"]],
-            "versions": versions()}
+            "versions": versions(), "cpu": cpu()}
+
+
+def cpu() -> str:
+    """The CPU the kernels were chosen for: model, instruction-set flags and cache size (sha256 of /proc/cpuinfo's
+    lines for them, the first core's), or ``platform.processor()`` where /proc/cpuinfo is absent.
+
+    torch's and oneDNN's kernels are picked by the CPU's instruction sets (and blocked by its caches), and they sum
+    in different orders, so the same code gives losses differing by ~1e-5 on another CPU.
+    """
+    import platform
+
+    try:
+        lines = Path("/proc/cpuinfo").read_text().split("\n\n")[0].splitlines()
+    except OSError:
+        return platform.processor()
+    keep = [x for x in lines if x.split(":")[0].strip() in ("model name", "flags", "cache size")]
+    return hashlib.sha256("\n".join(keep).encode()).hexdigest()[:16]
 
 
 def versions() -> dict:

@@ -118,8 +118,9 @@ def test_same_seed_same_bytes_and_training_steps_as_before_the_restructure(tmp_p
 
     The synthetic images and masks are the same bytes, every training step the same loss and the final weights the
     same hash; only dataset.yaml differs (it gained ``pixel_size_um`` after the move). Byte equality holds for the
-    library versions the reference was made with, so with others the test says which and skips; and for the CPU's
-    kernels, so on another CPU the losses are compared to within 2e-4 and the weights' hash is not.
+    library versions the reference was made with, so with others the test says which and skips; and for the CPU
+    the kernels were chosen for (``cpu`` in the reference), so on another CPU the losses are compared to within 1e-4
+    and the weights' hash is not.
     """
     import importlib.util
     import json
@@ -142,10 +143,10 @@ def test_same_seed_same_bytes_and_training_steps_as_before_the_restructure(tmp_p
         torch.set_num_threads(threads)
     for key in ("images_masks_sha256", "steps"):
         assert now[key] == ref[key], key
-    # The kernels torch and oneDNN dispatch to depend on the CPU (AVX2, AVX-512, ...), and they sum in different
-    # orders: on another CPU the losses drift by ~1e-5 over the 12 steps. A behaviour change moves them by ~1e-2.
-    assert now["losses"] == pytest.approx(ref["losses"], abs=2e-4), "losses"
-    assert now["val_miou"] == pytest.approx(ref["val_miou"], abs=2e-3), "val_miou"
-    if now["losses"] == ref["losses"]:  # the same kernels: the same bytes
-        assert now["model_sha256"] == ref["model_sha256"], "model_sha256"
+    if now["cpu"] == ref["cpu"]:  # the same kernels: the same bytes
+        for key in ("losses", "model_sha256", "val_miou"):
+            assert now[key] == ref[key], key
+    else:  # other kernels sum in another order: the losses drift by up to 3e-5 over the 12 steps (AVX2 vs AVX-512)
+        assert now["losses"] == pytest.approx(ref["losses"], abs=1e-4), "losses"
+        assert now["val_miou"] == pytest.approx(ref["val_miou"], abs=2e-3), "val_miou"
     assert now["synthetic_sha256"] != ref["synthetic_sha256"]  # dataset.yaml: pixel_size_um, added by issue 28

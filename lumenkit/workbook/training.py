@@ -62,4 +62,5 @@ def _refuse_another_recipe(last: Path, cfg: TrainConfig) -> None:
               if getattr(saved, k) != getattr(cfg, k)]  # a complete recipe: its budget too
     if diffs:
         raise ConfigError(f"{last}: was trained with another recipe ({'; '.join(diffs)}); set resume=False to start "
-                          "afresh, or choose another run_dir")
+                          "afresh, or choose another run_dir (to change only the budget: lumenkit train --resume "
+                          f"--minutes N --out {last.parent})")

@@ -106,7 +106,9 @@ def test_cli_resume_continues_the_saved_recipe_and_refuses_contradictions(tmp_pa
 
     got = cfg()
     assert got.scale == 0.25 and got.n_val == 5 and got.minutes == 90.0 and got.resume  # the saved run, not s1
-    assert cfg("--preset", "s2", "--threads", "1").threads == 1
+    assert cfg("--preset", "s2", "--minutes", "90", "--threads", "1").threads == 1
+    with pytest.raises(ConfigError, match=r"minutes: saved 90.0, preset 's2' 45.0"):  # the preset's budget is 45
+        cfg("--preset", "s2", "--threads", "1")
     with pytest.raises(ConfigError, match=r"different recipe \(scale: saved 0.25, now 0.125"):
         cfg("--scale", "0.125")
     with pytest.raises(ConfigError, match="different recipe"):
@@ -175,6 +177,10 @@ def test_cli_resume_with_the_default_budget_typed_shortens_a_long_run(tmp_path, 
                                   (["--epochs", "3"], None, 3)]:
         assert main([*base, *args]) == 0
         assert (ran[-1].minutes, ran[-1].epochs) == (minutes, epochs), args
+    # a preset names its budget, the default's 45 minutes too: s1 does not end a long run unasked
+    with pytest.raises(ConfigError, match=r"minutes: saved 180.0, preset 's1' 45.0 \(--minutes changes a budget"):
+        train_config(build_parser().parse_args([*base, "--preset", "s1"]))
+    assert train_config(build_parser().parse_args([*base, "--preset", "long"])).minutes == 180.0
 
 
 def test_the_shared_n_val_reaches_notebook_03(tmp_path, monkeypatch):
