@@ -343,9 +343,36 @@ def _run_levels_copy(a: argparse.Namespace) -> int:
     return 0
 
 
+def _add_lookalikes(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("lookalikes", help="per image, which mineral a mineral's pixels look like by colour alone, "
+                                          "learnt from the other images (an image whose tint differs stands out)")
+    p.add_argument("target", help="the mineral whose pixels are called (LumenStone label, e.g. Pn)")
+    p.add_argument("--among", nargs="+", default=["Ccp", "Po"], metavar="LABEL",
+                   help="the other minerals the colour classifier knows (default Ccp Po)")
+    p.add_argument("--data", required=True, help="dataset folder in LumenStone layout (its train split)")
+    p.add_argument("--scale", type=float, default=0.25, help="model scale relative to native x100 (default 0.25)")
+    p.add_argument("--per-image", type=int, default=2000, help="pixels drawn per mineral and image (default 2000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the draw and the classifier")
+    p.add_argument("--out", required=True, help="CSV to write")
+    p.set_defaults(func=_run_lookalikes)
+
+
+def _run_lookalikes(a: argparse.Namespace) -> int:
+    from lumenkit.data.imageio import check_writable, write_text
+    from lumenkit.lab.separability import colour_lookalikes
+
+    if not 0 < a.scale <= 1 or a.per_image < 1:
+        raise ConfigError("--scale must lie in (0, 1] and --per-image be at least 1")
+    check_writable(a.out, folder=False)
+    table = colour_lookalikes(a.data, a.target, a.among, scale=a.scale, per_image=a.per_image, seed=a.seed)
+    write_text(a.out, table.to_csv(index=False))
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    return 0
+
+
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_ablation, _add_prior, _add_refine, _add_strokes, _add_label_efficiency, _add_separability,
-    _add_levels_copy]
+    _add_levels_copy, _add_lookalikes]
 
 
 def build_parser() -> argparse.ArgumentParser:

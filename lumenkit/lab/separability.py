@@ -400,3 +400,93 @@ def levels_dataset(src: str | Path, dst: str | Path, target: Sequence[float] | N
     finish_copy(src, dst, meta, ds.names)
     return {"target": [float(v) for v in goal], "images": len(levels),
             "levels": {k: [float(x) for x in v] for k, v in levels.items()}}
+
+
+def colour_lookalikes(data: str | Path, target: str | int = "Pn", among: Sequence[str | int] = ("Ccp", "Po"),
+                      scale: float = 0.25, per_image: int = 2000, seed: int = 0,
+                      min_pixels: int = 200) -> pd.DataFrame:
+    """Which mineral ``target``'s pixels in each image look like by colour alone, learnt from the other images.
+
+    A network that reads colour calls a mineral by the colour it had in the images it learnt from. Where one image's
+    illumination or white balance differs, its ``target`` pixels can carry the colour another mineral has elsewhere,
+    and no amount of training on the other images tells them apart. This study asks that per image: a colour
+    classifier (RGB only; :class:`~sklearn.ensemble.HistGradientBoostingClassifier`, classes balanced) learns
+    ``target`` and ``among`` from the sampled pixels of every *other* image (leave one image out) and calls this
+    image's ``target`` pixels. Beside it, each image's median colour of ``target`` and its blue-to-red ratio (the
+    tint that separates the yellow of chalcopyrite from the paler sulphides).
+
+    Args:
+        data: dataset folder in LumenStone layout (its ``train`` split, every image).
+        target: the mineral whose pixels are called (label or code, e.g. ``"Pn"``).
+        among: the other minerals the classifier knows (labels or codes).
+        scale: working scale relative to native ×100 (images and masks resampled as the training loader does).
+        per_image: pixels drawn per mineral and image.
+        seed: seed of the draw and the classifier.
+        min_pixels: images with fewer ``target`` pixels at ``scale`` get no row (they still teach the others).
+
+    Returns:
+        One row per image holding ``target``: ``image``, ``n`` (its ``target`` pixels at ``scale``), ``R``, ``G``,
+        ``B`` (their median, 0–255), ``blue_red`` (B ÷ R of the medians), and ``as_<label>`` for ``target`` and
+        each of ``among`` (the share of the image's sampled ``target`` pixels called that mineral); last, a row
+        ``image = "pooled"`` with the shares weighted by ``n`` and the medians over the images.
+
+    Raises:
+        UnknownClassError: a label is not a LumenStone mineral.
+        ConfigError: ``target`` among ``among`` or a mineral twice; fewer than two images hold ``target``.
+        DatasetNotFoundError, BadImageError, BadMaskError: as :class:`LumenStoneDataset` raises them.
+    """
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    minerals = [mineral(target), *(mineral(m) for m in among)]
+    codes = [m.code for m in minerals]
+    if len(set(codes)) != len(codes) or len(codes) < 2:
+        raise ConfigError("give a target mineral and at least one other, each once")
+    labels = [m.label for m in minerals]
+    ds = LumenStoneDataset(data, "train", scale=scale)
+    rng = np.random.default_rng(seed)
+    drawn: list[pd.DataFrame] = []
+    counts: dict[str, int] = {}
+    for i in range(len(ds)):
+        mask = ds.load_mask(i)
+        where = [np.nonzero(mask == code) for code in codes]
+        if not any(len(w[0]) for w in where):
+            continue
+        image = ds.read_image(i)
+        counts[ds.names[i]] = len(where[0][0])
+        for k, (ys, xs) in enumerate(where):
+            if len(ys) > per_image:
+                keep = rng.choice(len(ys), per_image, replace=False)
+                ys, xs = ys[keep], xs[keep]
+            if len(ys):
+                rgb = image[ys, xs].astype(np.float32)
+                drawn.append(pd.DataFrame({"image": ds.names[i], "k": k, "R": rgb[:, 0], "G": rgb[:, 1],
+                                           "B": rgb[:, 2]}))
+    samples = pd.concat(drawn, ignore_index=True) if drawn else pd.DataFrame(columns=["image", "k", "R", "G", "B"])
+    called = [name for name, n in counts.items() if n >= min_pixels]
+    if len([n for n in counts.values() if n]) < 2 or not called:
+        raise ConfigError(f"{data}: fewer than two training images hold {labels[0]} at scale {scale} "
+                          f"(or none {min_pixels}+ px); choose a mineral of this class set or a finer scale")
+    rows = []
+    for name in called:
+        own = samples[(samples["image"] == name) & (samples["k"] == 0)]
+        rest = samples[samples["image"] != name]
+        x_own = own[["R", "G", "B"]].to_numpy(np.float32)
+        shares = np.zeros(len(codes))
+        present = np.unique(rest["k"].to_numpy())
+        if len(present) == 1:  # the other images hold one of the minerals only: the classifier can only say that
+            shares[present[0]] = 1.0
+        else:
+            clf = HistGradientBoostingClassifier(max_iter=150, class_weight="balanced", random_state=seed)
+            clf.fit(rest[["R", "G", "B"]].to_numpy(np.float32), rest["k"].to_numpy())
+            picked = clf.predict(x_own)
+            shares = np.array([(picked == k).mean() for k in range(len(codes))])
+        med = np.median(x_own, axis=0)
+        rows.append({"image": name, "n": counts[name], "R": med[0], "G": med[1], "B": med[2],
+                     "blue_red": med[2] / max(med[0], 1.0), **{f"as_{la}": s for la, s in zip(labels, shares,
+                                                                                             strict=True)}})
+    table = pd.DataFrame(rows)
+    weights = table["n"].to_numpy(np.float64)
+    pooled = {"image": "pooled", "n": int(weights.sum()),
+              **{c: float(table[c].median()) for c in ("R", "G", "B", "blue_red")},
+              **{f"as_{la}": float(np.average(table[f"as_{la}"], weights=weights)) for la in labels}}
+    return pd.concat([table, pd.DataFrame([pooled])], ignore_index=True)

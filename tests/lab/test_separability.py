@@ -198,3 +198,50 @@ def test_a_channel_without_light_gives_finite_levels(tmp_path):
     assert ref.tolist() == [200, 200, 0]
     out = normalise_levels(image, (150, 150, 150), ref)
     assert out[0, 0].tolist() == [150, 150, 0] and np.isfinite(out).all()
+
+
+def _tinted(root, casts=(1.0, 1.0, 1.0, 0.8), seed=0):
+    """Ccp yellow (B/R 0.6) and Pn pale (B/R 0.85) in every image; the last image's blue is dimmed by a cast."""
+    from lumenkit.data.imageio import save_image, write_text
+
+    rng = np.random.default_rng(seed)
+    for i, blue in enumerate(casts):
+        image = np.full((64, 96, 3), 40, np.float64)
+        mask = np.zeros((64, 96), np.uint8)
+        for x0, code, rgb in ((4, 1, (200, 180, 120)), (50, 7, (200, 185, 170))):
+            mask[8:56, x0:x0 + 40] = code
+            image[8:56, x0:x0 + 40] = rgb
+        image[..., 2] *= blue
+        image = np.clip(image + rng.normal(0, 3, image.shape), 0, 255).astype(np.uint8)
+        save_image(image, root / "imgs" / "train" / f"t{i}.png")
+        save_image(mask, root / "masks" / "train" / f"t{i}.png")
+    write_text(root / "dataset.yaml", "name: tinted\nscale: 0.5\nclasses: [0, 1, 7]\n")
+    return root
+
+
+def test_lookalikes_single_out_the_image_whose_tint_makes_pentlandite_look_like_chalcopyrite(tmp_path):
+    from lumenkit.lab.separability import colour_lookalikes
+
+    table = colour_lookalikes(_tinted(tmp_path / "t"), "Pn", ["Ccp"], scale=0.5, per_image=100).set_index("image")
+    assert list(table.index) == ["t0", "t1", "t2", "t3", "pooled"]
+    assert (table.loc[["t0", "t1", "t2"], "as_Pn"] > 0.95).all()  # learnt from images of the same tint
+    assert table.loc["t3", "as_Ccp"] > 0.95  # its blue dimmed by 0.8: B/R 0.68, nearer chalcopyrite's 0.6
+    assert table.loc["t3", "blue_red"] == pytest.approx(0.85 * 0.8, abs=0.03)
+    assert table.loc["t0", "n"] == 48 * 40  # stored at the scale asked: every pixel counted, 100 drawn
+    assert table.loc["pooled", "as_Ccp"] == pytest.approx(table.loc[["t0", "t1", "t2", "t3"], "as_Ccp"].mean())
+
+
+def test_lookalikes_cli_writes_the_table_and_refuses_what_it_cannot_measure(tmp_path, capsys):
+    from lumenkit.lab.cli import main
+
+    root = _tinted(tmp_path / "t")
+    out = tmp_path / "l.csv"
+    assert main(["lookalikes", "Pn", "--among", "Ccp", "--data", str(root), "--scale", "0.5", "--per-image", "50",
+                 "--out", str(out)]) == 0
+    assert out.read_text().splitlines()[0] == "image,n,R,G,B,blue_red,as_Pn,as_Ccp"
+    capsys.readouterr()
+    assert main(["lookalikes", "Pn", "--among", "Pn", "--data", str(root), "--out", str(out)]) == 2
+    assert "each once" in capsys.readouterr().err
+    assert main(["lookalikes", "Po", "--among", "Ccp", "--data", str(root), "--out", str(tmp_path / "x.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "fewer than two training images hold Po" in err and err.count("\n") == 1
