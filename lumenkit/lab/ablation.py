@@ -142,6 +142,10 @@ VARIANTS: dict[str, Variant] = {
                 {**_BEST, "compile": "auto", "n_val": 5, "scale": 0.5, "depth": 5}),
         Variant("quarter_depth5", "exposure at 1/4 scale with depth 5: finer resolution, the same context as 1/8 "
                 "with depth 4", {**{k: v for k, v in _EXPOSURE.items() if k != "scale"}, "depth": 5}),
+        Variant("aspp_ema", "aspp + a moving average of weights and BatchNorm statistics (decay 0.995) as the model",
+                {**_EXPOSURE, "context": "aspp", "ema": 0.995}),
+        Variant("aspp_dice", "aspp + a soft Dice term beside the cross-entropy (loss ce+dice, weight 1)",
+                {**_EXPOSURE, "context": "aspp", "loss": "ce+dice"}),
     )
 }
 """The ablation rows, in table order."""

@@ -422,17 +422,21 @@ def colour_lookalikes(data: str | Path, target: str | int = "Pn", among: Sequenc
         scale: working scale relative to native ×100 (images and masks resampled as the training loader does).
         per_image: pixels drawn per mineral and image.
         seed: seed of the draw and the classifier.
-        min_pixels: images with fewer ``target`` pixels at ``scale`` get no row (they still teach the others).
+        min_pixels: images with fewer ``target`` pixels at ``scale`` get no row (they still teach the others);
+            at least 1.
 
     Returns:
-        One row per image holding ``target``: ``image``, ``n`` (its ``target`` pixels at ``scale``), ``R``, ``G``,
-        ``B`` (their median, 0–255), ``blue_red`` (B ÷ R of the medians), and ``as_<label>`` for ``target`` and
-        each of ``among`` (the share of the image's sampled ``target`` pixels called that mineral); last, a row
-        ``image = "pooled"`` with the shares weighted by ``n`` and the medians over the images.
+        One row per image holding ``min_pixels`` or more of ``target``: ``image``, ``n`` (its ``target`` pixels
+        at ``scale``), ``R``, ``G``, ``B`` (the median of its sampled ``target`` pixels, 0–255), ``blue_red``
+        (B ÷ R of the medians), and ``as_<label>`` for ``target`` and each of ``among`` (the share of the image's
+        sampled ``target`` pixels called that mineral; NaN where the other images hold ``target`` and nothing
+        else of ``among``, so there is nothing to call it against); last, a row ``image = "pooled"`` with the
+        shares weighted by ``n`` (over the images that have them) and the medians over the images.
 
     Raises:
         UnknownClassError: a label is not a LumenStone mineral.
-        ConfigError: ``target`` among ``among`` or a mineral twice; fewer than two images hold ``target``.
+        ConfigError: ``among`` empty, ``target`` among ``among`` or a mineral twice; ``min_pixels`` below 1;
+            fewer than two images hold ``target`` or none holds ``min_pixels`` of it.
         DatasetNotFoundError, BadImageError, BadMaskError: as :class:`LumenStoneDataset` raises them.
     """
     from sklearn.ensemble import HistGradientBoostingClassifier
@@ -441,6 +445,8 @@ def colour_lookalikes(data: str | Path, target: str | int = "Pn", among: Sequenc
     codes = [m.code for m in minerals]
     if len(set(codes)) != len(codes) or len(codes) < 2:
         raise ConfigError("give a target mineral and at least one other, each once")
+    if min_pixels < 1:
+        raise ConfigError(f"min_pixels must be at least 1, got {min_pixels}")
     labels = [m.label for m in minerals]
     ds = LumenStoneDataset(data, "train", scale=scale)
     rng = np.random.default_rng(seed)
@@ -471,10 +477,9 @@ def colour_lookalikes(data: str | Path, target: str | int = "Pn", among: Sequenc
         own = samples[(samples["image"] == name) & (samples["k"] == 0)]
         rest = samples[samples["image"] != name]
         x_own = own[["R", "G", "B"]].to_numpy(np.float32)
-        shares = np.zeros(len(codes))
         present = np.unique(rest["k"].to_numpy())
-        if len(present) == 1:  # the other images hold one of the minerals only: the classifier can only say that
-            shares[present[0]] = 1.0
+        if len(present) == 1:  # the other images hold the target only: nothing to call its pixels against
+            shares = np.full(len(codes), np.nan)
         else:
             clf = HistGradientBoostingClassifier(max_iter=150, class_weight="balanced", random_state=seed)
             clf.fit(rest[["R", "G", "B"]].to_numpy(np.float32), rest["k"].to_numpy())
@@ -488,5 +493,11 @@ def colour_lookalikes(data: str | Path, target: str | int = "Pn", among: Sequenc
     weights = table["n"].to_numpy(np.float64)
     pooled = {"image": "pooled", "n": int(weights.sum()),
               **{c: float(table[c].median()) for c in ("R", "G", "B", "blue_red")},
-              **{f"as_{la}": float(np.average(table[f"as_{la}"], weights=weights)) for la in labels}}
+              **{f"as_{la}": _weighted_mean(table[f"as_{la}"].to_numpy(np.float64), weights) for la in labels}}
     return pd.concat([table, pd.DataFrame([pooled])], ignore_index=True)
+
+
+def _weighted_mean(values: np.ndarray, weights: np.ndarray) -> float:
+    """Mean of ``values`` weighted by ``weights`` over the finite values (NaN when none is)."""
+    ok = np.isfinite(values)
+    return float(np.average(values[ok], weights=weights[ok])) if ok.any() else float("nan")

@@ -201,7 +201,10 @@ def test_a_channel_without_light_gives_finite_levels(tmp_path):
 
 
 def _tinted(root, casts=(1.0, 1.0, 1.0, 0.8), seed=0):
-    """Ccp yellow (B/R 0.6) and Pn pale (B/R 0.85) in every image; the last image's blue is dimmed by a cast."""
+    """Ccp yellow (B/R 0.6) and Pn pale (B/R 0.85) in every image; the last image's blue is dimmed by a cast.
+
+    The first image's pentlandite is half as large as the others', so pooling by pixels and by images differ.
+    """
     from lumenkit.data.imageio import save_image, write_text
 
     rng = np.random.default_rng(seed)
@@ -209,8 +212,9 @@ def _tinted(root, casts=(1.0, 1.0, 1.0, 0.8), seed=0):
         image = np.full((64, 96, 3), 40, np.float64)
         mask = np.zeros((64, 96), np.uint8)
         for x0, code, rgb in ((4, 1, (200, 180, 120)), (50, 7, (200, 185, 170))):
-            mask[8:56, x0:x0 + 40] = code
-            image[8:56, x0:x0 + 40] = rgb
+            y1 = 32 if (i == 0 and code == 7) else 56
+            mask[8:y1, x0:x0 + 40] = code
+            image[8:y1, x0:x0 + 40] = rgb
         image[..., 2] *= blue
         image = np.clip(image + rng.normal(0, 3, image.shape), 0, 255).astype(np.uint8)
         save_image(image, root / "imgs" / "train" / f"t{i}.png")
@@ -227,8 +231,27 @@ def test_lookalikes_single_out_the_image_whose_tint_makes_pentlandite_look_like_
     assert (table.loc[["t0", "t1", "t2"], "as_Pn"] > 0.95).all()  # learnt from images of the same tint
     assert table.loc["t3", "as_Ccp"] > 0.95  # its blue dimmed by 0.8: B/R 0.68, nearer chalcopyrite's 0.6
     assert table.loc["t3", "blue_red"] == pytest.approx(0.85 * 0.8, abs=0.03)
-    assert table.loc["t0", "n"] == 48 * 40  # stored at the scale asked: every pixel counted, 100 drawn
-    assert table.loc["pooled", "as_Ccp"] == pytest.approx(table.loc[["t0", "t1", "t2", "t3"], "as_Ccp"].mean())
+    assert table.loc["t0", "n"] == 24 * 40 and table.loc["t1", "n"] == 48 * 40  # stored at the scale asked
+    shares, n = table.loc[["t0", "t1", "t2", "t3"], "as_Ccp"], table.loc[["t0", "t1", "t2", "t3"], "n"]
+    assert table.loc["pooled", "as_Ccp"] == pytest.approx((shares * n).sum() / n.sum())  # by pixels, not images
+    assert table.loc["pooled", "as_Ccp"] > shares.mean() + 0.02
+
+
+def test_lookalikes_say_nan_where_the_other_images_hold_nothing_to_compare_with(tmp_path):
+    from lumenkit.data.imageio import read_mask, save_image
+    from lumenkit.errors import ConfigError
+    from lumenkit.lab.separability import colour_lookalikes
+
+    root = _tinted(tmp_path / "t", casts=(1.0, 1.0))
+    mask = root / "masks" / "train" / "t1.png"
+    m = read_mask(mask)
+    m[m == 1] = 0  # t1: pentlandite only, so t0 is called against pentlandite alone
+    save_image(m, mask)
+    table = colour_lookalikes(root, "Pn", ["Ccp"], scale=0.5, per_image=50).set_index("image")
+    assert np.isnan(table.loc["t0", ["as_Pn", "as_Ccp"]].to_numpy(float)).all()
+    assert table.loc["t1", "as_Pn"] > 0.95 and table.loc["pooled", "as_Pn"] == table.loc["t1", "as_Pn"]
+    with pytest.raises(ConfigError, match="min_pixels"):
+        colour_lookalikes(root, "Pn", ["Ccp"], scale=0.5, min_pixels=0)
 
 
 def test_lookalikes_cli_writes_the_table_and_refuses_what_it_cannot_measure(tmp_path, capsys):
