@@ -127,8 +127,8 @@ VARIANTS: dict[str, Variant] = {
                 "minutes buy on a 2-core machine alone (4× the 46 of the cross-validated candidates), cosine over the "
                 "epochs, compiled (as a 180-minute `lumenkit train`)",
                 {**_EXPOSURE, "compile": "auto", "minutes": None, "epochs": 184}),
-        Variant("separable", "exposure with depthwise-separable 3×3 convolutions (1/3 of the weights, more steps in "
-                "the same 45 minutes)", {**_EXPOSURE, "block": "separable"}),
+        Variant("separable", "exposure with depthwise-separable 3×3 convolutions (1/4 of the weights, 1/5 of the "
+                "FLOPs; on a CPU no faster a step: benchmarks/bench_variants.py)", {**_EXPOSURE, "block": "separable"}),
         Variant("aspp", "exposure + an atrous spatial pyramid (dilations 2, 4 and the window's mean) at the "
                 "bottleneck", {**_EXPOSURE, "context": "aspp"}),
         Variant("separable_aspp", "separable + aspp", {**_EXPOSURE, "block": "separable", "context": "aspp"}),
