@@ -67,6 +67,14 @@ def pixel_features(image: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
+def _draw(rng: np.random.Generator, ys: np.ndarray, xs: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Up to ``n`` of the pixel positions ``(ys, xs)``, drawn without replacement (all of them where fewer)."""
+    if len(ys) <= n:
+        return ys, xs
+    keep = rng.choice(len(ys), n, replace=False)
+    return ys[keep], xs[keep]
+
+
 def _codes(a: str | int, b: str | int) -> tuple[int, int, str, str]:
     ma, mb = mineral(a), mineral(b)
     if ma.code == mb.code:
@@ -103,9 +111,7 @@ def sample_pixels(data: str | Path, a: str | int, b: str | int, scale: float, pe
         picks = []
         for code in (code_a, code_b):
             ys, xs = np.nonzero(mask == code)
-            if len(ys) > per_image:
-                keep = rng.choice(len(ys), per_image, replace=False)
-                ys, xs = ys[keep], xs[keep]
+            ys, xs = _draw(rng, ys, xs, per_image)
             picks.append((ys, xs, code == code_a))
         if not any(len(ys) for ys, _, _ in picks):
             continue
@@ -309,9 +315,7 @@ def levels_study(data: str | Path, a: str | int = "Pn", b: str | int = "Po", sca
         ref = np.maximum(bright_phase(image), 1.0)
         kept.append((ds.names[i], ref, *(image[w].astype(np.float32) for w in where)))
         for k, (ys, xs) in enumerate(where):
-            if len(ys) > per_image:
-                keep = rng.choice(len(ys), per_image, replace=False)
-                ys, xs = ys[keep], xs[keep]
+            ys, xs = _draw(rng, ys, xs, per_image)
             rgb = image[ys, xs].astype(np.float32) / 255.0
             samples.append(pd.DataFrame({"image": ds.names[i], "is_a": k == 0,
                                          **{c: rgb[:, j] for j, c in enumerate("RGB")},
@@ -409,7 +413,7 @@ def colour_lookalikes(data: str | Path, target: str | int = "Pn", among: Sequenc
 
     A network that reads colour calls a mineral by the colour it had in the images it learnt from. Where one image's
     illumination or white balance differs, its ``target`` pixels can carry the colour another mineral has elsewhere,
-    and no amount of training on the other images tells them apart. This study asks that per image: a colour
+    and colour learnt from the other images cannot tell them apart. This study asks that per image: a colour
     classifier (RGB only; :class:`~sklearn.ensemble.HistGradientBoostingClassifier`, classes balanced) learns
     ``target`` and ``among`` from the sampled pixels of every *other* image (leave one image out) and calls this
     image's ``target`` pixels. Beside it, each image's median colour of ``target`` and its blue-to-red ratio (the
@@ -460,16 +464,14 @@ def colour_lookalikes(data: str | Path, target: str | int = "Pn", among: Sequenc
         image = ds.read_image(i)
         counts[ds.names[i]] = len(where[0][0])
         for k, (ys, xs) in enumerate(where):
-            if len(ys) > per_image:
-                keep = rng.choice(len(ys), per_image, replace=False)
-                ys, xs = ys[keep], xs[keep]
+            ys, xs = _draw(rng, ys, xs, per_image)
             if len(ys):
                 rgb = image[ys, xs].astype(np.float32)
                 drawn.append(pd.DataFrame({"image": ds.names[i], "k": k, "R": rgb[:, 0], "G": rgb[:, 1],
                                            "B": rgb[:, 2]}))
     samples = pd.concat(drawn, ignore_index=True) if drawn else pd.DataFrame(columns=["image", "k", "R", "G", "B"])
     called = [name for name, n in counts.items() if n >= min_pixels]
-    if len([n for n in counts.values() if n]) < 2 or not called:
+    if sum(n > 0 for n in counts.values()) < 2 or not called:
         raise ConfigError(f"{data}: fewer than two training images hold {labels[0]} at scale {scale} "
                           f"(or none {min_pixels}+ px); choose a mineral of this class set or a finer scale")
     rows = []
