@@ -133,11 +133,21 @@ def _add_heap_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-retain-heap", action="store_true", default=argparse.SUPPRESS, help=HEAP_HELP)
 
 
+ENSEMBLE_HELP = ("; given more than once, the models' probabilities are averaged (an ensemble: same classes and "
+                 "scale, prediction takes the sum of their times)")
+"""End of ``--model``'s help where several models can be given (``evaluate``, ``predict``, ``analyse``)."""
+
+
+def _model_arg(models: list[str]) -> str | list[str]:
+    """``--model`` as the library takes it: one path, or several (an ensemble)."""
+    return models[0] if len(models) == 1 else list(models)
+
+
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="dataset-wide per-class IoU of a model (and baselines) → JSON")
     p.add_argument("--data", required=True, help="dataset folder in LumenStone layout")
     p.add_argument("--split", default="test", help="test, train, val or fit (default test)")
-    p.add_argument("--model", required=True, help="checkpoint (RUN/model.pt)")
+    p.add_argument("--model", required=True, action="append", help="checkpoint (RUN/model.pt)" + ENSEMBLE_HELP)
     p.add_argument("--out", required=True, help="output JSON file")
     p.add_argument("--scale", type=float, default=None, help="scale to run the model at (default: its training scale)")
     p.add_argument("--void-border", type=int, default=0, help="ignore pixels within W px of a class boundary")
@@ -164,6 +174,7 @@ def _run_evaluate(a: argparse.Namespace) -> int:
     from lumenkit.data.imageio import check_writable
     from lumenkit.evaluation.evaluate import evaluate, write_evaluation
     from lumenkit.evaluation.robustness import image_transform, parse_perturb
+    from lumenkit.inference.loading import load_ensemble
     from lumenkit.inference.tiling import Tiling
     from lumenkit.models.checkpoint import load_checkpoint
     from lumenkit.runtime.devices import resolve_device
@@ -178,7 +189,7 @@ def _run_evaluate(a: argparse.Namespace) -> int:
         except ValueError as e:
             raise ConfigError(f"--perturb: {e}") from None
         transform, magnification = image_transform(name, strength)
-    ckpt = load_checkpoint(a.model)
+    ckpt = load_checkpoint(a.model[0]) if len(a.model) == 1 else load_ensemble(a.model)
     ev = evaluate(a.data, ckpt, split=a.split, scale=a.scale,
                   validation=ValidationSplit.of_model(ckpt, n_val=a.n_val, seed=a.seed, fold=a.val_fold),
                   tiling=Tiling(tta=a.tta), void_border_px=a.void_border, baselines=not a.no_baselines,
@@ -353,7 +364,8 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="predict masks, overlays, confidence and composition for images (also under "
                                        "torchrun --nproc-per-node N)")
     p.add_argument("paths", nargs="+", help="image files and/or folders (searched recursively)")
-    p.add_argument("--model", required=True, help="checkpoint RUN/model.pt, or an export RUN/model.onnx")
+    p.add_argument("--model", required=True, action="append",
+                   help="checkpoint RUN/model.pt, or an export RUN/model.onnx" + ENSEMBLE_HELP)
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--pixel-size", type=float, default=None, metavar="UM",
                    help="µm per pixel of images whose files do not say (TIFF/OME metadata wins); with a model that "
@@ -386,8 +398,9 @@ def _run_predict(a: argparse.Namespace) -> int:
         print(f"lumenkit: skipped {message}" if message.startswith(path) else f"lumenkit: skipped {path}: {message}",
               file=sys.stderr)
 
-    rep = predict_files(a.model, a.paths, a.out, scale=a.scale, tiling=Tiling(tile=a.tile, margin=a.margin, tta=a.tta),
-                        progress=not a.quiet, on_error=report, runtime=a.runtime, device=a.device,
+    rep = predict_files(_model_arg(a.model), a.paths, a.out, scale=a.scale,
+                        tiling=Tiling(tile=a.tile, margin=a.margin, tta=a.tta), progress=not a.quiet,
+                        on_error=report, runtime=a.runtime, device=a.device,
                         pixel_size_um=a.pixel_size, flatfield=a.flat_field,
                         mosaic_pixels=int(a.stream_from * 1e6), refine=_refine(a))
     if rep.rank == 0:
@@ -426,7 +439,8 @@ def _add_analyse(sub: argparse._SubParsersAction) -> None:
                                        "image, sample and deposit")
     p.add_argument("sections", help="folder of section images (JPEG/PNG/TIFF, any depth), optionally with a "
                                     "samples.csv (image,sample,deposit,pixel_size_um,...)")
-    p.add_argument("--model", required=True, help="checkpoint RUN/model.pt, or an export RUN/model.onnx")
+    p.add_argument("--model", required=True, action="append",
+                   help="checkpoint RUN/model.pt, or an export RUN/model.onnx" + ENSEMBLE_HELP)
     p.add_argument("--out", required=True, help="output folder: masks/, one CSV per table, summary.json")
     p.add_argument("--samples", default=None, help="the samples table (default SECTIONS/samples.csv if present)")
     p.add_argument("--pixel-size", type=float, default=None, metavar="UM",
@@ -459,7 +473,7 @@ def _run_analyse(a: argparse.Namespace) -> int:
         print(f"lumenkit: skipped {message}" if message.startswith(path) else f"lumenkit: skipped {path}: {message}",
               file=sys.stderr)
 
-    s = analyse_sections(a.model, a.sections, a.out, samples_csv=a.samples, pixel_size_um=a.pixel_size,
+    s = analyse_sections(_model_arg(a.model), a.sections, a.out, samples_csv=a.samples, pixel_size_um=a.pixel_size,
                          require_um=a.um, scale=a.scale, gangue_density=a.gangue_density,
                          tiling=Tiling(tile=a.tile, tta=a.tta),
                          device=a.device, progress=not a.quiet, on_error=report, flatfield=a.flat_field,

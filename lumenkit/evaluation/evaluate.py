@@ -197,7 +197,8 @@ def evaluate(
 
     Args:
         data: dataset folder in LumenStone layout.
-        model: a :class:`lumenkit.models.Checkpoint`, or a path to one.
+        model: a :class:`lumenkit.models.Checkpoint`, or a path to one; an
+            :class:`~lumenkit.inference.ensemble.Ensemble`, or a list of paths (their probabilities averaged).
         split: ``test``, ``train``, ``val`` or ``fit``.
         scale: scale to run the model at (default: the checkpoint's training scale).
         validation: the training images that are ``val`` (split ``val``/``fit``, and what the baselines are not fitted
@@ -216,17 +217,24 @@ def evaluate(
         progress: tqdm bar over images.
 
     Raises:
-        ConfigError: ``validation`` out of range for the training images (split ``val``/``fit``), or a bad tiling.
+        ConfigError: ``validation`` out of range for the training images (split ``val``/``fit``), an ensemble member
+            trained on another validation split than the one scored (split ``val``/``fit``), or a bad tiling.
         lumenkit errors for bad input files; CheckpointError for a bad model file.
     """
     from tqdm.auto import tqdm
 
+    from lumenkit.inference.ensemble import Ensemble
+    from lumenkit.inference.loading import load_ensemble
     from lumenkit.models.checkpoint import Checkpoint, load_checkpoint
 
-    ckpt = model if isinstance(model, Checkpoint) else load_checkpoint(model)
+    if isinstance(model, (list, tuple)):
+        model = load_ensemble(model) if len(model) != 1 else model[0]
+    ckpt = model if isinstance(model, (Checkpoint, Ensemble)) else load_checkpoint(model)
     model_scale = float(scale if scale is not None else ckpt.scale)
     tiling = tiling if tiling is not None else Tiling()
     validation = validation if validation is not None else ValidationSplit.of_model(ckpt)
+    if isinstance(ckpt, Ensemble) and split in ("val", "fit"):
+        ckpt.check_split(validation)
     ds = LumenStoneDataset(data, split, class_set=ckpt.class_map.codes, validation=validation)
     base = _fit_baseline(data, split, ckpt.class_map, validation) if baselines else None
     scorer = _ImageScorer(ckpt, model_scale, tiling, void_border_px, transform, magnification,
@@ -247,6 +255,8 @@ def evaluate(
         "refine": _asdict_or_none((predict_kwargs or {}).get("refine")),
         "seconds": round(time.perf_counter() - t0, 2),
     }
+    if isinstance(ckpt, Ensemble):  # RUN/model.pt of each member, not the machine's whole path
+        info["ensemble"] = [str(Path(*Path(p).parts[-2:])) if p else "" for p in ckpt.paths]
     return counts.evaluation(ds.names, ckpt.class_map.labels, info)
 
 

@@ -3,29 +3,48 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from lumenkit.inference.ensemble import Ensemble
 from lumenkit.models.checkpoint import Checkpoint, load_checkpoint
 
 if TYPE_CHECKING:
     from lumenkit.inference.onnx import OnnxModel
 
 
-def load_model(path: str | Path) -> Checkpoint | OnnxModel:
+def load_model(path: str | Path | Sequence[str | Path]) -> Checkpoint | OnnxModel | Ensemble:
     """Read a model for prediction: a lumenkit checkpoint (``model.pt``) or an exported ``.onnx`` file.
 
+    Several paths (a list or tuple of more than one) are read as one :class:`~lumenkit.inference.ensemble.Ensemble`.
+
     Raises:
-        CheckpointError: a missing, corrupt or foreign file, or an ``.onnx`` file without onnxruntime installed.
+        CheckpointError: a missing, corrupt or foreign file, an ``.onnx`` file without onnxruntime installed, or
+            several models that cannot be averaged (other classes, scale or pixel size).
     """
+    if not isinstance(path, (str, Path)):
+        paths = list(path)
+        if len(paths) != 1:
+            return load_ensemble(paths)
+        path = paths[0]
     if Path(path).suffix.lower() == ".onnx":
         from lumenkit.inference.onnx import load_onnx
 
         return load_onnx(path)
     return load_checkpoint(path)
+
+
+def load_ensemble(paths: Sequence[str | Path], weights: Sequence[float] | None = None) -> Ensemble:
+    """Read the models at ``paths`` (each a ``model.pt`` or ``.onnx``) as one averaging :class:`Ensemble`.
+
+    Raises:
+        CheckpointError: a model that cannot be read, or members that cannot be averaged (other classes, scale or
+            pixel size), or bad weights.
+    """
+    return Ensemble([load_model(p) for p in paths], weights)
 
 
 def input_scale_for(model: Any, pixel_size_um: float | None) -> float | None:

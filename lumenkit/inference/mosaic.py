@@ -248,7 +248,8 @@ def predict_mosaic(
     """Predict a whole-section mosaic streamed, in bounded memory; resumes an interrupted run (see the module).
 
     Args:
-        model: a :class:`~lumenkit.models.Checkpoint` or :class:`~lumenkit.inference.OnnxModel`, or its path.
+        model: a :class:`~lumenkit.models.Checkpoint` or :class:`~lumenkit.inference.OnnxModel`, or its path; an
+            :class:`~lumenkit.inference.Ensemble`, or a list of paths.
         path: the mosaic (tiled or striped (Big/OME-)TIFF, 8-bit RGB).
         out: output folder.
         scale: the mosaic's scale relative to LumenStone's native images; given, it wins. Otherwise from the pixel
@@ -278,7 +279,7 @@ def predict_mosaic(
     from lumenkit.runtime.devices import resolve_device
 
     t0 = time.perf_counter()
-    ckpt = load_model(model) if isinstance(model, (str, Path)) else model
+    ckpt = load_model(model) if isinstance(model, (str, Path, list, tuple)) else model
     out = check_writable(out, folder=True)
     tiling = tiling if tiling is not None else Tiling()
     path = Path(path)

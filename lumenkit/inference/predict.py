@@ -30,6 +30,7 @@ from lumenkit.runtime.heap import retained_heap
 
 if TYPE_CHECKING:
     from lumenkit.data.flatfield import FlatField
+    from lumenkit.inference.ensemble import Ensemble
     from lumenkit.inference.onnx import OnnxModel
 
 
@@ -47,7 +48,7 @@ def _threads(n: int | None) -> Iterator[None]:
 
 
 def predict_image(
-    model_or_ckpt: SegmentationModel | Checkpoint | OnnxModel | str | Path,
+    model_or_ckpt: SegmentationModel | Checkpoint | OnnxModel | Ensemble | str | Path | Sequence[str | Path],
     image: np.ndarray,
     input_scale: float | None = None,
     *,
@@ -71,7 +72,8 @@ def predict_image(
 
     Args:
         model_or_ckpt: a :class:`~lumenkit.models.Checkpoint` or :class:`~lumenkit.inference.OnnxModel` (or the path of
-            a ``model.pt`` or ``model.onnx``), or a bare model.
+            a ``model.pt`` or ``model.onnx``), an :class:`~lumenkit.inference.ensemble.Ensemble` (or a list of
+            paths: their probabilities averaged), or a bare model.
         image: ``(H, W, 3)`` uint8 RGB.
         input_scale: scale of ``image`` relative to native ×100 (1.0 = 3396×2547); default: the model's scale.
         model_scale: scale to predict at (default: the checkpoint's; for a bare model, ``input_scale``).
@@ -136,7 +138,7 @@ def predict_image(
 
 
 def _model_and_scales(
-    model_or_ckpt: SegmentationModel | Checkpoint | OnnxModel | str | Path,
+    model_or_ckpt: SegmentationModel | Checkpoint | OnnxModel | Ensemble | str | Path | Sequence[str | Path],
     input_scale: float | None,
     model_scale: float | None,
     class_map: ClassMap | None,
@@ -147,12 +149,13 @@ def _model_and_scales(
         CheckpointError: a path that is not a lumenkit checkpoint or exported model.
         ValueError: a non-positive scale.
     """
+    from lumenkit.inference.ensemble import Ensemble
     from lumenkit.inference.onnx import OnnxModel
 
-    if isinstance(model_or_ckpt, (str, Path)):
+    if isinstance(model_or_ckpt, (str, Path, list, tuple)):
         model_or_ckpt = load_model(model_or_ckpt)
-    model: SegmentationModel | Runner
-    if isinstance(model_or_ckpt, (Checkpoint, OnnxModel)):
+    model: SegmentationModel | Runner | Ensemble
+    if isinstance(model_or_ckpt, (Checkpoint, OnnxModel, Ensemble)):
         model = model_or_ckpt.model if isinstance(model_or_ckpt, Checkpoint) else model_or_ckpt
         model_scale = model_or_ckpt.scale if model_scale is None else model_scale
         class_map = model_or_ckpt.class_map if class_map is None else class_map
@@ -247,7 +250,7 @@ class PredictionReport:
 
 
 def predict_files(
-    checkpoint: Checkpoint | OnnxModel | str | Path,
+    checkpoint: Checkpoint | OnnxModel | Ensemble | str | Path | Sequence[str | Path],
     paths: Sequence[str | Path],
     out: str | Path,
     scale: float | None = None,
@@ -300,7 +303,8 @@ def predict_files(
 
     Args:
         checkpoint: a :class:`~lumenkit.models.Checkpoint` or :class:`~lumenkit.inference.OnnxModel`, or the path of a
-            ``model.pt`` or ``model.onnx``.
+            ``model.pt`` or ``model.onnx``; an :class:`~lumenkit.inference.ensemble.Ensemble`, or a list of paths
+            (their probabilities averaged).
         paths: image files and/or folders (searched recursively).
         out: output folder.
         scale: scale of the inputs relative to LumenStone's native images (1.0 = 3396×2547 px at ×100): how much
@@ -342,7 +346,7 @@ def predict_files(
     from lumenkit.data.imageio import check_writable
     from lumenkit.runtime.devices import resolve_device
 
-    ckpt = load_model(checkpoint) if isinstance(checkpoint, (str, Path)) else checkpoint
+    ckpt = load_model(checkpoint) if isinstance(checkpoint, (str, Path, list, tuple)) else checkpoint
     ff = as_flatfield(flatfield) if flatfield is not None else None
     out = check_writable(out, folder=True)
     dev = resolve_device(device) if device is not None else None
@@ -370,7 +374,7 @@ def predict_files(
 class _FileJob:
     """What :func:`predict_files` does with one file: predict it, write its outputs, give its composition row."""
 
-    ckpt: Checkpoint | OnnxModel
+    ckpt: Checkpoint | OnnxModel | Ensemble
     out: Path
     scale: float | None
     tiling: Tiling

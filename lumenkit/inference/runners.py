@@ -9,6 +9,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from lumenkit.inference.ensemble import Ensemble, EnsembleRunner
 from lumenkit.models.checkpoint import Checkpoint
 from lumenkit.models.folding import fuse_for_inference
 from lumenkit.models.resunet import SegmentationModel
@@ -138,8 +139,9 @@ def as_runner(
     """A :class:`Runner` for a model: torch models get a :class:`TorchRunner`, runners pass through.
 
     Args:
-        model: a lumenkit model (or its checkpoint, or a DDP/DataParallel wrapper), or anything with ``.probs``,
-            ``.output_stride`` and ``.classes`` (e.g. :class:`lumenkit.inference.OnnxModel`).
+        model: a lumenkit model (or its checkpoint, or a DDP/DataParallel wrapper), an
+            :class:`~lumenkit.inference.ensemble.Ensemble` (its members run with these arguments), or anything with
+            ``.probs``, ``.output_stride`` and ``.classes`` (e.g. :class:`lumenkit.inference.OnnxModel`).
         device: torch device (torch models only).
         fuse: fold BatchNorm into convolutions (torch models only).
         runtime: ``None`` (the model's own), ``"torch"``, or ``"onnx"`` (a torch model is exported in memory once
@@ -152,6 +154,9 @@ def as_runner(
     """
     if runtime is not None and runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
+    if isinstance(model, Ensemble):
+        return EnsembleRunner([as_runner(m, device=device, fuse=fuse, runtime=runtime) for m in model.members],
+                              model.member_weights)
     if isinstance(model, Checkpoint):
         model = model.model
     if isinstance(model, Runner) and not isinstance(model, torch.nn.Module):

@@ -60,6 +60,8 @@ class Variant:
         train: overrides of :data:`BASE` (fields of :class:`lumenkit.training.TrainConfig`).
         tta: evaluate with flip/rot90 test-time augmentation.
         uses: evaluate the model of another variant instead of training one (for evaluation-only rows).
+        also: with ``uses``, the variants whose models join it as an ensemble (the mean of their probabilities,
+            :mod:`lumenkit.inference.ensemble`); each must have trained on the same validation split.
         prior: evaluate the model after prior correction (:mod:`lumenkit.lab.prior`), its strength fitted on the
             training images (``RUNS/NAME/model_prior.pt``).
     """
@@ -69,6 +71,7 @@ class Variant:
     train: dict[str, Any] = field(default_factory=dict)
     tta: bool = False
     uses: str | None = None
+    also: tuple[str, ...] = ()
     prior: bool = False
 
 
@@ -146,6 +149,9 @@ VARIANTS: dict[str, Variant] = {
                 {**_EXPOSURE, "context": "aspp", "ema": 0.995}),
         Variant("aspp_dice", "aspp + a soft Dice term beside the cross-entropy (loss ce+dice, weight 1)",
                 {**_EXPOSURE, "context": "aspp", "loss": "ce+dice"}),
+        Variant("ensemble_aspp_ema_separable", "the mean of aspp_ema's and separable's probabilities: an ensemble "
+                "of two models trained apart (twice the training, the sum of their prediction times)",
+                uses="aspp_ema", also=("separable",)),
     )
 }
 """The ablation rows, in table order."""
@@ -237,10 +243,32 @@ def run_variant(name: str, data: str | Path, runs: str | Path, quiet: bool = Tru
         raise ConfigError(f"{model}: trained with {_split_text(trained)}, not the split asked for "
                           f"({_split_text(wanted)}); pass the same --n-val/--val-seed/--val-fold, or use another "
                           "--runs folder per split")
+    ckpt = _with_members(ckpt, v, runs)
     ev = evaluate(data, ckpt, split="val", validation=wanted, tiling=Tiling(tta=v.tta), progress=not quiet)
     ev.info.update({"variant": name, "change": v.change, **extra})
     write_evaluation(ev, out)
     return json.loads(out.read_text())
+
+
+def _with_members(ckpt: Any, v: Variant, runs: Path) -> Any:
+    """``ckpt`` alone, or, for a variant with :attr:`Variant.also`, the ensemble of it and those variants' models.
+
+    Raises:
+        ConfigError: a member not trained yet in ``runs``.
+    """
+    if not v.also:
+        return ckpt
+    from lumenkit.inference.ensemble import Ensemble
+    from lumenkit.models.checkpoint import load_checkpoint
+
+    members = [ckpt]
+    for other in v.also:
+        path = runs / other / "model.pt"
+        if not path.exists():
+            raise ConfigError(f"{path}: no trained model for the ensemble {v.name!r}; run `lumenkit-lab ablation run "
+                              f"{other}` with the same --runs and split first")
+        members.append(load_checkpoint(path))
+    return Ensemble(members)
 
 
 def _split_text(v: ValidationSplit) -> str:
@@ -296,6 +324,10 @@ def score_variant(name: str, data: str | Path, runs: str | Path, label: str,
         if not model.exists():
             raise ConfigError(f"{model}: not corrected yet; run `lumenkit-lab ablation run {name}` first")
     validation = _scored_split(Path(runs) / (v.uses or name) / "val.json", data, validation)
+    if v.also:
+        from lumenkit.models.checkpoint import load_checkpoint
+
+        model = _with_members(load_checkpoint(model), v, Path(runs))
     ev = evaluate(data, model, split="val", validation=validation,
                   tiling=Tiling(tta=v.tta), progress=not quiet,
                   predict_kwargs={"refine": refine} if refine is not None else None)

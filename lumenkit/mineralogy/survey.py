@@ -309,7 +309,8 @@ def analyse_sections(
     pixel sizes are known, then every table of :func:`survey_masks` as CSV and ``OUT/summary.json``.
 
     Args:
-        model: a checkpoint or ONNX model, or its path.
+        model: a checkpoint or ONNX model, or its path; an ensemble, or a list of paths (their probabilities
+            averaged, :mod:`lumenkit.inference.ensemble`).
         folder: the sections (any depth), with an optional ``samples.csv`` (see :mod:`lumenkit.data.sections`).
         out: output folder.
         samples_csv: the samples table (default ``FOLDER/samples.csv`` when present).
@@ -357,7 +358,7 @@ def analyse_sections(
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out}: exists and is not a folder; choose another --out")
     out = check_writable(out, folder=True)
-    model = load_model(model) if isinstance(model, (str, Path)) else model
+    model = load_model(model) if isinstance(model, (str, Path, list, tuple)) else model
     ff = as_flatfield(flatfield) if flatfield is not None else None
     by_path = {str(s.path.resolve()): s for s in sections}
     rep = predict_files(model, [s.path for s in sections], out / "masks", scale=scale, tiling=tiling,

@@ -310,3 +310,21 @@ def test_the_onnx_runtime_and_tta_stream_as_they_predict_whole(section, tmp_path
                          tiling=tiling, progress=False, runtime=runtime)
     whole = predict_image(ck, section[:400, :500], 1.0, tiling=tiling, runtime=runtime)
     np.testing.assert_array_equal(tifffile.imread(res.mask), whole["codes"])
+
+
+def test_an_ensemble_streams_as_it_predicts_whole(section, tmp_path):
+    from lumenkit.inference.ensemble import Ensemble
+
+    other = model(0.25)
+    with torch.no_grad():
+        for p in other.model.parameters():
+            p.normal_(0, 0.6)  # another random net of the same classes and scale
+    ens = Ensemble([model(0.25), other])
+    res = predict_mosaic(ens, write(tmp_path / "m.tif", section), tmp_path / "out", scale=1.0, tiling=TILING,
+                         progress=False)
+    whole = predict_image(ens, section, 1.0, tiling=TILING)
+    alone = predict_image(model(0.25), section, 1.0, tiling=TILING)
+    with tifffile.TiffFile(res.mask) as tif:
+        got = tif.pages[0].asarray()
+    assert (whole["codes"] != alone["codes"]).mean() > 0.01  # the second member changes the prediction
+    np.testing.assert_array_equal(got, whole["codes"])

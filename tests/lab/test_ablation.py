@@ -352,3 +352,23 @@ def test_every_variant_names_the_paper_preset_and_changes_only_its_fields():
     assert pair.class_weights == [1.0, 1.0, 1.0, 2.0, 2.0] and pair.n_val == 5
     assert variant_config("s2_half", "D", "R", epochs=49, minutes=None) == TrainConfig.from_preset(
         "s2", data="D", out="R/s2_half", epochs=49, minutes=None, scale=0.5, depth=5)
+
+
+def test_an_ensemble_row_scores_its_members_together_on_their_own_split(data, tmp_path, monkeypatch):
+    from lumenkit.lab import ablation
+
+    runs = tmp_path / "runs"
+    monkeypatch.setitem(ablation.VARIANTS, "ens", ablation.Variant("ens", "uniform with paper", uses="uniform",
+                                                                   also=("paper",)))
+    run_variant("uniform", data, runs, **SMALL)
+    with pytest.raises(ConfigError, match=r"paper/model\.pt: no trained model for the ensemble 'ens'"):
+        run_variant("ens", data, runs, **SMALL)
+    run_variant("paper", data, runs, **{**SMALL, "val_fold": 1})  # another split: it trained on fold 0's images
+    with pytest.raises(ConfigError, match=r"paper/model\.pt: trained with validation .*trained on some"):
+        run_variant("ens", data, runs, **SMALL)
+    shutil.rmtree(runs / "paper")
+    run_variant("paper", data, runs, **SMALL)
+    d = run_variant("ens", data, runs, **SMALL)
+    assert d["variant"] == "ens" and d["ensemble"] == ["uniform/model.pt", "paper/model.pt"]
+    assert d["images"] == SMALL["n_val"] and not (runs / "ens" / "model.pt").exists()  # scored, nothing trained
+    assert "ens" in set(ablation_table(runs)["variant"])
