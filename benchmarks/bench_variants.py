@@ -1,21 +1,26 @@
 """Training cost of ablation variants against the default, and the epochs each gets for the default's budget.
 
 Usage: python benchmarks/bench_variants.py [VARIANT ...] [--reference default] [--reference-epochs 46]
-                                           [--steps 6] [--rounds 3] [--threads N]
+                                           [--steps 6] [--rounds 3] [--threads N] [--compile]
 
 Equal-CPU-time comparisons (issue "accuracy") train every candidate for the epochs its own training step allows in
 the time the reference variant's ``--reference-epochs`` take; fixed epochs, unlike a time budget, give the same
 model whatever else runs on the machine. This benchmark builds each variant's network as
 :func:`lumenkit.lab.ablation.variant_config` describes it (architecture, width, depth, block, context; 7 classes),
-channels-last, and times eager training steps (forward, cross-entropy, backward, Adam) on one batch of the
-variant's patch size and batch size — random pixels, as the cost of a convolution does not depend on them. Rounds
+channels-last, and times eager (or, with ``--compile``, compiled) training steps (forward, cross-entropy, backward,
+Adam) on one batch of the variant's patch size and batch size — random pixels, as the cost of a convolution does
+not depend on them. Rounds
 interleave the variants so drift of the machine falls on all alike; the median step is kept. The data phase
 (sampler, cut, augmentation: ``bench_train_step.py``) and per-epoch validation are the same work for every variant
 with the same patches and scale and are left out, so the epochs are a slight overestimate for a variant slower than
 the reference and an underestimate for a faster one.
 
-The last line is one JSON object: per variant ``step_ms``, ``ratio`` (its step over the reference's), ``epochs``
-(``floor(reference_epochs / ratio)``), ``parameters`` and ``gflop_per_megapixel``.
+The absolute ``step_ms`` says how fast the machine is at the time; wall times of runs made at other times (the
+``seconds`` of their ``history.csv``) are comparable only when the same benchmark ran alike then.
+
+The last line is one JSON object: ``step`` (eager or compiled), and per variant ``step_ms``, ``ratio`` (its step
+over the reference's), ``epochs`` (``floor(reference_epochs / ratio)``), ``parameters`` and
+``gflop_per_megapixel``.
 """
 
 from __future__ import annotations
@@ -61,6 +66,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6, help="timed steps per variant and round")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--compile", action="store_true",
+                    help="time steps through torch.compile (as the candidate runs train; the compilation, in the "
+                         "warm-up steps, is not timed)")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -75,10 +83,12 @@ def main() -> None:
         x = torch.rand(b, 3, p, p, generator=gen).contiguous(memory_format=torch.channels_last)
         batches[n] = (x, torch.randint(0, 7, (b, p, p), generator=gen))
 
+    run = {n: torch.compile(built[n][0]) if a.compile else built[n][0] for n in names}
+
     def step(n: str) -> None:
-        net, opt, *_ = built[n]
+        _, opt, *_ = built[n]
         x, y = batches[n]
-        loss = loss_fn(net(x), y)
+        loss = loss_fn(run[n](x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -95,9 +105,10 @@ def main() -> None:
                 times[n].append(time.perf_counter() - t0)
     med = {n: float(np.median(v)) for n, v in times.items()}
     ref = med[a.reference]
+    mode = "compiled" if a.compile else "eager"
     out: dict = {"started": started, "load_avg_1min_at_start": round(load, 2), "threads": torch.get_num_threads(),
-                 "reference": a.reference, "reference_epochs": a.reference_epochs, "variants": {}}
-    print(f"{started}  load average {load:.2f}; {torch.get_num_threads()} threads; eager steps, median of "
+                 "step": mode, "reference": a.reference, "reference_epochs": a.reference_epochs, "variants": {}}
+    print(f"{started}  load average {load:.2f}; {torch.get_num_threads()} threads; {mode} steps, median of "
           f"{a.rounds}×{a.steps}")
     print(f"{'variant':16s} {'step ms':>8s} {'ratio':>6s} {'epochs':>6s} {'params':>8s} {'GFLOP/MP':>8s}")
     for n in names:

@@ -131,7 +131,8 @@ VARIANTS: dict[str, Variant] = {
                 "epochs, compiled (as a 180-minute `lumenkit train`)",
                 {**_EXPOSURE, "compile": "auto", "minutes": None, "epochs": 184}),
         Variant("separable", "exposure with depthwise-separable 3×3 convolutions (1/4 of the weights, 1/5 of the "
-                "FLOPs; on a CPU no faster a step: benchmarks/bench_variants.py)", {**_EXPOSURE, "block": "separable"}),
+                "FLOPs; on a CPU a step at most a tenth cheaper: benchmarks/bench_variants.py)",
+                {**_EXPOSURE, "block": "separable"}),
         Variant("aspp", "exposure + an atrous spatial pyramid (dilations 2, 4 and the window's mean) at the "
                 "bottleneck", {**_EXPOSURE, "context": "aspp"}),
         Variant("separable_aspp", "separable + aspp", {**_EXPOSURE, "block": "separable", "context": "aspp"}),
@@ -656,7 +657,8 @@ def describe() -> pd.DataFrame:
     for v in VARIANTS.values():
         changes = ", ".join(f"{k}={val}" for k, val in v.train.items())
         rows.append({"variant": v.name, "change": v.change, "tta": v.tta, "prior": v.prior,
-                     "train": changes or (f"model of {v.uses}" if v.uses else "base")})
+                     "train": changes or (f"models of {', '.join((v.uses, *v.also))}" if v.also
+                                          else f"model of {v.uses}" if v.uses else "base")})
     return pd.DataFrame(rows)
 
 

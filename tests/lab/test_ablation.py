@@ -372,3 +372,5 @@ def test_an_ensemble_row_scores_its_members_together_on_their_own_split(data, tm
     assert d["variant"] == "ens" and d["ensemble"] == ["uniform/model.pt", "paper/model.pt"]
     assert d["images"] == SMALL["n_val"] and not (runs / "ens" / "model.pt").exists()  # scored, nothing trained
     assert "ens" in set(ablation_table(runs)["variant"])
+    listed = ablation.describe().set_index("variant")
+    assert listed.loc["ens", "train"] == "models of uniform, paper" and listed.loc["tta", "train"] == "model of paper"
