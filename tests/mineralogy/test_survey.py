@@ -151,6 +151,13 @@ def test_lumenkit_analyse_on_a_folder_of_unlabelled_sections(tmp_path, capsys):
     assert (comp["pixel_size_source"] == "samples.csv").all()  # where each image's pixel size came from, as above
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["unit"] == "µm" and summary["samples"] == 2 and summary["deposits"] == 2
+    assert summary["model"] == str(tmp_path / "model.pt")  # which model identified the minerals
+    net2 = create_model("resunet", in_channels=3, classes=3, width=4, depth=3).eval()
+    Checkpoint(net2, ClassMap([0, 1, 2]), 0.5, config={"pixel_size_um": 2.6}).save(tmp_path / "model2.pt")
+    assert main(["analyse", str(tmp_path / "sec"), "--model", str(tmp_path / "model.pt"), "--model",
+                 str(tmp_path / "model2.pt"), "--out", str(tmp_path / "ens"), "--um", "--quiet"]) == 0
+    ens = json.loads((tmp_path / "ens" / "summary.json").read_text())
+    assert ens["model"] == [str(tmp_path / "model.pt"), str(tmp_path / "model2.pt")] and ens["samples"] == 2
     write_text(tmp_path / "sec" / "samples.csv", "image,sample\nnorth/a,S1\n")
     capsys.readouterr()
     assert main(["analyse", str(tmp_path / "sec"), "--model", str(tmp_path / "model.pt"), "--out",
