@@ -134,7 +134,7 @@ def _add_heap_flag(p: argparse.ArgumentParser) -> None:
 
 
 ENSEMBLE_HELP = ("; given more than once, the models' probabilities are averaged (an ensemble: same classes and "
-                 "scale, prediction takes the sum of their times)")
+                 "scale; the networks' times add up, decoding and writing are shared)")
 """End of ``--model``'s help where several models can be given (``evaluate``, ``predict``, ``analyse``)."""
 
 

@@ -234,7 +234,7 @@ def evaluate(
     tiling = tiling if tiling is not None else Tiling()
     validation = validation if validation is not None else ValidationSplit.of_model(ckpt)
     if isinstance(ckpt, Ensemble) and split in ("val", "fit"):
-        ckpt.check_split(validation)
+        ckpt.check_split(validation, data)
     ds = LumenStoneDataset(data, split, class_set=ckpt.class_map.codes, validation=validation)
     base = _fit_baseline(data, split, ckpt.class_map, validation) if baselines else None
     scorer = _ImageScorer(ckpt, model_scale, tiling, void_border_px, transform, magnification,
@@ -256,7 +256,9 @@ def evaluate(
         "seconds": round(time.perf_counter() - t0, 2),
     }
     if isinstance(ckpt, Ensemble):  # RUN/model.pt of each member, not the machine's whole path
-        info["ensemble"] = [str(Path(*Path(p).parts[-2:])) if p else "" for p in ckpt.paths]
+        info["ensemble"] = [str(Path(*Path(p).parts[-2:])) if p else "(in memory)" for p in ckpt.paths]
+        if len(set(ckpt.member_weights)) > 1:
+            info["ensemble_weights"] = [round(w, 6) for w in ckpt.member_weights]
     return counts.evaluation(ds.names, ckpt.class_map.labels, info)
 
 

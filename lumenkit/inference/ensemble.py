@@ -35,6 +35,14 @@ def _name(m: Checkpoint | OnnxModel, k: int) -> str:
     return str(m.path) if getattr(m, "path", None) is not None else f"member {k}"
 
 
+def _um(v: float | None) -> str:
+    return "not declared" if v is None else f"{v:g} µm"
+
+
+def _split(v: ValidationSplit) -> str:
+    return ", ".join(f"{k}={x}" for k, x in v.to_dict().items())
+
+
 def _stride(m: Checkpoint | OnnxModel) -> int:
     return int(m.model.output_stride if isinstance(m, Checkpoint) else m.output_stride)
 
@@ -78,8 +86,8 @@ class Ensemble:
                                       f"{first.scale:.6g}; an ensemble averages models of one scale")
             a, b = m.pixel_size_um, first.pixel_size_um
             if (a is None) != (b is None) or (a is not None and not math.isclose(a, b, rel_tol=1e-6)):
-                raise CheckpointError(f"{_name(m, k)}: pixel size {a} µm, {_name(first, 0)}'s {b} µm; an ensemble "
-                                      "averages models that see sections at one magnification")
+                raise CheckpointError(f"{_name(m, k)}: pixel size {_um(a)}, {_name(first, 0)}'s {_um(b)}; an "
+                                      "ensemble averages models that see sections at one magnification")
         w = [1.0] * len(self.members) if self.weights is None else [float(x) for x in self.weights]
         if len(w) != len(self.members):
             raise CheckpointError(f"ensemble: {len(w)} weights for {len(self.members)} models")
@@ -134,22 +142,33 @@ class Ensemble:
         """The members' weights, normalised to sum 1."""
         return self._weights
 
-    def check_split(self, validation: ValidationSplit) -> None:
+    def check_split(self, validation: ValidationSplit, data: str | Path | None = None) -> None:
         """Refuse a validation split on which a member's score would not be held out.
 
+        A member trained on the dataset ``data`` must have been trained with exactly ``validation`` (with another
+        split, some scored image is one it trained on); a member trained on a dataset of another folder name is
+        not checked (its training images are not these). Without ``data`` every member is checked.
+
         Raises:
-            ConfigError: a member was trained with another validation split than ``validation`` (then some
-                scored image is one it trained on).
+            ConfigError: a member trained with another split of ``data``, or one that does not record its split
+                (an ONNX export), so that nothing says which images it trained on.
         """
         from lumenkit.data.datasets import ValidationSplit
 
+        here = Path(data).resolve().name if data is not None else None  # names: runs may record relative paths
         for k, m in enumerate(self.members):
+            train = (getattr(m, "config", None) or {}).get("train")
+            if not train:
+                raise ConfigError(f"{_name(m, k)}: records no validation split (an export?); score an ensemble on a "
+                                  "validation split with the members' model.pt files")
+            if here is not None and train.get("data") and Path(str(train["data"])).name != here:
+                continue  # trained on another dataset: none of these images
             own = ValidationSplit.of_model(m)
             if own != validation:
                 raise ConfigError(
-                    f"{_name(m, k)}: trained with validation {own.to_dict()}, the ensemble is scored on "
-                    f"{validation.to_dict()}: it trained on some of those images. Ensemble models trained on the "
-                    "same split (--n-val, --val-seed, --val-fold)")
+                    f"{_name(m, k)}: trained with {_split(own)}, not the scored split ({_split(validation)}): it "
+                    "trained on some of those images. Ensemble models trained on the same split, or leave out "
+                    "--n-val/--val-seed/--val-fold")
 
 
 class EnsembleRunner:
@@ -180,7 +199,7 @@ class EnsembleRunner:
         """Weighted mean softmax probabilities ``(N, K, H, W)`` float32 (CPU) of a uint8 batch ``(N, 3, H, W)``."""
         out: torch.Tensor | None = None
         for r, w in zip(self.runners, self.weights, strict=True):
-            p = r.probs(x).float().cpu()
-            out = p.mul_(w) if out is None else out.add_(p, alpha=w)
+            p = r.probs(x).float().cpu() * w  # not in place: a member's output may be an inference tensor
+            out = p if out is None else out + p
         assert out is not None
         return out

@@ -16,10 +16,11 @@ if TYPE_CHECKING:
     from lumenkit.inference.onnx import OnnxModel
 
 
-def load_model(path: str | Path | Sequence[str | Path]) -> Checkpoint | OnnxModel | Ensemble:
+def load_model(path: str | Path | Sequence[Any]) -> Checkpoint | OnnxModel | Ensemble:
     """Read a model for prediction: a lumenkit checkpoint (``model.pt``) or an exported ``.onnx`` file.
 
-    Several paths (a list or tuple of more than one) are read as one :class:`~lumenkit.inference.ensemble.Ensemble`.
+    Several paths (a list or tuple of more than one) are read as one :class:`~lumenkit.inference.ensemble.Ensemble`;
+    in a list, models already loaded are taken as they are.
 
     Raises:
         CheckpointError: a missing, corrupt or foreign file, an ``.onnx`` file without onnxruntime installed, or
@@ -29,6 +30,8 @@ def load_model(path: str | Path | Sequence[str | Path]) -> Checkpoint | OnnxMode
         paths = list(path)
         if len(paths) != 1:
             return load_ensemble(paths)
+        if not isinstance(paths[0], (str, Path)):
+            return paths[0]  # a model already loaded
         path = paths[0]
     if Path(path).suffix.lower() == ".onnx":
         from lumenkit.inference.onnx import load_onnx
@@ -37,14 +40,17 @@ def load_model(path: str | Path | Sequence[str | Path]) -> Checkpoint | OnnxMode
     return load_checkpoint(path)
 
 
-def load_ensemble(paths: Sequence[str | Path], weights: Sequence[float] | None = None) -> Ensemble:
+def load_ensemble(paths: Sequence[Any], weights: Sequence[float] | None = None) -> Ensemble:
     """Read the models at ``paths`` (each a ``model.pt`` or ``.onnx``) as one averaging :class:`Ensemble`.
+
+    Models already loaded (a :class:`~lumenkit.models.Checkpoint` or :class:`~lumenkit.inference.OnnxModel`) are
+    taken as they are.
 
     Raises:
         CheckpointError: a model that cannot be read, or members that cannot be averaged (other classes, scale or
             pixel size), or bad weights.
     """
-    return Ensemble([load_model(p) for p in paths], weights)
+    return Ensemble([load_model(p) if isinstance(p, (str, Path)) else p for p in paths], weights)
 
 
 def input_scale_for(model: Any, pixel_size_um: float | None) -> float | None:

@@ -171,10 +171,14 @@ def _stamp(path: Path) -> list[Any]:
 
 
 def _model_key(model: Any) -> str:
-    """A digest of the model's weights and class map (what decides the prediction)."""
+    """A digest of the model's weights and class map (what decides the prediction); an ensemble's of its members."""
     h = hashlib.sha256()
+    members = getattr(model, "members", None)
     net = getattr(model, "model", None)
-    if isinstance(net, torch.nn.Module):
+    if members is not None:  # an ensemble: every member's digest and the weights
+        for m, w in zip(members, model.member_weights, strict=True):
+            h.update(f"{_model_key(m)}:{w!r}".encode())
+    elif isinstance(net, torch.nn.Module):
         for k, v in sorted(net.state_dict().items()):
             h.update(k.encode())
             h.update(v.detach().cpu().contiguous().numpy().tobytes())

@@ -251,11 +251,27 @@ def run_variant(name: str, data: str | Path, runs: str | Path, quiet: bool = Tru
     return json.loads(out.read_text())
 
 
+def _trained_through(run: Path) -> bool:
+    """True when ``run/last.pt`` has used the whole budget it was trained with (its own saved configuration)."""
+    from lumenkit.models.checkpoint import load_checkpoint
+
+    if not (run / "last.pt").exists():
+        return False
+    last = load_checkpoint(run / "last.pt")
+    train, st = (last.config or {}).get("train", {}) or {}, last.train_state or {}
+    if train.get("minutes"):
+        return float(st.get("elapsed", 0.0)) >= float(train["minutes"]) * 60 - 1.0
+    return int(st.get("epoch", 0)) >= int(train.get("epochs") or 0) > 0
+
+
 def _with_members(ckpt: Any, v: Variant, runs: Path) -> Any:
     """``ckpt`` alone, or, for a variant with :attr:`Variant.also`, the ensemble of it and those variants' models.
 
+    Every member must have trained through its whole budget (``last.pt`` says so by the configuration it was
+    trained with): ``model.pt`` is rewritten while a run trains, and a half-trained member would enter the table.
+
     Raises:
-        ConfigError: a member not trained yet in ``runs``.
+        ConfigError: a member that is not a trained variant, not trained yet in ``runs``, or still training.
     """
     if not v.also:
         return ckpt
@@ -263,12 +279,20 @@ def _with_members(ckpt: Any, v: Variant, runs: Path) -> Any:
     from lumenkit.models.checkpoint import load_checkpoint
 
     members = [ckpt]
-    for other in v.also:
+    for other in (v.uses, *v.also):
+        o = variant(other)
+        if o.uses or o.prior or o.tta or o.also:
+            raise ConfigError(f"ablation variant {v.name!r}: member {other!r} is not a trained model of its own; "
+                              "an ensemble row names trained variants")
         path = runs / other / "model.pt"
         if not path.exists():
             raise ConfigError(f"{path}: no trained model for the ensemble {v.name!r}; run `lumenkit-lab ablation run "
                               f"{other}` with the same --runs and split first")
-        members.append(load_checkpoint(path))
+        if not _trained_through(runs / other):
+            raise ConfigError(f"{runs / other / 'last.pt'}: {other!r} has not finished training; let `lumenkit-lab "
+                              f"ablation run {other}` finish before scoring the ensemble {v.name!r}")
+        if other != v.uses:
+            members.append(load_checkpoint(path))
     return Ensemble(members)
 
 

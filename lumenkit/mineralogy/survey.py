@@ -375,7 +375,7 @@ def analyse_sections(
         known.append(s)
     survey = survey_masks(masks, known, codes=list(model.class_map.codes), gangue_density=gangue_density)
     survey.info["flat_field"] = (ff.source or "(in memory)") if ff is not None else None
-    paths = getattr(model, "paths", None) or [str(getattr(model, "path", None) or "(in memory)")]
+    paths = [p or "(in memory)" for p in getattr(model, "paths", None) or [str(getattr(model, "path", None) or "")]]
     survey.info["model"] = paths if len(paths) > 1 else paths[0]  # which model(s) identified the minerals
     write_survey(survey, out)
     return survey

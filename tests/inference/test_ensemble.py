@@ -59,9 +59,36 @@ def test_ensemble_probabilities_are_the_weighted_mean_of_its_members(members, im
     assert list(ens.class_map.codes) == CODES and set(np.unique(both["codes"])) <= set(CODES)
 
 
-def test_one_path_in_a_list_is_that_model(members, image):
+def test_one_path_in_a_list_is_that_model_and_loaded_models_pass_through(members, image):
+    from lumenkit.inference.loading import load_model
+
+    assert isinstance(load_model([members[0]]), Checkpoint)  # not a one-member ensemble
+    loaded = [Checkpoint.load(p) for p in members]
+    assert load_model(loaded[:1]) is loaded[0]
+    ens = load_model(loaded)
+    assert isinstance(ens, Ensemble) and ens.members[1] is loaded[1]
     one = predict_image([members[0]], image, tiling=Tiling(64, 16))["codes"]
     assert np.array_equal(one, predict_image(members[0], image, tiling=Tiling(64, 16))["codes"])
+
+
+def test_the_runner_works_outside_inference_mode(members):
+    from lumenkit.inference.runners import as_runner
+
+    ens = load_ensemble(members)
+    x = torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8)
+    p = as_runner(ens).probs(x)  # members' outputs are inference tensors: averaged without writing into them
+    ref = sum(as_runner(m).probs(x) for m in ens.members) / 2
+    assert torch.allclose(p, ref, atol=1e-6) and torch.allclose(p.sum(1), torch.ones(1, 32, 32), atol=1e-5)
+
+
+def test_a_mosaics_resume_key_tells_ensembles_apart(members, tmp_path):
+    from lumenkit.inference.mosaic import _model_key
+
+    c = Checkpoint(model=_model(3), class_map=ClassMap(CODES), scale=0.5).save(tmp_path / "c.pt")
+    keys = {_model_key(load_ensemble([members[0], members[1]])), _model_key(load_ensemble([members[0], c])),
+            _model_key(load_ensemble(members, weights=[1, 3])), _model_key(Checkpoint.load(members[0]))}
+    assert len(keys) == 4
+    assert _model_key(load_ensemble(members)) == _model_key(load_ensemble(members))  # and stays put
 
 
 def test_members_that_cannot_be_averaged_are_refused_by_name(members, tmp_path):
@@ -106,8 +133,15 @@ def test_evaluate_scores_an_ensemble_only_where_no_member_trained(fake_dataset, 
     assert ev.info["ensemble"] == ["a/model.pt", "b/model.pt"] and ev.info["val_fold"] == 1
     assert ev.info["images"] == 2
     c = _trained_on(0, 2, tmp_path / "c" / "model.pt")
-    with pytest.raises(ConfigError, match=r"c/model\.pt: trained with validation .*'val_fold': 0.*trained on some"):
+    with pytest.raises(ConfigError, match=r"c/model\.pt: trained with .*val_fold=0, not the scored split .*val_fold=1"
+                                          r".*trained on some"):
         evaluate(fake_dataset, [a, c], split="val", baselines=False, progress=False)
+    bare = Checkpoint(model=_model(4, depth=2), class_map=ClassMap([0, 1, 2]), scale=0.5).save(tmp_path / "e.pt")
+    with pytest.raises(ConfigError, match=r"e\.pt: records no validation split"):  # as an ONNX export records none
+        evaluate(fake_dataset, [a, bare], split="val", baselines=False, progress=False)
+    other = {"train": {"n_val": 2, "val_seed": 0, "val_fold": 0, "data": "/elsewhere/another_dataset"}}
+    d = Checkpoint(model=_model(5, depth=2), class_map=ClassMap([0, 1, 2]), scale=0.5, config=other)
+    evaluate(fake_dataset, [a, d], split="val", baselines=False, progress=False)  # d never saw these images
     evaluate(fake_dataset, [a, c], split="test", baselines=False, progress=False)  # held out from both: fine
     out = tmp_path / "ev.json"
     assert main(["evaluate", "--data", str(fake_dataset), "--split", "val", "--model", str(a), "--model", str(b),

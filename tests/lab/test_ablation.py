@@ -364,10 +364,25 @@ def test_an_ensemble_row_scores_its_members_together_on_their_own_split(data, tm
     with pytest.raises(ConfigError, match=r"paper/model\.pt: no trained model for the ensemble 'ens'"):
         run_variant("ens", data, runs, **SMALL)
     run_variant("paper", data, runs, **{**SMALL, "val_fold": 1})  # another split: it trained on fold 0's images
-    with pytest.raises(ConfigError, match=r"paper/model\.pt: trained with validation .*trained on some"):
+    with pytest.raises(ConfigError, match=r"paper/model\.pt: trained with .*val_fold=1, not the scored split "
+                                          r".*trained on some"):
         run_variant("ens", data, runs, **SMALL)
     shutil.rmtree(runs / "paper")
     run_variant("paper", data, runs, **SMALL)
+    from lumenkit.models.checkpoint import load_checkpoint
+
+    last = load_checkpoint(runs / "paper" / "last.pt")
+    last.train_state["epoch"] = 0  # as if still training: model.pt is rewritten until the budget is spent
+    last.save(runs / "paper" / "half.pt")
+    (runs / "paper" / "last.pt").rename(runs / "paper" / "done.pt")
+    (runs / "paper" / "half.pt").rename(runs / "paper" / "last.pt")
+    with pytest.raises(ConfigError, match=r"paper/last\.pt: 'paper' has not finished training"):
+        run_variant("ens", data, runs, **SMALL)
+    (runs / "paper" / "done.pt").replace(runs / "paper" / "last.pt")
+    monkeypatch.setitem(ablation.VARIANTS, "ens_tta", ablation.Variant("ens_tta", "with tta", uses="uniform",
+                                                                       also=("tta",)))
+    with pytest.raises(ConfigError, match="member 'tta' is not a trained model"):
+        run_variant("ens_tta", data, runs, **SMALL)
     d = run_variant("ens", data, runs, **SMALL)
     assert d["variant"] == "ens" and d["ensemble"] == ["uniform/model.pt", "paper/model.pt"]
     assert d["images"] == SMALL["n_val"] and not (runs / "ens" / "model.pt").exists()  # scored, nothing trained
