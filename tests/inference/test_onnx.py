@@ -242,3 +242,18 @@ def test_a_damaged_onnx_pixel_size_is_a_checkpoint_error(exported, tmp_path):
         load_onnx(bad)
     with pytest.raises(ValueError, match="pixel_size_um must be a positive number of µm"):
         onnx_model_proto(create_model(width=4, depth=2, classes=2), pixel_size_um=0.0)
+
+
+@needs_onnx
+def test_an_ensemble_mixes_an_onnx_export_with_a_checkpoint(exported, image, tmp_path):
+    _, path = exported
+    other = save_checkpoint(tmp_path / "b.pt", Checkpoint(model=_randomised_model(1), class_map=ClassMap([0, 3, 11]),
+                                                          scale=0.5))
+    small, tiling = image[:200, :300], Tiling(96, 16)
+    pa = predict_image(path, small, 1.0, tiling=tiling, return_probs=True)["probs"]
+    pb = predict_image(other, small, 1.0, tiling=tiling, return_probs=True)["probs"]
+    both = predict_image([path, other], small, 1.0, tiling=tiling, return_probs=True)
+    assert np.abs(pa - pb).max() > 0.05  # the members disagree somewhere
+    np.testing.assert_allclose(both["probs"], (pa + pb) / 2, atol=1e-5)
+    with pytest.raises(ValueError, match="runtime='torch' needs a PyTorch checkpoint"):
+        predict_image([path, other], small, 1.0, runtime="torch")
