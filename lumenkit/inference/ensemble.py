@@ -1,7 +1,8 @@
 """Ensembles: several models of the same classes and scale, predicting as one by averaging their probabilities.
 
-Two networks trained apart (another seed, block or context module) err on different pixels; the mean of their
-softmax probabilities is a better-calibrated prediction than either, at the sum of their prediction times. An
+Two networks trained apart (another seed, block or context module) err partly on different pixels, and the mean of
+their softmax probabilities can be a better prediction than either (what it buys on LumenStone is measured in the
+docs' results); the networks' times add up, decoding and writing are done once. An
 :class:`Ensemble` goes wherever prediction takes a checkpoint (:func:`lumenkit.inference.predict_image`,
 :func:`lumenkit.inference.predict_files`, :func:`lumenkit.evaluation.evaluate`, mosaics); on the command line,
 ``--model`` given more than once (``lumenkit predict``, ``analyse``, ``evaluate``);

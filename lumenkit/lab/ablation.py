@@ -151,7 +151,7 @@ VARIANTS: dict[str, Variant] = {
         Variant("aspp_dice", "aspp + a soft Dice term beside the cross-entropy (loss ce+dice, weight 1)",
                 {**_EXPOSURE, "context": "aspp", "loss": "ce+dice"}),
         Variant("ensemble_aspp_ema_separable", "the mean of aspp_ema's and separable's probabilities: an ensemble "
-                "of two models trained apart (twice the training, the sum of their prediction times)",
+                "of two models trained apart (twice the training; 1.5× one model's prediction, bench_ensemble.py)",
                 uses="aspp_ema", also=("separable",)),
     )
 }
