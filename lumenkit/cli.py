@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -866,7 +867,11 @@ def command_parser(prog: str, description: str | None,
 
 
 def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv`` and run the subcommand; bad input prints ``PROG: error: …`` and returns 2, Ctrl-C 130."""
+    """Parse ``argv`` and run the subcommand.
+
+    Bad input prints ``PROG: error: …`` and returns 2; Ctrl-C returns 130; a reader that closed the output pipe
+    (``| head``) returns 141 without a traceback.
+    """
     from lumenkit.runtime.heap import set_heap_retention
 
     args = parser.parse_args(argv)
@@ -880,6 +885,10 @@ def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None = No
     except KeyboardInterrupt:
         print(f"{parser.prog}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into a reader that stopped (`| head`): end quietly, as Unix tools do
+        with contextlib.suppress(OSError, ValueError, AttributeError):  # no more writes to the closed pipe at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE
     finally:
         if args.no_retain_heap:
             set_heap_retention(None)  # in-process callers (tests, notebooks) get the default back

@@ -287,3 +287,22 @@ def test_atomic_writes_and_the_check_name_what_is_in_the_way(tmp_path):
         check_writable(tmp_path / "f", folder=True)
     assert check_writable(tmp_path / "new" / "deeper") == tmp_path / "new" / "deeper"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]  # the check leaves nothing behind
+
+
+def test_a_closed_output_pipe_ends_quietly(tmp_path):
+    """`lumenkit … | head -1`: the reader closes the pipe; no traceback, exit status 141 (128 + SIGPIPE)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from lumenkit.cli import build_parser, run_command\n"
+            "p = build_parser()\n"
+            "def flood(a):\n"
+            "    while True:\n"
+            "        print('x' * 1000)\n"
+            "p._subparsers._group_actions[0].choices['info'].set_defaults(func=flood)\n"
+            f"sys.exit(run_command(p, ['info', {str(tmp_path)!r}]))\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.read(10) == b"x" * 10
+    proc.stdout.close()  # as `head` does once it has its line
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 141 and b"Traceback" not in err, err.decode()
