@@ -21,16 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import native_sections, untrained_checkpoint
+from common import predict_seconds_per_image, untrained_checkpoint
 
 from lumenkit.inference.ensemble import Ensemble
-from lumenkit.inference.predict import predict_files
 from lumenkit.inference.refine import Refine
 
 
@@ -55,21 +52,7 @@ def main() -> None:
     both = Ensemble([single, _aspp(a.scale)])
     runs = {"single": (single, None), "ensemble": (both, None),
             "single_refine": (single, Refine()), "ensemble_refine": (both, Refine())}
-    best = {k: float("inf") for k in runs}
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "in"
-        folder.mkdir()
-        native_sections(folder, a.images)
-        for k, (m, r) in runs.items():  # warm-up
-            predict_files(m, [folder], Path(tmp) / k, scale=1.0, progress=False, refine=r)
-        for _ in range(a.repeats):
-            for k, (m, r) in runs.items():
-                t0 = time.perf_counter()
-                rep = predict_files(m, [folder], Path(tmp) / k, scale=1.0, progress=False, refine=r)
-                best[k] = min(best[k], (time.perf_counter() - t0) / a.images)
-                assert rep.ok
-    for k in runs:
-        print(f"{k}: {best[k]:.3f} s per native image (best of {a.repeats}, {a.images} images each)")
+    best = predict_seconds_per_image(runs, a.images, a.repeats)
     print(json.dumps({"seconds": {k: round(v, 3) for k, v in best.items()},
                       "ratio": round(best["ensemble"] / best["single"], 3),
                       "ratio_refine": round(best["ensemble_refine"] / best["single_refine"], 3),

@@ -19,15 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import native_sections, untrained_checkpoint
+from common import predict_seconds_per_image, untrained_checkpoint
 
-from lumenkit.inference.predict import predict_files
 from lumenkit.inference.refine import Refine
 
 
@@ -38,22 +35,7 @@ def main() -> None:
     p.add_argument("--scale", type=float, default=0.125)
     a = p.parse_args()
     ckpt = untrained_checkpoint(a.scale)
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "in"
-        folder.mkdir()
-        native_sections(folder, a.images)
-        runs = {"plain": None, "refine": Refine()}
-        best = {k: float("inf") for k in runs}
-        for k, r in runs.items():  # warm-up
-            predict_files(ckpt, [folder], Path(tmp) / k, scale=1.0, progress=False, refine=r)
-        for _ in range(a.repeats):
-            for k, r in runs.items():
-                t0 = time.perf_counter()
-                rep = predict_files(ckpt, [folder], Path(tmp) / k, scale=1.0, progress=False, refine=r)
-                best[k] = min(best[k], (time.perf_counter() - t0) / a.images)
-                assert rep.ok
-        for k in runs:
-            print(f"{k}: {best[k]:.3f} s per native image (best of {a.repeats}, {a.images} images each)")
+    best = predict_seconds_per_image({"plain": (ckpt, None), "refine": (ckpt, Refine())}, a.images, a.repeats)
     print(json.dumps({"seconds_plain": round(best["plain"], 3), "seconds_refine": round(best["refine"], 3),
                       "ratio": round(best["refine"] / best["plain"], 3), "images": a.images, "scale": a.scale,
                       "refine": {"radius": Refine().radius, "eps": Refine().eps}, "goal_seconds": 1.5}))

@@ -70,3 +70,32 @@ def run_child(script: str, *args: str) -> dict[str, Any]:
     if out.returncode:
         raise RuntimeError(f"{script} {' '.join(args)} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def predict_seconds_per_image(runs: dict, images: int, repeats: int) -> dict[str, float]:
+    """Best of ``repeats`` seconds per image of ``lumenkit predict`` for each named ``(model, refine)``.
+
+    ``images`` native-size synthetic sections are written to a temporary folder; the configurations run
+    alternately after one warm-up each, so drift of the machine falls on all alike.
+    """
+    import tempfile
+    import time
+
+    from lumenkit.inference.predict import predict_files
+
+    best = {k: float("inf") for k in runs}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "in"
+        folder.mkdir()
+        native_sections(folder, images)
+        for k, (model, refine) in runs.items():  # warm-up
+            predict_files(model, [folder], Path(tmp) / k, scale=1.0, progress=False, refine=refine)
+        for _ in range(repeats):
+            for k, (model, refine) in runs.items():
+                t0 = time.perf_counter()
+                rep = predict_files(model, [folder], Path(tmp) / k, scale=1.0, progress=False, refine=refine)
+                best[k] = min(best[k], (time.perf_counter() - t0) / images)
+                assert rep.ok
+    for k in runs:
+        print(f"{k}: {best[k]:.3f} s per native image (best of {repeats}, {images} images each)")
+    return best

@@ -182,17 +182,26 @@ def variant_config(name: str, data: str | Path, runs: str | Path, **overrides: A
     return TrainConfig.from_preset(PRESET, **d)
 
 
-def _finished(run: Path, cfg: TrainConfig) -> bool:
-    """True when ``run`` holds a training run that used its whole budget (time or epochs)."""
+def _finished(run: Path, cfg: TrainConfig | None = None) -> bool:
+    """True when ``run`` holds a training run that used its whole budget (time or epochs).
+
+    The budget is ``cfg``'s, or without it the one ``last.pt`` was trained with (its own saved configuration).
+    """
     from lumenkit.models.checkpoint import load_checkpoint
 
     last = run / "last.pt"
     if not (run / "model.pt").exists() or not last.exists():
         return False
-    st = load_checkpoint(last).train_state or {}
-    if cfg.minutes:
-        return float(st.get("elapsed", 0.0)) >= cfg.minutes * 60 - 1.0
-    return int(st.get("epoch", 0)) >= cfg.epochs
+    ck = load_checkpoint(last)
+    st = ck.train_state or {}
+    if cfg is not None:
+        minutes, epochs = cfg.minutes, cfg.epochs
+    else:
+        train = (ck.config or {}).get("train", {}) or {}
+        minutes, epochs = train.get("minutes"), int(train.get("epochs") or 0)
+    if minutes:
+        return float(st.get("elapsed", 0.0)) >= float(minutes) * 60 - 1.0
+    return epochs > 0 and int(st.get("epoch", 0)) >= epochs
 
 
 class VariantInterrupted(Exception):
@@ -251,19 +260,6 @@ def run_variant(name: str, data: str | Path, runs: str | Path, quiet: bool = Tru
     return json.loads(out.read_text())
 
 
-def _trained_through(run: Path) -> bool:
-    """True when ``run/last.pt`` has used the whole budget it was trained with (its own saved configuration)."""
-    from lumenkit.models.checkpoint import load_checkpoint
-
-    if not (run / "last.pt").exists():
-        return False
-    last = load_checkpoint(run / "last.pt")
-    train, st = (last.config or {}).get("train", {}) or {}, last.train_state or {}
-    if train.get("minutes"):
-        return float(st.get("elapsed", 0.0)) >= float(train["minutes"]) * 60 - 1.0
-    return int(st.get("epoch", 0)) >= int(train.get("epochs") or 0) > 0
-
-
 def _with_members(ckpt: Any, v: Variant, runs: Path) -> Any:
     """``ckpt`` alone, or, for a variant with :attr:`Variant.also`, the ensemble of it and those variants' models.
 
@@ -288,7 +284,7 @@ def _with_members(ckpt: Any, v: Variant, runs: Path) -> Any:
         if not path.exists():
             raise ConfigError(f"{path}: no trained model for the ensemble {v.name!r}; run `lumenkit-lab ablation run "
                               f"{other}` with the same --runs and split first")
-        if not _trained_through(runs / other):
+        if not _finished(runs / other):
             raise ConfigError(f"{runs / other / 'last.pt'}: {other!r} has not finished training; let `lumenkit-lab "
                               f"ablation run {other}` finish before scoring the ensemble {v.name!r}")
         if other != v.uses:
