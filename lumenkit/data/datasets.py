@@ -255,6 +255,10 @@ class ValidationSplit:
         """As recorded by training and evaluation: ``{"n_val", "val_seed", "val_fold"}``."""
         return {"n_val": int(self.n_val), "val_seed": int(self.seed), "val_fold": int(self.fold)}
 
+    def __str__(self) -> str:
+        """``n_val=10, val_seed=0, val_fold=1``: the split as messages name it (the recorded keys)."""
+        return ", ".join(f"{k}={x}" for k, x in self.to_dict().items())
+
     @classmethod
     def from_dict(cls, d: Any, n_val: int | None = None, seed: int | None = None,
                   fold: int | None = None) -> ValidationSplit:

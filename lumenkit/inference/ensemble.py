@@ -40,10 +40,6 @@ def _um(v: float | None) -> str:
     return "not declared" if v is None else f"{v:g} µm"
 
 
-def _split(v: ValidationSplit) -> str:
-    return ", ".join(f"{k}={x}" for k, x in v.to_dict().items())
-
-
 def _stride(m: Checkpoint | OnnxModel) -> int:
     return int(m.model.output_stride if isinstance(m, Checkpoint) else m.output_stride)
 
@@ -167,7 +163,7 @@ class Ensemble:
             own = ValidationSplit.of_model(m)
             if own != validation:
                 raise ConfigError(
-                    f"{_name(m, k)}: trained with {_split(own)}, not the scored split ({_split(validation)}): it "
+                    f"{_name(m, k)}: trained with {own}, not the scored split ({validation}): it "
                     "trained on some of those images. Ensemble models trained on the same split, or leave out "
                     "--n-val/--val-seed/--val-fold")
 

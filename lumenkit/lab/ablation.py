@@ -250,8 +250,8 @@ def run_variant(name: str, data: str | Path, runs: str | Path, quiet: bool = Tru
     ckpt = load_checkpoint(model)
     trained, wanted = ValidationSplit.of_model(ckpt), cfg.validation
     if trained != wanted:
-        raise ConfigError(f"{model}: trained with {_split_text(trained)}, not the split asked for "
-                          f"({_split_text(wanted)}); pass the same --n-val/--val-seed/--val-fold, or use another "
+        raise ConfigError(f"{model}: trained with {trained}, not the split asked for "
+                          f"({wanted}); pass the same --n-val/--val-seed/--val-fold, or use another "
                           "--runs folder per split")
     ckpt = _with_members(ckpt, v, runs)
     ev = evaluate(data, ckpt, split="val", validation=wanted, tiling=Tiling(tta=v.tta), progress=not quiet)
@@ -290,10 +290,6 @@ def _with_members(ckpt: Any, v: Variant, runs: Path) -> Any:
         if other != v.uses:
             members.append(load_checkpoint(path))
     return Ensemble(members)
-
-
-def _split_text(v: ValidationSplit) -> str:
-    return ", ".join(f"{k}={x}" for k, x in v.to_dict().items())
 
 
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
