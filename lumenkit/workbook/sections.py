@@ -52,11 +52,12 @@ def _digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _records(model: Path, found: Sequence[Section], flat_field: str | Path | None,
+def _records(models: Sequence[Path], found: Sequence[Section], flat_field: str | Path | None,
              gangue_density: float) -> dict[str, Any]:
-    """What the predictions depend on (model, image files, pixel sizes, flat field) and what the tables add."""
+    """What the predictions depend on (model(s), image files, pixel sizes, flat field) and what the tables add."""
+    prints = [_fingerprint_file(m) for m in models]
     return {
-        "prediction": {"model": _fingerprint_file(model),
+        "prediction": {"model": prints[0] if len(prints) == 1 else prints,
                        "images": _digest([[s.name, *_fingerprint_file(s.path), s.pixel_size_um] for s in found]),
                        "flat_field": _fingerprint_file(Path(flat_field)) if flat_field else None},
         "tables": {"groups": _digest([[s.name, s.sample, s.deposit, s.pixel_size_source, s.extra] for s in found]),
@@ -73,7 +74,7 @@ def _read_record(path: Path) -> dict[str, Any]:
 
 def ensure_analysis(
     sections: str | Path,
-    model: str | Path,
+    model: str | Path | Sequence[str | Path],
     run_dir: str | Path,
     samples_csv: str | Path | None = None,
     pixel_size_um: float | None = None,
@@ -92,7 +93,8 @@ def ensure_analysis(
 
     Args:
         sections: folder of section images (any depth) with an optional ``samples.csv``.
-        model: checkpoint or ONNX export.
+        model: checkpoint or ONNX export; or a list of them, an ensemble whose probabilities are averaged
+            (:class:`lumenkit.inference.Ensemble`; any member's file changing means a new analysis).
         run_dir: the report folder.
         samples_csv: the samples table (default ``SECTIONS/samples.csv`` when present).
         pixel_size_um: µm per pixel of images that neither ``samples.csv`` nor their metadata describe.
@@ -109,17 +111,22 @@ def ensure_analysis(
     Raises:
         DatasetNotFoundError, ConfigError: see :func:`lumenkit.mineralogy.survey.analyse_sections` (also when no
             image could be predicted); a missing model file (the message says how to get one).
+        CheckpointError: members that cannot be averaged (other classes, scale or pixel size).
     """
     from lumenkit.data.mosaic import is_mosaic
     from lumenkit.mineralogy.survey import analyse_sections, write_survey
 
-    model = Path(model)
-    if not model.is_file():
-        raise ConfigError(f"{model}: model not found; give a checkpoint (model.pt) or train one first "
-                          "(notebook 03, or lumenkit train)")
+    models = [Path(m) for m in ([model] if isinstance(model, (str, Path)) else model)]
+    if not models:
+        raise ConfigError("no model given; give a checkpoint (model.pt) or train one first (notebook 03, or "
+                          "lumenkit train)")
+    for m in models:
+        if not m.is_file():
+            raise ConfigError(f"{m}: model not found; give a checkpoint (model.pt) or train one first "
+                              "(notebook 03, or lumenkit train)")
     found = read_sections(sections, samples_csv, pixel_size_um)
     out = Path(run_dir) / ANALYSIS
-    record = json.loads(json.dumps(_records(model, found, flat_field, gangue_density), default=str))
+    record = json.loads(json.dumps(_records(models, found, flat_field, gangue_density), default=str))
     done = out / INPUTS
     old = _read_record(done)
     if old.get("prediction") == record["prediction"] and (out / "summary.json").is_file():
@@ -138,9 +145,9 @@ def ensure_analysis(
     def note(path: str, message: str) -> None:
         failed[by_path.get(path, path)] = message
 
-    analyse_sections(model, sections, out, samples_csv=samples_csv, pixel_size_um=pixel_size_um,
-                     gangue_density=gangue_density, flatfield=flat_field or None, progress=progress, on_error=note,
-                     mosaic_pixels=mosaic_pixels)
+    analyse_sections(models[0] if len(models) == 1 else models, sections, out, samples_csv=samples_csv,
+                     pixel_size_um=pixel_size_um, gangue_density=gangue_density, flatfield=flat_field or None,
+                     progress=progress, on_error=note, mosaic_pixels=mosaic_pixels)
     comp = pd.read_csv(out / "masks" / "composition.csv")
     names = {str(s.path.resolve()): s.name for s in found}
     masks = {names[str(Path(p).resolve())]: f"masks/{n}.{'tif' if is_mosaic(p, mosaic_pixels) else 'png'}"

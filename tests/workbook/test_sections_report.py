@@ -25,10 +25,13 @@ def sections(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
+    import torch
+
     from lumenkit.models.checkpoint import Checkpoint
     from lumenkit.models.resunet import create_model
 
     path = tmp_path_factory.mktemp("model") / "model.pt"
+    torch.manual_seed(0)  # a random network, the same one every run: the pages below depend on what it predicts
     net = create_model("resunet", in_channels=3, classes=4, width=4, depth=2).eval()
     Checkpoint(net, ClassMap([0, 1, 4, 6]), 0.5, config={"pixel_size_um": 2.0}).save(path)
     return path
@@ -97,6 +100,28 @@ def test_analysis_runs_once_and_pages_measure_their_own_group(sections, model, t
     assert (analysis / "masks" / "PBZN-A-01_1.png").stat().st_mtime_ns == masks_before
     assert json.loads((analysis / "summary.json").read_text())["gangue_density"] == 4.0
     assert len(pd.read_csv(analysis / "modal_by_deposit.csv")) == rows_before  # the model's classes, as before
+
+
+def test_an_ensemble_analyses_anew_and_is_named(sections, model, tmp_path):
+    import torch
+
+    from lumenkit.models.checkpoint import load_checkpoint
+
+    out, _ = sections
+    single = ensure_analysis(out, model, tmp_path)
+    alone = read_mask(single / "masks" / "PBZN-A-01_1.png")
+    other = load_checkpoint(model)  # the same classes, scale and pixel size, sure of background everywhere
+    with torch.no_grad():
+        other.model.head.bias[0] += 1000.0
+    other_path = tmp_path / "other.pt"
+    other.save(other_path)
+    analysis = ensure_analysis(out, [model, other_path], tmp_path)
+    record = json.loads((analysis / "inputs.json").read_text())["prediction"]["model"]
+    assert [r[0] for r in record] == [str(model.resolve()), str(other_path.resolve())]
+    assert json.loads((analysis / "summary.json").read_text())["model"] == [str(model), str(other_path)]
+    assert (alone != 0).any() and (read_mask(analysis / "masks" / "PBZN-A-01_1.png") == 0).all()
+    with pytest.raises(ConfigError, match=r"none\.pt: model not found"):
+        ensure_analysis(out, [model, tmp_path / "none.pt"], tmp_path)
 
 
 def test_an_image_that_cannot_be_predicted_is_left_out_and_named(sections, model, tmp_path):
