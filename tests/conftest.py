@@ -1,4 +1,4 @@
-"""Shared fixtures: headless matplotlib, a private cache folder, tiny LumenStone-layout datasets."""
+"""Shared fixtures: headless matplotlib, a private cache folder, torch seeded, tiny LumenStone-layout datasets."""
 
 from __future__ import annotations
 
@@ -17,6 +17,14 @@ def _isolated(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monk
 
     matplotlib.use("agg")
     monkeypatch.setenv("LUMENKIT_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(autouse=True)
+def _seeded() -> None:
+    """Every test starts from torch's seed 0: a random network built in a test is the same network every run."""
+    import torch
+
+    torch.manual_seed(0)
 
 
 def make_pair(
