@@ -148,7 +148,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="dataset-wide per-class IoU of a model (and baselines) → JSON")
     p.add_argument("--data", required=True, help="dataset folder in LumenStone layout")
     p.add_argument("--split", default="test", help="test, train, val or fit (default test)")
-    p.add_argument("--model", required=True, action="append", help="checkpoint (RUN/model.pt)" + ENSEMBLE_HELP)
+    p.add_argument("--model", required=True, action="append",
+                   help="checkpoint (RUN/model.pt), or an export RUN/model.onnx (split test only)" + ENSEMBLE_HELP)
     p.add_argument("--out", required=True, help="output JSON file")
     p.add_argument("--scale", type=float, default=None, help="scale to run the model at (default: its training scale)")
     p.add_argument("--void-border", type=int, default=0, help="ignore pixels within W px of a class boundary")
@@ -175,9 +176,8 @@ def _run_evaluate(a: argparse.Namespace) -> int:
     from lumenkit.data.imageio import check_writable
     from lumenkit.evaluation.evaluate import evaluate, write_evaluation
     from lumenkit.evaluation.robustness import image_transform, parse_perturb
-    from lumenkit.inference.loading import load_ensemble
+    from lumenkit.inference.loading import load_ensemble, load_model
     from lumenkit.inference.tiling import Tiling
-    from lumenkit.models.checkpoint import load_checkpoint
     from lumenkit.runtime.devices import resolve_device
 
     check_writable(a.out, folder=False)
@@ -190,7 +190,7 @@ def _run_evaluate(a: argparse.Namespace) -> int:
         except ValueError as e:
             raise ConfigError(f"--perturb: {e}") from None
         transform, magnification = image_transform(name, strength)
-    ckpt = load_checkpoint(a.model[0]) if len(a.model) == 1 else load_ensemble(a.model)
+    ckpt = load_model(a.model[0]) if len(a.model) == 1 else load_ensemble(a.model)
     ev = evaluate(a.data, ckpt, split=a.split, scale=a.scale,
                   validation=ValidationSplit.of_model(ckpt, n_val=a.n_val, seed=a.seed, fold=a.val_fold),
                   tiling=Tiling(tta=a.tta), void_border_px=a.void_border, baselines=not a.no_baselines,

@@ -198,7 +198,8 @@ def evaluate(
     Args:
         data: dataset folder in LumenStone layout.
         model: a :class:`lumenkit.models.Checkpoint`, or a path to one; an
-            :class:`~lumenkit.inference.ensemble.Ensemble`, or a list of paths (their probabilities averaged).
+            :class:`~lumenkit.inference.ensemble.Ensemble`, or a list of paths (their probabilities averaged); an
+            ONNX export (:class:`~lumenkit.inference.OnnxModel` or a ``.onnx`` path) on split ``test`` only.
         split: ``test``, ``train``, ``val`` or ``fit``.
         scale: scale to run the model at (default: the checkpoint's training scale).
         validation: the training images that are ``val`` (split ``val``/``fit``, and what the baselines are not fitted
@@ -218,18 +219,26 @@ def evaluate(
 
     Raises:
         ConfigError: ``validation`` out of range for the training images (split ``val``/``fit``), an ensemble member
-            trained on another validation split than the one scored (split ``val``/``fit``), or a bad tiling.
+            trained on another validation split than the one scored (split ``val``/``fit``), an ONNX export on split
+            ``val``/``fit`` (it records no split), or a bad tiling.
         lumenkit errors for bad input files; CheckpointError for a bad model file.
     """
     from tqdm.auto import tqdm
 
     from lumenkit.inference.ensemble import Ensemble
-    from lumenkit.inference.loading import load_ensemble
+    from lumenkit.inference.loading import load_ensemble, load_model
+    from lumenkit.inference.onnx import OnnxModel
     from lumenkit.models.checkpoint import Checkpoint, load_checkpoint
 
     if isinstance(model, (list, tuple)):
         model = load_ensemble(model) if len(model) != 1 else model[0]
-    ckpt = model if isinstance(model, (Checkpoint, Ensemble)) else load_checkpoint(model)
+    if isinstance(model, (str, Path)) and Path(model).suffix.lower() == ".onnx":
+        model = load_model(model)
+    ckpt = model if isinstance(model, (Checkpoint, Ensemble, OnnxModel)) else load_checkpoint(model)
+    if isinstance(ckpt, OnnxModel) and split in ("val", "fit"):
+        raise ConfigError(f"{ckpt.path or 'the ONNX model'}: an export records no validation split, so its score on "
+                          f"split {split!r} could include images it trained on; evaluate split val with its "
+                          "model.pt, or the export on split test")
     model_scale = float(scale if scale is not None else ckpt.scale)
     tiling = tiling if tiling is not None else Tiling()
     validation = validation if validation is not None else ValidationSplit.of_model(ckpt)

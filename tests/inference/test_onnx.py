@@ -257,3 +257,28 @@ def test_an_ensemble_mixes_an_onnx_export_with_a_checkpoint(exported, image, tmp
     np.testing.assert_allclose(both["probs"], (pa + pb) / 2, atol=1e-5)
     with pytest.raises(ValueError, match="runtime='torch' needs a PyTorch checkpoint"):
         predict_image([path, other], small, 1.0, runtime="torch")
+
+
+@needs_onnx
+def test_an_export_is_evaluated_on_test_like_its_checkpoint_and_refused_on_val(exported, tmp_path, capsys):
+    from conftest import write_fake_dataset
+
+    from lumenkit.cli import main
+    from lumenkit.errors import ConfigError
+    from lumenkit.evaluation.evaluate import evaluate
+
+    pt, onnx_path = exported
+    data = write_fake_dataset(tmp_path / "d", codes=(0, 3, 11), scale=0.5)
+    via_onnx = evaluate(data, onnx_path, split="test", baselines=False, progress=False)
+    via_pt = evaluate(data, pt, split="test", baselines=False, progress=False)
+    assert via_onnx.scores.confusion.sum() == via_pt.scores.confusion.sum() > 0
+    assert np.abs(via_onnx.scores.confusion - via_pt.scores.confusion).sum() <= 0.001 * via_pt.scores.confusion.sum()
+    with pytest.raises(ConfigError, match=r"model\.onnx: an export records no validation split"):
+        evaluate(data, onnx_path, split="val", progress=False)
+    out = tmp_path / "m.json"
+    assert main(["evaluate", "--data", str(data), "--model", str(onnx_path), "--out", str(out), "--quiet"]) == 0
+    assert json.loads(out.read_text())["images"] == 2
+    assert main(["evaluate", "--data", str(data), "--split", "val", "--model", str(onnx_path), "--out",
+                 str(tmp_path / "v.json"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "records no validation split" in err[0] and not (tmp_path / "v.json").exists()
