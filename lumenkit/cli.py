@@ -149,7 +149,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="dataset folder in LumenStone layout")
     p.add_argument("--split", default="test", help="test, train, val or fit (default test)")
     p.add_argument("--model", required=True, action="append",
-                   help="checkpoint (RUN/model.pt), or an export RUN/model.onnx (split test only)" + ENSEMBLE_HELP)
+                   help="checkpoint (RUN/model.pt), or an export RUN/model.onnx (not split val/fit)" + ENSEMBLE_HELP)
     p.add_argument("--out", required=True, help="output JSON file")
     p.add_argument("--scale", type=float, default=None, help="scale to run the model at (default: its training scale)")
     p.add_argument("--void-border", type=int, default=0, help="ignore pixels within W px of a class boundary")

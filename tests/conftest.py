@@ -21,7 +21,11 @@ def _isolated(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monk
 
 @pytest.fixture(autouse=True)
 def _seeded() -> None:
-    """Every test starts from torch's seed 0: a random network built in a test is the same network every run."""
+    """Every test starts from torch's seed 0: a random network built in a test is the same network every run.
+
+    Module- and session-scoped fixtures are set up before this runs: those that build random networks seed
+    themselves.
+    """
     import torch
 
     torch.manual_seed(0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -199,7 +200,7 @@ def evaluate(
         data: dataset folder in LumenStone layout.
         model: a :class:`lumenkit.models.Checkpoint`, or a path to one; an
             :class:`~lumenkit.inference.ensemble.Ensemble`, or a list of paths (their probabilities averaged); an
-            ONNX export (:class:`~lumenkit.inference.OnnxModel` or a ``.onnx`` path) on split ``test`` only.
+            ONNX export (:class:`~lumenkit.inference.OnnxModel` or a ``.onnx`` path), not on split ``val``/``fit``.
         split: ``test``, ``train``, ``val`` or ``fit``.
         scale: scale to run the model at (default: the checkpoint's training scale).
         validation: the training images that are ``val`` (split ``val``/``fit``, and what the baselines are not fitted
@@ -220,7 +221,7 @@ def evaluate(
     Raises:
         ConfigError: ``validation`` out of range for the training images (split ``val``/``fit``), an ensemble member
             trained on another validation split than the one scored (split ``val``/``fit``), an ONNX export on split
-            ``val``/``fit`` (it records no split), or a bad tiling.
+            ``val``/``fit`` (it records no split) or without class codes or scale, or a bad tiling.
         lumenkit errors for bad input files; CheckpointError for a bad model file.
     """
     from tqdm.auto import tqdm
@@ -235,10 +236,15 @@ def evaluate(
     if isinstance(model, (str, Path)) and Path(model).suffix.lower() == ".onnx":
         model = load_model(model)
     ckpt = model if isinstance(model, (Checkpoint, Ensemble, OnnxModel)) else load_checkpoint(model)
-    if isinstance(ckpt, OnnxModel) and split in ("val", "fit"):
-        raise ConfigError(f"{ckpt.path or 'the ONNX model'}: an export records no validation split, so its score on "
-                          f"split {split!r} could include images it trained on; evaluate split val with its "
-                          "model.pt, or the export on split test")
+    if isinstance(ckpt, OnnxModel):
+        where = ckpt.path or "the ONNX model"
+        if split in ("val", "fit"):
+            raise ConfigError(f"{where}: an export records no validation split, so its score on split {split!r} "
+                              "could include images it trained on; evaluate split val with its model.pt, or the "
+                              "export on split test")
+        if ckpt.class_map is None or not (scale is not None or math.isfinite(ckpt.scale)):
+            raise ConfigError(f"{where}: records no LumenStone class codes or training scale; export it with "
+                              "`lumenkit export --onnx RUN/model.pt` to evaluate it")
     model_scale = float(scale if scale is not None else ckpt.scale)
     tiling = tiling if tiling is not None else Tiling()
     validation = validation if validation is not None else ValidationSplit.of_model(ckpt)

@@ -127,7 +127,7 @@ def onnx_model_proto(
         "lumenkit.version": __version__,
         "lumenkit.trained_with": trained_with,
         "lumenkit.output_stride": str(s),
-        "lumenkit.data.catalogue": str(int(model.config["classes"])),
+        "lumenkit.classes": str(int(model.config["classes"])),
         "lumenkit.model_config": json.dumps(model.config),
         "lumenkit.input": f"{ONNX_INPUT}: uint8 (N, {cin}, H, W) RGB 0-255; H, W multiples of {s}; "
                           f"normalised inside (mean {list(model.mean)}, std {list(model.std)})",
@@ -269,7 +269,8 @@ class OnnxModel:
                                   "re-export it with `lumenkit export --onnx RUN/model.pt`")
         try:
             stride = int(meta["lumenkit.output_stride"])
-            classes = int(meta["lumenkit.data.catalogue"])
+            # "lumenkit.data.catalogue": the same count as written between the restructure's rename and its fix
+            classes = int(meta["lumenkit.classes"] if "lumenkit.classes" in meta else meta["lumenkit.data.catalogue"])
             scale = float(meta.get("lumenkit.scale", "nan"))
             pixel_size_um = float(meta["lumenkit.pixel_size_um"]) if "lumenkit.pixel_size_um" in meta else None
             if pixel_size_um is not None and not (math.isfinite(pixel_size_um) and pixel_size_um > 0):

@@ -49,8 +49,11 @@ PER_DEPOSIT = ("05_deposit_report",)
 """Stages rendered once for all images and then once per deposit (parameter ``deposit``)."""
 
 PATH_KEYS = ("data", "sections", "samples_csv", "truth", "flat_field", "model", "run_dir", "out_dir", "mosaic",
-             "mosaic_mask")
+             "mosaic_mask", "ensemble_with")
 """Parameters holding paths: made absolute (relative to the parameter file's project) before injection."""
+
+PATH_LIST_KEYS = ("ensemble_with",)
+"""Those of :data:`PATH_KEYS` holding several paths, comma-separated (each resolved)."""
 
 
 class WorkbookNotInstalledError(LumenkitError, ImportError):
@@ -226,13 +229,17 @@ def _resolve_paths(params: dict[str, Any], base: Path) -> dict[str, Any]:
     params = dict(params)
     for k in PATH_KEYS:
         if isinstance(params.get(k), str) and params[k]:
-            value = os.path.expanduser(os.path.expandvars(params[k]))
-            if "$" in value:
-                raise ConfigError(
-                    f"parameter {k}={params[k]!r} names an environment variable that is not set; "
-                    "e.g. export LUMENKIT_LUMENSTONE=/path/to/lumenstone"
-                )
-            params[k] = value if Path(value).is_absolute() else str((base / value).resolve())
+            parts = [p.strip() for p in params[k].split(",") if p.strip()] if k in PATH_LIST_KEYS else [params[k]]
+            resolved = []
+            for part in parts:
+                value = os.path.expanduser(os.path.expandvars(part))
+                if "$" in value:
+                    raise ConfigError(
+                        f"parameter {k}={params[k]!r} names an environment variable that is not set; "
+                        "e.g. export LUMENKIT_LUMENSTONE=/path/to/lumenstone"
+                    )
+                resolved.append(value if Path(value).is_absolute() else str((base / value).resolve()))
+            params[k] = ",".join(resolved)
     return params
 
 

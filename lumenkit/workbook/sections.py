@@ -85,7 +85,7 @@ def ensure_analysis(
 ) -> Path:
     """Identify and measure the sections with ``model`` into ``RUN/analysis/``, unless that is already done.
 
-    ``RUN/analysis/inputs.json`` records what the predictions depend on (the model file, each image file and pixel
+    ``RUN/analysis/inputs.json`` records what the predictions depend on (each model file, each image file and pixel
     size, the flat-field reference) and what the tables add (samples, deposits, gangue density), which mask belongs
     to which section, and the images that could not be predicted. The images are predicted again only when the
     first part changes; when only the second does, the tables are recomputed from the masks. The record is written

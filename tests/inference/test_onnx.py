@@ -73,6 +73,7 @@ def test_export_writes_metadata_and_dynamic_shapes(exported):
     assert meta["lumenkit.format"] == "lumenkit-onnx"
     assert json.loads(meta["lumenkit.class_codes"]) == [0, 3, 11]
     assert float(meta["lumenkit.scale"]) == 0.5 and meta["lumenkit.output_stride"] == "8"
+    assert meta["lumenkit.classes"] == "3"
     assert meta["lumenkit.version"] and json.loads(meta["lumenkit.model_config"])["width"] == 4
     (inp,) = proto.graph.input
     assert inp.name == "image" and inp.type.tensor_type.elem_type == onnx.TensorProto.UINT8
@@ -282,3 +283,35 @@ def test_an_export_is_evaluated_on_test_like_its_checkpoint_and_refused_on_val(e
                  str(tmp_path / "v.json"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "records no validation split" in err[0] and not (tmp_path / "v.json").exists()
+
+
+@needs_onnx
+@pytest.mark.parametrize("key", ["lumenkit.classes", "lumenkit.data.catalogue"])
+def test_exports_of_either_class_count_key_are_read(exported, tmp_path, key):
+    import onnx
+
+    from lumenkit.inference.onnx import load_onnx
+
+    proto = onnx.load(str(exported[1]))
+    for p in proto.metadata_props:  # "lumenkit.data.catalogue": what exports wrote for a while after the restructure
+        if p.key == "lumenkit.classes":
+            p.key = key
+    onnx.save(proto, str(tmp_path / "m.onnx"))
+    m = load_onnx(tmp_path / "m.onnx")
+    assert m.classes == 3 and list(m.class_map.codes) == [0, 3, 11]
+
+
+@needs_onnx
+def test_an_onnx_model_object_is_refused_where_it_cannot_be_scored(exported, tmp_path):
+    from conftest import write_fake_dataset
+
+    from lumenkit.errors import ConfigError
+    from lumenkit.evaluation.evaluate import evaluate
+    from lumenkit.inference.onnx import OnnxModel, load_onnx
+
+    data = write_fake_dataset(tmp_path / "d", codes=(0, 3, 11), scale=0.5)
+    with pytest.raises(ConfigError, match="records no validation split"):
+        evaluate(data, load_onnx(exported[1]), split="fit", progress=False)
+    bare = OnnxModel.from_model(_randomised_model())  # in memory: no class codes, no scale
+    with pytest.raises(ConfigError, match="records no LumenStone class codes or training scale"):
+        evaluate(data, bare, split="test", progress=False)

@@ -149,6 +149,17 @@ def test_environment_variables_in_paths(tmp_path, monkeypatch):
         _stage_params({"data": {}}, {"data": "${LUMENKIT_LUMENSTONE}/S1_v1_x05"}, {}, tmp_path)
 
 
+def test_every_ensemble_member_path_is_resolved(tmp_path, monkeypatch):
+    from lumenkit.workbook.pipeline import _stage_params
+
+    monkeypatch.setenv("RUNS", str(tmp_path / "runs"))
+    p = _stage_params({"model": {}, "ensemble_with": {}}, {"model": "runs/a/model.pt"},
+                      {"ensemble_with": "runs/b/model.pt, $RUNS/c/model.pt"}, tmp_path)
+    assert p["model"] == str(tmp_path / "runs" / "a" / "model.pt")
+    assert p["ensemble_with"].split(",") == [str(tmp_path / "runs" / "b" / "model.pt"),
+                                             str(tmp_path / "runs" / "c" / "model.pt")]
+
+
 def test_shipped_parameter_files_only_set_declared_parameters():
     import papermill as pm
 

@@ -110,6 +110,9 @@ def test_an_ensemble_analyses_anew_and_is_named(sections, model, tmp_path):
     out, _ = sections
     single = ensure_analysis(out, model, tmp_path)
     alone = read_mask(single / "masks" / "PBZN-A-01_1.png")
+    record = (single / "inputs.json").stat().st_mtime_ns
+    assert ensure_analysis(out, [model], tmp_path) == single  # a list of one is that model: not redone
+    assert (single / "inputs.json").stat().st_mtime_ns == record
     other = load_checkpoint(model)  # the same classes, scale and pixel size, sure of background everywhere
     with torch.no_grad():
         other.model.head.bias[0] += 1000.0
@@ -120,6 +123,10 @@ def test_an_ensemble_analyses_anew_and_is_named(sections, model, tmp_path):
     assert [r[0] for r in record] == [str(model.resolve()), str(other_path.resolve())]
     assert json.loads((analysis / "summary.json").read_text())["model"] == [str(model), str(other_path)]
     assert (alone != 0).any() and (read_mask(analysis / "masks" / "PBZN-A-01_1.png") == 0).all()
+    record = (analysis / "inputs.json").stat().st_mtime_ns
+    other.save(other_path)  # the second member's file written again: analysed again
+    ensure_analysis(out, [model, other_path], tmp_path)
+    assert (analysis / "inputs.json").stat().st_mtime_ns != record
     with pytest.raises(ConfigError, match=r"none\.pt: model not found"):
         ensure_analysis(out, [model, tmp_path / "none.pt"], tmp_path)
 
