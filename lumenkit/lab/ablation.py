@@ -384,15 +384,34 @@ def _row(d: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+def _progress(run: Path, history: pd.DataFrame) -> str:
+    """``"unfinished: 3 of 184 epochs"`` (or minutes) for a run that has trained but not been evaluated yet.
+
+    The budget is the one in ``RUN/config.yaml``; the same ``ablation run`` resumes the run from ``last.pt``.
+    """
+    import yaml
+
+    try:
+        cfg = yaml.safe_load((run / "config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        cfg = {}
+    if cfg.get("minutes"):
+        return f"unfinished: {history['seconds'].sum() / 60:.0f} of {float(cfg['minutes']):g} minutes"
+    budget = f" of {int(cfg['epochs'])}" if cfg.get("epochs") else ""
+    return f"unfinished: {len(history)}{budget} epochs"
+
+
 def ablation_table(runs: str | Path, names: list[str] | None = None) -> pd.DataFrame:
     """One row per variant (in :data:`VARIANTS` order) from ``RUNS/NAME/val.json``; NaN where not yet run.
 
     Columns: ``variant``, ``change``, ``epochs`` (of the trained run), ``best_epoch`` (the kept checkpoint, best
     by validation mean IoU), one per class IoU, ``mean_iou``, ``ci_low``, ``ci_high`` (95 % bootstrap over images),
     ``pixel_accuracy``, ``last_miou`` (validation mean IoU of the final epoch: choosing the best epoch on the
-    validation split flatters it a little; the final epoch is the unbiased figure) and ``images`` (validation
-    images).  Each ``RUNS/NAME/val_LABEL.json`` written by :func:`score_variant` adds a row ``NAME on LABEL``
-    right after the variant's own (``last_miou`` empty: the training curve was measured on another split); a
+    validation split flatters it a little; the final epoch is the unbiased figure), ``images`` (validation
+    images) and ``status`` (empty once evaluated; ``"not run"``, or ``"unfinished: E of N epochs"`` for a run
+    still training or stopped, which the same ``ablation run`` resumes).  Each ``RUNS/NAME/val_LABEL.json``
+    written by :func:`score_variant` adds a row ``NAME on LABEL`` right after the variant's own (``last_miou``
+    empty: the training curve was measured on another split); a
     class absent from a row's validation ground truth is NaN (it does not enter the mean either, though pixels
     wrongly predicted as it count against the true classes).
     """
@@ -410,6 +429,7 @@ def ablation_table(runs: str | Path, names: list[str] | None = None) -> pd.DataF
         row["best_epoch"] = int(h["val_miou"].idxmax()) + 1 if h is not None and len(h) else math.nan
         own_curve = h is not None and len(h) and v.uses is None  # evaluation-only rows have no curve of their own
         row["last_miou"] = float(h["val_miou"].iloc[-1]) if own_curve else math.nan
+        row["status"] = "" if path.exists() else _progress(runs / name, h) if own_curve else "not run"
         rows.append(row)
         for extra in sorted((runs / name).glob("val_*.json")):
             d = json.loads(extra.read_text())
@@ -420,7 +440,7 @@ def ablation_table(runs: str | Path, names: list[str] | None = None) -> pd.DataF
                          "epochs": row["epochs"], "best_epoch": row["best_epoch"], "last_miou": math.nan})
     df = pd.DataFrame(rows)
     lead = ["variant", "change", "epochs", "best_epoch"]
-    tail = [c for c in ("mean_iou", "ci_low", "ci_high", "pixel_accuracy", "last_miou", "images")
+    tail = [c for c in ("mean_iou", "ci_low", "ci_high", "pixel_accuracy", "last_miou", "images", "status")
             if c in df.columns]
     classes = [c for c in df.columns if c not in lead + tail]
     return df[lead + classes + tail]
@@ -433,10 +453,11 @@ def _f(x: Any) -> float:
 def to_markdown(df: pd.DataFrame, only_run: bool = False) -> str:
     """The ablation table as GitHub markdown (2 decimals for IoU, 3 for the mean).
 
-    Variants not run yet show "not run", or are left out with ``only_run``.
+    Variants not evaluated yet show their ``status`` ("not run", or how far an unfinished run has trained), or are
+    left out with ``only_run``.
     """
     lead = {"variant", "change", "epochs", "best_epoch", "mean_iou", "ci_low", "ci_high", "pixel_accuracy",
-            "last_miou", "images"}
+            "last_miou", "images", "status"}
     classes = [c for c in df.columns if c not in lead]
     head = ["variant", "change", "epochs (best)", *classes, "mean IoU (95 % interval)", "pixel acc.",
             "final epoch mIoU"]
@@ -449,7 +470,8 @@ def to_markdown(df: pd.DataFrame, only_run: bool = False) -> str:
         if "mean_iou" not in r or not r["mean_iou"] == r["mean_iou"]:
             if only_run:
                 continue
-            cells = [f"`{r['variant']}`", r["change"], "", *[""] * len(classes), "not run", "", ""]
+            status = r.get("status") if isinstance(r.get("status"), str) and r.get("status") else "not run"
+            cells = [f"`{r['variant']}`", r["change"], "", *[""] * len(classes), status, "", ""]
         else:
             ep = num(r["epochs"], ".0f") + (f" ({num(r['best_epoch'], '.0f')})" if r["best_epoch"] == r["best_epoch"]
                                              else "")

@@ -103,6 +103,13 @@ def test_run_table_and_resumption(data, tmp_path):
     md = to_markdown(df)
     assert md.count("not run") == len(VARIANTS) - 3 and f"{d['mean_iou']:.3f}" in md
     assert "not run" not in to_markdown(df, only_run=True) and to_markdown(df, only_run=True).count("\n") == 2 + 3
+    # a run that has trained but is not evaluated yet (still training, or stopped) says how far it got
+    (runs / "width64").mkdir()
+    (runs / "width64" / "history.csv").write_text("epoch,val_miou,seconds\n1,0.41,600\n2,0.52,630\n")
+    (runs / "width64" / "config.yaml").write_text("epochs: 30\nminutes: null\n")
+    assert "| unfinished: 2 of 30 epochs |" in to_markdown(ablation_table(runs))
+    (runs / "width64" / "config.yaml").write_text("epochs: null\nminutes: 45\n")
+    assert ablation_table(runs).set_index("variant").loc["width64", "status"] == "unfinished: 20 of 45 minutes"
 
 
 def test_score_on_another_split_adds_a_row(data, tmp_path):
