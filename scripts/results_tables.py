@@ -24,6 +24,11 @@
             --row LABEL VARIANT[:SCORE_LABEL] "COMMAND" [--row ...]
         docs/results/NAME.json: one row per variant pooled over the folds (lumenkit-lab ablation cv, the paper's
         dataset-wide IoU over every validated image), per class, with each fold's mean IoU, and the paper's row.
+    python scripts/results_tables.py modal NAME --title TITLE --folds DIR [DIR ...] \
+            --row LABEL VARIANT[:SCORE_LABEL] "COMMAND" [--row ...]
+        docs/results/NAME.json: what each variant does to modal mineralogy over the folds' validation images: per
+        class the mean absolute error of its area % per image (percentage points,
+        lumenkit.evaluation.evaluate.modal_errors), their mean, and the largest single error (image, class).
     python scripts/results_tables.py label-efficiency NAME --title TITLE --csv TABLE.csv
         docs/results/NAME.json: the table `lumenkit-lab label-efficiency --out TABLE.csv` wrote, each row with the
         command (train && evaluate) that reproduces it.
@@ -210,6 +215,28 @@ def cv(title: str, folds: list[str], specs: list[list[str]]) -> dict:
             "rows": rows}
 
 
+def modal(title: str, folds: list[str], specs: list[list[str]]) -> dict:
+    """Area-% errors per image (``modal_errors`` of each fold's evaluation), one row per VARIANT[:LABEL]."""
+    import pandas as pd
+
+    from lumenkit.evaluation.evaluate import modal_errors
+
+    rows, classes = [], None
+    for label, which, command in specs:
+        variant, _, scored = which.partition(":")
+        file = f"val_{scored}.json" if scored else "val.json"
+        df = pd.concat([modal_errors(Path(f) / variant / file) for f in folds], ignore_index=True)
+        df["abs"] = df["error_pp"].abs()
+        classes = classes or list(dict.fromkeys(df["mineral"]))
+        mae = df.groupby("mineral", sort=False)["abs"].mean()
+        worst = df.loc[df["abs"].idxmax()]
+        rows.append({"command": command, "source": which, "cells": [
+            label, str(df["image"].nunique()), *(_f(mae[c]) for c in classes), _f(df["abs"].mean()),
+            f"{worst['error_pp']:+.1f} ({worst['mineral']} in {worst['image']})"]})
+    return {"title": title, "kind": "modal", "folds": [_in_repo(f) for f in folds],
+            "columns": ["", "images", *(classes or []), "mean", "largest error (pp)"], "rows": rows}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="kind", required=True)
@@ -245,6 +272,11 @@ def main(argv: list[str] | None = None) -> int:
     cvp.add_argument("--title", required=True)
     cvp.add_argument("--folds", nargs="+", required=True)
     cvp.add_argument("--row", nargs=3, action="append", required=True, metavar=("LABEL", "VARIANT[:LABEL]", "COMMAND"))
+    mp = sub.add_parser("modal")
+    mp.add_argument("name")
+    mp.add_argument("--title", required=True)
+    mp.add_argument("--folds", nargs="+", required=True)
+    mp.add_argument("--row", nargs=3, action="append", required=True, metavar=("LABEL", "VARIANT[:LABEL]", "COMMAND"))
     a = p.parse_args(argv)
     if a.kind == "keep":
         kept = keep(a.runs, a.variant, a.into, a.name, a.fold_dirs)
@@ -258,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
         name, table = a.name, label_efficiency(a.title, a.csv)
     elif a.kind == "cv":
         name, table = a.name, cv(a.title, a.folds, a.row)
+    elif a.kind == "modal":
+        name, table = a.name, modal(a.title, a.folds, a.row)
     elif a.kind == "csv":
         name, table = a.name, from_csv(a.title, a.csv, a.command, a.digits)
     else:

@@ -423,6 +423,34 @@ def image_confusion(evaluation: Evaluation | str | Path | dict[str, Any], image:
     return pd.DataFrame(mats[names.index(image)], index=idx, columns=pd.Index(labels, name="predicted"))
 
 
+def modal_errors(evaluation: Evaluation | str | Path | dict[str, Any]) -> pd.DataFrame:
+    """Per image and class, the true and predicted area % and their difference: what a model does to modal mineralogy.
+
+    Over each image's labelled pixels at the masks' stored resolution (ignored pixels left out of both), from the
+    evaluation's per-image confusion matrices: true area % is a row's share, predicted area % a column's. IoU
+    counts every misplaced pixel; a modal analysis only the balance, so errors that cancel (as many pixels of A
+    called B as of B called A) do not move it.
+
+    Returns:
+        One row per (``image``, ``mineral``): ``true_area_pct``, ``pred_area_pct``, ``error_pp`` (predicted −
+        true, percentage points).
+
+    Raises:
+        ConfigError: a JSON written before per-image confusion matrices were recorded.
+    """
+    names, mats, labels = _per_image_matrices(evaluation)
+    rows = []
+    for name, cm in zip(names, mats, strict=True):
+        cm = np.asarray(cm, dtype=float)
+        total = cm.sum()
+        if total == 0:
+            continue
+        true, pred = cm.sum(1) / total * 100, cm.sum(0) / total * 100
+        rows += [{"image": name, "mineral": lab, "true_area_pct": t, "pred_area_pct": q, "error_pp": q - t}
+                 for lab, t, q in zip(labels, true, pred, strict=True)]
+    return pd.DataFrame(rows, columns=["image", "mineral", "true_area_pct", "pred_area_pct", "error_pp"])
+
+
 def summarise_error_sources(sources: pd.DataFrame, min_share: float = 0.4) -> list[str]:
     """Plain-language lines for the classes whose errors sit mostly in one image (share ≥ ``min_share``).
 

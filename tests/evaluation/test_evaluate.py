@@ -253,3 +253,19 @@ def test_evaluate_refine_is_recorded_and_guided_by_the_stored_image(fake_dataset
     assert main(["evaluate", "--data", str(fake_dataset), "--model", str(ckpt), "--out", str(out), "--quiet",
                  "--no-baselines"]) == 0
     assert json.loads(out.read_text())["refine"] is None
+
+
+def test_modal_errors_are_the_area_shares_of_each_images_confusion():
+    from lumenkit.evaluation.evaluate import modal_errors
+
+    doc = {"class_order": ["BG", "Py"], "per_image_confusion": {
+        "a": [[60, 20], [10, 10]],  # truth 80 % BG, 20 % Py; predicted 70 % / 30 %
+        "b": [[50, 0], [0, 50]],    # exact
+        "empty": [[0, 0], [0, 0]],  # nothing labelled: left out
+    }}
+    m = modal_errors(doc).set_index(["image", "mineral"])
+    assert list(m.index.get_level_values("image").unique()) == ["a", "b"]
+    assert m.loc[("a", "BG"), "true_area_pct"] == pytest.approx(80) and m.loc[("a", "BG"), "pred_area_pct"] == 70
+    assert m.loc[("a", "Py"), "error_pp"] == pytest.approx(10) and m.loc[("b", "Py"), "error_pp"] == 0
+    with pytest.raises(ConfigError, match="no per-image confusion matrices"):
+        modal_errors({"class_order": ["BG"]})
