@@ -204,6 +204,13 @@ def _run_evaluate(a: argparse.Namespace) -> int:
         print(f"  protocol {name}: mean IoU {s.mean_iou:.3f}, pixel accuracy {s.pixel_accuracy:.3f}")
     for name, b in ev.baselines.items():
         print(f"  baseline {name}: mean IoU {b.mean_iou:.3f}")
+    from lumenkit.evaluation.evaluate import modal_errors
+
+    modal = modal_errors(ev)
+    if len(modal):
+        worst = modal.loc[modal["error_pp"].abs().idxmax()]
+        print(f"  modal mineralogy: area % off by {modal['error_pp'].abs().mean():.2f} points per mineral and image "
+              f"on average (largest {worst['error_pp']:+.1f}, {worst['mineral']} in {worst['image']})")
     if len(ev.matrices) > 2:
         from lumenkit.evaluation.evaluate import error_sources_of, summarise_error_sources
 

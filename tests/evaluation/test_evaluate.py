@@ -13,6 +13,7 @@ from lumenkit.evaluation.evaluate import (
     error_sources_of,
     evaluate,
     image_confusion,
+    modal_errors,
     summarise_error_sources,
     training_split_for,
     write_evaluation,
@@ -104,6 +105,9 @@ def test_evaluate_cli(fake_dataset, ckpt, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "mean IoU" in printed and json.loads(out.read_text())["split"] == "test"
     assert "protocol all_pixels: mean IoU" in printed and "protocol void_border_2px: mean IoU" in printed
+    modal = modal_errors(out)
+    line = next(x for x in printed.splitlines() if "modal mineralogy: area % off by" in x)
+    assert f"{modal['error_pp'].abs().mean():.2f} points" in line and f"{modal['error_pp'].abs().max():.1f}," in line
     assert main(["evaluate", "--data", str(tmp_path / "none"), "--model", str(ckpt), "--out", str(out)]) == 2
     assert "dataset folder not found" in capsys.readouterr().err
     bad = tmp_path / "bad.pt"
@@ -256,8 +260,6 @@ def test_evaluate_refine_is_recorded_and_guided_by_the_stored_image(fake_dataset
 
 
 def test_modal_errors_are_the_area_shares_of_each_images_confusion():
-    from lumenkit.evaluation.evaluate import modal_errors
-
     doc = {"class_order": ["BG", "Py"], "per_image_confusion": {
         "a": [[60, 20], [10, 10]],  # truth 80 % BG, 20 % Py; predicted 70 % / 30 %
         "b": [[50, 0], [0, 50]],    # exact
