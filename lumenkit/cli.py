@@ -174,9 +174,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 def _run_evaluate(a: argparse.Namespace) -> int:
     from lumenkit.data.datasets import ValidationSplit
     from lumenkit.data.imageio import check_writable
-    from lumenkit.evaluation.evaluate import evaluate, write_evaluation
+    from lumenkit.evaluation.evaluate import evaluate, modal_errors, write_evaluation
     from lumenkit.evaluation.robustness import image_transform, parse_perturb
-    from lumenkit.inference.loading import load_ensemble, load_model
+    from lumenkit.inference.loading import load_model
     from lumenkit.inference.tiling import Tiling
     from lumenkit.runtime.devices import resolve_device
 
@@ -190,7 +190,7 @@ def _run_evaluate(a: argparse.Namespace) -> int:
         except ValueError as e:
             raise ConfigError(f"--perturb: {e}") from None
         transform, magnification = image_transform(name, strength)
-    ckpt = load_model(a.model[0]) if len(a.model) == 1 else load_ensemble(a.model)
+    ckpt = load_model(a.model)  # one path: that model; several: their ensemble
     ev = evaluate(a.data, ckpt, split=a.split, scale=a.scale,
                   validation=ValidationSplit.of_model(ckpt, n_val=a.n_val, seed=a.seed, fold=a.val_fold),
                   tiling=Tiling(tta=a.tta), void_border_px=a.void_border, baselines=not a.no_baselines,
@@ -204,8 +204,6 @@ def _run_evaluate(a: argparse.Namespace) -> int:
         print(f"  protocol {name}: mean IoU {s.mean_iou:.3f}, pixel accuracy {s.pixel_accuracy:.3f}")
     for name, b in ev.baselines.items():
         print(f"  baseline {name}: mean IoU {b.mean_iou:.3f}")
-    from lumenkit.evaluation.evaluate import modal_errors
-
     modal = modal_errors(ev)
     if len(modal):
         worst = modal.loc[modal["error_pp"].abs().idxmax()]

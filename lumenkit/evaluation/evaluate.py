@@ -227,15 +227,11 @@ def evaluate(
     from tqdm.auto import tqdm
 
     from lumenkit.inference.ensemble import Ensemble
-    from lumenkit.inference.loading import load_ensemble, load_model
+    from lumenkit.inference.loading import load_model
     from lumenkit.inference.onnx import OnnxModel
-    from lumenkit.models.checkpoint import Checkpoint, load_checkpoint
+    from lumenkit.models.checkpoint import Checkpoint
 
-    if isinstance(model, (list, tuple)):
-        model = load_ensemble(model) if len(model) != 1 else model[0]
-    if isinstance(model, (str, Path)) and Path(model).suffix.lower() == ".onnx":
-        model = load_model(model)
-    ckpt = model if isinstance(model, (Checkpoint, Ensemble, OnnxModel)) else load_checkpoint(model)
+    ckpt = model if isinstance(model, (Checkpoint, Ensemble, OnnxModel)) else load_model(model)
     if isinstance(ckpt, OnnxModel):
         where = ckpt.path or "the ONNX model"
         if split in ("val", "fit"):
