@@ -174,7 +174,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 def _run_evaluate(a: argparse.Namespace) -> int:
     from lumenkit.data.datasets import ValidationSplit
     from lumenkit.data.imageio import check_writable
-    from lumenkit.evaluation.evaluate import evaluate, modal_errors, write_evaluation
+    from lumenkit.evaluation.evaluate import evaluate, modal_errors, summarise_modal_errors, write_evaluation
     from lumenkit.evaluation.robustness import image_transform, parse_perturb
     from lumenkit.inference.loading import load_model
     from lumenkit.inference.tiling import Tiling
@@ -204,10 +204,9 @@ def _run_evaluate(a: argparse.Namespace) -> int:
         print(f"  protocol {name}: mean IoU {s.mean_iou:.3f}, pixel accuracy {s.pixel_accuracy:.3f}")
     for name, b in ev.baselines.items():
         print(f"  baseline {name}: mean IoU {b.mean_iou:.3f}")
-    modal = modal_errors(ev)
-    if len(modal):
-        worst = modal.loc[modal["error_pp"].abs().idxmax()]
-        print(f"  modal mineralogy: area % off by {modal['error_pp'].abs().mean():.2f} points per mineral and image "
+    modal = summarise_modal_errors(modal_errors(ev))
+    if (worst := modal["worst"]) is not None:
+        print(f"  modal mineralogy: area % off by {modal['mean_abs_pp']:.2f} points per mineral and image "
               f"on average (largest {worst['error_pp']:+.1f}, {worst['mineral']} in {worst['image']})")
     if len(ev.matrices) > 2:
         from lumenkit.evaluation.evaluate import error_sources_of, summarise_error_sources

@@ -219,19 +219,19 @@ def modal(title: str, folds: list[str], specs: list[list[str]]) -> dict:
     """Area-% errors per image (``modal_errors`` of each fold's evaluation), one row per VARIANT[:LABEL]."""
     import pandas as pd
 
-    from lumenkit.evaluation.evaluate import modal_errors
+    from lumenkit.evaluation.evaluate import modal_errors, summarise_modal_errors
 
     rows, classes = [], None
     for label, which, command in specs:
         variant, _, scored = which.partition(":")
         file = f"val_{scored}.json" if scored else "val.json"
         df = pd.concat([modal_errors(Path(f) / variant / file) for f in folds], ignore_index=True)
-        df["abs"] = df["error_pp"].abs()
-        classes = classes or list(dict.fromkeys(df["mineral"]))
-        mae = df.groupby("mineral", sort=False)["abs"].mean()
-        worst = df.loc[df["abs"].idxmax()]
+        summary = summarise_modal_errors(df)
+        classes = classes or list(summary["per_mineral"].index)
+        worst = summary["worst"]
         rows.append({"command": command, "source": which, "cells": [
-            label, str(df["image"].nunique()), *(_f(mae[c]) for c in classes), _f(df["abs"].mean()),
+            label, str(df["image"].nunique()), *(_f(summary["per_mineral"][c]) for c in classes),
+            _f(summary["mean_abs_pp"]),
             f"{worst['error_pp']:+.1f} ({worst['mineral']} in {worst['image']})"]})
     return {"title": title, "kind": "modal", "folds": [_in_repo(f) for f in folds],
             "columns": ["", "images", *(classes or []), "mean", "largest error (pp)"], "rows": rows}

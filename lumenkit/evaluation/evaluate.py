@@ -447,6 +447,22 @@ def modal_errors(evaluation: Evaluation | str | Path | dict[str, Any]) -> pd.Dat
     return pd.DataFrame(rows, columns=["image", "mineral", "true_area_pct", "pred_area_pct", "error_pp"])
 
 
+def summarise_modal_errors(errors: pd.DataFrame) -> dict[str, Any]:
+    """The figures a modal-mineralogy comparison reports, from :func:`modal_errors` rows (one or many evaluations).
+
+    Returns:
+        ``mean_abs_pp``: mean absolute area-% error over all (image, mineral) rows, percentage points;
+        ``per_mineral``: that mean per mineral (a Series, minerals in first-seen order); ``worst``: the row with the
+        largest absolute error, or ``None`` when there are no rows.
+    """
+    if not len(errors):
+        return {"mean_abs_pp": float("nan"), "per_mineral": pd.Series(dtype=float), "worst": None}
+    err = errors["error_pp"].abs()
+    return {"mean_abs_pp": float(err.mean()),
+            "per_mineral": err.groupby(errors["mineral"], sort=False).mean(),
+            "worst": errors.loc[err.idxmax()]}
+
+
 def summarise_error_sources(sources: pd.DataFrame, min_share: float = 0.4) -> list[str]:
     """Plain-language lines for the classes whose errors sit mostly in one image (share ≥ ``min_share``).
 

@@ -15,6 +15,7 @@ from lumenkit.evaluation.evaluate import (
     image_confusion,
     modal_errors,
     summarise_error_sources,
+    summarise_modal_errors,
     training_split_for,
     write_evaluation,
 )
@@ -271,3 +272,8 @@ def test_modal_errors_are_the_area_shares_of_each_images_confusion():
     assert m.loc[("a", "Py"), "error_pp"] == pytest.approx(10) and m.loc[("b", "Py"), "error_pp"] == 0
     with pytest.raises(ConfigError, match="no per-image confusion matrices"):
         modal_errors({"class_order": ["BG"]})
+    summary = summarise_modal_errors(modal_errors(doc))
+    assert summary["mean_abs_pp"] == pytest.approx(5)  # |−10|, |+10|, 0, 0 over four rows
+    assert summary["per_mineral"].to_dict() == pytest.approx({"BG": 5, "Py": 5})
+    assert summary["worst"]["image"] == "a" and abs(summary["worst"]["error_pp"]) == pytest.approx(10)
+    assert summarise_modal_errors(modal_errors({"class_order": ["BG"], "per_image_confusion": {}}))["worst"] is None
