@@ -229,3 +229,84 @@ def test_replacing_benchmark_rows_keeps_other_benchmarks_rows_and_the_order():
     table = _results_tables().replace_rows(old, new)
     assert table["title"] == "new"
     assert [r["cells"] for r in table["rows"]] == [["a1", "1"], ["b1", "20"], ["c1", "4"], ["d1", "5"]]
+
+
+_PROGS = {"lumenkit": "lumenkit.cli", "lumenkit-lab": "lumenkit.lab.cli"}
+_FENCED = re.compile(r"```(?:bash|sh|console)?\n(.*?)```", re.S)
+_INLINE = re.compile(r"`([^`\n]+)`")
+
+
+def _braces(token: str) -> list[str]:
+    """The shell's brace expansion of one token (``fold{0,1}`` → ``fold0``, ``fold1``)."""
+    m = re.search(r"\{([^{}]*,[^{}]*)\}", token)
+    if not m:
+        return [token]
+    return [x for alt in m.group(1).split(",") for x in _braces(token[:m.start()] + alt + token[m.end():])]
+
+
+def _cli_invocations(text: str) -> list[tuple[str, bool]]:
+    """Every ``lumenkit``/``lumenkit-lab`` invocation written in a page: (command, whether it was inline code).
+
+    Shell lines are split at ``;``, ``&&``, ``|`` (a table cell's ``\\|``) and ``do``; elided commands (``…``,
+    ``...``, ``<...>``) are left out, as they are not meant to be typed as written.
+    """
+    found = []
+    for inline, chunks in ((False, _FENCED.findall(text)), (True, _INLINE.findall(_FENCED.sub("", text)))):
+        for chunk in chunks:
+            for line in chunk.replace("\\\n", " ").replace("\\|", "|").splitlines():  # a table's \| is |
+                for seg in re.split(r";|&&|\|\||\||\bdo\b|\bthen\b", line):
+                    seg = re.sub(r"^(?:(?:nohup|time|nice -n \d+|[A-Z_]+=\S+)\s+)*", "", seg.strip())
+                    if re.match(r"lumenkit(?:-lab)?\s", seg) and not re.search(r"…|\.\.\.|<", seg):
+                        found.append((seg, inline))
+    return found
+
+
+def _cli_error(command: str, inline: bool) -> str | None:
+    """argparse's complaint about one documented command, or ``None`` when it parses.
+
+    Placeholders stay legal: an upper-case value (``--minutes N``, ``--val-fold F``), ``[--opt]`` for an optional
+    flag, ``$F`` for a loop's fold; an inline fragment that names only a subcommand or ends at an option is prose.
+    """
+    import contextlib
+    import io
+    import shlex
+
+    tokens = [x for t in shlex.split(command, comments=True) for x in _braces(t.replace("$F", "0").strip("[]"))]
+    if inline and (not any(t.startswith("--") for t in tokens) or tokens[-1].startswith("--")):
+        return None
+    parser = importlib.import_module(_PROGS[tokens[0]]).build_parser()
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            parser.parse_args(tokens[1:])
+    except SystemExit as e:
+        message = err.getvalue().strip().splitlines()[-1] if err.getvalue().strip() else str(e.code)
+        if e.code and "arguments are required" not in message and not re.search(r"'[A-Z_]+'$", message):
+            return message
+    return None
+
+
+def test_the_checker_of_documented_commands_sees_a_wrong_option():
+    page = "Run `lumenkit train --data D --minuts 45` or\n```bash\nfor F in 0 1; do lumenkit-lab ablation run x " \
+           "--val-fold $F --runs r{0,1}; done\nlumenkit evaluate --data D --model M --out o.json --val-fold x\n```\n"
+    found = _cli_invocations(page)
+    assert [c for c, _ in found] == ["lumenkit-lab ablation run x --val-fold $F --runs r{0,1}",
+                                     "lumenkit evaluate --data D --model M --out o.json --val-fold x",
+                                     "lumenkit train --data D --minuts 45"]
+    errors = [_cli_error(c, inline) for c, inline in found]
+    assert errors[0] is None
+    assert "invalid int value: 'x'" in errors[1] and "unrecognized arguments: --minuts" in errors[2]
+
+
+def test_every_documented_command_parses():
+    """Each ``lumenkit``/``lumenkit-lab`` command in the README, the docs and the result tables' rows is one the
+    CLIs accept as written (options renamed or moved to the other CLI break it)."""
+    pages = [README, *sorted(DOCS.rglob("*.md"))]
+    found = [(p.name, *c) for p in pages for c in _cli_invocations(p.read_text(encoding="utf-8"))]
+    for path in _result_files():
+        rows = json.loads(path.read_text(encoding="utf-8"))["rows"]
+        found += [(path.name, *c) for r in rows for c in _cli_invocations(f"```\n{r['command']}\n```")]
+    assert len(found) > 100
+    bad = [f"{name}: {command} → {error}" for name, command, inline in found
+           if (error := _cli_error(command, inline))]
+    assert not bad, "\n".join(bad)
