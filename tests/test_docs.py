@@ -266,6 +266,7 @@ def _cli_error(command: str, inline: bool) -> str | None:
 
     Placeholders stay legal: an upper-case value (``--minutes N``, ``--val-fold F``), ``[--opt]`` for an optional
     flag, ``$F`` for a loop's fold; an inline fragment that names only a subcommand or ends at an option is prose.
+    An ablation variant must be one ``lumenkit-lab ablation list`` shows.
     """
     import contextlib
     import io
@@ -278,24 +279,31 @@ def _cli_error(command: str, inline: bool) -> str | None:
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err):
-            parser.parse_args(tokens[1:])
+            args = parser.parse_args(tokens[1:])
     except SystemExit as e:
         message = err.getvalue().strip().splitlines()[-1] if err.getvalue().strip() else str(e.code)
         if e.code and "arguments are required" not in message and not re.search(r"'[A-Z_]+'$", message):
             return message
+        return None
+    if args.command == "ablation" and args.name and not args.name.isupper():
+        from lumenkit.lab.ablation import VARIANTS
+
+        if args.name not in VARIANTS:
+            return f"no ablation variant {args.name!r}"
     return None
 
 
 def test_the_checker_of_documented_commands_sees_a_wrong_option():
-    page = "Run `lumenkit train --data D --minuts 45` or\n```bash\nfor F in 0 1; do lumenkit-lab ablation run x " \
+    page = "Run `lumenkit train --data D --minuts 45` or\n```bash\nfor F in 0 1; do lumenkit-lab ablation run long " \
            "--val-fold $F --runs r{0,1}; done\nlumenkit evaluate --data D --model M --out o.json --val-fold x\n```\n"
     found = _cli_invocations(page)
-    assert [c for c, _ in found] == ["lumenkit-lab ablation run x --val-fold $F --runs r{0,1}",
+    assert [c for c, _ in found] == ["lumenkit-lab ablation run long --val-fold $F --runs r{0,1}",
                                      "lumenkit evaluate --data D --model M --out o.json --val-fold x",
                                      "lumenkit train --data D --minuts 45"]
     errors = [_cli_error(c, inline) for c, inline in found]
     assert errors[0] is None
     assert "invalid int value: 'x'" in errors[1] and "unrecognized arguments: --minuts" in errors[2]
+    assert _cli_error("lumenkit-lab ablation cv lung --runs r0 r1", inline=False) == "no ablation variant 'lung'"
 
 
 def test_every_documented_command_parses():
