@@ -23,7 +23,11 @@
     python scripts/results_tables.py cv NAME --title TITLE --folds DIR [DIR ...] \
             --row LABEL VARIANT[:SCORE_LABEL] "COMMAND" [--row ...]
         docs/results/NAME.json: one row per variant pooled over the folds (lumenkit-lab ablation cv, the paper's
-        dataset-wide IoU over every validated image), per class, with each fold's mean IoU, and the paper's row.
+        dataset-wide IoU over every validated image), per class, with each fold's mean IoU, how far the best
+        epoch (model.pt) leads the last in the folds' history.csv, and the paper's row.
+    python scripts/results_tables.py again NAME [NAME ...]
+        docs/results/NAME.json, a cv or modal table, rebuilt from its kept folds with its own rows (labels, sources,
+        commands): after a fold's evaluations or this script changed.
     python scripts/results_tables.py modal NAME --title TITLE --folds DIR [DIR ...] \
             --row LABEL VARIANT[:SCORE_LABEL] "COMMAND" [--row ...]
         docs/results/NAME.json: what each variant does to modal mineralogy over the folds' validation images: per
@@ -182,6 +186,26 @@ def _in_repo(path: str) -> str:
     return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(path)
 
 
+def _best_epoch_lead(folds: list[str], variant: str) -> str:
+    """How much choosing ``model.pt`` by validation flatters: the best epoch's validation mean IoU minus the last
+    epoch's, from each fold's kept ``history.csv``, averaged over folds (``–`` when a fold kept none, as an ensemble's).
+
+    The figure is the training's own per-epoch validation, which scores the same images as the evaluation; the
+    model scored in the row is the best epoch's, chosen on those images, so the row sits about this much above what
+    a fixed number of epochs, chosen in advance, would score.
+    """
+    import pandas as pd
+
+    leads = []
+    for fold in folds:
+        path = Path(fold) / variant / "history.csv"
+        if not path.exists():
+            return "–"
+        miou = pd.read_csv(path)["val_miou"].dropna()
+        leads.append(float(miou.max() - miou.iloc[-1]))
+    return f"+{sum(leads) / len(leads):.3f}"
+
+
 def cv(title: str, folds: list[str], specs: list[list[str]]) -> dict:
     """Pooled cross-validation rows (``lumenkit-lab ablation cv`` over ``folds``), one per VARIANT[:LABEL], and the
     paper's row when the classes are the paper's (S1's; no figure is published per class for S2's)."""
@@ -202,16 +226,17 @@ def cv(title: str, folds: list[str], specs: list[list[str]]) -> dict:
         rows.append({"command": command, "source": which, "cells": [
             label, str(int(pooled["images"])), *(_f(pooled[c]) for c in classes),
             f"{_f(pooled['mean_iou'], 3)} ({_f(pooled['ci_low'])}–{_f(pooled['ci_high'])})",
-            _f(pooled["pixel_accuracy"], 3), per_fold]})
+            _f(pooled["pixel_accuracy"], 3), per_fold, _best_epoch_lead(folds, variant)]})
     ref = reference_table().loc["paper (ResUNet, 50 epochs, GPU; S1 v1 test)"]
     classes = classes or []
     if classes == [c for c in ref.index if c not in ("mean_iou", "pixel_accuracy")]:  # S2's have no published row
         rows.append({"command": 'python -c "import lumenkit.evaluation as e; print(e.reference_table())"'
                                 "  # published, not recomputed",
                      "cells": ["paper (S1 v1 **test**)", "", *(_f(ref[c]) for c in classes),
-                               _f(ref["mean_iou"], 3), _f(ref["pixel_accuracy"], 3), ""]})
+                               _f(ref["mean_iou"], 3), _f(ref["pixel_accuracy"], 3), "", ""]})
     return {"title": title, "folds": [_in_repo(f) for f in folds],
-            "columns": ["", "images", *classes, "mean IoU (95 % interval)", "pixel acc.", "per-fold mean IoU"],
+            "columns": ["", "images", *classes, "mean IoU (95 % interval)", "pixel acc.", "per-fold mean IoU",
+                        "best epoch's lead"],
             "rows": rows}
 
 
@@ -235,6 +260,16 @@ def modal(title: str, folds: list[str], specs: list[list[str]]) -> dict:
             f"{worst['error_pp']:+.1f} ({worst['mineral']} in {worst['image']})"]})
     return {"title": title, "kind": "modal", "folds": [_in_repo(f) for f in folds],
             "columns": ["", "images", *(classes or []), "mean", "largest error (pp)"], "rows": rows}
+
+
+def again(table: dict) -> dict:
+    """A cross-validation (``cv``) or ``modal`` table rebuilt from its kept fold evaluations with its own rows'
+    labels, sources and commands (after the evaluations or this script changed); other tables are refused."""
+    if "folds" not in table:
+        raise SystemExit(f"table {table.get('title')!r} keeps no folds: rerun the command that made it")
+    specs = [[r["cells"][0], r["source"], r["command"]] for r in table["rows"] if "source" in r]
+    make = modal if table.get("kind") == "modal" else cv
+    return make(table["title"], [str(ROOT / f) for f in table["folds"]], specs)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -277,7 +312,16 @@ def main(argv: list[str] | None = None) -> int:
     mp.add_argument("--title", required=True)
     mp.add_argument("--folds", nargs="+", required=True)
     mp.add_argument("--row", nargs=3, action="append", required=True, metavar=("LABEL", "VARIANT[:LABEL]", "COMMAND"))
+    ag = sub.add_parser("again")
+    ag.add_argument("names", nargs="+")
     a = p.parse_args(argv)
+    if a.kind == "again":
+        for name in a.names:
+            out = RESULTS / f"{name}.json"
+            out.write_text(json.dumps(again(json.loads(out.read_text(encoding="utf-8"))), indent=1,
+                                      ensure_ascii=False) + "\n", encoding="utf-8")
+            print(f"wrote {out.relative_to(ROOT)} again")
+        return 0
     if a.kind == "keep":
         kept = keep(a.runs, a.variant, a.into, a.name, a.fold_dirs)
         print(f"kept {len(kept)} files under {a.into}")

@@ -191,10 +191,7 @@ def test_cross_validation_tables_regenerate_from_the_kept_fold_evaluations():
     tables = [t for t in (json.loads(p.read_text(encoding="utf-8")) for p in _result_files()) if "folds" in t]
     assert tables, "no cross-validation table kept with its folds"
     for table in tables:
-        specs = [[r["cells"][0], r["source"], r["command"]] for r in table["rows"] if "source" in r]
-        make = _results_tables().modal if table.get("kind") == "modal" else _results_tables().cv
-        again = make(table["title"], [str(ROOT / f) for f in table["folds"]], specs)
-        assert again["rows"] == table["rows"]  # rerun `results_tables.py cv`/`modal` if the kept evaluations changed
+        assert _results_tables().again(table) == table  # `results_tables.py again NAME` after the evaluations changed
 
 
 def test_a_cross_validation_table_of_other_classes_than_the_papers_sets_no_paper_row():
