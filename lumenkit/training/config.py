@@ -16,6 +16,7 @@ from typing import Any
 
 from lumenkit.data.datasets import ValidationSplit
 from lumenkit.errors import ConfigError
+from lumenkit.inference.tiling import Tiling
 from lumenkit.models.resunet import ARCHITECTURES, BLOCKS, CONTEXTS
 
 RUN_CONTROL_FIELDS: tuple[str, ...] = (
@@ -245,7 +246,10 @@ class TrainConfig:
             per fold ``0 .. ceil(images / n_val) - 1`` cross-validates a recipe; see
             :func:`lumenkit.data.validation_split`). Like ``val_seed`` it changes the data: it is not among
             :data:`RUN_CONTROL_FIELDS`, so resuming with another fold is refused.
-        val_tile, val_margin: tiling of whole-image validation prediction.
+        val_tile, val_margin: tiling of whole-image validation prediction, px at model scale; by default the
+            prediction's (:class:`~lumenkit.inference.tiling.Tiling`), so the epoch kept as ``model.pt`` is chosen
+            by the score ``lumenkit evaluate`` gives it (a network with ``context="aspp"`` pools over each window,
+            so its output depends on the window size).
         seed: seed of initialisation and patch streams.
         workers: DataLoader worker processes per rank (0 = draw in the training process).
         threads: torch threads per process (default: usable cores / processes on this node).
@@ -305,8 +309,8 @@ class TrainConfig:
     n_val: int = 10
     val_seed: int = 0
     val_fold: int = 0
-    val_tile: int = 512
-    val_margin: int = 64
+    val_tile: int = Tiling.tile
+    val_margin: int = Tiling.margin
     seed: int = 0
     workers: int = 0
     threads: int | None = None

@@ -11,6 +11,7 @@ import torch.distributed as dist
 
 from lumenkit.data.catalogue import IGNORE, ClassMap
 from lumenkit.evaluation.metrics import confusion_matrix
+from lumenkit.inference.tiling import Tiling
 from lumenkit.models.resunet import SegmentationModel
 from lumenkit.training.config import TrainConfig
 
@@ -48,8 +49,8 @@ def validate(
     model: SegmentationModel,
     val: ValidationData,
     num_classes: int,
-    tile: int = 512,
-    margin: int = 64,
+    tile: int = Tiling.tile,
+    margin: int = Tiling.margin,
     rank: int = 0,
     world_size: int = 1,
 ) -> dict[str, Any]:

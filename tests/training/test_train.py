@@ -500,3 +500,24 @@ def test_a_model_records_the_pixel_size_it_was_trained_at(tmp_path):
     plain = write_fake_dataset(tmp_path / "e")  # its dataset.yaml declares no pixel size
     train(data=str(plain), out=str(tmp_path / "r2"), epochs=1, **TINY)
     assert load_checkpoint(tmp_path / "r2" / "model.pt").pixel_size_um is None
+
+
+@pytest.mark.parametrize("val_tile", [None, 512])
+def test_each_epoch_is_validated_as_evaluate_scores_the_kept_model(tmp_path, val_tile):
+    """The window-dependent case: ``aspp`` pools over each window, so a validation tiled otherwise than prediction
+    would choose ``model.pt`` by a score ``lumenkit evaluate`` does not give it (images 1200 px wide at model
+    scale: three 512-px windows, two of the prediction's 768)."""
+    from lumenkit.evaluation.evaluate import evaluate
+    from lumenkit.training.validation import load_validation, validate
+
+    data = write_fake_dataset(tmp_path / "wide", n_train=4, n_test=0, size=(1200, 160))
+    cfg = TrainConfig(data=str(data), n_val=2, **({} if val_tile is None else {"val_tile": val_tile}))
+    torch.manual_seed(3)
+    model = create_model("resunet", in_channels=3, classes=3, width=4, depth=2, context="aspp").eval()
+    with torch.no_grad():  # weigh the window's mean as a trained network does (at initialisation it is ~1e-6)
+        model.context.pooled[0].weight.mul_(1e3)
+    ck = Checkpoint(model=model, class_map=ClassMap([0, 1, 2]), scale=0.5)
+    every_epoch = validate(model, load_validation(cfg, ck.class_map, 0.5), 3, tile=cfg.val_tile,
+                           margin=cfg.val_margin)["cm"]
+    kept = evaluate(str(data), ck, split="val", validation=cfg.validation, baselines=False, progress=False)
+    assert np.array_equal(every_epoch, kept.scores.confusion) == (val_tile is None)
