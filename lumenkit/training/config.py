@@ -166,13 +166,15 @@ def train_command(config: TrainConfig) -> str:
 def resumed_config(saved: TrainConfig, new: TrainConfig, stated: Iterable[str] = ()) -> TrainConfig:
     """The configuration a resumed run continues with: ``saved``, with the run-control fields of ``new``.
 
-    A time budget or epoch count of ``new`` left at its default keeps the saved one, so a run started with
-    ``minutes=90`` and resumed without restating it keeps its 90 minutes (the elapsed time counts). A budget
-    named in ``stated`` (given explicitly: an override of :func:`~lumenkit.training.train`, an option typed on
-    the command line) is taken even where it equals the default, so ``--minutes 45`` ends a 180-minute run at 45.
+    A time budget, epoch count or validation window (``val_tile``, ``val_margin``) of ``new`` left at its default
+    keeps the saved one, so a run started with ``minutes=90`` and resumed without restating it keeps its 90
+    minutes (the elapsed time counts), and a run validated in 512-px windows is not compared to its earlier epochs
+    in other windows after a resume (``model.pt`` is the best by one measure). A field named in ``stated`` (given
+    explicitly: an override of :func:`~lumenkit.training.train`, an option typed on the command line) is taken even
+    where it equals the default, so ``--minutes 45`` ends a 180-minute run at 45.
     """
     defaults = TrainConfig()
-    keep = {"epochs", "minutes"} - set(stated)
+    keep = {"epochs", "minutes", "val_tile", "val_margin"} - set(stated)
     control = {k: getattr(new, k) for k in RUN_CONTROL_FIELDS
                if not (k in keep and getattr(new, k) == getattr(defaults, k))}
     return dataclasses.replace(saved, **control)

@@ -152,6 +152,17 @@ def test_a_resumed_run_keeps_its_budget_unless_a_new_one_is_given():
     assert resumed_config(saved, TrainConfig(data="D"), stated={"minutes"}).epochs == 7
 
 
+def test_a_resumed_run_keeps_its_validation_windows_unless_new_ones_are_given():
+    """The best epoch (model.pt) is chosen by one measure: the windows of validation stay those the run began with."""
+    from lumenkit.training.config import resumed_config
+
+    saved = TrainConfig(data="D", val_tile=512, val_margin=32)
+    kept = resumed_config(saved, TrainConfig(data="D"))
+    assert (kept.val_tile, kept.val_margin) == (512, 32)
+    assert resumed_config(saved, TrainConfig(data="D", val_tile=1024)).val_tile == 1024
+    assert resumed_config(saved, TrainConfig(data="D"), stated={"val_tile"}).val_tile == TrainConfig().val_tile
+
+
 def test_cli_resume_with_the_default_budget_typed_shortens_a_long_run(tmp_path, monkeypatch):
     import dataclasses
 
