@@ -460,7 +460,7 @@ def summarise_modal_errors(errors: pd.DataFrame) -> dict[str, Any]:
     err = errors["error_pp"].abs()
     return {"mean_abs_pp": float(err.mean()),
             "per_mineral": err.groupby(errors["mineral"], sort=False).mean(),
-            "worst": errors.loc[err.idxmax()]}
+            "worst": errors.iloc[int(err.to_numpy().argmax())]}  # by position: concatenated rows repeat labels
 
 
 def summarise_error_sources(sources: pd.DataFrame, min_share: float = 0.4) -> list[str]:

@@ -277,3 +277,7 @@ def test_modal_errors_are_the_area_shares_of_each_images_confusion():
     assert summary["per_mineral"].to_dict() == pytest.approx({"BG": 5, "Py": 5})
     assert summary["worst"]["image"] == "a" and abs(summary["worst"]["error_pp"]) == pytest.approx(10)
     assert summarise_modal_errors(modal_errors({"class_order": ["BG"], "per_image_confusion": {}}))["worst"] is None
+    # several evaluations' rows concatenated repeat index labels: the worst row is still one row
+    both = pd.concat([modal_errors(doc), modal_errors(doc).assign(image=lambda d: d["image"] + "_2")])
+    worst = summarise_modal_errors(both)["worst"]
+    assert isinstance(worst, pd.Series) and worst["image"] == "a" and abs(worst["error_pp"]) == pytest.approx(10)
