@@ -4,7 +4,7 @@
         docs/results/published.json: the published reference figures and the protocol of each
         (lumenkit.evaluation.reference).
     python scripts/results_tables.py evaluations NAME --title TITLE \\
-            --row LABEL EVAL.json "COMMAND" [--row ...] [--note LABEL "TEXT"]
+            --row LABEL EVAL.json "COMMAND" [--row ...]
         docs/results/NAME.json: one row per ``lumenkit evaluate`` JSON: per-class IoU, mean IoU (95 % interval over
         images), pixel accuracy, and the same mean and accuracy with a 2-px void border (both protocols of the one
         run); COMMAND is what reproduces the row.
@@ -186,23 +186,46 @@ def _in_repo(path: str) -> str:
     return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(path)
 
 
-def _best_epoch_lead(folds: list[str], variant: str) -> str:
-    """How much choosing ``model.pt`` by validation flatters: the best epoch's validation mean IoU minus the last
-    epoch's, from each fold's kept ``history.csv``, averaged over folds (``–`` when a fold kept none, as an ensemble's).
+def _fold_lead(path: Path) -> float:
+    """Best validation mean IoU minus the last epoch's, from one ``history.csv``.
 
-    The figure is the training's own per-epoch validation, which scores the same images as the evaluation; the
-    model scored in the row is the best epoch's, chosen on those images, so the row sits about this much above what
-    a fixed number of epochs, chosen in advance, would score.
+    Raises:
+        SystemExit: the history has no epochs, or its last epoch has no validation score (the lead is unknown).
     """
     import pandas as pd
 
-    leads = []
-    for fold in folds:
-        path = Path(fold) / variant / "history.csv"
-        if not path.exists():
-            return "–"
-        miou = pd.read_csv(path)["val_miou"].dropna()
-        leads.append(float(miou.max() - miou.iloc[-1]))
+    miou = pd.read_csv(path)["val_miou"]
+    if miou.empty or miou.isna().all():
+        raise SystemExit(f"{path}: no validated epoch; keep the fold's history.csv of a finished run")
+    if pd.isna(miou.iloc[-1]):
+        raise SystemExit(f"{path}: the last epoch has no validation score, so the best epoch's lead over it is "
+                         "unknown; rerun the table from a history whose every epoch was validated")
+    return float(miou.max() - miou.iloc[-1])
+
+
+def _best_epoch_lead(folds: list[str], variant: str) -> str:
+    """How much choosing ``model.pt`` by validation flatters: the best epoch's validation mean IoU minus the last
+    epoch's, from each fold's kept ``history.csv``, averaged over folds.
+
+    The figure is the training's own per-epoch validation, which scores the same images as the evaluation; the
+    model scored in the row is the best epoch's, chosen on those images, so the row sits about this much above what
+    a fixed number of epochs, chosen in advance, would score. A row scoring a variant otherwise (``VARIANT:LABEL``:
+    refined, with TTA) shows its training's lead; an ensemble's row shows each member's (``+a / +b``), as each
+    member is its own best epoch; ``–`` when no fold kept a history.
+    """
+    from lumenkit.lab.ablation import VARIANTS
+
+    spec = VARIANTS.get(variant)
+    if spec is not None and spec.uses:  # scores another variant's model (or an ensemble of several)
+        return " / ".join(_best_epoch_lead(folds, member) for member in (spec.uses, *spec.also))
+    paths = [Path(fold) / variant / "history.csv" for fold in folds]
+    if not any(p.exists() for p in paths):
+        return "–"
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise SystemExit(f"{missing[0]}: missing while other folds keep theirs; keep every fold's history.csv "
+                         "(results_tables.py keep)")
+    leads = [_fold_lead(p) for p in paths]
     return f"+{sum(leads) / len(leads):.3f}"
 
 
@@ -267,6 +290,11 @@ def again(table: dict) -> dict:
     labels, sources and commands (after the evaluations or this script changed); other tables are refused."""
     if "folds" not in table:
         raise SystemExit(f"table {table.get('title')!r} keeps no folds: rerun the command that made it")
+    sourceless = [r["cells"][0] for r in table["rows"] if "source" not in r and "reference_table" not in r["command"]]
+    if sourceless or not any("source" in r for r in table["rows"]):
+        raise SystemExit(f"table {table.get('title')!r}: row {sourceless[0] if sourceless else '(any)'!r} names no "
+                         "variant it was made from (written before rows kept their source): rerun the cv/modal command "
+                         "that made it")
     specs = [[r["cells"][0], r["source"], r["command"]] for r in table["rows"] if "source" in r]
     make = modal if table.get("kind") == "modal" else cv
     return make(table["title"], [str(ROOT / f) for f in table["folds"]], specs)
@@ -316,10 +344,15 @@ def main(argv: list[str] | None = None) -> int:
     ag.add_argument("names", nargs="+")
     a = p.parse_args(argv)
     if a.kind == "again":
+        from lumenkit.data.imageio import atomic_write
+
         for name in a.names:
-            out = RESULTS / f"{name}.json"
-            out.write_text(json.dumps(again(json.loads(out.read_text(encoding="utf-8"))), indent=1,
-                                      ensure_ascii=False) + "\n", encoding="utf-8")
+            out = RESULTS / f"{Path(name).name.removesuffix('.json')}.json"  # NAME, NAME.json or its path
+            if not out.exists():
+                raise SystemExit(f"{out}: no such table; name one of docs/results/*.json")
+            table = again(json.loads(out.read_text(encoding="utf-8")))
+            with atomic_write(out, "w") as f:
+                f.write(json.dumps(table, indent=1, ensure_ascii=False) + "\n")
             print(f"wrote {out.relative_to(ROOT)} again")
         return 0
     if a.kind == "keep":

@@ -194,6 +194,32 @@ def test_cross_validation_tables_regenerate_from_the_kept_fold_evaluations():
         assert _results_tables().again(table) == table  # `results_tables.py again NAME` after the evaluations changed
 
 
+def test_the_best_epochs_lead_reads_each_folds_history_and_each_ensemble_member(tmp_path):
+    rt = _results_tables()
+    folds = [tmp_path / "f0", tmp_path / "f1"]
+    for fold, last in zip(folds, (0.70, 0.76), strict=True):
+        for variant, lead in (("aspp_ema", 0.0), ("separable", 0.04)):
+            (fold / variant).mkdir(parents=True)
+            (fold / variant / "history.csv").write_text(f"epoch,val_miou\n1,0.5\n2,{last + lead}\n3,{last}\n")
+    names = [str(f) for f in folds]
+    assert rt._best_epoch_lead(names, "separable") == "+0.040"
+    assert rt._best_epoch_lead(names, "ensemble_aspp_ema_separable") == "+0.000 / +0.040"  # each member's pick
+    assert rt._best_epoch_lead(names, "default") == "–"  # no fold kept a history
+    (folds[1] / "aspp_ema" / "history.csv").write_text("epoch,val_miou\n1,0.5\n2,\n")
+    with pytest.raises(SystemExit, match="last epoch has no validation score"):
+        rt._best_epoch_lead(names, "aspp_ema")
+    (folds[1] / "separable" / "history.csv").unlink()
+    with pytest.raises(SystemExit, match="missing while other folds keep theirs"):
+        rt._best_epoch_lead(names, "separable")
+
+
+def test_a_table_whose_rows_name_no_source_is_not_rebuilt():
+    table = json.loads((RESULTS / "cv_s1_candidates.json").read_text(encoding="utf-8"))
+    del table["rows"][0]["source"]
+    with pytest.raises(SystemExit, match="names no variant"):
+        _results_tables().again(table)
+
+
 def test_a_cross_validation_table_of_other_classes_than_the_papers_sets_no_paper_row():
     table = _results_tables().cv("S2", [str(RESULTS / "cv" / "s2_cv_fold0")], [["pair", "s2_pair", "cmd"]])
     assert table["columns"][2:7] == ["BG", "Ccp", "Mag", "Po", "Pn"]
