@@ -28,6 +28,10 @@
     python scripts/results_tables.py again NAME [NAME ...]
         docs/results/NAME.json, a cv or modal table, rebuilt from its kept folds with its own rows (labels, sources,
         commands): after a fold's evaluations or this script changed.
+    python scripts/results_tables.py epochs NAME
+        Print, for each variant a cv table's rows train, the mean over its folds of the per-epoch validation mean IoU
+        at the best epoch and at the last (history.csv) and of the kept evaluation (val.json): what the pick and the
+        evaluation's windows each add.
     python scripts/results_tables.py modal NAME --title TITLE --folds DIR [DIR ...] \
             --row LABEL VARIANT[:SCORE_LABEL] "COMMAND" [--row ...]
         docs/results/NAME.json: what each variant does to modal mineralogy over the folds' validation images: per
@@ -47,6 +51,10 @@ import json
 import sys
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"
@@ -285,6 +293,25 @@ def modal(title: str, folds: list[str], specs: list[list[str]]) -> dict:
             "columns": ["", "images", *(classes or []), "mean", "largest error (pp)"], "rows": rows}
 
 
+def epochs(table: dict) -> pd.DataFrame:
+    """Per trained variant of a cv table: the fold-mean validation mean IoU at the best and the last epoch
+    (``history.csv``) and the fold-mean of the kept evaluation (``val.json``), three decimals."""
+    import pandas as pd
+
+    rows = {}
+    for r in table["rows"]:
+        variant = r.get("source", "").partition(":")[0]
+        paths = [ROOT / f / variant for f in table.get("folds", [])]
+        if not variant or variant in rows or not all((p / "history.csv").exists() for p in paths):
+            continue
+        hist = [pd.read_csv(p / "history.csv")["val_miou"] for p in paths]
+        ev = [json.loads((p / "val.json").read_text(encoding="utf-8"))["mean_iou"] for p in paths]
+        rows[variant] = {"best_epoch": sum(h.max() for h in hist) / len(hist),
+                         "last_epoch": sum(h.iloc[-1] for h in hist) / len(hist),
+                         "evaluation": sum(ev) / len(ev)}
+    return pd.DataFrame.from_dict(rows, orient="index").round(3)
+
+
 def again(table: dict) -> dict:
     """A cross-validation (``cv``) or ``modal`` table rebuilt from its kept fold evaluations with its own rows'
     labels, sources and commands (after the evaluations or this script changed); other tables are refused."""
@@ -342,7 +369,15 @@ def main(argv: list[str] | None = None) -> int:
     mp.add_argument("--row", nargs=3, action="append", required=True, metavar=("LABEL", "VARIANT[:LABEL]", "COMMAND"))
     ag = sub.add_parser("again")
     ag.add_argument("names", nargs="+")
+    ep = sub.add_parser("epochs")
+    ep.add_argument("name")
     a = p.parse_args(argv)
+    if a.kind == "epochs":
+        path = RESULTS / f"{Path(a.name).name.removesuffix('.json')}.json"
+        if not path.exists():
+            raise SystemExit(f"{path}: no such table; name one of docs/results/*.json")
+        print(epochs(json.loads(path.read_text(encoding="utf-8"))).to_string())
+        return 0
     if a.kind == "again":
         from lumenkit.data.imageio import atomic_write
 

@@ -213,6 +213,14 @@ def test_the_best_epochs_lead_reads_each_folds_history_and_each_ensemble_member(
         rt._best_epoch_lead(names, "separable")
 
 
+def test_the_epochs_summary_reads_the_best_and_last_epoch_of_each_trained_variant():
+    table = json.loads((RESULTS / "cv_s1_candidates.json").read_text(encoding="utf-8"))
+    df = _results_tables().epochs(table)
+    assert list(df.columns) == ["best_epoch", "last_epoch", "evaluation"]
+    assert "default" in df.index and "ensemble_aspp_ema_separable" not in df.index  # trained variants only
+    assert (df["best_epoch"] >= df["last_epoch"]).all()
+
+
 def test_a_table_whose_rows_name_no_source_is_not_rebuilt():
     table = json.loads((RESULTS / "cv_s1_candidates.json").read_text(encoding="utf-8"))
     del table["rows"][0]["source"]
