@@ -263,7 +263,7 @@ def test_replacing_benchmark_rows_keeps_other_benchmarks_rows_and_the_order():
 
 
 _PROGS = {"lumenkit": "lumenkit.cli", "lumenkit-lab": "lumenkit.lab.cli"}
-# A fenced block: its opening fence with an optional language tag, its body, its closing fence, each fence on a line
+# A fenced block: its opening fence with an optional info string, its body, its closing fence, each fence on a line
 # of its own (so a ```yaml block does not pair its closing fence with the next block's opening one).
 _FENCED = re.compile(r"^[ \t]*```([^\n`]*)\n(.*?)^[ \t]*```[ \t]*$", re.S | re.M)
 _SHELL_TAGS = {"", "bash", "sh", "shell", "console"}
@@ -271,6 +271,10 @@ _SHELL_TAGS = {"", "bash", "sh", "shell", "console"}
 _INLINE = re.compile(r"`((?:[^`\n]|\n(?![ \t]*\n))+)`")
 # Prose that names a command the CLIs no longer have, on purpose (the restructure's map of old names to new).
 _HISTORICAL = {"lumenkit ablation"}
+# Elision and usage notation: "…"/"..." alone, "PATH..." (one or more), "<run>".
+_ELIDED = re.compile(r"…|\.\.\.|<[^>]*>")
+# What runs a module as a program: ``python -m``, ``torchrun [options] -m``.
+_RUNNER = r"^(?:python3?|torchrun(?:\s+--?[\w-]+(?:[ =][^\s-]\S*)?)*)\s+-m\s+"
 
 
 def _braces(token: str) -> list[str]:
@@ -281,13 +285,26 @@ def _braces(token: str) -> list[str]:
     return [x for alt in m.group(1).split(",") for x in _braces(token[:m.start()] + alt + token[m.end():])]
 
 
+def _uncommented(line: str) -> str:
+    """``line`` without its shell comment: a ``#`` at the start of a word, outside quotes."""
+    quote = None
+    for i, ch in enumerate(line):
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch == "#" and (i == 0 or line[i - 1].isspace()):
+            return line[:i]
+    return line
+
+
 def _shell_lines(block: str) -> list[str]:
-    """A shell block's lines with continuations joined, prompts (``$ ``) dropped and ``NAME=value`` assignments of
-    the block expanded where ``$NAME`` is used later in it."""
+    """A shell block's lines with continuations joined, comments and prompts (``$ ``) dropped and ``NAME=value``
+    assignments (``export`` too) of the block expanded where ``$NAME`` is used later in it."""
     lines, assigned = [], {}
     for line in block.replace("\\\n", " ").splitlines():
-        line = re.sub(r"^\s*\$\s+", "", line)
-        m = re.fullmatch(r"\s*([A-Za-z_]\w*)=(\"[^\"]*\"|'[^']*'|\S*)\s*", line)
+        line = re.sub(r"^\s*\$\s+", "", _uncommented(line))
+        m = re.fullmatch(r"\s*(?:export\s+)?([A-Za-z_]\w*)=(\"[^\"]*\"|'[^']*'|\S*)\s*", line)
         if m:
             assigned[m.group(1)] = m.group(2).strip("\"'")
             continue
@@ -298,101 +315,140 @@ def _shell_lines(block: str) -> list[str]:
 
 
 def _cli_invocations(text: str) -> list[tuple[str, bool]]:
-    """Every ``lumenkit``/``lumenkit-lab`` invocation written in a page: (command, whether it was inline code).
+    """Every ``lumenkit``/``lumenkit-lab`` invocation written in a page: (command, whether it is prose).
 
-    Fenced blocks count when they are shell (no tag, ``bash``, ``sh``, ``shell``, ``console``); ``python -m
-    lumenkit[.lab]`` counts as the CLI it runs. Shell lines are split at ``;``, ``&&``, ``|`` (a table cell's ``\\|``),
-    ``do`` and ``then``; comments are dropped; elided commands (``…``, ``...``, ``<...>``) are left out, as they are
-    not meant to be typed as written.
+    Fenced blocks count when they are shell (info string ``bash``, ``sh``, ``shell``, ``console`` or none); ``python
+    -m lumenkit[.lab][.cli]`` and ``torchrun … -m lumenkit`` count as the CLI they run. Shell lines are split at
+    ``;``, ``&&``, ``|`` (a table cell's ``\\|``), ``do`` and ``then`` after their comments are dropped. Inline code,
+    and a command with elisions (``…``, ``...``, ``PATH...``, ``<run>``), is prose: it is checked without its
+    required arguments (:func:`_cli_error`).
     """
-    blocks = [body for tag, body in _FENCED.findall(text) if tag.strip().lower() in _SHELL_TAGS]
+    blocks = [body for tag, body in _FENCED.findall(text) if (tag.split() or [""])[0].lower() in _SHELL_TAGS]
     inline_code = [" ".join(c.split()) for c in _INLINE.findall(_FENCED.sub("", text))]
     found = []
     for inline, lines in ((False, [ln for b in blocks for ln in _shell_lines(b)]), (True, inline_code)):
         for line in lines:
-            for seg in re.split(r";|&&|\|\||\\?\||\bdo\b|\bthen\b", line):
-                seg = re.sub(r"(?:^|\s)#.*$", "", seg).strip()
-                seg = re.sub(r"^(?:(?:nohup|time|nice -n \d+|[A-Z_]+=\S+)\s+)*", "", seg)
-                seg = re.sub(r"^python3? -m lumenkit\.lab\b", "lumenkit-lab", seg)
-                seg = re.sub(r"^python3? -m lumenkit\b", "lumenkit", seg)
-                if re.match(r"lumenkit(?:-lab)?(?:\s|$)", seg) and not re.search(r"…|\.\.\.|<", seg):
-                    found.append((seg, inline))
+            for seg in re.split(r";|&&|\|\||\\?\||\bdo\b|\bthen\b", line if not inline else _uncommented(line)):
+                seg = re.sub(r"^(?:(?:nohup|time|nice -n \d+|[A-Z_]+=\S+)\s+)*", "", seg.strip())
+                seg = re.sub(_RUNNER + r"lumenkit\.lab(?:\.cli)?\b", "lumenkit-lab", seg)
+                seg = re.sub(_RUNNER + r"lumenkit(?:\.cli)?\b", "lumenkit", seg)
+                if re.match(r"lumenkit(?:-lab)?(?:\s|$)", seg):
+                    found.append((seg, inline or bool(_ELIDED.search(seg))))
     return found
 
 
-def _relaxed(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """A copy of ``parser`` (and its subcommands) in which no option is required: what a prose fragment is checked
-    against, so a misspelled option is still seen where required ones are left out."""
+def _checked(parser: argparse.ArgumentParser, prose: bool) -> argparse.ArgumentParser:
+    """A copy of ``parser`` (and its subcommands) that takes no abbreviated option (``--minute`` for ``--minutes``
+    is a misspelling in a document) and, for prose, requires nothing, so that a misspelled option is still seen where
+    required ones are left out."""
     import copy
 
     parser = copy.deepcopy(parser)
     stack = [parser]
     while stack:
         p = stack.pop()
+        p.allow_abbrev = False
         for action in p._actions:
-            if action.option_strings:
-                action.required = False
             if isinstance(action, argparse._SubParsersAction):
                 stack.extend(action.choices.values())
+            elif prose:
+                action.required = False
     return parser
 
 
-def _cli_error(command: str, inline: bool) -> str | None:
+# argparse refusing an upper-case placeholder: its value type, the placeholder, the choices if any.
+_PLACEHOLDER = re.compile(r"argument \S+: (?:invalid (\w+) value: |invalid choice: |expected an? (\w+).*got )"
+                          r"'([A-Z][A-Z0-9_]*)'(?: \(choose from (.*)\))?$")
+_NO_VALUE = re.compile(r"argument (\S+): expected one argument$")
+
+
+def _cli_error(command: str, prose: bool) -> str | None:
     """argparse's complaint about one documented command, or ``None`` when it parses.
 
-    Placeholders stay legal: an upper-case value (``--minutes N``, ``--val-fold F``, ``ablation run VARIANT``),
-    ``[--opt]`` for an optional flag, ``$F`` for a loop's fold. Inline code is prose: it may leave out required
-    options and end at an option that wants a value, but its subcommand and the options it names must exist.
-    An ablation variant must be one ``lumenkit-lab ablation list`` shows.
+    Placeholders stay legal: an upper-case value (``--minutes N``, ``--val-fold F``, ``ablation run VARIANT``) is
+    replaced by a value of the option's type (its first choice, ``1``) and the command parsed again, so what follows
+    it is checked too; ``[--opt]`` is an optional flag, ``$F`` a loop's fold. Prose (inline code, elided commands) may
+    leave out required arguments and elided parts, but its subcommand and the options it names must exist. An
+    ablation variant must be one ``lumenkit-lab ablation list`` shows.
     """
     import contextlib
     import io
     import shlex
 
-    if inline and command in _HISTORICAL:
+    if prose and command in _HISTORICAL:
         return None
     tokens = [x for t in shlex.split(command, comments=True) for x in _braces(t.replace("$F", "0").strip("[]"))]
-    parser = importlib.import_module(_PROGS[tokens[0]]).build_parser()
-    if inline:
-        parser = _relaxed(parser)
-    err = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(err):
-            args = parser.parse_args(tokens[1:])
-    except SystemExit as e:
-        message = err.getvalue().strip().splitlines()[-1] if err.getvalue().strip() else str(e.code)
-        tolerated = re.search(r"'[A-Z_]+'\)?$", message) or (inline and (
-            ("expected one argument" in message and tokens[-1].startswith("-"))
-            or ("arguments are required" in message and not any(t.startswith("-") for t in tokens))))
-        return None if not e.code or tolerated else message
-    if getattr(args, "command", None) == "ablation" and getattr(args, "name", None) and not args.name.isupper():
+    tokens = [_ELIDED.sub("", t) or None for t in tokens]
+    tokens = [t for t in tokens if t]
+    if prose and len(tokens) == 1:  # the program's name
+        return None
+    parser = _checked(importlib.import_module(_PROGS[tokens[0]]).build_parser(), prose)
+    for _ in range(len(tokens)):
+        err = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(err):
+                args = parser.parse_args(tokens[1:])
+            break
+        except SystemExit as e:
+            if not e.code:
+                return None
+            message = err.getvalue().strip().splitlines()[-1] if err.getvalue().strip() else str(e.code)
+            m = _PLACEHOLDER.search(message)
+            if m and m.group(3) in tokens:
+                choices = m.group(4)
+                value = (choices.split(",")[0].strip().strip("'") if choices else
+                         "1" if (m.group(1) or m.group(2)) in ("int", "float") else "x")
+                tokens[tokens.index(m.group(3))] = value
+                continue
+            m = _NO_VALUE.search(message)
+            options = m.group(1).split("/") if m else []
+            at = [i for i, t in enumerate(tokens) if t in options]
+            if prose and at:  # an option whose value prose elided or left for the reader
+                tokens.insert(at[0] + 1, "X")  # a placeholder, typed on the next round
+                continue
+            return message
+    else:
+        return f"still refused after filling {len(tokens)} placeholders: {message}"
+    if getattr(args, "command", None) == "ablation" and getattr(args, "name", None):
         from lumenkit.lab.ablation import VARIANTS
 
-        if args.name not in VARIANTS:
+        if args.name not in VARIANTS and not re.fullmatch(r"[A-Z][A-Z0-9_]*", args.name):
             return f"no ablation variant {args.name!r}"
     return None
 
 
 def test_the_checker_of_documented_commands_sees_a_wrong_option():
     page = ("Run `lumenkit train --data D --minuts 45` or `lumenkit evaluat` or `lumenkit evaluate --out\nr.json "
-            "--modle m` or `lumenkit train --minutes`.\n```python\nx = 1\n```\n```yaml\na: 1\n```\n"
-            "```bash\nfor F in 0 1; do lumenkit-lab ablation run long --val-fold $F --runs r{0,1}; done\n"
-            "$ lumenkit evaluate --data D --model M --out o.json --val-fold x  # see ...\n"
-            "S=\"--data D --minuts 3\"\npython -m lumenkit train $S --out o\nlumenkit evaluate --modle m\n```\n")
+            "--modle m` or `lumenkit train --minutes` or `lumenkit predict --tta`.\n```python\nx = 1\n```\n"
+            "```yaml\na: 1\n```\n"
+            "```bash title=run\nfor F in 0 1; do lumenkit-lab ablation run long --val-fold $F --runs r{0,1}; done\n"
+            "$ lumenkit evaluate --data D --model M --out o.json --val-fold x  # see ...; lumenkit foo\n"
+            "export S=\"--data D --minuts 3\"\npython -m lumenkit train $S --out o\nlumenkit evaluate --modle m\n"
+            "lumenkit train --data D --minutes N --epocs 3 --out o\nlumenkit train --data D --minute 3 --out o\n"
+            "torchrun --nproc-per-node 2 -m lumenkit predict --model M --out O --tat PATH...\n```\n")
     found = _cli_invocations(page)
     assert [c for c, _ in found] == ["lumenkit-lab ablation run long --val-fold $F --runs r{0,1}",
                                      "lumenkit evaluate --data D --model M --out o.json --val-fold x",
                                      "lumenkit train --data D --minuts 3 --out o",
                                      "lumenkit evaluate --modle m",
+                                     "lumenkit train --data D --minutes N --epocs 3 --out o",
+                                     "lumenkit train --data D --minute 3 --out o",
+                                     "lumenkit predict --model M --out O --tat PATH...",
                                      "lumenkit train --data D --minuts 45", "lumenkit evaluat",
-                                     "lumenkit evaluate --out r.json --modle m", "lumenkit train --minutes"]
-    errors = [_cli_error(c, inline) for c, inline in found]
-    assert errors[0] is None and errors[-1] is None
+                                     "lumenkit evaluate --out r.json --modle m", "lumenkit train --minutes",
+                                     "lumenkit predict --tta"]
+    assert [prose for _, prose in found] == [False] * 6 + [True] * 6  # an elided command is prose
+    errors = [_cli_error(c, prose) for c, prose in found]
+    assert errors[0] is None and errors[-1] is None and errors[-2] is None
     assert "invalid int value: 'x'" in errors[1]
-    assert "unrecognized arguments: --minuts" in errors[2] and "unrecognized arguments: --minuts" in errors[4]
+    assert "unrecognized arguments: --minuts" in errors[2] and "unrecognized arguments: --minuts" in errors[7]
     assert "required" in errors[3]  # a shell block's command is whole: the required options must be there
-    assert "invalid choice: 'evaluat'" in errors[5] and "unrecognized arguments: --modle" in errors[6]
-    assert _cli_error("lumenkit-lab ablation cv lung --runs r0 r1", inline=False) == "no ablation variant 'lung'"
+    assert "unrecognized arguments: --epocs" in errors[4]  # checked past the placeholder N
+    assert "unrecognized arguments: --minute" in errors[5]  # no abbreviations
+    assert "unrecognized arguments: --tat" in errors[6]
+    assert "invalid choice: 'evaluat'" in errors[8] and "unrecognized arguments: --modle" in errors[9]
+    assert _cli_error("lumenkit-lab ablation cv lung --runs r0 r1", prose=False) == "no ablation variant 'lung'"
+    assert _cli_error("lumenkit-lab ablation run VARIANT --data D --runs R", prose=False) is None
 
 
 def test_every_documented_command_parses():
@@ -404,6 +460,6 @@ def test_every_documented_command_parses():
         rows = json.loads(path.read_text(encoding="utf-8"))["rows"]
         found += [(path.name, *c) for r in rows for c in _cli_invocations(f"```\n{r['command']}\n```")]
     assert len(found) > 100
-    bad = [f"{name}: {command} → {error}" for name, command, inline in found
-           if (error := _cli_error(command, inline))]
+    bad = [f"{name}: {command} → {error}" for name, command, prose in found
+           if (error := _cli_error(command, prose))]
     assert not bad, "\n".join(bad)

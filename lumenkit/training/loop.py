@@ -188,9 +188,9 @@ def train(
         config: the configuration (default ``TrainConfig()``, the ``s1`` preset); keyword ``overrides`` replace its
             fields.
         on_step: called after every optimizer step with ``{"epoch", "step", "loss", "lr"}`` (e.g. live plots).
-        **overrides: fields of :class:`TrainConfig`. On resume, a budget given here (``minutes``, ``epochs``)
-            replaces the saved run's even where it equals the default; one left in ``config`` at its default keeps
-            the saved budget.
+        **overrides: fields of :class:`TrainConfig`. On resume, a budget or validation window given here
+            (``minutes``, ``epochs``, ``val_tile``, ``val_margin``) replaces the saved run's even where it equals the
+            default; one left in ``config`` at its default keeps the saved one.
 
     Returns:
         A :class:`TrainResult` (on every rank; only rank 0 wrote files).

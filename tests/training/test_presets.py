@@ -173,7 +173,7 @@ def test_cli_resume_with_the_default_budget_typed_shortens_a_long_run(tmp_path, 
     from lumenkit.models.resunet import create_model
 
     run = tmp_path / "run"
-    saved = TrainConfig.from_preset("long", data="D", out=str(run))
+    saved = TrainConfig.from_preset("long", data="D", out=str(run), val_tile=512)
     net = create_model("resunet", in_channels=3, classes=2, width=4, depth=2)
     Checkpoint(net, ClassMap([0, 1]), 0.125, [], {"epoch": 1}, {"train": saved.to_dict()}).save(run / "last.pt")
     ran = []
@@ -188,6 +188,9 @@ def test_cli_resume_with_the_default_budget_typed_shortens_a_long_run(tmp_path, 
                                   (["--epochs", "3"], None, 3)]:
         assert main([*base, *args]) == 0
         assert (ran[-1].minutes, ran[-1].epochs) == (minutes, epochs), args
+        assert ran[-1].val_tile == 512  # the windows it began with
+    # a validation window typed is taken, the default's too
+    assert main([*base, "--val-tile", str(TrainConfig().val_tile)]) == 0 and ran[-1].val_tile == TrainConfig().val_tile
     # a preset names its budget, the default's 45 minutes too: s1 does not end a long run unasked
     with pytest.raises(ConfigError, match=r"minutes: saved 180.0, preset 's1' 45.0 \(--minutes changes a budget"):
         train_config(build_parser().parse_args([*base, "--preset", "s1"]))
