@@ -304,8 +304,11 @@ def epochs(table: dict) -> pd.DataFrame:
         paths = [ROOT / f / variant for f in table.get("folds", [])]
         if not variant or variant in rows or not all((p / "history.csv").exists() for p in paths):
             continue
+        for p in paths:
+            _fold_lead(p / "history.csv")  # the same refusals: no validated epoch, an unvalidated last one
         hist = [pd.read_csv(p / "history.csv")["val_miou"] for p in paths]
-        ev = [json.loads((p / "val.json").read_text(encoding="utf-8"))["mean_iou"] for p in paths]
+        ev = [json.loads((p / "val.json").read_text(encoding="utf-8"))["mean_iou"] if (p / "val.json").exists()
+              else float("nan") for p in paths]  # not evaluated yet: NaN
         rows[variant] = {"best_epoch": sum(h.max() for h in hist) / len(hist),
                          "last_epoch": sum(h.iloc[-1] for h in hist) / len(hist),
                          "evaluation": sum(ev) / len(ev)}
@@ -319,9 +322,9 @@ def again(table: dict) -> dict:
         raise SystemExit(f"table {table.get('title')!r} keeps no folds: rerun the command that made it")
     sourceless = [r["cells"][0] for r in table["rows"] if "source" not in r and "reference_table" not in r["command"]]
     if sourceless or not any("source" in r for r in table["rows"]):
-        raise SystemExit(f"table {table.get('title')!r}: row {sourceless[0] if sourceless else '(any)'!r} names no "
-                         "variant it was made from (written before rows kept their source): rerun the cv/modal command "
-                         "that made it")
+        which = f"row {sourceless[0]!r} names" if sourceless else "no row names"
+        raise SystemExit(f"table {table.get('title')!r}: {which} the variant it was made from (written before rows "
+                         "kept their source): rerun the cv/modal command that made it")
     specs = [[r["cells"][0], r["source"], r["command"]] for r in table["rows"] if "source" in r]
     make = modal if table.get("kind") == "modal" else cv
     return make(table["title"], [str(ROOT / f) for f in table["folds"]], specs)
