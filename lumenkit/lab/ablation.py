@@ -133,6 +133,9 @@ VARIANTS: dict[str, Variant] = {
         Variant("separable", "exposure with depthwise-separable 3×3 convolutions (1/4 of the weights, 1/5 of the "
                 "FLOPs; on a CPU a step at most a tenth cheaper: benchmarks/bench_variants.py)",
                 {**_EXPOSURE, "block": "separable"}),
+        Variant("inverted", "exposure with MobileNetV2's inverted residuals (1×1 expansion ×4, depthwise 3×3, linear "
+                "1×1 projection) in place of the 3×3 convolutions: benchmarks/bench_variants.py measures its step",
+                {**_EXPOSURE, "block": "inverted"}),
         Variant("aspp", "exposure + an atrous spatial pyramid (dilations 2, 4 and the window's mean) at the "
                 "bottleneck", {**_EXPOSURE, "context": "aspp"}),
         Variant("separable_aspp", "separable + aspp", {**_EXPOSURE, "block": "separable", "context": "aspp"}),

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-BLOCKS: tuple[str, ...] = ("residual", "plain", "separable")
+BLOCKS: tuple[str, ...] = ("residual", "plain", "separable", "inverted")
 CONTEXTS: tuple[str, ...] = ("none", "aspp")
 """Context modules a :class:`ResUNet` can put at its bottleneck."""
 
@@ -43,16 +43,37 @@ def _separable_bn_relu(cin: int, cout: int) -> nn.Sequential:
     )
 
 
+INVERTED_EXPANSION = 4
+"""Channel expansion of the ``inverted`` block's hidden layer (MobileNetV2 uses 6; 4 keeps its FLOPs near the paper's
+block at these widths)."""
+
+
+def _inverted_bn(cin: int, cout: int, expansion: int = INVERTED_EXPANSION) -> nn.Sequential:
+    """MobileNetV2's inverted residual body (the linear projection ends it without ReLU).
+
+    1×1 expansion to ``expansion × cin`` →BN→ReLU, depthwise 3×3 →BN→ReLU, 1×1 projection to ``cout`` →BN.
+    """
+    hidden = expansion * cin
+    return nn.Sequential(
+        nn.Conv2d(cin, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True),
+        nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden, bias=False), nn.BatchNorm2d(hidden),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout),
+    )
+
+
 class ConvBlock(nn.Module):
     """The paper's block: ``(1×1 conv→BN→ReLU) + (3×3 conv→BN→ReLU→3×3 conv→BN→ReLU)``.
 
     With ``kind="plain"`` only the 3×3 branch is used (a classic U-Net block); with ``kind="separable"`` the two
-    3×3 convolutions are depthwise-separable (a lighter block with the paper's 1×1 shortcut).
+    3×3 convolutions are depthwise-separable (a lighter block with the paper's 1×1 shortcut); with
+    ``kind="inverted"`` each is an inverted residual (MobileNetV2's: 1×1 expansion ×4, depthwise 3×3, linear 1×1
+    projection; the second with its identity shortcut), again beside the paper's 1×1 shortcut.
 
     Args:
         in_channels: input channels.
         out_channels: output channels.
-        kind: ``"residual"``, ``"plain"`` or ``"separable"``.
+        kind: ``"residual"``, ``"plain"``, ``"separable"`` or ``"inverted"``.
 
     Raises:
         ValueError: for an unknown ``kind``.
@@ -62,9 +83,13 @@ class ConvBlock(nn.Module):
         super().__init__()
         if kind not in BLOCKS:
             raise ValueError(f"unknown block {kind!r}; valid blocks: {', '.join(BLOCKS)}")
+        self.inner = None
         if kind == "separable":
             self.body = nn.Sequential(_separable_bn_relu(in_channels, out_channels),
                                       _separable_bn_relu(out_channels, out_channels))
+        elif kind == "inverted":
+            self.body = _inverted_bn(in_channels, out_channels)
+            self.inner = _inverted_bn(out_channels, out_channels)  # same channels: identity shortcut around it
         else:
             self.body = nn.Sequential(
                 _conv_bn_relu(in_channels, out_channels, 3), _conv_bn_relu(out_channels, out_channels, 3)
@@ -74,6 +99,8 @@ class ConvBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the block to ``(N, C_in, H, W)``; returns ``(N, C_out, H, W)``."""
         y = self.body(x)
+        if self.inner is not None:
+            y = y + self.inner(y)
         return y if self.shortcut is None else y + self.shortcut(x)
 
 
@@ -221,7 +248,8 @@ class ResUNet(SegmentationModel):
         classes: output classes (logits per class).
         width: channels of the first level, ``f``; levels have ``f·(1, 2, 4, 8, 16)`` at depth 4.
         depth: encoder levels before the bottleneck (input sides must be multiples of ``2**depth``).
-        block: ``"residual"`` (the paper's), ``"plain"`` or ``"separable"`` (depthwise-separable 3×3 convolutions).
+        block: ``"residual"`` (the paper's), ``"plain"``, ``"separable"`` (depthwise-separable 3×3 convolutions) or
+            ``"inverted"`` (MobileNetV2's inverted residuals, :class:`ConvBlock`).
         context: ``"none"`` (the paper's) or ``"aspp"`` (:class:`ContextModule` at the bottleneck).
         mean: per-channel input mean, 0–255 units (stored with the model so inference can normalise).
         std: per-channel input standard deviation, 0–255 units.

@@ -193,8 +193,9 @@ class TrainConfig:
         arch: model architecture (see :func:`lumenkit.models.create_model`).
         width: channels of the first level f (the levels have f, 2f, 4f, 8f, 16f).
         depth: encoder levels (the model sees ``2**depth`` px per output stride).
-        block: convolution block, ``"residual"`` (the paper's two-branch block), ``"plain"`` or ``"separable"``
-            (the paper's block with depthwise-separable 3×3 convolutions: lighter).
+        block: convolution block, ``"residual"`` (the paper's two-branch block), ``"plain"``, ``"separable"``
+            (the paper's block with depthwise-separable 3×3 convolutions: lighter) or ``"inverted"`` (MobileNetV2's
+            inverted residuals beside the paper's 1×1 shortcut).
         context: ``"none"`` (the paper's network) or ``"aspp"``: atrous spatial pyramid at the bottleneck
             (dilated convolutions and the window's mean feature; :class:`lumenkit.models.resunet.ContextModule`).
         init: checkpoint (``RUN/model.pt``) to start from instead of random weights (fine-tuning to another

@@ -161,7 +161,8 @@ def test_class_count_mismatch_refused_on_save(tmp_path):
         ck.save(tmp_path / "m.pt")
 
 
-@pytest.mark.parametrize(("block", "context"), [("separable", "none"), ("residual", "aspp"), ("separable", "aspp")])
+@pytest.mark.parametrize(("block", "context"), [("separable", "none"), ("residual", "aspp"), ("separable", "aspp"),
+                                               ("inverted", "none")])
 def test_candidate_blocks_and_context_fold_export_and_reload(tmp_path, block, context):
     """The accuracy candidates (issue 31) behave as the paper's network does: shapes, BN folding, checkpoints."""
     from lumenkit.models.checkpoint import Checkpoint, load_checkpoint
