@@ -182,11 +182,12 @@ def test_missing_exporter_says_what_to_install(tmp_path, monkeypatch):
 
 
 @needs_onnx
-def test_the_context_and_separable_candidates_export(tmp_path, image):
+@pytest.mark.parametrize("block", ["separable", "inverted"])
+def test_the_context_and_lighter_block_candidates_export(tmp_path, image, block):
     from lumenkit.inference.onnx import export_onnx, load_onnx
 
     torch.manual_seed(0)
-    net = create_model("resunet", width=4, depth=3, classes=3, block="separable", context="aspp").eval()
+    net = create_model("resunet", width=4, depth=3, classes=3, block=block, context="aspp").eval()
     pt = save_checkpoint(tmp_path / "m.pt", Checkpoint(model=net, class_map=ClassMap([0, 3, 11]), scale=0.5))
     om = load_onnx(export_onnx(pt))
     ref = predict_probs(net, image[:256, :384], fuse=False)
