@@ -131,7 +131,7 @@ VARIANTS: dict[str, Variant] = {
                 "epochs, compiled (as a 180-minute `lumenkit train`)",
                 {**_EXPOSURE, "compile": "auto", "minutes": None, "epochs": 184}),
         Variant("separable", "exposure with depthwise-separable 3×3 convolutions (1/4 of the weights, 1/5 of the "
-                "FLOPs; on a CPU a step at most a tenth cheaper: benchmarks/bench_variants.py)",
+                "FLOPs; on a CPU a step 2 % dearer to 21 % cheaper: benchmarks/bench_variants.py)",
                 {**_EXPOSURE, "block": "separable"}),
         Variant("inverted", "exposure with MobileNetV2's inverted residuals (1×1 expansion ×4, depthwise 3×3, linear "
                 "1×1 projection) in place of the 3×3 convolutions: benchmarks/bench_variants.py measures its step",

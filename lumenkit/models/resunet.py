@@ -9,11 +9,12 @@ import torch
 from torch import nn
 
 BLOCKS: tuple[str, ...] = ("residual", "plain", "separable", "inverted")
+"""Convolution block kinds (:class:`ConvBlock`): ``residual`` (the paper's two-branch block), ``plain`` (two 3×3
+convs), ``separable`` (the paper's block with depthwise-separable 3×3 convs), ``inverted`` (MobileNetV2's inverted
+residuals beside the paper's 1×1 shortcut)."""
+
 CONTEXTS: tuple[str, ...] = ("none", "aspp")
 """Context modules a :class:`ResUNet` can put at its bottleneck."""
-
-
-"""Convolution block kinds: ``residual`` (the paper's two-branch block) and ``plain`` (two 3×3 convs)."""
 
 
 DEFAULT_MEAN: tuple[float, float, float] = (127.5, 127.5, 127.5)
