@@ -265,9 +265,10 @@ def test_replacing_benchmark_rows_keeps_other_benchmarks_rows_and_the_order():
 
 
 _PROGS = {"lumenkit": "lumenkit.cli", "lumenkit-lab": "lumenkit.lab.cli"}
-# A fenced block: its opening fence with an optional info string, its body, its closing fence, each fence on a line
-# of its own (so a ```yaml block does not pair its closing fence with the next block's opening one).
-_FENCED = re.compile(r"^[ \t]*```([^\n`]*)\n(.*?)^[ \t]*```[ \t]*$", re.S | re.M)
+# A fenced block (``` or ~~~, three or more): its opening fence with an optional info string, its body, its closing
+# fence, each fence on a line of its own (so a ```yaml block does not pair its closing fence with the next block's
+# opening one).
+_FENCED = re.compile(r"^[ \t]*(`{3,}|~{3,})([^\n`]*)\n(.*?)^[ \t]*\1[ \t]*$", re.S | re.M)
 _SHELL_TAGS = {"", "bash", "sh", "shell", "console"}
 # Inline code, which markdown lets run over one line break (not over a blank line).
 _INLINE = re.compile(r"`((?:[^`\n]|\n(?![ \t]*\n))+)`")
@@ -325,7 +326,7 @@ def _cli_invocations(text: str) -> list[tuple[str, bool]]:
     and a command with elisions (``…``, ``...``, ``PATH...``, ``<run>``), is prose: it is checked without its
     required arguments (:func:`_cli_error`).
     """
-    blocks = [body for tag, body in _FENCED.findall(text) if (tag.split() or [""])[0].lower() in _SHELL_TAGS]
+    blocks = [body for _, tag, body in _FENCED.findall(text) if (tag.split() or [""])[0].lower() in _SHELL_TAGS]
     inline_code = [" ".join(c.split()) for c in _INLINE.findall(_FENCED.sub("", text))]
     found = []
     for inline, lines in ((False, [ln for b in blocks for ln in _shell_lines(b)]), (True, inline_code)):
@@ -427,7 +428,8 @@ def test_the_checker_of_documented_commands_sees_a_wrong_option():
             "$ lumenkit evaluate --data D --model M --out o.json --val-fold x  # see ...; lumenkit foo\n"
             "export S=\"--data D --minuts 3\"\npython -m lumenkit train $S --out o\nlumenkit evaluate --modle m\n"
             "lumenkit train --data D --minutes N --epocs 3 --out o\nlumenkit train --data D --minute 3 --out o\n"
-            "torchrun --nproc-per-node 2 -m lumenkit predict --model M --out O --tat PATH...\n```\n")
+            "torchrun --nproc-per-node 2 -m lumenkit predict --model M --out O --tat PATH...\n```\n"
+            "~~~sh\nlumenkit info DIR --bogus\n~~~\n")
     found = _cli_invocations(page)
     assert [c for c, _ in found] == ["lumenkit-lab ablation run long --val-fold $F --runs r{0,1}",
                                      "lumenkit evaluate --data D --model M --out o.json --val-fold x",
@@ -436,11 +438,13 @@ def test_the_checker_of_documented_commands_sees_a_wrong_option():
                                      "lumenkit train --data D --minutes N --epocs 3 --out o",
                                      "lumenkit train --data D --minute 3 --out o",
                                      "lumenkit predict --model M --out O --tat PATH...",
+                                     "lumenkit info DIR --bogus",
                                      "lumenkit train --data D --minuts 45", "lumenkit evaluat",
                                      "lumenkit evaluate --out r.json --modle m", "lumenkit train --minutes",
                                      "lumenkit predict --tta"]
-    assert [prose for _, prose in found] == [False] * 6 + [True] * 6  # an elided command is prose
+    assert [prose for _, prose in found] == [False] * 6 + [True] + [False] + [True] * 5  # an elided command is prose
     errors = [_cli_error(c, prose) for c, prose in found]
+    assert "unrecognized arguments: --bogus" in errors.pop(7)  # a ~~~ fence is read as a ``` one
     assert errors[0] is None and errors[-1] is None and errors[-2] is None
     assert "invalid int value: 'x'" in errors[1]
     assert "unrecognized arguments: --minuts" in errors[2] and "unrecognized arguments: --minuts" in errors[7]
