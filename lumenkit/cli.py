@@ -343,13 +343,14 @@ def train_config(a: argparse.Namespace) -> TrainConfig:
 
 def _run_train(a: argparse.Namespace) -> int:
     from lumenkit.data.imageio import check_writable
+    from lumenkit.training.config import KEPT_ON_RESUME
     from lumenkit.training.loop import train
 
     cfg = train_config(a)
     check_writable(cfg.out, folder=True)
     # a budget or validation window typed on the command line is stated, so --resume --minutes 45 ends a longer run
     # at 45 minutes and --val-tile 768 validates a run begun at 512 in 768-px windows, defaults or not
-    typed = {"minutes", "epochs", "val_tile", "val_margin"} & set(vars(a))
+    typed = set(KEPT_ON_RESUME) & set(vars(a))
     result = train(cfg, **{k: getattr(cfg, k) for k in (typed | {"minutes"} if "epochs" in typed else typed)})
     if result.rank == 0:
         state = "interrupted" if result.interrupted else "done"

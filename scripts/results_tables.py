@@ -194,11 +194,12 @@ def _in_repo(path: str) -> str:
     return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(path)
 
 
-def _fold_lead(path: Path) -> float:
-    """Best validation mean IoU minus the last epoch's, from one ``history.csv``.
+def _val_miou(path: Path) -> pd.Series:
+    """The per-epoch validation mean IoU of one ``history.csv``, its last epoch validated.
 
     Raises:
-        SystemExit: the history has no epochs, or its last epoch has no validation score (the lead is unknown).
+        SystemExit: the history has no epochs, or its last epoch has no validation score (the best epoch's lead
+            over it is unknown).
     """
     import pandas as pd
 
@@ -208,7 +209,15 @@ def _fold_lead(path: Path) -> float:
     if pd.isna(miou.iloc[-1]):
         raise SystemExit(f"{path}: the last epoch has no validation score, so the best epoch's lead over it is "
                          "unknown; rerun the table from a history whose every epoch was validated")
-    return float(miou.max() - miou.iloc[-1])
+    return miou
+
+
+def _table_path(name: str) -> Path:
+    """``docs/results/NAME.json`` for ``NAME``, ``NAME.json`` or its path; SystemExit when there is no such table."""
+    path = RESULTS / f"{Path(name).name.removesuffix('.json')}.json"
+    if not path.exists():
+        raise SystemExit(f"{path}: no such table; name one of docs/results/*.json")
+    return path
 
 
 def _best_epoch_lead(folds: list[str], variant: str) -> str:
@@ -233,7 +242,7 @@ def _best_epoch_lead(folds: list[str], variant: str) -> str:
     if missing:
         raise SystemExit(f"{missing[0]}: missing while other folds keep theirs; keep every fold's history.csv "
                          "(results_tables.py keep)")
-    leads = [_fold_lead(p) for p in paths]
+    leads = [float(m.max() - m.iloc[-1]) for m in map(_val_miou, paths)]
     return f"+{sum(leads) / len(leads):.3f}"
 
 
@@ -304,9 +313,7 @@ def epochs(table: dict) -> pd.DataFrame:
         paths = [ROOT / f / variant for f in table.get("folds", [])]
         if not variant or variant in rows or not all((p / "history.csv").exists() for p in paths):
             continue
-        for p in paths:
-            _fold_lead(p / "history.csv")  # the same refusals: no validated epoch, an unvalidated last one
-        hist = [pd.read_csv(p / "history.csv")["val_miou"] for p in paths]
+        hist = [_val_miou(p / "history.csv") for p in paths]
         ev = [json.loads((p / "val.json").read_text(encoding="utf-8"))["mean_iou"] if (p / "val.json").exists()
               else float("nan") for p in paths]  # not evaluated yet: NaN
         rows[variant] = {"best_epoch": sum(h.max() for h in hist) / len(hist),
@@ -376,18 +383,13 @@ def main(argv: list[str] | None = None) -> int:
     ep.add_argument("name")
     a = p.parse_args(argv)
     if a.kind == "epochs":
-        path = RESULTS / f"{Path(a.name).name.removesuffix('.json')}.json"
-        if not path.exists():
-            raise SystemExit(f"{path}: no such table; name one of docs/results/*.json")
-        print(epochs(json.loads(path.read_text(encoding="utf-8"))).to_string())
+        print(epochs(json.loads(_table_path(a.name).read_text(encoding="utf-8"))).to_string())
         return 0
     if a.kind == "again":
         from lumenkit.data.imageio import atomic_write
 
         for name in a.names:
-            out = RESULTS / f"{Path(name).name.removesuffix('.json')}.json"  # NAME, NAME.json or its path
-            if not out.exists():
-                raise SystemExit(f"{out}: no such table; name one of docs/results/*.json")
+            out = _table_path(name)
             table = again(json.loads(out.read_text(encoding="utf-8")))
             with atomic_write(out, "w") as f:
                 f.write(json.dumps(table, indent=1, ensure_ascii=False) + "\n")

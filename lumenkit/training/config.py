@@ -25,6 +25,10 @@ RUN_CONTROL_FIELDS: tuple[str, ...] = (
 )
 """Fields a resumed run takes from the new configuration; everything else comes from ``last.pt``."""
 
+KEPT_ON_RESUME: tuple[str, ...] = ("epochs", "minutes", "val_tile", "val_margin")
+"""Run-control fields a resumed run keeps from ``last.pt`` when the new value is the default and not stated
+(:func:`resumed_config`): its budget and its validation windows."""
+
 RETIRED_FIELDS: tuple[str, ...] = ("retain_heap",)
 """Fields of older configurations that are now settings of the process (:mod:`lumenkit.runtime`); ignored when read."""
 
@@ -174,7 +178,7 @@ def resumed_config(saved: TrainConfig, new: TrainConfig, stated: Iterable[str] =
     where it equals the default, so ``--minutes 45`` ends a 180-minute run at 45.
     """
     defaults = TrainConfig()
-    keep = {"epochs", "minutes", "val_tile", "val_margin"} - set(stated)
+    keep = set(KEPT_ON_RESUME) - set(stated)
     control = {k: getattr(new, k) for k in RUN_CONTROL_FIELDS
                if not (k in keep and getattr(new, k) == getattr(defaults, k))}
     return dataclasses.replace(saved, **control)
