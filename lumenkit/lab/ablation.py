@@ -122,10 +122,10 @@ VARIANTS: dict[str, Variant] = {
         Variant("width64", "no_photometric, width f=64 (the paper's)", {**_BEST, "width": 64}),
         Variant("half_budget", "no_photometric, 22.5 minutes", {**_BEST, "minutes": 22.5}),
         Variant("double_budget", "no_photometric, 90 minutes", {**_BEST, "minutes": 90.0}),
-        Variant("exposure_half_budget", "exposure (the default), 15 epochs: half of what 45 minutes buy on the build "
-                "machine, cosine over the epochs", {**_EXPOSURE, "minutes": None, "epochs": 15}),
-        Variant("exposure_double_budget", "exposure (the default), 60 epochs: twice what 45 minutes buy on the build "
-                "machine, cosine over the epochs", {**_EXPOSURE, "minutes": None, "epochs": 60}),
+        Variant("exposure_half_budget", "exposure (the default), 15 epochs: half of what 45 minutes bought on the "
+                "build machine when defined, cosine over the epochs", {**_EXPOSURE, "minutes": None, "epochs": 15}),
+        Variant("exposure_double_budget", "exposure (the default), 60 epochs: twice what 45 minutes bought on the "
+                "build machine when defined, cosine over the epochs", {**_EXPOSURE, "minutes": None, "epochs": 60}),
         Variant("long", "the `long` preset as `lumenkit train --preset long` runs it, as 184 epochs: what its 180 "
                 "minutes buy on a 2-core machine alone (4× the 46 of the cross-validated candidates), cosine over the "
                 "epochs, compiled (as a 180-minute `lumenkit train`)",

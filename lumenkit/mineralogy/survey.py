@@ -251,14 +251,12 @@ def write_survey(survey: Survey, out: str | Path) -> list[Path]:
     its intervals.
 
     Raises:
-        ConfigError: ``out`` exists and is not a folder, or cannot be written (the message names it).
+        OutputPathError: ``out`` exists and is not a folder, or cannot be written (the message names it).
     """
-    from lumenkit.data.imageio import write_text
-    from lumenkit.errors import ConfigError
+    from lumenkit.data.imageio import check_writable, write_text
+    from lumenkit.errors import OutputPathError
 
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"{out}: exists and is not a folder; choose another --out")
+    out = check_writable(out, folder=True)
     paths = []
     try:
         for name, df in survey.tables().items():
@@ -271,7 +269,7 @@ def write_survey(survey: Survey, out: str | Path) -> list[Path]:
         paths.append(out / "summary.json")
         write_text(paths[-1], json.dumps(summary, indent=1, ensure_ascii=False, default=_plain) + "\n")
     except PermissionError as e:
-        raise ConfigError(f"{out}: cannot write there ({e.strerror}); choose a writable --out") from None
+        raise OutputPathError(f"{out}: cannot write there ({e.strerror}); choose a writable --out") from None
     return paths
 
 
@@ -354,9 +352,6 @@ def analyse_sections(
     sections = read_sections(folder, samples_csv, pixel_size_um)
     if require_um:
         require_pixel_sizes(sections)
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"{out}: exists and is not a folder; choose another --out")
     out = check_writable(out, folder=True)
     model = load_model(model) if isinstance(model, (str, Path, list, tuple)) else model
     ff = as_flatfield(flatfield) if flatfield is not None else None

@@ -122,7 +122,9 @@ def test_lengths_stay_in_pixels_when_a_pixel_size_is_missing(tmp_path):
     assert summary["unit"] == "px" and summary["images"] == 1 and {p.name for p in paths} >= {"grains.csv",
                                                                                                "summary.json"}
     (tmp_path / "file").write_text("x")
-    with pytest.raises(Exception, match="exists and is not a folder"):
+    from lumenkit.errors import OutputPathError
+
+    with pytest.raises(OutputPathError, match="file: exists and is not a folder; choose another --out"):
         write_survey(s, tmp_path / "file")
 
 
