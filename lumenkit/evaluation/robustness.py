@@ -71,7 +71,7 @@ def jpeg(image: np.ndarray, s: float) -> np.ndarray:
 
 
 def identity(image: np.ndarray, s: float) -> np.ndarray:
-    """No change (the ``scale`` perturbation acts when reading, see :func:`evaluate_under`)."""
+    """No change (the ``scale`` perturbation acts when reading: ``evaluate(magnification=...)``)."""
     return image
 
 
@@ -123,8 +123,27 @@ def parse_perturb(text: str) -> tuple[str, float]:
         raise ValueError(f"perturbation strength must be a number: {text!r} (e.g. {name}=0.2)") from None
 
 
+def _check_perturbations(names: Sequence[str]) -> None:
+    """Refuse perturbation names that :data:`PERTURBATIONS` does not define (ConfigError naming the known ones)."""
+    from lumenkit.errors import ConfigError
+
+    unknown = [n for n in names if n not in PERTURBATIONS]
+    if unknown:
+        names_ = ", ".join(map(repr, unknown))
+        raise ConfigError(f"unknown perturbation {names_}; use one of {', '.join(PERTURBATIONS)}")
+
+
 def image_transform(name: str, strength: float) -> tuple[Callable[[np.ndarray], np.ndarray], float]:
-    """The image function and the magnification factor for one perturbation at one strength."""
+    """The image function and the magnification factor for one perturbation at one strength.
+
+    Returns:
+        ``(function, magnification)``: the function changes an RGB uint8 image; the magnification is the factor
+        by which the image is to be resampled when read (``1 + strength`` for ``scale``, else 1.0).
+
+    Raises:
+        ConfigError: ``name`` is not one of :data:`PERTURBATIONS`.
+    """
+    _check_perturbations([name])
     p = PERTURBATIONS[name]
     if name == "scale":
         return (lambda im: im), 1.0 + strength
@@ -159,10 +178,18 @@ def robustness_curves(
     Returns:
         DataFrame with one row per (perturbation, strength): ``mean_iou``, ``pixel_accuracy`` and
         ``iou_<label>`` per class; the clean run has perturbation ``"none"``.
+
+    Raises:
+        ConfigError: an unknown perturbation name (in ``names`` or ``strengths``) or remedy, before any evaluation.
+        CheckpointError, and what :func:`lumenkit.evaluation.evaluate.evaluate` raises on bad input files.
     """
+    from lumenkit.errors import ConfigError
     from lumenkit.evaluation.evaluate import evaluate
     from lumenkit.models.checkpoint import Checkpoint, load_checkpoint
 
+    if remedy not in (None, "flat_field"):
+        raise ConfigError(f"unknown remedy {remedy!r}; use 'flat_field' or None")
+    _check_perturbations([*(names or ()), *(strengths or {})])
     ckpt = model if isinstance(model, Checkpoint) else load_checkpoint(model)
     rows = []
     conditions: list[tuple[str, float]] = [("none", 0.0)]
@@ -173,11 +200,9 @@ def robustness_curves(
         fn, mag = image_transform(name, s) if name != "none" else ((lambda im: im), 1.0)
         if remedy is None or name == "none":
             transform = fn
-        elif remedy == "flat_field":
+        else:
             fix = flat_field_remedy(name, s)
             transform = (lambda im, f=fn, r=fix: r(f(im)))
-        else:
-            raise ValueError(f"unknown remedy {remedy!r}; use 'flat_field' or None")
         ev = evaluate(data, ckpt, split=split, baselines=False, progress=False, transform=transform,
                       magnification=mag, **kwargs)
         row = {"perturbation": name, "strength": s, "remedy": remedy if remedy and name != "none" else "",

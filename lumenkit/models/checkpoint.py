@@ -13,7 +13,7 @@ import torch
 
 from lumenkit.data.catalogue import ClassMap
 from lumenkit.data.imageio import atomic_write
-from lumenkit.errors import CheckpointError
+from lumenkit.errors import CheckpointError, UnknownClassError
 from lumenkit.models.resunet import SegmentationModel, create_model
 
 CHECKPOINT_FORMAT = "lumenkit-checkpoint"
@@ -58,7 +58,12 @@ class Checkpoint:
         return float(v) if v is not None else None
 
     def save(self, path: str | Path) -> Path:
-        """Write the checkpoint atomically (readers never see half a file); returns the path."""
+        """Write the checkpoint atomically (readers never see half a file); returns the path.
+
+        Raises:
+            CheckpointError: the class map and the model's outputs differ in number.
+            OutputPathError: ``path`` cannot be written.
+        """
         from lumenkit._version import __version__
 
         path = Path(path)
@@ -91,8 +96,9 @@ class Checkpoint:
         """Read a checkpoint written by :meth:`save`.
 
         Raises:
-            CheckpointError: missing file, not a lumenkit checkpoint, unknown architecture, or weights that do
-                not match the stored architecture (never loaded partially).
+            CheckpointError: missing file, not a lumenkit checkpoint, a missing entry or unknown class code (damaged
+                or edited), unknown architecture, or weights that do not match the stored architecture (never
+                loaded partially).
         """
         path = Path(path)
         if not path.is_file():
@@ -116,6 +122,10 @@ class Checkpoint:
             raise CheckpointError(
                 f"{path}: written by a newer lumenkit ({payload.get('lumenkit_version')}); upgrade lumenkit"
             )
+        missing = [k for k in ("model_config", "state_dict", "class_codes", "scale") if k not in payload]
+        if missing:
+            raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)}; the file is damaged or was edited: "
+                                  "retrain, or use the matching model.pt")
         cfg = dict(payload["model_config"])
         try:
             model = create_model(cfg.pop("arch"), **cfg)
@@ -130,9 +140,13 @@ class Checkpoint:
                 f"{path}: weights do not match the stored architecture {payload['model_config']} ({detail[:400]}); "
                 "the file is damaged or was edited: retrain, or use the matching model.pt"
             ) from None
-        class_map = ClassMap(payload.get("class_set") or payload["class_codes"])
-        if list(class_map.codes) != list(payload["class_codes"]):
-            class_map = ClassMap(payload["class_codes"])
+        try:
+            class_map = ClassMap(payload.get("class_set") or payload["class_codes"])
+            if list(class_map.codes) != list(payload["class_codes"]):
+                class_map = ClassMap(payload["class_codes"])
+        except UnknownClassError as e:
+            raise CheckpointError(f"{path}: its class map is not readable ({e}); the file is damaged or was edited: "
+                                  "retrain, or use the matching model.pt") from None
         if len(class_map) != model.config["classes"]:
             raise CheckpointError(
                 f"{path}: class map has {len(class_map)} classes but the model has {model.config['classes']} outputs"

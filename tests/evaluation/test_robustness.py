@@ -9,6 +9,7 @@ from lumenkit.evaluation.robustness import (
     PERTURBATIONS,
     brightness,
     defocus,
+    image_transform,
     jpeg,
     noise,
     parse_perturb,
@@ -95,6 +96,21 @@ def test_robustness_curves_and_worst_conditions(fake_dataset):
 
     study = RobustnessStudy(curves, fixed)
     assert study.summary().startswith("Conditions that hurt most:") and "below the clean" in study.summary()
+
+
+@pytest.mark.parametrize(("kw", "message"), [
+    ({"remedy": "flatfield"}, "unknown remedy 'flatfield'"),
+    ({"names": ["brightnes"]}, "unknown perturbation 'brightnes'; use one of brightness"),
+    ({"strengths": {"blurr": [1.0]}}, "unknown perturbation 'blurr'"),
+])
+def test_robustness_curves_refuse_unknown_names_before_any_work(tmp_path, kw, message):
+    from lumenkit.errors import ConfigError
+
+    # the model path does not exist: the refusal comes before the checkpoint is read, let alone any evaluation
+    with pytest.raises(ConfigError, match=message):
+        robustness_curves(tmp_path, tmp_path / "absent.pt", progress=False, **kw)
+    with pytest.raises(ConfigError, match="unknown perturbation 'tilt'"):
+        image_transform("tilt", 0.1)
 
 
 def test_flat_field_remedy_undoes_multiplicative_conditions(image):

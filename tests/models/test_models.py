@@ -138,6 +138,21 @@ def test_checkpoint_missing_key_fails_loudly(tmp_path):
         load_checkpoint(path)
 
 
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda p: p.pop("scale"), r"model\.pt: checkpoint lacks scale; the file is damaged"),
+    (lambda p: p.pop("model_config"), r"model\.pt: checkpoint lacks model_config"),
+    (lambda p: p.update(class_set=None, class_codes=[0, 1, 2, 3, 4, 5, 999]),
+     r"model\.pt: its class map is not readable"),
+])
+def test_edited_checkpoint_is_a_checkpoint_error(tmp_path, edit, message):
+    path = save_checkpoint(tmp_path / "model.pt", _ckpt())
+    payload = torch.load(path, weights_only=True)
+    edit(payload)
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(path)
+
+
 @pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", pickle.dumps({"a": 1})])
 def test_non_checkpoint_file_is_a_clear_error(tmp_path, content):
     path = tmp_path / "junk.pt"
