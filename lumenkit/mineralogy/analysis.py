@@ -472,9 +472,25 @@ def compare_modal(true_modal: pd.DataFrame, pred_modal: pd.DataFrame) -> pd.Data
     return df
 
 
-def grain_size_shift(true_grains: pd.DataFrame, pred_grains: pd.DataFrame, column: str = "ecd_px") -> pd.DataFrame:
-    """Per mineral, grain counts and median diameter true vs predicted, with the two-sample KS distance."""
+def grain_size_shift(
+    true_grains: pd.DataFrame, pred_grains: pd.DataFrame, column: str | None = None
+) -> pd.DataFrame:
+    """Per mineral, grain counts and median diameter true vs predicted, with the two-sample KS distance.
+
+    Args:
+        true_grains: grain table (:func:`grains`) of the true masks.
+        pred_grains: grain table of the predicted masks.
+        column: the diameter compared (default ``ecd_um``, the equivalent circle diameter in µm, when both tables
+            have it, else ``ecd_px`` in pixels); the medians are in its unit.
+
+    Returns:
+        One row per mineral: ``grains_true``, ``grains_pred``, ``median_true``, ``median_pred`` and
+        ``ks_distance`` (0–1; NaN where either side has no grain).
+    """
     from scipy.stats import ks_2samp
+
+    if column is None:
+        column = "ecd_um" if "ecd_um" in true_grains and "ecd_um" in pred_grains else "ecd_px"
 
     rows = []
     for mineral in sorted(set(true_grains["mineral"]) | set(pred_grains["mineral"])):

@@ -24,10 +24,13 @@ def usable_cores() -> int:
 
 
 def resolve_device(device: str) -> torch.device:
-    """``"auto"`` → CUDA (this process's local rank) when available, else CPU.
+    """The torch device a device name means.
+
+    ``"auto"`` is CUDA (this process's local rank) when available, else CPU; also ``"cpu"``, ``"cuda"``,
+    ``"cuda:N"`` and any other device string torch knows (such as ``"mps"``).
 
     Raises:
-        ConfigError: CUDA requested but not available.
+        ConfigError: CUDA requested but not available, or a string torch does not read as a device.
     """
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -36,7 +39,10 @@ def resolve_device(device: str) -> torch.device:
             raise ConfigError(f"device={device!r} but no CUDA GPU is available; use device='cpu' or 'auto'")
         if device == "cuda":
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-    return torch.device(device)
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
 
 
 def dist_init(dev: torch.device) -> tuple[int, int, bool]:

@@ -8,6 +8,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage, special
 
+from lumenkit.errors import ConfigError
 from lumenkit.synth.deposits import BASE_SCALE, DEPOSITS, PHASES, Deposit
 from lumenkit.synth.painting import blur_u8, grain_field, host_map, host_targets, noise_field, paint_texture
 
@@ -124,7 +125,7 @@ def generate_section(
         ``(image, mask)``: ``(H, W, 3)`` uint8 sRGB image and ``(H, W)`` uint8 LumenStone codes, aligned.
 
     Raises:
-        KeyError: unknown deposit key (the message lists valid keys).
+        ConfigError: unknown deposit key (the message lists valid keys).
         ValueError: size smaller than 16×16 or scale outside (0, 4].
     """
     dep = deposit_of(deposit)
@@ -188,11 +189,11 @@ def deposit_of(deposit: Deposit | str) -> Deposit:
     """The deposit itself, or the one of :data:`DEPOSITS` with that key.
 
     Raises:
-        KeyError: unknown key (the message lists the valid ones).
+        ConfigError: unknown key (the message lists the valid ones; a ValueError).
     """
     if isinstance(deposit, Deposit):
         return deposit
     try:
         return DEPOSITS[deposit]
     except KeyError:
-        raise KeyError(f"unknown deposit {deposit!r}; valid keys: {', '.join(DEPOSITS)}") from None
+        raise ConfigError(f"unknown deposit {deposit!r}; valid keys: {', '.join(DEPOSITS)}") from None

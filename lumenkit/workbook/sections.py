@@ -363,13 +363,14 @@ def write_view(view: SectionsView, folder: str | Path) -> list[Path]:
     and ``modal_pred_vs_true.csv`` (per sample).
 
     Raises:
-        ConfigError: ``folder`` cannot be written (the message names it).
+        OutputPathError: ``folder`` cannot be written (the message names it), checked before anything is written.
     """
     import shutil
 
+    from lumenkit.data.imageio import check_writable
     from lumenkit.mineralogy.survey import write_survey
 
-    folder = Path(folder)
+    folder = check_writable(folder, folder=True, beside=True)
     tmp = folder.parent / f".{folder.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     write_survey(view.survey, tmp)

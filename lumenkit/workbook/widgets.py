@@ -39,7 +39,8 @@ class Explorer:
         data: dataset folder (may be ``None`` when only uploading new images to a model).
         model: a :class:`lumenkit.models.Checkpoint` or a path to one (optional).
         split: initial split.
-        scale: scale to display at (default: half the stored scale, capped for speed by ``max_side``).
+        scale: scale to display at, relative to LumenStone's native ×100 images (default: the stored scale,
+            reduced until the longest side is at most ``max_side``).
         max_side: longest side in px of the displayed image.
         out_dir: folder for the save buttons.
 
@@ -307,7 +308,15 @@ class Explorer:
         return {"composition": modal_composition(mask, list(self.toggles) or None), "grains": grains(mask)}
 
     def save(self, what: str) -> Path | None:
-        """Save the shown ``mask`` (PNG of codes), ``overlay`` (PNG) or ``composition`` (CSV) to ``out_dir``."""
+        """Save the shown ``mask`` (PNG of codes), ``overlay`` (PNG) or ``composition`` (CSV) to ``out_dir``.
+
+        Returns:
+            The written path, or ``None`` when nothing is shown yet (the widget says so).
+
+        Raises:
+            ValueError: ``what`` is none of the three.
+            OutputPathError: ``out_dir`` cannot be written.
+        """
         if self.mask is None or self.image is None:
             self._error("nothing to save yet")
             return None

@@ -130,6 +130,8 @@ def test_deposit_aggregation_with_intervals_and_comparison():
     assert cmp.loc[("A", "Ccp"), "abs_error_pct"] == pytest.approx(100 * 30 / 900)
     gs = grain_size_shift(grains(masks["im0"]), grains(masks["im5"]))
     assert gs.loc["Ccp", "grains_true"] == 1 and gs.loc["Ccp", "ks_distance"] == 1.0
+    in_um = grain_size_shift(grains(masks["im0"], pixel_size_um=2.0), grains(masks["im5"], pixel_size_um=2.0))
+    assert in_um.loc["Ccp", "median_true"] == pytest.approx(2.0 * gs.loc["Ccp", "median_true"])  # µm when known
     del rng
 
 

@@ -126,6 +126,14 @@ def test_write_dataset_deterministic_and_prefix_stable(tmp_path, small_ds):
     assert _digest(c)["imgs/train/pbzn_a_000.jpg"] != db["imgs/train/pbzn_a_000.jpg"]
 
 
+def test_unknown_deposit_is_a_one_line_config_error_before_writing(tmp_path):
+    from lumenkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown deposit 'atlantis'; valid keys: "):
+        write_dataset(tmp_path / "ds", 1, 0, size=SIZE, deposits=["atlantis"])
+    assert not (tmp_path / "ds").exists()
+
+
 def test_overwrite_refused_then_allowed(tmp_path):
     out = tmp_path / "ds"
     out.mkdir()
