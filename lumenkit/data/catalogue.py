@@ -272,6 +272,9 @@ class ClassMap:
     Args:
         class_set: a class-set name (``"S1"``) or an iterable of LumenStone codes.
 
+    Raises:
+        UnknownClassError: an unknown class-set name, a code outside 0–14, or no codes.
+
     Example:
         >>> cm = ClassMap("S1")
         >>> cm.codes
@@ -348,7 +351,11 @@ class ClassMap:
 
 
 def labels_for(codes: Sequence[int]) -> list[str]:
-    """Labels for a sequence of LumenStone codes."""
+    """Labels for a sequence of LumenStone codes.
+
+    Raises:
+        UnknownClassError: a code outside 0–14 (the LumenStone catalogue).
+    """
     return [mineral(c).label for c in codes]
 
 
@@ -392,6 +399,10 @@ def _check_elements(counts: Mapping[str, float], what: object) -> None:
 
 def mass_fractions(formula: str | Mapping[str, float]) -> dict[str, float]:
     """Element mass fractions (0–1) of a formula given as text (see :func:`parse_formula`) or element counts.
+
+    Raises:
+        ConfigError: a formula that cannot be read (brackets, stray characters), an element not in
+            :data:`ATOMIC_WEIGHTS`, or element counts that are negative or sum to zero.
 
     Example:
         >>> round(100 * mass_fractions("CuFeS2")["Cu"], 2)

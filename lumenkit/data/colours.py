@@ -47,6 +47,9 @@ def overlay(
 
     Returns:
         ``(H, W, 3)`` uint8 blended image.
+
+    Raises:
+        ValueError: ``image`` and ``mask`` differ in height or width.
     """
     if image.shape[:2] != mask.shape:
         raise ValueError(f"image {image.shape[:2]} and mask {mask.shape} sizes differ")

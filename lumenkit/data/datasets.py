@@ -248,7 +248,11 @@ class ValidationSplit:
         return validation_split(names, n_val=self.n_val, seed=self.seed, fold=self.fold)
 
     def folds(self, n_images: int) -> int:
-        """How many folds ``n_images`` training images give with this ``n_val`` (see :func:`validation_folds`)."""
+        """How many folds ``n_images`` training images give with this ``n_val`` (see :func:`validation_folds`).
+
+        Raises:
+            ConfigError (a ValueError): if ``n_val`` is not in ``[1, n_images - 1]``.
+        """
         return validation_folds(n_images, self.n_val)
 
     def to_dict(self) -> dict[str, int]:
@@ -307,6 +311,9 @@ class LumenStoneDataset:
         MissingMaskError: an image has no mask.
         ConfigError: ``dataset.yaml`` or ``deposits.csv`` is malformed or names unknown images.
         ConfigError: ``validation`` out of range for the training images (split ``fit`` / ``val``).
+        DatasetNotFoundError: ``names`` holds a name that is not an image of the split.
+        UnknownClassError: ``class_set`` is an unknown set name, holds a code outside 0–14, or is empty.
+        ValueError: ``scale`` is outside (0, 4].
     """
 
     def __init__(
@@ -410,7 +417,15 @@ class LumenStoneDataset:
         return self.load(i)
 
     def index(self, name_or_index: int | str) -> int:
-        """Position of an image given by index or name."""
+        """Position of an image given by index or name.
+
+        Args:
+            name_or_index: the image's name (file stem) or its position (negative counts from the end).
+
+        Raises:
+            KeyError: no image of that name in this split.
+            IndexError: the index is out of range.
+        """
         if isinstance(name_or_index, str):
             try:
                 return self.names.index(name_or_index)
@@ -434,6 +449,7 @@ class LumenStoneDataset:
 
         Raises:
             BadMaskError, MaskSizeError, BadImageError, UnknownClassError: as for :meth:`load`.
+            KeyError, IndexError: an unknown name or an index out of range (see :meth:`index`).
         """
         k = self.index(i)
         mask = read_mask(self.mask_paths[k], expected_size=image_size(self.image_paths[k]))
@@ -444,23 +460,25 @@ class LumenStoneDataset:
         return mask
 
     def read_image(self, i: int | str, scale: float | None = None) -> np.ndarray:
-        """RGB image at ``scale`` (default: the working scale).
+        """RGB image at ``scale`` (relative to native ×100; default: the working scale).
 
         Raises:
             BadImageError: corrupt, truncated or non-RGB file.
+            KeyError, IndexError: an unknown name or an index out of range (see :meth:`index`).
         """
         k = self.index(i)
         factor = (scale if scale is not None else self.scale) / self.stored_scale
         return read_image(self.image_paths[k], factor=factor)
 
     def load(self, i: int | str, scale: float | None = None) -> dict[str, Any]:
-        """Image and mask at ``scale`` (default: the working scale), as a sample dict.
+        """Image and mask at ``scale`` (relative to native ×100; default: the working scale), as a sample dict.
 
         Raises:
             BadImageError: corrupt, truncated or non-RGB image.
             BadMaskError: corrupt, colour or 16-bit mask.
             MaskSizeError: mask and image sizes differ.
             UnknownClassError: mask codes outside the class set.
+            KeyError, IndexError: an unknown name or an index out of range (see :meth:`index`).
         """
         k = self.index(i)
         scale = self.scale if scale is None else scale
@@ -469,10 +487,13 @@ class LumenStoneDataset:
         return {"image": image, "mask": mask, "name": self.names[k], "deposit": self.deposit(self.names[k])}
 
     def load_mask(self, i: int | str, scale: float | None = None) -> np.ndarray:
-        """Mask of LumenStone codes resampled to ``scale`` (default: the working scale), label-preserving.
+        """Mask of LumenStone codes resampled to ``scale`` (relative to native ×100; default: the working scale).
+
+        Resampling is label-preserving (:func:`lumenkit.data.imageio.resize_mask`).
 
         Raises:
             BadMaskError, MaskSizeError, BadImageError, UnknownClassError: as for :meth:`load`.
+            KeyError, IndexError: an unknown name or an index out of range (see :meth:`index`).
         """
         mask = self.read_mask(i)
         factor = (self.scale if scale is None else scale) / self.stored_scale
@@ -536,6 +557,10 @@ class LumenStoneDataset:
 
         Columns follow the class set (or every code found); an ``ignore`` column counts 255 pixels.
         Counts are cached in the lumenkit cache folder keyed by the mask file's content hash.
+
+        Raises:
+            UnknownClassError: with a class set, masks hold codes other than its codes and 255 (ignore).
+            BadMaskError: a mask that is missing, corrupt, multi-channel or not 8-bit.
         """
         raw = np.stack([_cached_bincount(p) for p in self.mask_paths])
         codes = self.class_map.codes if self.class_map is not None else tuple(

@@ -365,7 +365,18 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
 
 
 def save_image(array: np.ndarray, path: str | Path, quality: int = 92) -> None:
-    """Write a uint8 image or mask atomically; format from the suffix (JPEG ``quality`` 1–95)."""
+    """Write a uint8 image or mask atomically; format from the suffix (JPEG ``quality`` 1–95).
+
+    Args:
+        array: ``(H, W, 3)`` RGB image or ``(H, W)`` mask; converted to uint8.
+        path: the file; its suffix (``.jpg``/``.jpeg``, ``.png``, ``.tif``/``.tiff``) chooses the format, and its
+            folders are made as needed.
+        quality: JPEG quality 1–95 (ignored for PNG and TIFF).
+
+    Raises:
+        ValueError: ``path`` has another suffix.
+        OutputPathError: ``path`` cannot be written (see :func:`atomic_write`); the message names it.
+    """
     path = Path(path)
     fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".tif": "TIFF", ".tiff": "TIFF"}.get(
         path.suffix.lower()
@@ -403,13 +414,24 @@ def read_yaml_mapping(path: str | Path, keys_hint: str) -> dict[str, Any]:
 
 
 def write_text(path: str | Path, text: str) -> None:
-    """Write a text file atomically (UTF-8)."""
+    """Write a text file atomically (UTF-8).
+
+    Raises:
+        OutputPathError: ``path`` cannot be written (see :func:`atomic_write`); the message names it.
+    """
     with atomic_write(path, "w") as f:
         f.write(text)
 
 
 def write_json(path: str | Path, obj: Any) -> None:
-    """Write JSON atomically (indented, UTF-8, NaN allowed as in Python's json)."""
+    """Write JSON atomically (indented, UTF-8, NaN allowed as in Python's json).
+
+    NumPy scalars and arrays and paths are written as numbers, lists and strings.
+
+    Raises:
+        TypeError: ``obj`` holds a value JSON cannot represent (nothing is written).
+        OutputPathError: ``path`` cannot be written (see :func:`atomic_write`); the message names it.
+    """
     write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
 
 
@@ -432,6 +454,7 @@ def save_palette_mask(mask: np.ndarray, path: str | Path) -> None:
 
     Raises:
         ValueError: if ``path`` does not end in ``.png`` or ``mask`` is not 2-D.
+        OutputPathError: ``path`` cannot be written (see :func:`atomic_write`); the message names it.
     """
     from lumenkit.data.colours import PALETTE
 

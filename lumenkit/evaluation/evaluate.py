@@ -67,8 +67,17 @@ class ColourCentroids:
             stride: int = 4) -> ColourCentroids:
         """Fit on every ``stride``-th pixel of the dataset's images at ``scale`` (default: stored scale).
 
+        Args:
+            ds: the images and masks to fit on.
+            class_map: maps the masks' LumenStone codes to the model indices the centroids are ordered by.
+            scale: scale to read the images and masks at, relative to LumenStone's native ×100 images (1.0 =
+                3396×2547 px); default (``None`` or 0): the dataset's stored scale, no resampling.
+            stride: use every ``stride``-th pixel along each side (px at ``scale``).
+
         Raises:
             ValueError: the dataset has no labelled pixels.
+            BadImageError, BadMaskError, UnknownClassError: a bad image or mask, as for
+                :meth:`lumenkit.data.LumenStoneDataset.load`.
         """
         k = len(class_map)
         sums = np.zeros((k, 3))
@@ -116,6 +125,14 @@ class Evaluation:
         Per-class IoU by label, mean IoU with a bootstrap interval, pixel accuracy, confusion matrix and class
         order, per-image rows, per-image confusion matrices (``per_image_confusion``, by image name), baselines,
         confidence table and scales.
+
+        Args:
+            n_boot: bootstrap resamples of the images for ``mean_iou_ci95`` (the 95 % interval of the mean IoU,
+                :func:`lumenkit.evaluation.metrics.bootstrap_mean_iou`); 0 skips the bootstrap (the interval is
+                written as ``[null, null]``).
+
+        Raises:
+            ValueError: a negative ``n_boot`` (when there are per-image matrices to resample).
         """
         d: dict[str, Any] = dict(self.scores.to_dict())
         lo, hi = bootstrap_mean_iou(self.matrices, n_boot=n_boot) if self.matrices else (float("nan"),) * 2
@@ -202,7 +219,8 @@ def evaluate(
             :class:`~lumenkit.inference.ensemble.Ensemble`, or a list of paths (their probabilities averaged); an
             ONNX export (:class:`~lumenkit.inference.OnnxModel` or a ``.onnx`` path), not on split ``val``/``fit``.
         split: ``test``, ``train``, ``val`` or ``fit``.
-        scale: scale to run the model at (default: the checkpoint's training scale).
+        scale: scale to run the model at, relative to LumenStone's native ×100 images (1.0 = 3396×2547 px);
+            default: the checkpoint's training scale.
         validation: the training images that are ``val`` (split ``val``/``fit``, and what the baselines are not fitted
             on); default: the split the model was trained with (:meth:`ValidationSplit.of_model`), so ``val`` never
             holds images the model trained on. ``ValidationSplit.of_model(ckpt, n_val=5)`` changes one value.
@@ -221,8 +239,17 @@ def evaluate(
     Raises:
         ConfigError: ``validation`` out of range for the training images (split ``val``/``fit``), an ensemble member
             trained on another validation split than the one scored (split ``val``/``fit``), an ONNX export on split
-            ``val``/``fit`` (it records no split) or without class codes or scale, or a bad tiling.
-        lumenkit errors for bad input files; CheckpointError for a bad model file.
+            ``val``/``fit`` (it records no split) or without class codes or scale, or a bad tiling; a malformed
+            ``dataset.yaml`` or ``deposits.csv``.
+        DatasetNotFoundError: ``data``, the split, or the training split the baselines are fitted on is missing.
+        EmptySplitError: the split (or the baselines' training split) holds no images.
+        MissingMaskError: an image has no mask.
+        BadImageError: an image is missing, corrupt, truncated, not an RGB image, or too large.
+        BadMaskError: a mask is corrupt, multi-channel or not 8-bit, or (``MaskSizeError``) not the size of its image.
+        UnknownClassError: a mask holds codes outside the model's class set.
+        CheckpointError: a model file that is not a lumenkit checkpoint or export (or ONNX without onnxruntime).
+        OutputPathError: ``save_masks`` cannot be written.
+        ValueError: a non-positive ``scale``, or no labelled pixels to fit the colour baseline on (``baselines``).
     """
     from tqdm.auto import tqdm
 
@@ -479,6 +506,17 @@ def summarise_error_sources(sources: pd.DataFrame, min_share: float = 0.4) -> li
 
 
 def write_evaluation(ev: Evaluation, path: str | Path, n_boot: int = 1000) -> Path:
-    """Write the evaluation JSON atomically; returns the path."""
+    """Write the evaluation JSON (:meth:`Evaluation.to_dict`) atomically; returns the path.
+
+    Args:
+        ev: the evaluation to write.
+        path: the JSON file (its folders are made as needed).
+        n_boot: bootstrap resamples for the mean IoU's 95 % interval (see :meth:`Evaluation.to_dict`); 0 skips it.
+
+    Raises:
+        OutputPathError: ``path`` cannot be written (a file where a folder is on its way, a read-only folder, a full
+            disk); the message names it.
+        ValueError: a negative ``n_boot``.
+    """
     write_json(path, ev.to_dict(n_boot=n_boot))
     return Path(path)

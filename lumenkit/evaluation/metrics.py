@@ -279,7 +279,11 @@ def bootstrap_mean_iou(
 
 
 def sum_confusions(matrices: Iterable[np.ndarray]) -> np.ndarray:
-    """Sum per-image confusion matrices."""
+    """Sum per-image confusion matrices.
+
+    Raises:
+        ValueError: ``matrices`` is empty (e.g. an empty split).
+    """
     total = None
     for m in matrices:
         total = m.copy() if total is None else total + m

@@ -46,9 +46,14 @@ def load_ensemble(paths: Sequence[Any], weights: Sequence[float] | None = None) 
     Models already loaded (a :class:`~lumenkit.models.Checkpoint` or :class:`~lumenkit.inference.OnnxModel`) are
     taken as they are.
 
+    Args:
+        paths: the members, each a path or a model already loaded.
+        weights: one non-negative weight per member, in the order of ``paths``, not all zero; normalised to sum 1
+            (so only their ratios matter). Default: equal weights.
+
     Raises:
         CheckpointError: a model that cannot be read, or members that cannot be averaged (other classes, scale or
-            pixel size), or bad weights.
+            pixel size), or bad weights (not one per member, negative or non-finite, or all zero).
     """
     return Ensemble([load_model(p) if isinstance(p, (str, Path)) else p for p in paths], weights)
 

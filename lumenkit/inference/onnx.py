@@ -246,6 +246,15 @@ class OnnxModel:
     ) -> OnnxModel:
         """Export ``model`` in memory and open it with ONNX Runtime (for ``runtime="onnx"`` on a torch model).
 
+        Args:
+            model: the lumenkit segmentation model to export.
+            class_map: LumenStone codes in model-index order (``None``: the export records none, and its
+                :attr:`class_map` is ``None``).
+            scale: the model's scale relative to LumenStone's native ×100 images (1.0 = 3396×2547 px); NaN (the
+                default) = unknown, recorded as none and read back as NaN.
+            threads: ONNX Runtime intra-op threads of the session (default: ONNX Runtime's, one per physical core);
+                values below 1 count as 1.
+
         Raises:
             CheckpointError: onnx, onnxscript or onnxruntime is not installed.
         """

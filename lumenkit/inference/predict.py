@@ -76,7 +76,9 @@ def predict_image(
             paths: their probabilities averaged), or a bare model.
         image: ``(H, W, 3)`` uint8 RGB.
         input_scale: scale of ``image`` relative to native ×100 (1.0 = 3396×2547); default: the model's scale.
-        model_scale: scale to predict at (default: the checkpoint's; for a bare model, ``input_scale``).
+        model_scale: scale to predict at, relative to native ×100 like ``input_scale`` (default: the checkpoint's
+            training scale; for a bare model, ``input_scale``, else 1.0); ``image`` is resampled by
+            ``model_scale / input_scale`` before prediction.
         class_map: maps model indices to LumenStone codes (default: the checkpoint's; a bare model without one
             returns model indices as "codes").
         tiling: windows, margins, batch and test-time augmentation at model scale (default ``Tiling()``: 768-px
@@ -313,7 +315,7 @@ def predict_files(
             ``pixel_size_um``), the file is resampled by the ratio of the two; otherwise the scale comes from the
             nearest ``dataset.yaml``, else 1.0.
         tiling: windows, margins, batch and test-time augmentation at model scale (default ``Tiling()``).
-        alpha: overlay opacity.
+        alpha: opacity of the mask colours in the overlays, 0 (image only) to 1 (mask colours only).
         progress: show a progress bar over images (the first process's share under torchrun).
         on_error: called with ``(path, message)`` for each failure (by the process that met it).
         runtime: ``None`` (the model's own), ``"torch"`` or ``"onnx"`` (see :func:`predict_image`).

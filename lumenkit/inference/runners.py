@@ -104,6 +104,9 @@ class TorchRunner:
         device: where to run (default: the model's device).
         fuse: use the cached fused, channels-last copy (see :func:`fused_model`); ``False`` runs ``model`` itself,
             switched to eval mode for each call and then restored.
+
+    Raises:
+        TypeError: ``model`` is no lumenkit segmentation model (nor a wrapper of one); see :func:`unwrap_model`.
     """
 
     def __init__(self, model: torch.nn.Module, device: str | torch.device | None = None, fuse: bool = True) -> None:

@@ -284,6 +284,10 @@ def mask_to_geojson(
         full-image pixel coordinates and ``properties`` = ``objectType``, ``classification``
         (``name``, ``color``) and ``measurements`` (``Class code``, ``Area px``, ``Perimeter px``, and
         ``Area µm^2``, ``Perimeter µm`` when the pixel size is known).
+
+    Raises:
+        ValueError: ``object_type`` is not ``"detection"`` or ``"annotation"``, or ``name_style`` not ``"label"`` or
+            ``"name"``.
     """
     if object_type not in ("detection", "annotation"):
         raise ValueError(f"object_type must be 'detection' or 'annotation', got {object_type!r}")
@@ -326,6 +330,19 @@ def write_grains_geojson(mask: np.ndarray, path: str | Path, **kwargs: Any) -> P
 
     The JSON is compact (no indentation): a native-size section's grains are megabytes of coordinates, and Python's
     json module encodes indented output several times slower.
+
+    Args:
+        mask: ``(H, W)`` LumenStone codes, as for :func:`mask_to_geojson`.
+        path: the ``.geojson`` file; its folders are made as needed.
+        **kwargs: keyword arguments of :func:`mask_to_geojson` (``object_type``, ``pixel_size_um``, ``name_style``,
+            ``min_area_px``).
+
+    Returns:
+        ``path``.
+
+    Raises:
+        ValueError: a bad ``object_type`` or ``name_style`` (see :func:`mask_to_geojson`); nothing is written.
+        OutputPathError: ``path`` cannot be written; the message names it.
     """
     path = Path(path)
     fc = mask_to_geojson(mask, **kwargs)

@@ -185,8 +185,8 @@ def _size_class_table(
     column = column or ("ecd_um" if "ecd_um" in grain_table else "ecd_px")
     unit = "µm" if column.endswith("um") else "px"
     edges = [float(e) for e in edges]
-    if any(b <= a for a, b in itertools.pairwise(edges)) or (edges and edges[0] <= 0):
-        raise ValueError(f"size class edges must be positive and increasing, got {edges}")
+    if not edges or any(b <= a for a, b in itertools.pairwise(edges)) or edges[0] <= 0:
+        raise ValueError(f"size class edges must be at least one, positive and increasing, got {edges}")
     bins = np.array([0.0, *edges, np.inf])
     labels = [f"<{edges[0]:g} {unit}"] + [f"{a:g}–{b:g} {unit}" for a, b in itertools.pairwise(edges)]
     labels.append(f"≥{edges[-1]:g} {unit}")
@@ -217,6 +217,9 @@ def size_distribution(
         ``lower_um``/``upper_um`` (``_px`` without a pixel size), ``grains``, ``area_um2`` (``area_px``),
         ``count_pct`` and ``area_pct`` (share of the group's grains / area in the class) and ``passing_count_pct``,
         ``passing_area_pct`` (cumulative: share finer than ``upper``; 100 in the last class).
+
+    Raises:
+        ValueError: ``edges`` are not positive and strictly increasing.
     """
     by = list(by)
     g, unit, labels, bins = _size_class_table(grain_table, edges, column)
@@ -263,10 +266,21 @@ def free_boundary_by_size(
     :func:`size_distribution`). ``free_fraction`` 1 means the mineral's grains of that size are bounded only by
     gangue (liberated), 0 that they are wholly locked in other minerals.
 
+    Args:
+        grain_table: output of :func:`grains` (several images concatenated are fine).
+        edges: inner class edges on ``column``: µm when the table has ``ecd_um`` (:func:`grains` was given a pixel
+            size; default :data:`SIZE_CLASSES_UM`), else px; with an explicit ``column``, in its unit (µm for a
+            name ending in ``um``).
+        column: diameter column (default ``ecd_um`` when present, else ``ecd_px``).
+        by: grouping columns (e.g. ``("image", "mineral")``).
+
     Returns:
         One row per group × size class: ``*by``, ``size_class``, ``grains``, ``boundary_um`` and
         ``free_boundary_um`` (``_px`` without a pixel size), ``free_fraction``, ``locked_fraction`` (NaN for classes
         without boundary).
+
+    Raises:
+        ValueError: ``edges`` are not positive and strictly increasing.
     """
     by = list(by)
     g, unit, labels, _ = _size_class_table(grain_table, edges, column)
@@ -440,7 +454,7 @@ def deposit_modal(
     Args:
         per_image: output of :func:`image_summary`.
         n_boot: bootstrap resamples of the deposit's images.
-        ci: interval coverage.
+        ci: interval coverage as a fraction, e.g. 0.95 (the 2.5th to 97.5th percentile of the resamples).
         seed: bootstrap seed.
 
     Returns:

@@ -221,6 +221,11 @@ def element_deportment(
     Rows: minerals (labels); columns: elements. Column sums are the calculated assay; dividing a column by its
     sum gives the element's deportment (share of the element held by each mineral). Arguments as for
     :func:`calculated_assay`.
+
+    Raises:
+        UnknownClassError: a code or label that is not a LumenStone class.
+        ConfigError: ``weight_pct`` is neither a :func:`weight_percent` table nor a mapping, a weight % is negative
+            or not finite, or a formula cannot be read or holds an element without an atomic weight.
     """
     w = _weights(weight_pct)
     codes = [int(c) for c in w.index]
@@ -288,6 +293,11 @@ def weight_table(
 
     Returns:
         DataFrame with ``image``, ``mineral``, ``code``, ``area``, ``area_pct``, ``density``, ``weight_pct``.
+
+    Raises:
+        UnknownClassError: a code or label (or a mask's code) that is not a LumenStone class.
+        ConfigError: a long table without an ``image`` column; or, as for :func:`weight_percent`, a section's
+            negative or non-numeric area or density, or a section with nothing with weight.
     """
     frames = []
     for name, areas in _sections(sections):
@@ -307,6 +317,12 @@ def assay_table(
     """Calculated assay of many sections, tidy: one row per image × element with ``grade_pct``.
 
     Arguments as for :func:`weight_table` and :func:`calculated_assay`.
+
+    Raises:
+        UnknownClassError: a code or label (or a mask's code) that is not a LumenStone class.
+        ConfigError: a long table without an ``image`` column; as for :func:`weight_percent`, a section's negative
+            or non-numeric area or density, or a section with nothing with weight; or a composition formula that
+            cannot be read or holds an element without an atomic weight.
     """
     frames = []
     for name, areas in _sections(sections):

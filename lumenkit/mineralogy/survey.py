@@ -16,10 +16,10 @@ from __future__ import annotations
 import functools
 import json
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -37,6 +37,14 @@ from lumenkit.mineralogy.analysis import (
 )
 from lumenkit.mineralogy.assay import assay_table, element_deportment, weight_percent
 from lumenkit.mineralogy.stream import pixel_counts, stream_mineralogy
+
+if TYPE_CHECKING:
+    from lumenkit.data.flatfield import FlatField
+    from lumenkit.inference.ensemble import Ensemble
+    from lumenkit.inference.onnx import OnnxModel
+    from lumenkit.inference.refine import Refine
+    from lumenkit.inference.tiling import Tiling
+    from lumenkit.models.checkpoint import Checkpoint
 
 
 @dataclass
@@ -166,7 +174,7 @@ def survey_masks(
         codes: minerals to report (default: every code present in any mask).
         gangue_density: density of background (gangue, resin) in g/cm³ for weight %.
         n_boot: bootstrap resamples of images per sample and deposit (for modal mineralogy and assay alike).
-        ci: interval coverage.
+        ci: interval coverage as a fraction, e.g. 0.95 (the 2.5th to 97.5th percentile of the resamples).
         seed: bootstrap seed.
 
     Raises:
@@ -284,7 +292,7 @@ def _plain(v: Any) -> Any:
 
 
 def analyse_sections(
-    model: Any,
+    model: Checkpoint | OnnxModel | Ensemble | str | Path | Sequence[str | Path],
     folder: str | Path,
     out: str | Path,
     samples_csv: str | Path | None = None,
@@ -292,13 +300,13 @@ def analyse_sections(
     require_um: bool = False,
     scale: float | None = None,
     gangue_density: float = GANGUE_DENSITY,
-    tiling: Any = None,
+    tiling: Tiling | None = None,
     device: str | None = None,
     progress: bool = True,
-    on_error: Any = None,
-    flatfield: Any = None,
+    on_error: Callable[[str, str], None] | None = None,
+    flatfield: FlatField | str | Path | None = None,
     mosaic_pixels: int | None = None,
-    refine: Any = None,
+    refine: Refine | None = None,
 ) -> Survey:
     """Identify the minerals of a folder of sections with ``model`` and measure them (``lumenkit analyse``).
 

@@ -256,7 +256,8 @@ class ResUNet(SegmentationModel):
         std: per-channel input standard deviation, 0–255 units.
 
     Raises:
-        ValueError: for non-positive sizes, a mean/std of the wrong length, or an unknown block.
+        ValueError: for non-positive sizes, a mean/std of the wrong length, a ``std`` value ≤ 0, an unknown block,
+            or an unknown context.
     """
 
     def __init__(
@@ -335,8 +336,16 @@ def count_flops(model: SegmentationModel, height: int = 1024, width: int = 1024)
     Counts convolutions and transposed convolutions (everything else is a few percent); runs the model once
     on the meta device, so it is fast and allocates nothing.
 
+    Args:
+        model: the model whose architecture (its ``config``) is counted; its weights are not used.
+        height: input height in px.
+        width: input width in px.
+
     Returns:
         FLOPs (divide by ``height * width / 1e6`` for FLOP per megapixel).
+
+    Raises:
+        ValueError: ``height`` or ``width`` is not a multiple of the model's ``output_stride`` (``2**depth``).
     """
     total = 0.0
 

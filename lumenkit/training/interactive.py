@@ -12,6 +12,7 @@ RUN/model.pt --data FOLDER`` reproduces the loop's result as a proper run.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -19,13 +20,16 @@ import torch
 from lumenkit.data.catalogue import IGNORE, ClassMap
 from lumenkit.models.checkpoint import Checkpoint
 
+if TYPE_CHECKING:
+    from lumenkit.training.config import TrainConfig
+
 
 def finetune_steps(
     ckpt: Checkpoint,
     images: Sequence[np.ndarray],
     masks: Sequence[np.ndarray],
     steps: int = 20,
-    config: object | None = None,
+    config: TrainConfig | None = None,
     seed: int = 0,
 ) -> Checkpoint:
     """Fine-tune a copy of ``ckpt`` for ``steps`` optimizer steps on images and sparse masks at its scale.

@@ -324,6 +324,8 @@ def run_report(
             before any stage runs and before the report folder is made, see :func:`check_sections`).
         DatasetNotFoundError: with the sections stage, a missing or empty folder of sections (checked likewise).
         WorkbookNotInstalledError: papermill, nbconvert, ... are missing (``pip install 'lumenkit[workbook]'``).
+        LumenkitError: no ``notebook_dir`` given and the workbook notebooks are in neither the installed package
+            nor the project's ``notebooks/`` (see :func:`find_notebook_dir`).
         OutputPathError: the report folder cannot be written.
     """
     require_workbook()

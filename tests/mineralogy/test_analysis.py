@@ -259,8 +259,9 @@ def test_size_distribution_of_constructed_grains_in_um():
     assert gl.loc["10–50 µm", "count_pct"] == 100 and gl["passing_area_pct"].iloc[0] == 0
     px = size_distribution(grains(m), edges=(5, 20))  # without pixel size: px
     assert "lower_px" in px and px[px["mineral"] == "Py/Mrc"]["grains"].tolist() == [1, 1, 1]
-    with pytest.raises(ValueError, match="increasing"):
-        size_distribution(g, edges=(50, 10))
+    for edges in [(50, 10), (), (0, 10)]:
+        with pytest.raises(ValueError, match="at least one, positive and increasing"):
+            size_distribution(g, edges=edges)
 
 
 def test_free_boundary_fraction_by_size_class():
