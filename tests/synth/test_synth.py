@@ -49,7 +49,9 @@ def test_generate_section_shapes_and_codes():
         assert img.shape == (SIZE[1], SIZE[0], 3) and img.dtype == np.uint8
         assert mask.shape == (SIZE[1], SIZE[0]) and mask.dtype == np.uint8
         assert set(np.unique(mask)) <= set(DEPOSITS[key].codes)
-    with pytest.raises(KeyError, match="valid keys"):
+    from lumenkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown deposit 'nope'; valid keys"):
         generate_section("nope", SIZE, np.random.default_rng(0))
     with pytest.raises(ValueError, match="at least"):
         generate_section("pbzn_a", (8, 8), np.random.default_rng(0))
