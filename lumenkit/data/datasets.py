@@ -380,13 +380,13 @@ class LumenStoneDataset:
             self.mask_paths.append(m)
         self.stored_scale = self.info.scale
         self.scale = float(scale) if scale is not None else self.stored_scale
+        if not 0 < self.scale <= 4:
+            raise ValueError(f"scale must be in (0, 4] relative to native ×100, got {scale}")
         self.sparse = self.info.labels == "sparse"
         """Masks of strokes (``labels: sparse`` in ``dataset.yaml``): reduced by a vote among labelled pixels."""
         # µm per pixel at the working scale (None when dataset.yaml does not say)
         self.pixel_size_um: float | None = (self.info.pixel_size_um * self.stored_scale / self.scale
                                             if self.info.pixel_size_um is not None else None)
-        if not 0 < self.scale <= 4:
-            raise ValueError(f"scale must be in (0, 4] relative to native ×100, got {scale}")
         cs = class_set if class_set is not None else (self.info.class_set or self.info.classes)
         self.class_map: ClassMap | None = ClassMap(cs) if cs is not None else None
         self.deposits = read_deposits(self.root)

@@ -85,7 +85,10 @@ class Ensemble:
             if (a is None) != (b is None) or (a is not None and not math.isclose(a, b, rel_tol=1e-6)):
                 raise CheckpointError(f"{_name(m, k)}: pixel size {_um(a)}, {_name(first, 0)}'s {_um(b)}; an "
                                       "ensemble averages models that see sections at one magnification")
-        w = [1.0] * len(self.members) if self.weights is None else [float(x) for x in self.weights]
+        try:
+            w = [1.0] * len(self.members) if self.weights is None else [float(x) for x in self.weights]
+        except (TypeError, ValueError):
+            raise CheckpointError(f"ensemble: weights {list(self.weights or [])} must be numbers") from None
         if len(w) != len(self.members):
             raise CheckpointError(f"ensemble: {len(w)} weights for {len(self.members)} models")
         if not all(math.isfinite(x) and x >= 0 for x in w) or sum(w) <= 0:

@@ -167,15 +167,13 @@ def size_classes(
         column: diameter column (default ``ecd_um`` when present, else ``ecd_px``).
 
     Returns:
-        DataFrame: rows by mineral, columns by size class label (e.g. ``"10–50"``).
+        DataFrame: rows by mineral, columns by size class label (e.g. ``"10–50 µm"``).
+
+    Raises:
+        ValueError: ``edges`` empty, not positive or not increasing.
     """
-    column = column or ("ecd_um" if "ecd_um" in grain_table else "ecd_px")
-    unit = "µm" if column.endswith("um") else "px"
-    bins = [0.0, *edges, np.inf]
-    labels = [f"<{edges[0]:g} {unit}"] + [f"{a:g}–{b:g} {unit}" for a, b in itertools.pairwise(edges)]
-    labels.append(f"≥{edges[-1]:g} {unit}")
-    cats = pd.cut(grain_table[column].astype(float), bins=bins, labels=labels, right=False)
-    return pd.crosstab(grain_table["mineral"], cats).reindex(columns=labels, fill_value=0)
+    g, _, labels, _ = _size_class_table(grain_table, edges, column)
+    return pd.crosstab(g["mineral"], g["size_class"]).reindex(columns=labels, fill_value=0)
 
 
 def _size_class_table(
@@ -219,7 +217,7 @@ def size_distribution(
         ``passing_area_pct`` (cumulative: share finer than ``upper``; 100 in the last class).
 
     Raises:
-        ValueError: ``edges`` are not positive and strictly increasing.
+        ValueError: ``edges`` empty, not positive or not strictly increasing.
     """
     by = list(by)
     g, unit, labels, bins = _size_class_table(grain_table, edges, column)
@@ -280,7 +278,7 @@ def free_boundary_by_size(
         without boundary).
 
     Raises:
-        ValueError: ``edges`` are not positive and strictly increasing.
+        ValueError: ``edges`` empty, not positive or not strictly increasing.
     """
     by = list(by)
     g, unit, labels, _ = _size_class_table(grain_table, edges, column)
@@ -396,19 +394,24 @@ def contact_frame(m: np.ndarray, codes: Sequence[int]) -> pd.DataFrame:
     return pd.DataFrame(m, index=pd.Index(lab, name="mineral"), columns=lab)
 
 
-def locking(contacts: pd.DataFrame, background: str = "BG") -> pd.DataFrame:
+def locking(contacts: pd.DataFrame, background: str = "BG", unit: str = "px") -> pd.DataFrame:
     """Per mineral, the fraction of its boundary against background vs against other minerals.
 
     A high ``free_fraction`` (boundary against gangue/background) indicates liberated grains, a high
     ``locked_fraction`` intergrowth with other minerals.
 
+    Args:
+        contacts: contact matrix (:func:`contact_matrix`, or a sum of them), boundary length in ``unit``.
+        background: the label of the background column.
+        unit: ``"px"`` or ``"um"``, the unit of ``contacts``; it names the total's column.
+
     Returns:
-        DataFrame indexed by mineral (background excluded) with ``boundary_px``, ``free_fraction``,
-        ``locked_fraction``.
+        DataFrame indexed by mineral (background excluded) with ``boundary_px`` (or ``boundary_um``),
+        ``free_fraction``, ``locked_fraction``.
     """
     total = contacts.sum(axis=1)
     bg = contacts[background] if background in contacts else pd.Series(0, index=contacts.index)
-    out = pd.DataFrame({"boundary_px": total})
+    out = pd.DataFrame({f"boundary_{unit}": total})
     with np.errstate(invalid="ignore", divide="ignore"):
         out["free_fraction"] = bg / total.replace(0, np.nan)
     out["locked_fraction"] = 1 - out["free_fraction"]
@@ -498,8 +501,8 @@ def grain_size_shift(
             have it, else ``ecd_px`` in pixels); the medians are in its unit.
 
     Returns:
-        One row per mineral: ``grains_true``, ``grains_pred``, ``median_true``, ``median_pred`` and
-        ``ks_distance`` (0–1; NaN where either side has no grain).
+        One row per mineral: ``grains_true``, ``grains_pred``, ``median_true``, ``median_pred``, ``unit`` (of the
+        medians: ``"µm"`` or ``"px"``) and ``ks_distance`` (0–1; NaN where either side has no grain).
     """
     from scipy.stats import ks_2samp
 
@@ -513,9 +516,11 @@ def grain_size_shift(
         ks = float(ks_2samp(a, b).statistic) if len(a) and len(b) else np.nan
         rows.append((mineral, len(a), len(b), np.median(a) if len(a) else np.nan,
                      np.median(b) if len(b) else np.nan, ks))
-    return pd.DataFrame(
+    out = pd.DataFrame(
         rows, columns=["mineral", "grains_true", "grains_pred", "median_true", "median_pred", "ks_distance"]
     ).set_index("mineral")
+    out.insert(4, "unit", "µm" if column.endswith("_um") else "px")
+    return out
 
 
 def sum_contacts(matrices: Iterable[pd.DataFrame]) -> pd.DataFrame:

@@ -68,7 +68,8 @@ class Survey:
             from the same resamples as the modal mineralogy's intervals).
         contacts: shared boundary length between minerals per deposit (long form: deposit, mineral, other,
             ``boundary_um`` when every pixel size is known, else ``boundary_px``).
-        locking: per deposit × mineral: share of its boundary against each other mineral and free (against BG).
+        locking: per deposit × mineral: its boundary length (``boundary_um``, else ``boundary_px``), the share
+            of it free (against BG, ``free_fraction``) and against other minerals (``locked_fraction``).
         unit: ``"µm"`` when every pixel size is known, else ``"px"``.
     """
 
@@ -229,7 +230,8 @@ def survey_masks(
     dep = {d: functools.reduce(lambda a, b: a.add(b, fill_value=0), ms).fillna(0) for d, ms in contact_tabs.items()}
     contacts = pd.concat({d: c.stack().rename(f"boundary_{'um' if physical else 'px'}") for d, c in dep.items()},
                          names=["deposit", "mineral", "other"]).reset_index()
-    lock = pd.concat({d: locking(c) for d, c in dep.items()}, names=["deposit", "mineral"]).reset_index()
+    lock = pd.concat({d: locking(c, unit="um" if physical else "px") for d, c in dep.items()},
+                     names=["deposit", "mineral"]).reset_index()
     table = pd.DataFrame([s.to_row() for s in sections if s.name in masks])
     table["width"] = [shapes[n][1] for n in table["image"]]
     table["height"] = [shapes[n][0] for n in table["image"]]

@@ -42,7 +42,7 @@ def resolve_device(device: str) -> torch.device:
     try:
         return torch.device(device)
     except RuntimeError:
-        raise ConfigError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+        raise ConfigError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N (or mps)") from None
 
 
 def dist_init(dev: torch.device) -> tuple[int, int, bool]:

@@ -370,7 +370,7 @@ def write_view(view: SectionsView, folder: str | Path) -> list[Path]:
     from lumenkit.data.imageio import check_writable
     from lumenkit.mineralogy.survey import write_survey
 
-    folder = check_writable(folder, folder=True, beside=True)
+    folder = check_writable(folder, folder=True, beside=True, option="folder")
     tmp = folder.parent / f".{folder.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     write_survey(view.survey, tmp)

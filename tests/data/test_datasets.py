@@ -235,6 +235,14 @@ def test_no_yaml_defaults_to_native_scale_and_codes_found(tmp_path):
         _ = LumenStoneDataset(root).classes
 
 
+@pytest.mark.parametrize("scale", [0, -1.0, 5.0, float("nan")])
+def test_scale_out_of_range_is_refused_also_with_a_pixel_size(fake_dataset, scale):
+    yaml = fake_dataset / "dataset.yaml"
+    yaml.write_text(yaml.read_text() + "pixel_size_um: 1.2\n")  # scale 0 used to divide by zero here first
+    with pytest.raises(ValueError, match=r"scale must be in \(0, 4\] relative to native"):
+        LumenStoneDataset(fake_dataset, scale=scale)
+
+
 def test_non_ascii_and_space_names(tmp_path):
     from lumenkit.data.imageio import save_image
 

@@ -102,6 +102,8 @@ def test_members_that_cannot_be_averaged_are_refused_by_name(members, tmp_path):
         load_ensemble([members[0]], weights=[1, 1])
     with pytest.raises(CheckpointError, match="not all zero"):
         load_ensemble(members, weights=[0, 0])
+    with pytest.raises(CheckpointError, match=r"weights \['a', 1\] must be numbers"):
+        load_ensemble(members, weights=["a", 1])
     with pytest.raises(CheckpointError, match="at least one"):
         Ensemble([])
 

@@ -107,7 +107,9 @@ def test_size_classes():
     g = pd.DataFrame({"mineral": ["Ccp", "Ccp", "Gl"], "ecd_um": [5.0, 60.0, 600.0]})
     t = size_classes(g)
     assert t.loc["Ccp", "<10 µm"] == 1 and t.loc["Ccp", "50–100 µm"] == 1 and t.loc["Gl", "≥500 µm"] == 1
-    assert t.to_numpy().sum() == 3
+    assert t.to_numpy().sum() == 3 and t.columns[0] == "<10 µm" and t.loc["Gl", "<10 µm"] == 0
+    with pytest.raises(ValueError, match="at least one, positive and increasing"):
+        size_classes(g, edges=())
 
 
 def test_deposit_aggregation_with_intervals_and_comparison():
@@ -132,6 +134,7 @@ def test_deposit_aggregation_with_intervals_and_comparison():
     assert gs.loc["Ccp", "grains_true"] == 1 and gs.loc["Ccp", "ks_distance"] == 1.0
     in_um = grain_size_shift(grains(masks["im0"], pixel_size_um=2.0), grains(masks["im5"], pixel_size_um=2.0))
     assert in_um.loc["Ccp", "median_true"] == pytest.approx(2.0 * gs.loc["Ccp", "median_true"])  # µm when known
+    assert (in_um["unit"] == "µm").all() and (gs["unit"] == "px").all()
     del rng
 
 

@@ -253,10 +253,14 @@ def test_boundaries_weigh_by_real_length_and_one_unit_for_every_grain():
 
     expect = contact_matrix(coarse).loc["Ccp", "BG"] * 2.0 + contact_matrix(fine).loc["Ccp", "BG"] * 1.0
     assert c[("Ccp", "BG")] == pytest.approx(expect)
+    lock = s.locking.set_index("mineral")  # the locking table's length is in the contacts' unit, named so
+    assert "boundary_px" not in lock and lock.loc["Ccp", "boundary_um"] == pytest.approx(
+        s.contacts.query("mineral == 'Ccp'")["boundary_um"].sum())
     assert contact_matrix(coarse).loc["Ccp", "BG"] * 2.0 == pytest.approx(contact_matrix(fine).loc["Ccp", "BG"],
                                                                           rel=0.05)  # same length in µm
     # one image without a pixel size: every length in px, every grain counted in the size tables
     mixed = survey_masks({"a": coarse, "b": fine}, [section("a", "S", "D", 2.0), section("b", "S", "D")], n_boot=10)
     assert mixed.unit == "px" and "ecd_um" not in mixed.grains and "boundary_px" in mixed.contacts
+    assert "boundary_px" in mixed.locking and "boundary_um" not in mixed.locking
     assert mixed.size_by_sample.query("mineral == 'Ccp'")["grains"].sum() == 2
     assert mixed.overall.set_index("mineral").loc["Ccp", "images"] == 2
