@@ -112,11 +112,11 @@ def parse_perturb(text: str) -> tuple[str, float]:
     """Parse ``NAME=STRENGTH`` (e.g. ``white_balance=0.1``).
 
     Raises:
-        ValueError: unknown name (the message lists the valid ones) or a non-numeric strength.
+        ConfigError: unknown name (the message lists the valid ones).
+        ValueError: a non-numeric strength.
     """
     name, _, value = text.partition("=")
-    if name not in PERTURBATIONS:
-        raise ValueError(f"unknown perturbation {name!r}; choose from {', '.join(PERTURBATIONS)}")
+    _check_perturbations([name])
     try:
         return name, float(value)
     except ValueError:
@@ -130,7 +130,7 @@ def _check_perturbations(names: Sequence[str]) -> None:
     unknown = [n for n in names if n not in PERTURBATIONS]
     if unknown:
         names_ = ", ".join(map(repr, unknown))
-        raise ConfigError(f"unknown perturbation {names_}; use one of {', '.join(PERTURBATIONS)}")
+        raise ConfigError(f"unknown perturbation {names_}; choose from {', '.join(PERTURBATIONS)}")
 
 
 def image_transform(name: str, strength: float) -> tuple[Callable[[np.ndarray], np.ndarray], float]:

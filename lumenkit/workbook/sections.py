@@ -363,21 +363,29 @@ def write_view(view: SectionsView, folder: str | Path) -> list[Path]:
     and ``modal_pred_vs_true.csv`` (per sample).
 
     Raises:
-        OutputPathError: ``folder`` cannot be written (the message names it), checked before anything is written.
+        OutputPathError: ``folder`` cannot be written (the message names it), checked before anything is written;
+            or a write failed on the way (a full disk), when the tables an earlier run wrote there are kept.
     """
     import shutil
 
     from lumenkit.data.imageio import check_writable
+    from lumenkit.errors import OutputPathError
     from lumenkit.mineralogy.survey import write_survey
 
     folder = check_writable(folder, folder=True, beside=True, option="folder")
     tmp = folder.parent / f".{folder.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    write_survey(view.survey, tmp)
-    if view.truth is not None:
-        for name, df in view.truth.tables().items():
-            write_text(tmp / f"truth_{name}.csv", df.to_csv(index=False, float_format="%.6g"))
-        write_text(tmp / "modal_pred_vs_true.csv", modal_pred_vs_true(view, "sample").to_csv())
+    try:
+        write_survey(view.survey, tmp)
+        if view.truth is not None:
+            for name, df in view.truth.tables().items():
+                write_text(tmp / f"truth_{name}.csv", df.to_csv(index=False, float_format="%.6g"))
+            write_text(tmp / "modal_pred_vs_true.csv", modal_pred_vs_true(view, "sample").to_csv())
+    except OSError as e:  # e.g. the disk filled up: name the user's folder, not the temporary one
+        shutil.rmtree(tmp, ignore_errors=True)
+        text = str(e) if isinstance(e, OutputPathError) else f"{tmp}: cannot write there ({e.strerror or e})"
+        raise OutputPathError(text.replace(str(tmp), str(folder))
+                              + "; the tables an earlier run wrote there are kept") from None
     old = folder.parent / f".{folder.name}.old"
     shutil.rmtree(old, ignore_errors=True)
     if folder.exists():

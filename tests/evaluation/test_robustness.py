@@ -100,7 +100,7 @@ def test_robustness_curves_and_worst_conditions(fake_dataset):
 
 @pytest.mark.parametrize(("kw", "message"), [
     ({"remedy": "flatfield"}, "unknown remedy 'flatfield'"),
-    ({"names": ["brightnes"]}, "unknown perturbation 'brightnes'; use one of brightness"),
+    ({"names": ["brightnes"]}, "unknown perturbation 'brightnes'; choose from brightness"),
     ({"strengths": {"blurr": [1.0]}}, "unknown perturbation 'blurr'"),
 ])
 def test_robustness_curves_refuse_unknown_names_before_any_work(tmp_path, kw, message):

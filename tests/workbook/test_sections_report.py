@@ -158,7 +158,7 @@ def test_the_stages_of_a_sections_report_and_its_pages(sections):
     assert pages[0][2] == "06_sections__deposit_cuni_e.html"
 
 
-def test_pages_tables_are_written_per_group(sections, model, tmp_path):
+def test_pages_tables_are_written_per_group(sections, model, tmp_path, monkeypatch):
     from lumenkit.workbook.sections import write_view
 
     ensure_analysis(sections[0], model, tmp_path)
@@ -168,6 +168,28 @@ def test_pages_tables_are_written_per_group(sections, model, tmp_path):
     assert {"modal.csv", "summary.json", "truth_modal.csv", "truth_grains.csv"} <= names
     modal = pd.read_csv(tmp_path / "page" / "modal.csv")
     assert set(modal["image"]) == {"pbzn_a/PBZN-A-02_1", "pbzn_a/PBZN-A-02_2"}
+
+    # a disk that fills up half-way: the error names the user's folder, and the earlier page is kept whole
+    import errno
+
+    import lumenkit.workbook.sections as sections_mod
+    from lumenkit.errors import OutputPathError
+
+    calls = []
+
+    def full_disk(path, text):
+        calls.append(path)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    before = {p.name: p.read_bytes() for p in paths}
+    monkeypatch.setattr(sections_mod, "write_text", full_disk)
+    with pytest.raises(OutputPathError) as err:
+        write_view(view, tmp_path / "page")
+    assert calls, "the truth tables were not written through write_text"
+    msg = str(err.value)
+    assert str(tmp_path / "page") in msg and ".page.tmp" not in msg and "No space left" in msg
+    assert {p.name: p.read_bytes() for p in sorted((tmp_path / "page").iterdir())} == before
+    assert not (tmp_path / ".page.tmp").exists()
 
 
 @pytest.mark.slow
