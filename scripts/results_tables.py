@@ -26,8 +26,8 @@
         dataset-wide IoU over every validated image), per class, with each fold's mean IoU, how far the best
         epoch (model.pt) leads the last in the folds' history.csv, and the paper's row.
     python scripts/results_tables.py again NAME [NAME ...]
-        docs/results/NAME.json, a cv or modal table, rebuilt from its kept folds with its own rows (labels, sources,
-        commands): after a fold's evaluations or this script changed.
+        docs/results/NAME.json, a cv, modal or goals table, rebuilt from its kept folds with its own rows (labels,
+        sources, commands): after a fold's evaluations or this script changed.
     python scripts/results_tables.py epochs NAME
         Print, for each variant a cv table's rows train, the mean over its folds of the per-epoch validation mean IoU
         at the best epoch and at the last (history.csv) and of the kept evaluation (val.json): what the pick and the
@@ -37,6 +37,12 @@
         docs/results/NAME.json: what each variant does to modal mineralogy over the folds' validation images: per
         class the mean absolute error of its area % per image (percentage points,
         lumenkit.evaluation.evaluate.modal_errors), their mean, and the largest single error (image, class).
+    python scripts/results_tables.py goals NAME --title TITLE \
+            --goal LABEL FOLD,FOLD,... VARIANT[:SCORE_LABEL] MEASURE TARGET "COMMAND" [--goal ...]
+        docs/results/NAME.json: each goal against the pooled cross-validation of the folds' kept evaluations:
+        MEASURE is mean_iou, pixel_accuracy, a class code (its IoU) or paper (every class at or above the paper's
+        test figure; TARGET is then ignored, write -); a variant the folds do not hold yet is "not measured yet",
+        so `again NAME` fills it in once its evaluations are kept.
     python scripts/results_tables.py label-efficiency NAME --title TITLE --csv TABLE.csv
         docs/results/NAME.json: the table `lumenkit-lab label-efficiency --out TABLE.csv` wrote, each row with the
         command (train && evaluate) that reproduces it.
@@ -302,6 +308,67 @@ def modal(title: str, folds: list[str], specs: list[list[str]]) -> dict:
             "columns": ["", "images", *(classes or []), "mean", "largest error (pp)"], "rows": rows}
 
 
+GOAL_MEASURES = ("mean_iou", "pixel_accuracy", "paper")
+"""What a goal row can measure besides one class's IoU (its code)."""
+
+
+def goals(title: str, specs: list[list[str]]) -> dict:
+    """One row per goal: the target, the pooled figure the kept folds give, how far short it falls, met or not.
+
+    Each spec is ``[LABEL, FOLDS, VARIANT[:SCORE_LABEL], MEASURE, TARGET, COMMAND]``, FOLDS comma-separated kept fold
+    folders. The figures are :func:`lumenkit.lab.ablation.crossval`'s pooled row, unrounded until printed (three
+    decimals), so a goal missed by less than the table's rounding still reads as missed.
+
+    Raises:
+        SystemExit: an unknown MEASURE (neither one of :data:`GOAL_MEASURES` nor a class of the folds), or a TARGET
+            that is not a number where one is needed.
+    """
+    from lumenkit.evaluation.reference import reference_table
+    from lumenkit.lab.ablation import crossval
+
+    paper = reference_table().loc["paper (ResUNet, 50 epochs, GPU; S1 v1 test)"]
+    rows = []
+    for label, folds_text, which, measure, target_text, command in specs:
+        folds = [_in_repo(f) for f in folds_text.split(",") if f]
+        variant, _, scored = which.partition(":")
+        file = f"val_{scored}.json" if scored else "val.json"
+        if measure != "paper":
+            try:
+                target = float(target_text)
+            except ValueError:
+                raise SystemExit(f"goal {label!r}: target {target_text!r} is not a number (e.g. 0.86)") from None
+        goal = ("every class at or above the paper's test IoU" if measure == "paper"
+                else f"{'mean IoU' if measure == 'mean_iou' else measure.replace('_', ' ')} ≥ {target:.2f}"
+                if measure in GOAL_MEASURES else f"{measure} IoU ≥ {target:.2f}")
+        cells = [label, goal]
+        if not all((ROOT / f / variant / file).exists() for f in folds):
+            rows.append({"command": command, "source": which, "folds": folds, "measure": measure,
+                         "target": target_text, "cells": [*cells, "not measured yet", "", "–"]})
+            continue
+        with warnings.catch_warnings():  # kept copies name the dataset, not its path: coverage cannot be checked
+            warnings.filterwarnings("ignore", message=".*cannot check that folds.*")
+            df = crossval([str(ROOT / f) for f in folds], variant, label=scored or None, n_boot=0)
+        pooled = df[df["fold"].isna()].iloc[0]
+        classes = [c for c in df.columns if c not in (
+            "row", "fold", "run", "images", "mean_iou", "ci_low", "ci_high", "pixel_accuracy")]
+        if measure == "paper":
+            under = [c for c in classes if c in paper.index and pooled[c] < paper[c]]
+            measured = f"{len(classes) - len(under)} of {len(classes)} classes"
+            short = ", ".join(f"{c} {pooled[c]:.3f} < {paper[c]:.2f}" for c in under)
+            met = not under
+        else:
+            if measure not in GOAL_MEASURES and measure not in classes:
+                raise SystemExit(f"goal {label!r}: unknown measure {measure!r}; use one of "
+                                 f"{', '.join(GOAL_MEASURES)} or a class code ({', '.join(classes)})")
+            value = float(pooled[measure])
+            measured, met = f"{value:.3f}", value >= target
+            short = "" if met else f"{target - value:.3f}"
+        rows.append({"command": command, "source": which, "folds": folds, "measure": measure, "target": target_text,
+                     "cells": [*cells, measured, short, "yes" if met else "no"]})
+    return {"title": title, "kind": "goals",
+            "columns": ["", "goal", "measured (pooled over the folds)", "short by", "met"], "rows": rows}
+
+
 def epochs(table: dict) -> pd.DataFrame:
     """Per trained variant of a cv table: the fold-mean validation mean IoU at the best and the last epoch
     (``history.csv``) and the fold-mean of the kept evaluation (``val.json``), three decimals."""
@@ -323,8 +390,11 @@ def epochs(table: dict) -> pd.DataFrame:
 
 
 def again(table: dict) -> dict:
-    """A cross-validation (``cv``) or ``modal`` table rebuilt from its kept fold evaluations with its own rows'
-    labels, sources and commands (after the evaluations or this script changed); other tables are refused."""
+    """A cross-validation (``cv``), ``modal`` or ``goals`` table rebuilt from its kept fold evaluations with its own
+    rows' labels, sources and commands (after the evaluations or this script changed); other tables are refused."""
+    if table.get("kind") == "goals":
+        return goals(table["title"], [[r["cells"][0], ",".join(r["folds"]), r["source"], r["measure"], r["target"],
+                                       r["command"]] for r in table["rows"]])
     if "folds" not in table:
         raise SystemExit(f"table {table.get('title')!r} keeps no folds: rerun the command that made it")
     sourceless = [r["cells"][0] for r in table["rows"] if "source" not in r and "reference_table" not in r["command"]]
@@ -377,6 +447,11 @@ def main(argv: list[str] | None = None) -> int:
     mp.add_argument("--title", required=True)
     mp.add_argument("--folds", nargs="+", required=True)
     mp.add_argument("--row", nargs=3, action="append", required=True, metavar=("LABEL", "VARIANT[:LABEL]", "COMMAND"))
+    gp = sub.add_parser("goals")
+    gp.add_argument("name")
+    gp.add_argument("--title", required=True)
+    gp.add_argument("--goal", nargs=6, action="append", required=True,
+                    metavar=("LABEL", "FOLDS", "VARIANT[:LABEL]", "MEASURE", "TARGET", "COMMAND"))
     ag = sub.add_parser("again")
     ag.add_argument("names", nargs="+")
     ep = sub.add_parser("epochs")
@@ -407,6 +482,8 @@ def main(argv: list[str] | None = None) -> int:
         name, table = a.name, label_efficiency(a.title, a.csv)
     elif a.kind == "cv":
         name, table = a.name, cv(a.title, a.folds, a.row)
+    elif a.kind == "goals":
+        name, table = a.name, goals(a.title, a.goal)
     elif a.kind == "modal":
         name, table = a.name, modal(a.title, a.folds, a.row)
     elif a.kind == "csv":

@@ -188,7 +188,8 @@ def test_label_efficiency_tables_keep_every_class_and_each_rows_command(tmp_path
 
 
 def test_cross_validation_tables_regenerate_from_the_kept_fold_evaluations():
-    tables = [t for t in (json.loads(p.read_text(encoding="utf-8")) for p in _result_files()) if "folds" in t]
+    tables = [t for t in (json.loads(p.read_text(encoding="utf-8")) for p in _result_files())
+              if "folds" in t or t.get("kind") == "goals"]
     assert tables, "no cross-validation table kept with its folds"
     for table in tables:
         assert _results_tables().again(table) == table  # `results_tables.py again NAME` after the evaluations changed
@@ -473,3 +474,27 @@ def test_every_documented_command_parses():
     bad = [f"{name}: {command} → {error}" for name, command, prose in found
            if (error := _cli_error(command, prose))]
     assert not bad, "\n".join(bad)
+
+
+def test_the_goals_table_reads_the_pooled_folds_and_says_what_is_not_measured(tmp_path):
+    rt = _results_tables()
+    s1 = ",".join(str(RESULTS / "cv" / f"s1_cv_fold{f}") for f in range(3))
+    table = rt.goals("g", [["d", s1, "default", "mean_iou", "0.80", "c1"], ["d", s1, "default", "paper", "-", "c1"],
+                           ["r", s1, "default:refine", "Tnt/Ttr", "0.99", "c2"],
+                           ["n", s1, "no_such_variant", "mean_iou", "0.88", "c3"]])
+    cells = [r["cells"] for r in table["rows"]]
+    assert cells[0][2:] == ["0.823", "", "yes"]  # the pooled default clears a goal of 0.80
+    assert cells[1][2] == "5 of 7 classes" and cells[1][3].startswith("Ccp 0.697 < 0.71") and cells[1][4] == "no"
+    assert cells[2][1] == "Tnt/Ttr IoU ≥ 0.99" and cells[2][4] == "no" and float(cells[2][3]) > 0
+    assert cells[3][2:] == ["not measured yet", "", "–"]
+    assert rt.again(table) == table
+    with pytest.raises(SystemExit, match="unknown measure 'Xyz'"):
+        rt.goals("g", [["d", s1, "default", "Xyz", "0.5", "c"]])
+    with pytest.raises(SystemExit, match="is not a number"):
+        rt.goals("g", [["d", s1, "default", "mean_iou", "high", "c"]])
+
+
+def test_the_results_page_says_no_goal_is_met_only_while_none_is():
+    table = json.loads((RESULTS / "goals_issue31.json").read_text(encoding="utf-8"))
+    met = [r["cells"][0] for r in table["rows"] if r["cells"][-1] == "yes"]
+    assert ("None is met yet." in (ROOT / "docs" / "results.md").read_text(encoding="utf-8")) == (not met)
