@@ -498,3 +498,9 @@ def test_the_results_page_says_no_goal_is_met_only_while_none_is():
     table = json.loads((RESULTS / "goals_issue31.json").read_text(encoding="utf-8"))
     met = [r["cells"][0] for r in table["rows"] if r["cells"][-1] == "yes"]
     assert ("None is met yet." in (ROOT / "docs" / "results.md").read_text(encoding="utf-8")) == (not met)
+
+
+def test_the_architecture_page_names_every_notebook():
+    layout = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8").split("## Subpackages")[0]
+    missing = [nb.stem for nb in sorted((ROOT / "notebooks").glob("*.ipynb")) if nb.stem not in layout]
+    assert not missing, f"docs/architecture.md's layout does not name {missing}"
