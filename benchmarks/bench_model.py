@@ -1,6 +1,6 @@
 """Training and inference throughput of the residual U-Net at three widths, against this machine's matmul peak.
 
-Usage: python benchmarks/bench_model.py [--threads 2] [--steps 3] [--skip-native]
+Usage: python benchmarks/bench_model.py [--threads 2] [--steps 3] [--skip-native] [--configs default f64]
 
 For each configuration — ``default`` (lumenkit's default width), ``f16`` (the paper era) and ``f64`` (petroscope's
 default) — prints: parameters, GFLOP per megapixel (forward, conv layers), training patches/s (batch 8 × 256²,
@@ -83,11 +83,13 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3, help="timed training steps per configuration")
     ap.add_argument("--scale", type=float, default=0.5, help="model scale for the native-image memory figure")
     ap.add_argument("--skip-native", action="store_true", help="skip the native-image memory subprocesses")
+    ap.add_argument("--configs", nargs="+", choices=("default", "f16", "f64"), default=["default", "f16", "f64"],
+                    help="configurations measured (default: all three)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     peak = matmul_peak()
     print(f"reference: fp32 sgemm 2048³ on {a.threads} threads: {peak:.0f} GFLOP/s")
-    configs = {"default": TrainConfig().width, "f16": 16, "f64": 64}
+    configs = {k: v for k, v in {"default": TrainConfig().width, "f16": 16, "f64": 64}.items() if k in a.configs}
     result: dict[str, dict[str, float]] = {"matmul_gflops": {"value": round(peak, 1)}}
     for name, width in configs.items():
         model = create_model(width=width, classes=7)

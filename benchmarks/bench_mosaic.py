@@ -43,8 +43,8 @@ def build_mosaic(path: Path, gigapixels: float) -> tuple[int, int]:
 
     from lumenkit.synth.render import generate_section
 
-    h = round((gigapixels * 1e9 / ASPECT) ** 0.5 / 512) * 512
-    w = round(h * ASPECT / 512) * 512
+    h = max(512, round((gigapixels * 1e9 / ASPECT) ** 0.5 / 512) * 512)
+    w = max(512, round(h * ASPECT / 512) * 512)
     blocks = [generate_section(dep, (SIDE, SIDE), np.random.default_rng(i), scale=1.0)[0]
               for i, dep in enumerate(("pbzn_a", "cuni_e", "znpb_d", "cutnt_c"))]
 

@@ -396,7 +396,7 @@ def main() -> None:
           f"fp32 sgemm 2048³: {peak:.0f} GFLOP/s", flush=True)
     result: dict[str, Any] = {"machine": {"matmul_gflops": round(peak, 1), "threads": torch.get_num_threads(),
                                           "load_avg_1min_at_start": round(load[0], 2), "started": started,
-                                          "image": f"{a.image} 3396x2547, JPEG q92 on disk"}}
+                                          "image": f"{a.image} {NATIVE[0]}x{NATIVE[1]}, JPEG q92 on disk"}}
     with tempfile.TemporaryDirectory() as tmp:
         rng = np.random.default_rng(0)
         if a.image == "noise":

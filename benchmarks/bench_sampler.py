@@ -235,10 +235,10 @@ def main(argv: list[str] | None = None) -> int:
         "naive_patches_per_s": round(pps_naive, 1),
         "speedup": round(speedup, 1),
         "speedup_draws": round(draws_sub / draws_naive, 1),
-        "train_step_s": round(step_s, 3),
+        "train_step_s": None if a.no_train_step else round(step_s, 3),  # JSON has no NaN
         "train_step_model": step_what,
-        "sampling_fraction_of_step": round(frac, 4),
-        "sampling_fraction_of_step_mild": round(frac_mild, 4),
+        "sampling_fraction_of_step": None if a.no_train_step else round(frac, 4),
+        "sampling_fraction_of_step_mild": None if a.no_train_step else round(frac_mild, 4),
         "n_patches": a.n,
         "quality_balanced": round(b.quality(), 4),
         "quality_uniform": round(u.quality(), 4),
