@@ -510,13 +510,14 @@ def _add_robustness(sub: argparse._SubParsersAction) -> None:
 
 def _run_robustness(a: argparse.Namespace) -> int:
     from lumenkit.data.imageio import check_writable, write_json, write_text
-    from lumenkit.evaluation.robustness import PERTURBATIONS, remedy_table
+    from lumenkit.evaluation.robustness import PERTURBATIONS, check_perturbations, remedy_table
 
     check_writable(a.out, folder=False)  # and its .csv beside it
     names = list(PERTURBATIONS) if a.names == "all" else [n.strip() for n in a.names.split(",") if n.strip()]
-    unknown = [n for n in names if n not in PERTURBATIONS]
-    if unknown:
-        raise ConfigError(f"--names: unknown perturbations {unknown}; choose from {', '.join(PERTURBATIONS)}")
+    try:
+        check_perturbations(names)
+    except ConfigError as e:
+        raise ConfigError(f"--names: {e}") from None
     res = remedy_table(a.data, a.model, augmented_model=a.augmented_model, split=a.split, names=names,
                        n_val=a.n_val)
     write_json(a.out, {"split": a.split, "model": a.model, "augmented_model": a.augmented_model,

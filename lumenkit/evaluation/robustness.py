@@ -116,15 +116,19 @@ def parse_perturb(text: str) -> tuple[str, float]:
         ValueError: a non-numeric strength.
     """
     name, _, value = text.partition("=")
-    _check_perturbations([name])
+    check_perturbations([name])
     try:
         return name, float(value)
     except ValueError:
         raise ValueError(f"perturbation strength must be a number: {text!r} (e.g. {name}=0.2)") from None
 
 
-def _check_perturbations(names: Sequence[str]) -> None:
-    """Refuse perturbation names that :data:`PERTURBATIONS` does not define (ConfigError naming the known ones)."""
+def check_perturbations(names: Sequence[str]) -> None:
+    """Refuse perturbation names that :data:`PERTURBATIONS` does not define, before any work.
+
+    Raises:
+        ConfigError: one or more unknown names; the one-line message lists them and the known ones.
+    """
     from lumenkit.errors import ConfigError
 
     unknown = [n for n in names if n not in PERTURBATIONS]
@@ -143,7 +147,7 @@ def image_transform(name: str, strength: float) -> tuple[Callable[[np.ndarray], 
     Raises:
         ConfigError: ``name`` is not one of :data:`PERTURBATIONS`.
     """
-    _check_perturbations([name])
+    check_perturbations([name])
     p = PERTURBATIONS[name]
     if name == "scale":
         return (lambda im: im), 1.0 + strength
@@ -189,7 +193,7 @@ def robustness_curves(
 
     if remedy not in (None, "flat_field"):
         raise ConfigError(f"unknown remedy {remedy!r}; use 'flat_field' or None")
-    _check_perturbations([*(names or ()), *(strengths or {})])
+    check_perturbations([*(names or ()), *(strengths or {})])
     ckpt = model if isinstance(model, Checkpoint) else load_checkpoint(model)
     rows = []
     conditions: list[tuple[str, float]] = [("none", 0.0)]

@@ -375,17 +375,22 @@ def write_view(view: SectionsView, folder: str | Path) -> list[Path]:
     folder = check_writable(folder, folder=True, beside=True, option="folder")
     tmp = folder.parent / f".{folder.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
+    existed = folder.is_dir()
     try:
         write_survey(view.survey, tmp)
         if view.truth is not None:
             for name, df in view.truth.tables().items():
                 write_text(tmp / f"truth_{name}.csv", df.to_csv(index=False, float_format="%.6g"))
             write_text(tmp / "modal_pred_vs_true.csv", modal_pred_vs_true(view, "sample").to_csv())
-    except OSError as e:  # e.g. the disk filled up: name the user's folder, not the temporary one
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        text = str(e) if isinstance(e, OutputPathError) else f"{tmp}: cannot write there ({e.strerror or e})"
-        raise OutputPathError(text.replace(str(tmp), str(folder))
-                              + "; the tables an earlier run wrote there are kept") from None
+        if not isinstance(e, OSError):
+            raise
+        # e.g. the disk filled up: say the user's folder (not the temporary one) and this function's own fix
+        what = (str(e).split(";", 1)[0].replace(str(tmp), str(folder)) if isinstance(e, OutputPathError)
+                else f"{folder}: cannot write there ({e.strerror or e})")
+        kept = f"; the tables {folder} held are kept" if existed else ""
+        raise OutputPathError(f"{what}; free space on its disk or choose a folder you can write to{kept}") from None
     old = folder.parent / f".{folder.name}.old"
     shutil.rmtree(old, ignore_errors=True)
     if folder.exists():

@@ -5,6 +5,7 @@ import torch
 
 from lumenkit.data.catalogue import ClassMap
 from lumenkit.data.flatfield import FlatField, white_balance_gains
+from lumenkit.errors import ConfigError
 from lumenkit.evaluation.robustness import (
     PERTURBATIONS,
     brightness,
@@ -44,7 +45,7 @@ def test_perturbations_do_what_they_say(image):
 
 def test_parse_perturb():
     assert parse_perturb("white_balance=0.1") == ("white_balance", 0.1)
-    with pytest.raises(ValueError, match="choose from"):
+    with pytest.raises(ConfigError, match="unknown perturbation 'fog'; choose from"):
         parse_perturb("fog=1")
     with pytest.raises(ValueError, match="must be a number"):
         parse_perturb("gamma=lots")

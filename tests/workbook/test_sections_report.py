@@ -169,27 +169,29 @@ def test_pages_tables_are_written_per_group(sections, model, tmp_path, monkeypat
     modal = pd.read_csv(tmp_path / "page" / "modal.csv")
     assert set(modal["image"]) == {"pbzn_a/PBZN-A-02_1", "pbzn_a/PBZN-A-02_2"}
 
-    # a disk that fills up half-way: the error names the user's folder, and the earlier page is kept whole
+    # a disk that fills up half-way (fsync fails inside the atomic write): the error is one line naming the user's
+    # folder, not the temporary one, and the earlier page is kept whole
     import errno
+    import os
 
-    import lumenkit.workbook.sections as sections_mod
+    import lumenkit.data.imageio as imageio
     from lumenkit.errors import OutputPathError
 
-    calls = []
-
-    def full_disk(path, text):
-        calls.append(path)
+    def full_disk(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     before = {p.name: p.read_bytes() for p in paths}
-    monkeypatch.setattr(sections_mod, "write_text", full_disk)
-    with pytest.raises(OutputPathError) as err:
-        write_view(view, tmp_path / "page")
-    assert calls, "the truth tables were not written through write_text"
-    msg = str(err.value)
-    assert str(tmp_path / "page") in msg and ".page.tmp" not in msg and "No space left" in msg
+    monkeypatch.setattr(imageio.os, "fsync", full_disk)
+    for folder, kept in ((tmp_path / "page", True), (tmp_path / "fresh", False)):
+        with pytest.raises(OutputPathError) as err:
+            write_view(view, folder)
+        msg = str(err.value)
+        assert msg.startswith(str(folder / "")) and "\n" not in msg and ".tmp" not in msg, msg
+        assert "No space left" in msg and ("held are kept" in msg) == kept, msg
+        assert not (folder.parent / f".{folder.name}.tmp").exists()
+    monkeypatch.setattr(imageio.os, "fsync", os.fsync)
     assert {p.name: p.read_bytes() for p in sorted((tmp_path / "page").iterdir())} == before
-    assert not (tmp_path / ".page.tmp").exists()
+    assert not (tmp_path / "fresh").exists()
 
 
 @pytest.mark.slow
