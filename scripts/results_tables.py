@@ -317,33 +317,44 @@ def goals(title: str, specs: list[list[str]]) -> dict:
 
     Each spec is ``[LABEL, FOLDS, VARIANT[:SCORE_LABEL], MEASURE, TARGET, COMMAND]``, FOLDS comma-separated kept fold
     folders. The figures are :func:`lumenkit.lab.ablation.crossval`'s pooled row, unrounded until printed (three
-    decimals), so a goal missed by less than the table's rounding still reads as missed.
+    decimals), so a goal missed by less than the table's rounding still reads as missed ("< 0.001"). A variant not
+    kept in every fold reads "not measured yet" (with how many folds are kept, when some are).
 
     Raises:
-        SystemExit: an unknown MEASURE (neither one of :data:`GOAL_MEASURES` nor a class of the folds), or a TARGET
-            that is not a number where one is needed.
+        SystemExit: an unknown MEASURE (neither one of :data:`GOAL_MEASURES` nor a class code of the catalogue, or
+            not a class of the folds once measured), a TARGET that is not a number where one is needed, or
+            ``paper`` on folds whose classes the paper (S1's) does not cover.
     """
+    import pandas as pd
+
+    from lumenkit.data.catalogue import CLASS_SETS, labels_for
     from lumenkit.evaluation.reference import reference_table
     from lumenkit.lab.ablation import crossval
 
     paper = reference_table().loc["paper (ResUNet, 50 epochs, GPU; S1 v1 test)"]
+    codes = sorted({c for s in CLASS_SETS.values() for c in labels_for(s)})
     rows = []
     for label, folds_text, which, measure, target_text, command in specs:
         folds = [_in_repo(f) for f in folds_text.split(",") if f]
         variant, _, scored = which.partition(":")
         file = f"val_{scored}.json" if scored else "val.json"
+        if measure not in GOAL_MEASURES and measure not in codes:
+            raise SystemExit(f"goal {label!r}: unknown measure {measure!r}; choose from "
+                             f"{', '.join(GOAL_MEASURES)} or a class code ({', '.join(codes)})")
         if measure != "paper":
             try:
                 target = float(target_text)
             except ValueError:
                 raise SystemExit(f"goal {label!r}: target {target_text!r} is not a number (e.g. 0.86)") from None
         goal = ("every class at or above the paper's test IoU" if measure == "paper"
-                else f"{'mean IoU' if measure == 'mean_iou' else measure.replace('_', ' ')} ≥ {target:.2f}"
-                if measure in GOAL_MEASURES else f"{measure} IoU ≥ {target:.2f}")
+                else f"{'mean IoU' if measure == 'mean_iou' else measure.replace('_', ' ')} ≥ {target_text}"
+                if measure in GOAL_MEASURES else f"{measure} IoU ≥ {target_text}")
         cells = [label, goal]
-        if not all((ROOT / f / variant / file).exists() for f in folds):
+        kept = sum((ROOT / f / variant / file).exists() for f in folds)
+        if kept < len(folds):
+            state = f"not measured yet ({kept} of {len(folds)} folds kept)" if kept else "not measured yet"
             rows.append({"command": command, "source": which, "folds": folds, "measure": measure,
-                         "target": target_text, "cells": [*cells, "not measured yet", "", "–"]})
+                         "target": target_text, "cells": [*cells, state, "", "–"]})
             continue
         with warnings.catch_warnings():  # kept copies name the dataset, not its path: coverage cannot be checked
             warnings.filterwarnings("ignore", message=".*cannot check that folds.*")
@@ -352,17 +363,21 @@ def goals(title: str, specs: list[list[str]]) -> dict:
         classes = [c for c in df.columns if c not in (
             "row", "fold", "run", "images", "mean_iou", "ci_low", "ci_high", "pixel_accuracy")]
         if measure == "paper":
-            under = [c for c in classes if c in paper.index and pooled[c] < paper[c]]
+            uncovered = [c for c in classes if c not in paper.index or pd.isna(paper[c])]
+            if uncovered:
+                raise SystemExit(f"goal {label!r}: the paper's figures are S1's; the folds' classes "
+                                 f"{', '.join(uncovered)} have none")
+            under = [c for c in classes if not pooled[c] >= paper[c]]  # a class absent from the folds: under
             measured = f"{len(classes) - len(under)} of {len(classes)} classes"
             short = ", ".join(f"{c} {pooled[c]:.3f} < {paper[c]:.2f}" for c in under)
             met = not under
         else:
             if measure not in GOAL_MEASURES and measure not in classes:
-                raise SystemExit(f"goal {label!r}: unknown measure {measure!r}; use one of "
-                                 f"{', '.join(GOAL_MEASURES)} or a class code ({', '.join(classes)})")
+                raise SystemExit(f"goal {label!r}: {measure!r} is not a class of these folds; choose from "
+                                 f"{', '.join(GOAL_MEASURES)} or {', '.join(classes)}")
             value = float(pooled[measure])
             measured, met = f"{value:.3f}", value >= target
-            short = "" if met else f"{target - value:.3f}"
+            short = "" if met else f"{target - value:.3f}" if target - value >= 0.0005 else "< 0.001"
         rows.append({"command": command, "source": which, "folds": folds, "measure": measure, "target": target_text,
                      "cells": [*cells, measured, short, "yes" if met else "no"]})
     return {"title": title, "kind": "goals",

@@ -490,8 +490,24 @@ def test_the_goals_table_reads_the_pooled_folds_and_says_what_is_not_measured(tm
     assert rt.again(table) == table
     with pytest.raises(SystemExit, match="unknown measure 'Xyz'"):
         rt.goals("g", [["d", s1, "default", "Xyz", "0.5", "c"]])
+    with pytest.raises(SystemExit, match="unknown measure 'mean_iuo'"):  # refused before anything is measured
+        rt.goals("g", [["n", s1, "no_such_variant", "mean_iuo", "0.88", "c"]])
     with pytest.raises(SystemExit, match="is not a number"):
         rt.goals("g", [["d", s1, "default", "mean_iou", "high", "c"]])
+    with pytest.raises(SystemExit, match="'Pn' is not a class of these folds"):
+        rt.goals("g", [["d", s1, "default", "Pn", "0.6", "c"]])
+    # the paper's figures are S1's: S2's classes cannot be held against them
+    s2 = ",".join(str(RESULTS / "cv" / f"s2_cv_fold{f}") for f in range(3))
+    with pytest.raises(SystemExit, match="the paper's figures are S1's; the folds' classes Mag, Po, Pn have none"):
+        rt.goals("g", [["s2", s2, "s2", "paper", "-", "c"]])
+    # missed by less than the rounding still reads as missed; a part-kept variant says how far it got
+    from lumenkit.lab.ablation import crossval
+
+    miou = crossval(s1.split(","), "default", n_boot=0)["mean_iou"].iloc[-1]
+    near = rt.goals("g", [["d", s1, "default", "mean_iou", f"{miou + 0.0002:.6f}", "c"],
+                          ["p", f"{s1.split(',')[0]},{tmp_path}", "default", "mean_iou", "0.8", "c"]])
+    assert near["rows"][0]["cells"][3:] == ["< 0.001", "no"]
+    assert near["rows"][1]["cells"][2] == "not measured yet (1 of 2 folds kept)"
 
 
 def test_the_results_page_says_no_goal_is_met_only_while_none_is():
