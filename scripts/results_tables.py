@@ -252,6 +252,12 @@ def _best_epoch_lead(folds: list[str], variant: str) -> str:
     return f"+{sum(leads) / len(leads):.3f}"
 
 
+def _classes(df: pd.DataFrame) -> list[str]:
+    """The per-class IoU columns of :func:`lumenkit.lab.ablation.crossval`'s table, in its order."""
+    return [c for c in df.columns if c not in (
+        "row", "fold", "run", "images", "mean_iou", "ci_low", "ci_high", "pixel_accuracy")]
+
+
 def cv(title: str, folds: list[str], specs: list[list[str]]) -> dict:
     """Pooled cross-validation rows (``lumenkit-lab ablation cv`` over ``folds``), one per VARIANT[:LABEL], and the
     paper's row when the classes are the paper's (S1's; no figure is published per class for S2's)."""
@@ -266,8 +272,7 @@ def cv(title: str, folds: list[str], specs: list[list[str]]) -> dict:
             df = crossval(folds, variant, label=scored or None, n_boot=1000)
         fold_rows = df[df["fold"].notna()]
         pooled = df[df["fold"].isna()].iloc[0]
-        classes = classes or [c for c in df.columns if c not in (
-            "row", "fold", "run", "images", "mean_iou", "ci_low", "ci_high", "pixel_accuracy")]
+        classes = classes or _classes(df)
         per_fold = " / ".join(_f(v, 3) for v in fold_rows["mean_iou"])
         rows.append({"command": command, "source": which, "cells": [
             label, str(int(pooled["images"])), *(_f(pooled[c]) for c in classes),
@@ -333,6 +338,8 @@ def goals(title: str, specs: list[list[str]]) -> dict:
 
     paper = reference_table().loc["paper (ResUNet, 50 epochs, GPU; S1 v1 test)"]
     codes = sorted({c for s in CLASS_SETS.values() for c in labels_for(s)})
+    named = {"mean_iou": "mean IoU", "pixel_accuracy": "pixel accuracy"}
+    pooled_by: dict[tuple[tuple[str, ...], str], tuple[pd.Series, list[str]]] = {}
     rows = []
     for label, folds_text, which, measure, target_text, command in specs:
         folds = [_in_repo(f) for f in folds_text.split(",") if f]
@@ -347,8 +354,7 @@ def goals(title: str, specs: list[list[str]]) -> dict:
             except ValueError:
                 raise SystemExit(f"goal {label!r}: target {target_text!r} is not a number (e.g. 0.86)") from None
         goal = ("every class at or above the paper's test IoU" if measure == "paper"
-                else f"{'mean IoU' if measure == 'mean_iou' else measure.replace('_', ' ')} ≥ {target_text}"
-                if measure in GOAL_MEASURES else f"{measure} IoU ≥ {target_text}")
+                else f"{named.get(measure, f'{measure} IoU')} ≥ {target_text}")
         cells = [label, goal]
         kept = sum((ROOT / f / variant / file).exists() for f in folds)
         if kept < len(folds):
@@ -356,12 +362,13 @@ def goals(title: str, specs: list[list[str]]) -> dict:
             rows.append({"command": command, "source": which, "folds": folds, "measure": measure,
                          "target": target_text, "cells": [*cells, state, "", "–"]})
             continue
-        with warnings.catch_warnings():  # kept copies name the dataset, not its path: coverage cannot be checked
-            warnings.filterwarnings("ignore", message=".*cannot check that folds.*")
-            df = crossval([str(ROOT / f) for f in folds], variant, label=scored or None, n_boot=0)
-        pooled = df[df["fold"].isna()].iloc[0]
-        classes = [c for c in df.columns if c not in (
-            "row", "fold", "run", "images", "mean_iou", "ci_low", "ci_high", "pixel_accuracy")]
+        key = (tuple(folds), which)
+        if key not in pooled_by:  # several goals read one pooled row: pool it once
+            with warnings.catch_warnings():  # kept copies name the dataset, not its path: coverage not checkable
+                warnings.filterwarnings("ignore", message=".*cannot check that folds.*")
+                df = crossval([str(ROOT / f) for f in folds], variant, label=scored or None, n_boot=0)
+            pooled_by[key] = (df[df["fold"].isna()].iloc[0], _classes(df))
+        pooled, classes = pooled_by[key]
         if measure == "paper":
             uncovered = [c for c in classes if c not in paper.index or pd.isna(paper[c])]
             if uncovered:
