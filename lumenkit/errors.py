@@ -44,4 +44,12 @@ class CheckpointError(LumenkitError, ValueError):
 
 
 class OutputPathError(LumenkitError, OSError):
-    """An output path cannot be written: a file where a folder is expected, a path under a file, a read-only folder."""
+    """An output path cannot be written: a file where a folder is expected, a path under a file, a read-only folder.
+
+    Attributes:
+        reason: the operating system's words for the failure that caused it (``"No space left on device"``), or
+            ``None``; for a caller that reports the failure under another name than the path written (a staging
+            folder renamed into place).
+    """
+
+    reason: str | None = None

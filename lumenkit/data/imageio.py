@@ -265,14 +265,18 @@ def _nearest_existing(path: Path) -> Path:
     return path
 
 
-def _unwritable(path: Path, err: OSError, option: str = "output path") -> str:
-    """The one-line message for an output ``path`` whose writing failed with ``err``: what is in the way, the fix."""
+def _unwritable(path: Path, err: OSError, option: str = "output path") -> OutputPathError:
+    """The error for an output ``path`` whose writing failed with ``err``: one line, what is in the way, the fix."""
     where = _nearest_existing(path.parent)
     if not where.is_dir():
-        return f"{path}: cannot be written, {where} is a file, not a folder; choose another {option}"
-    if path.is_dir():
-        return f"{path}: is a folder, not a file; choose another {option}"
-    return f"{path}: cannot be written ({err.strerror or err}); choose another {option} in a folder you can write to"
+        msg = f"{path}: cannot be written, {where} is a file, not a folder; choose another {option}"
+    elif path.is_dir():
+        msg = f"{path}: is a folder, not a file; choose another {option}"
+    else:
+        msg = f"{path}: cannot be written ({err.strerror or err}); choose another {option} in a folder you can write to"
+    error = OutputPathError(msg)
+    error.reason = err.strerror or str(err)
+    return error
 
 
 def check_writable(path: str | Path, folder: bool = True, option: str = "--out", beside: bool = False) -> Path:
@@ -338,7 +342,7 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as e:
-        raise OutputPathError(_unwritable(path, e)) from None
+        raise _unwritable(path, e) from None
     try:
         os.close(fd)
         with open(tmp, mode) as f:  # by name, so writers that want the file's name (tifffile) get one
@@ -346,18 +350,18 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
                 yield f
             except OSError as e:
                 if e.errno in _STORAGE_ERRORS:  # the disk, not the caller: a full disk or quota, a failing device
-                    raise OutputPathError(_unwritable(path, e)) from None
+                    raise _unwritable(path, e) from None
                 raise
             try:
                 f.flush()
                 os.fsync(f.fileno())
             except OSError as e:
-                raise OutputPathError(_unwritable(path, e)) from None
+                raise _unwritable(path, e) from None
         try:
             os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the permissions open() would
             os.replace(tmp, path)
         except OSError as e:
-            raise OutputPathError(_unwritable(path, e)) from None
+            raise _unwritable(path, e) from None
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

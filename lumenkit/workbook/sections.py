@@ -387,10 +387,10 @@ def write_view(view: SectionsView, folder: str | Path) -> list[Path]:
         if not isinstance(e, OSError):
             raise
         # e.g. the disk filled up: say the user's folder (not the temporary one) and this function's own fix
-        what = (str(e).split(";", 1)[0].replace(str(tmp), str(folder)) if isinstance(e, OutputPathError)
-                else f"{folder}: cannot write there ({e.strerror or e})")
+        reason = (e.reason if isinstance(e, OutputPathError) else e.strerror) or e
         kept = f"; the tables {folder} held are kept" if existed else ""
-        raise OutputPathError(f"{what}; free space on its disk or choose a folder you can write to{kept}") from None
+        raise OutputPathError(f"{folder}: cannot write there ({reason}); free space on its disk or choose a folder "
+                              f"you can write to{kept}") from None
     old = folder.parent / f".{folder.name}.old"
     shutil.rmtree(old, ignore_errors=True)
     if folder.exists():

@@ -167,9 +167,10 @@ def test_a_full_disk_while_writing_is_an_output_path_error_and_leaves_nothing(tm
     from lumenkit.errors import OutputPathError
 
     target = tmp_path / "out.bin"
-    with pytest.raises(OutputPathError, match=r"out.bin"), atomic_write(target) as f:
+    with pytest.raises(OutputPathError, match=r"out.bin") as err, atomic_write(target) as f:
         f.write(b"half")
         raise OSError(errno.ENOSPC, "No space left on device")
+    assert err.value.reason == "No space left on device"  # for callers that report under another name
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(OSError, match="mine"), atomic_write(target):
         raise OSError(errno.ENOENT, "mine")  # not the disk's: passes unchanged
