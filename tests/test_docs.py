@@ -97,6 +97,10 @@ def test_rendered_tables_carry_the_command_of_every_row():
             assert row["command"].strip() in text, (path.name, row["command"])
         header = next(line for line in text.splitlines() if line.startswith("| "))
         shared = len({r["command"].strip() for r in table["rows"]}) == 1
+        body = [line for line in text.splitlines() if line.startswith("| ")][1:]
+        for i, (line, row) in enumerate(zip(body, table["rows"], strict=True)):  # a repeated command: "as above"
+            same = i > 0 and row["command"].strip() == table["rows"][i - 1]["command"].strip()
+            assert line.endswith("| as above |") == (same and not shared), (path.name, i)
         assert ("Reproduce:" in text) == shared and header.endswith("| reproduce |") != shared, path.name
 
 

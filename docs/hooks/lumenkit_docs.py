@@ -4,7 +4,7 @@ Two markers are replaced in any page's Markdown:
 
 - ``<!-- table: NAME -->`` by the table in ``docs/results/NAME.json``: the figures copied from measured runs, every
   row with the command that reproduces it (one command for every row goes on the line above the table, otherwise it
-  is a column);
+  is a column, where a row with the command of the row above says "as above");
 - ``<!-- cli: PROG -->`` (``lumenkit`` or ``lumenkit-lab``) by each subcommand's usage and help, from the parser the
   command itself uses (``build_parser()`` of :mod:`lumenkit.cli` or :mod:`lumenkit.lab.cli`);
 - ``<!-- package-map -->`` by the package's subpackages and modules with the first line of each docstring, and
@@ -97,6 +97,9 @@ def _code(text: str) -> str:
 def render_table(name: str, results: Path = RESULTS, data_link: str | None = None) -> str:
     """The Markdown of results table ``name``, with the command that reproduces each row.
 
+    One command for all rows goes above the table; otherwise a ``reproduce`` column names each row's, and a row
+    with the same command as the row above says "as above".
+
     Args:
         name: file stem under ``results``.
         results: folder of the JSON tables.
@@ -114,10 +117,10 @@ def render_table(name: str, results: Path = RESULTS, data_link: str | None = Non
         columns.append("reproduce")
     out.append("| " + " | ".join(_cell(c) for c in columns) + " |")
     out.append("|" + "---|" * len(columns))
-    for row, command in zip(rows, commands, strict=True):
+    for i, (row, command) in enumerate(zip(rows, commands, strict=True)):
         cells = [_cell(c) for c in row["cells"]]
-        if not shared:
-            cells.append(_code(command))
+        if not shared:  # a run of rows from one command (a goal per measure) names it once
+            cells.append("as above" if i and command == commands[i - 1] else _code(command))
         out.append("| " + " | ".join(cells) + " |")
     out.append("")
     notes = [table["note"]] if table.get("note") else []
