@@ -223,7 +223,7 @@ def test_the_epochs_summary_reads_the_best_and_last_epoch_of_each_trained_varian
     df = _results_tables().epochs(table)
     assert list(df.columns) == ["best_epoch", "last_epoch", "evaluation"]
     assert "default" in df.index and "ensemble_aspp_ema_separable" not in df.index  # trained variants only
-    # the figures docs/results.md reads off it
+    # the figures docs/results-s1.md reads off it
     assert df.loc["default"].tolist() == [0.799, 0.789, 0.799] and df.loc["aspp"].tolist() == [0.798, 0.788, 0.805]
     # aspp_dice validated in the prediction's windows: its evaluation is its best epoch's score
     assert df.loc["aspp_dice"].tolist() == [0.815, 0.792, 0.815]
