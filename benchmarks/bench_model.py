@@ -6,7 +6,9 @@ For each configuration — ``default`` (lumenkit's default width), ``f16`` (the 
 default) — prints: parameters, GFLOP per megapixel (forward, conv layers), training patches/s (batch 8 × 256²,
 forward+backward+Adam, channels-last), inference megapixels/s (tiled whole-image prediction), the share of the fp32
 matmul peak reached (measured in the same process: a 2048³ sgemm), and the peak memory of predicting one native
-3396×2547 image at the model's scale in a fresh subprocess. The last line is one JSON object keyed by configuration.
+3396×2547 image at the model's scale in a fresh subprocess. The last line is one JSON object keyed by configuration;
+a configuration of the same width as one before it is not measured again: its entry repeats that one's, with
+``same_as`` naming it.
 """
 
 from __future__ import annotations
@@ -91,7 +93,13 @@ def main() -> None:
     print(f"reference: fp32 sgemm 2048³ on {a.threads} threads: {peak:.0f} GFLOP/s")
     configs = {k: v for k, v in {"default": TrainConfig().width, "f16": 16, "f64": 64}.items() if k in a.configs}
     result: dict[str, dict[str, float]] = {"matmul_gflops": {"value": round(peak, 1)}}
+    measured: dict[int, str] = {}  # width -> the configuration that measured it (default and f16 may be one net)
     for name, width in configs.items():
+        if width in measured:
+            result[name] = {**result[measured[width]], "same_as": measured[width]}
+            print(f"{name:8s} f={width:<3d} the same network as {measured[width]}: not measured twice", flush=True)
+            continue
+        measured[width] = name
         model = create_model(width=width, classes=7)
         gflop_mp = count_flops(model, 1024, 1024) / 1.048576 / 1e9
         tps = train_patches_per_s(width, a.steps)
