@@ -10,8 +10,8 @@ the bias of the 1×1 head, so prediction, TTA, evaluation and ONNX export use it
 in the checkpoint's ``config["prior_correction"]``.
 
 ``lumenkit train`` applies it to ``model.pt`` at the end of a run on a sparse dataset (``strokes_prior``, τ = 0.5
-by default): measured on LumenStone S2 strokes it added 0.07 validation mean IoU (docs, Results, "The prior
-strokes teach, corrected by EM"). Fitting τ on whole masks and correcting dense models is research
+by default): measured on LumenStone S2 strokes it added 0.07 validation mean IoU (docs/results-label-efficiency.md, "The
+prior strokes teach, corrected by EM"). Fitting τ on whole masks and correcting dense models is research
 (:mod:`lumenkit.lab.prior`).
 
 Example:
