@@ -152,7 +152,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
                    help="checkpoint (RUN/model.pt), or an export RUN/model.onnx (not split val/fit)" + ENSEMBLE_HELP)
     p.add_argument("--out", required=True, help="output JSON file")
     p.add_argument("--scale", type=float, default=None, help="scale to run the model at (default: its training scale)")
-    p.add_argument("--void-border", type=int, default=0, help="ignore pixels within W px of a class boundary")
+    p.add_argument("--void-border", type=int, default=0,
+                   help="headline scores ignore pixels within W px of a class boundary, on either side (every run "
+                        "also reports the all_pixels, void_border_2px and petroscope protocols)")
     p.add_argument("--tta", action="store_true", help="flip/rot90 test-time augmentation (8 passes)")
     p.add_argument("--refine", action="store_true", help=REFINE_HELP)
     p.add_argument("--no-baselines", action="store_true", help="skip the majority and colour-centroid baselines")

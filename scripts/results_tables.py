@@ -6,8 +6,9 @@
     python scripts/results_tables.py evaluations NAME --title TITLE \\
             --row LABEL EVAL.json "COMMAND" [--row ...]
         docs/results/NAME.json: one row per ``lumenkit evaluate`` JSON: per-class IoU, mean IoU (95 % interval over
-        images), pixel accuracy, and the same mean and accuracy with a 2-px void border (both protocols of the one
-        run); COMMAND is what reproduces the row.
+        images), pixel accuracy, and the same mean and accuracy with lumenkit's symmetric 2-px void band and, when
+        every evaluation has them, under petroscope's protocol (all protocols of the one run); COMMAND is what
+        reproduces the row.
     python scripts/results_tables.py benchmark NAME --title TITLE --row LABEL BENCH.json KEY "COMMAND" [--row ...]
             [--replace]
         docs/results/NAME.json: one row per benchmark JSON (its last line), the figure under KEY. With --replace,
@@ -21,10 +22,12 @@
         --fold-dirs and --as file them under other fold folders and another variant name (the same variant trained
         on a corrected copy of the dataset, kept beside the original's folds).
     python scripts/results_tables.py cv NAME --title TITLE --folds DIR [DIR ...] \
-            --row LABEL VARIANT[:SCORE_LABEL] "COMMAND" [--row ...]
+            --row LABEL VARIANT[:SCORE_LABEL][@PROTOCOL] "COMMAND" [--row ...]
         docs/results/NAME.json: one row per variant pooled over the folds (lumenkit-lab ablation cv, the paper's
         dataset-wide IoU over every validated image), per class, with each fold's mean IoU, how far the best
-        epoch (model.pt) leads the last in the folds' history.csv, and the paper's row.
+        epoch (model.pt) leads the last in the folds' history.csv, and the paper's row; @PROTOCOL pools the scores
+        under another protocol of the evaluations (petroscope, void_border_2px; petroscope's published row then
+        joins the paper's).
     python scripts/results_tables.py again NAME [NAME ...]
         docs/results/NAME.json, a cv, modal or goals table, rebuilt from its kept folds with its own rows (labels,
         sources, commands): after a fold's evaluations or this script changed.
@@ -86,20 +89,30 @@ def published() -> dict:
 
 
 def evaluations(title: str, specs: list[list[str]]) -> dict:
-    rows, classes = [], None
+    """One row per ``lumenkit evaluate`` JSON, with its scores under the symmetric 2-px void band and, when every
+    evaluation has them, under petroscope's protocol (evaluations written before it existed do not)."""
+    docs, classes = [], None
     for label, path, command in specs:
         ev = json.loads(Path(path).read_text())
         iou = ev["per_class_iou"]
         classes = classes or list(iou)
         if list(iou) != classes:
             raise SystemExit(f"{path}: classes {list(iou)} differ from the first row's {classes}")
+        docs.append((label, command, ev))
+    with_petroscope = bool(docs) and all("petroscope" in ev.get("protocols", {}) for _, _, ev in docs)
+    rows = []
+    for label, command, ev in docs:
         lo, hi = ev.get("mean_iou_ci95", [None, None])
-        void = ev.get("protocols", {}).get("void_border_2px", {})
+        protocols = ev.get("protocols", {})
+        void, petro = protocols.get("void_border_2px", {}), protocols.get("petroscope", {})
         rows.append({"command": command, "cells": [
-            label, *(_f(iou[c]) for c in classes), f"{_f(ev['mean_iou'], 3)} ({_f(lo)}–{_f(hi)})",
-            _f(ev["pixel_accuracy"], 3), _f(void.get("mean_iou"), 3), _f(void.get("pixel_accuracy"), 3)]})
+            label, *(_f(ev["per_class_iou"][c]) for c in classes), f"{_f(ev['mean_iou'], 3)} ({_f(lo)}–{_f(hi)})",
+            _f(ev["pixel_accuracy"], 3), _f(void.get("mean_iou"), 3), _f(void.get("pixel_accuracy"), 3),
+            *([_f(petro.get("mean_iou"), 3), _f(petro.get("pixel_accuracy"), 3)] if with_petroscope else [])]})
     return {"title": title, "columns": ["", *(classes or []), "mean IoU (95 % interval)", "pixel acc.",
-                                        "mean IoU, 2-px void border", "pixel acc., 2-px void border"], "rows": rows}
+                                        "mean IoU, 2-px void border", "pixel acc., 2-px void border",
+                                        *(["mean IoU, petroscope's protocol", "pixel acc., petroscope's protocol"]
+                                          if with_petroscope else [])], "rows": rows}
 
 
 def benchmark(title: str, specs: list[list[str]]) -> dict:
@@ -259,32 +272,45 @@ def _classes(df: pd.DataFrame) -> list[str]:
 
 
 def cv(title: str, folds: list[str], specs: list[list[str]]) -> dict:
-    """Pooled cross-validation rows (``lumenkit-lab ablation cv`` over ``folds``), one per VARIANT[:LABEL], and the
-    paper's row when the classes are the paper's (S1's; no figure is published per class for S2's)."""
-    from lumenkit.evaluation.reference import reference_table
+    """Pooled cross-validation rows (``lumenkit-lab ablation cv`` over ``folds``), one per
+    VARIANT[:LABEL][@PROTOCOL], and the paper's row when the classes are the paper's (S1's; no figure is published
+    per class for S2's); with a row under petroscope's protocol, petroscope's published row under it too.
+
+    A row with ``@PROTOCOL`` pools the folds' scores under that protocol of their evaluations (``lumenkit-lab
+    ablation cv --protocol``); those keep no per-image matrices, so the row has no interval."""
+    from lumenkit.evaluation.reference import PROTOCOLS, reference_table
     from lumenkit.lab.ablation import crossval
 
-    rows, classes = [], None
+    rows, classes, protocols = [], None, set()
     for label, which, command in specs:
-        variant, _, scored = which.partition(":")
+        named, _, protocol = which.partition("@")
+        variant, _, scored = named.partition(":")
+        protocols.add(protocol or "all_pixels")
         with warnings.catch_warnings():  # kept copies name the dataset, not its path: coverage cannot be checked
             warnings.filterwarnings("ignore", message=".*cannot check that folds.*")
-            df = crossval(folds, variant, label=scored or None, n_boot=1000)
+            df = crossval(folds, variant, label=scored or None, n_boot=1000, protocol=protocol or None)
         fold_rows = df[df["fold"].notna()]
         pooled = df[df["fold"].isna()].iloc[0]
         classes = classes or _classes(df)
         per_fold = " / ".join(_f(v, 3) for v in fold_rows["mean_iou"])
+        interval = f" ({_f(pooled['ci_low'])}–{_f(pooled['ci_high'])})" if pooled["ci_low"] == pooled["ci_low"] else ""
         rows.append({"command": command, "source": which, "cells": [
             label, str(int(pooled["images"])), *(_f(pooled[c]) for c in classes),
-            f"{_f(pooled['mean_iou'], 3)} ({_f(pooled['ci_low'])}–{_f(pooled['ci_high'])})",
-            _f(pooled["pixel_accuracy"], 3), per_fold, _best_epoch_lead(folds, variant)]})
-    ref = reference_table().loc["paper (ResUNet, 50 epochs, GPU; S1 v1 test)"]
+            f"{_f(pooled['mean_iou'], 3)}{interval}", _f(pooled["pixel_accuracy"], 3), per_fold,
+            _best_epoch_lead(folds, variant)]})
+    published = reference_table()
     classes = classes or []
-    if classes == [c for c in ref.index if c not in ("mean_iou", "pixel_accuracy")]:  # S2's have no published row
-        rows.append({"command": 'python -c "import lumenkit.evaluation as e; print(e.reference_table())"'
-                                "  # published, not recomputed",
-                     "cells": ["paper (S1 v1 **test**)", "", *(_f(ref[c]) for c in classes),
-                               _f(ref["mean_iou"], 3), _f(ref["pixel_accuracy"], 3), "", ""]})
+    if classes == [c for c in published.columns if c not in ("mean_iou", "pixel_accuracy")]:  # S2: none published
+        shown = {"paper (ResUNet, 50 epochs, GPU; S1 v1 test)": "paper (S1 v1 **test**)"}
+        if "petroscope" in protocols:
+            shown |= {name: f"{name} (its protocol: `petroscope`)" for name, p in PROTOCOLS.items()
+                      if p == "petroscope"}
+        for name, shown_as in shown.items():
+            ref = published.loc[name]
+            rows.append({"command": 'python -c "import lumenkit.evaluation as e; print(e.reference_table())"'
+                                    "  # published, not recomputed",
+                         "cells": [shown_as, "", *(_f(ref[c]) for c in classes),
+                                   _f(ref["mean_iou"], 3), _f(ref["pixel_accuracy"], 3), "", ""]})
     return {"title": title, "folds": [_in_repo(f) for f in folds],
             "columns": ["", "images", *classes, "mean IoU (95 % interval)", "pixel acc.", "per-fold mean IoU",
                         "best epoch's lead"],

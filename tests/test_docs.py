@@ -158,7 +158,7 @@ def test_the_published_table_is_generated_from_the_references_with_their_protoco
     assert set(PROTOCOLS) == set(REFERENCES)
     on_disk = json.loads((ROOT / "docs" / "results" / "published.json").read_text(encoding="utf-8"))
     assert on_disk == json.loads(json.dumps(_results_tables().published()))  # rerun the script if this fails
-    assert {row["cells"][-1] for row in on_disk["rows"]} >= {"`all_pixels`", "`void_border_2px`"}
+    assert {row["cells"][-1] for row in on_disk["rows"]} >= {"`all_pixels`", "`petroscope`"}
 
 
 def test_evaluation_tables_carry_both_protocols_of_one_run(tmp_path):
@@ -168,6 +168,12 @@ def test_evaluation_tables_carry_both_protocols_of_one_run(tmp_path):
     table = _results_tables().evaluations("t", [["row", str(tmp_path / "e.json"), "lumenkit evaluate ..."]])
     assert table["rows"][0]["cells"] == ["row", "0.90", "–", "0.900 (0.80–0.95)", "0.950", "0.930", "0.970"]
     assert len(table["columns"]) == len(table["rows"][0]["cells"])
+    # evaluations that also scored petroscope's protocol get its two columns
+    ev["protocols"]["petroscope"] = {"mean_iou": 0.91, "pixel_accuracy": 0.96}
+    (tmp_path / "e.json").write_text(json.dumps(ev))
+    table = _results_tables().evaluations("t", [["row", str(tmp_path / "e.json"), "lumenkit evaluate ..."]])
+    assert table["rows"][0]["cells"][-2:] == ["0.910", "0.960"]
+    assert table["columns"][-1] == "pixel acc., petroscope's protocol"
 
 
 def test_label_efficiency_tables_keep_every_class_and_each_rows_command(tmp_path):

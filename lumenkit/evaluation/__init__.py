@@ -6,6 +6,7 @@ from lumenkit.evaluation.metrics import (
     bootstrap_mean_iou,
     confusion_matrix,
     iou_from_confusion,
+    petroscope_void,
     sum_confusions,
     void_border,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "confusion_matrix",
     "evaluate",
     "iou_from_confusion",
+    "petroscope_void",
     "recorded_validation",
     "reference_table",
     "robustness_curves",

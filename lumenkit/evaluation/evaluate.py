@@ -23,6 +23,7 @@ from lumenkit.evaluation.metrics import (
     bootstrap_mean_iou,
     confusion_matrix,
     per_image_table,
+    petroscope_void,
     sum_confusions,
     void_border,
 )
@@ -32,12 +33,47 @@ from lumenkit.runtime.heap import retained_heap
 CONFIDENCE_BINS = np.linspace(0.0, 1.0, 11)
 """Bin edges of the confidence-vs-error table."""
 
-PROTOCOLS: dict[str, int] = {"all_pixels": 0, "void_border_2px": 2}
-"""Scoring protocols every evaluation reports side by side, by name → void border in px at the stored resolution.
+@dataclass(frozen=True)
+class Protocol:
+    """Which labelled pixels a scoring protocol counts, at the masks' stored resolution.
+
+    Attributes:
+        void_border: px left out around class boundaries (0: none).
+        pad: px of frame left out at every image edge (petroscope's ``void_pad``).
+        band: ``"symmetric"``, :func:`~lumenkit.evaluation.metrics.void_border`'s band of ``void_border`` px on
+            both sides of a boundary, or ``"petroscope"``, :func:`~lumenkit.evaluation.metrics.petroscope_void`'s
+            one-sided erosion by a ``void_border``-px square (the protocol of petroscope's published figure).
+    """
+
+    void_border: int = 0
+    pad: int = 0
+    band: str = "symmetric"
+
+    def keep(self, true: np.ndarray) -> np.ndarray | None:
+        """Boolean mask of the pixels of ``true`` this protocol counts; ``None`` for all of them."""
+        if self.band == "petroscope":
+            return petroscope_void(true, self.void_border, self.pad)
+        return void_border(true, self.void_border) if self.void_border else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The protocol's fields, as the evaluation JSON records them beside its scores."""
+        return {"void_border": self.void_border, "pad": self.pad, "band": self.band}
+
+
+PROTOCOLS: dict[str, Protocol] = {
+    "all_pixels": Protocol(),
+    "void_border_2px": Protocol(void_border=2),
+    "petroscope": Protocol(void_border=2, pad=4, band="petroscope"),
+}
+"""Scoring protocols every evaluation reports side by side, by name.
 
 ``all_pixels``: every labelled pixel of the masks at their stored resolution (the paper's protocol).
-``void_border_2px``: pixels within 2 px of a class boundary ignored (petroscope's published protocol), where a
-prediction made at a fraction of the stored resolution is least sure.
+``void_border_2px``: pixels within 2 px of a class boundary left out, on both sides (lumenkit's ``--void-border 2``),
+where a prediction made at a fraction of the stored resolution is least sure.
+``petroscope``: petroscope's "void borders" as its ResUNet test script scores them (``void_border_width=2,
+void_pad=4``): the one pixel on one side of each boundary and a 4-px frame; about a quarter of the boundary pixels
+``void_border_2px`` leaves out. petroscope scored native-resolution masks; on masks stored at half resolution the
+same pixels cover twice the section.
 """
 
 
@@ -124,7 +160,8 @@ class Evaluation:
 
         Per-class IoU by label, mean IoU with a bootstrap interval, pixel accuracy, confusion matrix and class
         order, per-image rows, per-image confusion matrices (``per_image_confusion``, by image name), baselines,
-        confidence table and scales.
+        confidence table, scales, and ``protocols``: for each of :data:`PROTOCOLS`, its fields and its per-class
+        IoU, mean IoU, pixel accuracy and confusion matrix (so folds can be pooled under each).
 
         Args:
             n_boot: bootstrap resamples of the images for ``mean_iou_ci95`` (the 95 % interval of the mean IoU,
@@ -151,8 +188,9 @@ class Evaluation:
         }
         d["confidence"] = self.confidence.reset_index().to_dict(orient="records")
         d["protocols"] = {
-            name: {"void_border": PROTOCOLS[name],
-                   **{k: v for k, v in s.to_dict().items() if k in ("per_class_iou", "mean_iou", "pixel_accuracy")}}
+            name: {**PROTOCOLS[name].to_dict(),
+                   **{k: v for k, v in s.to_dict().items()
+                      if k in ("per_class_iou", "mean_iou", "pixel_accuracy", "confusion")}}
             for name, s in self.protocols.items()
         }
         d.update(self.info)
@@ -333,8 +371,8 @@ class _ImageScorer:
         mask = ds.read_mask(i)
         true = self.ckpt.class_map.to_index(mask, source=str(ds.mask_paths[i]))
         valid = void_border(true, self.void_border_px) if self.void_border_px else None
-        protocol_valid = {name: (valid if w == self.void_border_px else void_border(true, w) if w else None)
-                          for name, w in PROTOCOLS.items()}
+        protocol_valid = {name: (valid if p == Protocol(void_border=self.void_border_px) else p.keep(true))
+                          for name, p in PROTOCOLS.items()}
         image = ds.read_image(i, scale=self.model_scale * self.magnification)
         if self.transform is not None:
             image = self.transform(image)

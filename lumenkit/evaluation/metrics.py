@@ -64,13 +64,51 @@ def confusion_matrix(
 def void_border(true: np.ndarray, width: int, ignore: int = IGNORE) -> np.ndarray:
     """Boolean mask of pixels to keep: False within ``width`` px (Chebyshev distance) of a class boundary.
 
-    Boundaries with ignore pixels count too. ``width=0`` keeps everything.
+    A symmetric band, ``2 × width`` px wide across each boundary; boundaries with ignore pixels count too.
+    ``width=0`` keeps everything. petroscope's protocol is another, narrower one: :func:`petroscope_void`.
     """
     if width <= 0:
         return np.ones(true.shape, dtype=bool)
     size = 2 * width + 1
     t = np.asarray(true, dtype=np.uint8)
     return ndi.maximum_filter(t, size=size, mode="nearest") == ndi.minimum_filter(t, size=size, mode="nearest")
+
+
+def petroscope_void(true: np.ndarray, width: int = 2, pad: int = 4) -> np.ndarray:
+    """Boolean mask of pixels to keep under petroscope's "void borders" protocol, reproduced exactly.
+
+    petroscope (``petroscope.segmentation.fast_eval.fast_void_borders``, called by its ResUNet test script with
+    ``void_border_width=2, void_pad=4`` on the native-resolution S1 v1 masks) erodes each class's region with a
+    ``width × width`` square and ``border_value=0``, keeps the union of the eroded regions, then drops a frame of
+    ``pad`` px around the image. With an even ``width`` the square is off-centre, so the band is one-sided:
+    ``width=2`` drops, at each class boundary, the one pixel whose upper, left or upper-left neighbour is of
+    another class (the lower or right side), and the first row and column. :func:`void_border` (a symmetric band of
+    ``width`` px on both sides) drops about four times as many boundary pixels at ``width=2``, so a figure scored
+    under one is not comparable with the other. Written out here rather than imported because petroscope is not a
+    dependency; scipy's erosion is the one petroscope calls.
+
+    Args:
+        true: ``(H, W)`` ground-truth class indices (ignore pixels count as a class of their own, as a label
+            petroscope's one-hot mask has no channel for).
+        width: side of the square, px at the mask's resolution (0 keeps every pixel but the frame).
+        pad: frame width in px left out at every image edge.
+
+    Raises:
+        ValueError: a negative ``width`` or ``pad``.
+    """
+    if width < 0 or pad < 0:
+        raise ValueError(f"width and pad must be >= 0, got {width} and {pad}")
+    t = np.asarray(true)
+    keep = np.ones(t.shape, dtype=bool)
+    if width > 0:
+        element = np.ones((width, width), dtype=bool)
+        keep[:] = False
+        for c in np.unique(t):
+            keep |= ndi.binary_erosion(t == c, structure=element, border_value=0)
+    if pad > 0:
+        keep[:pad, :] = keep[-pad:, :] = False
+        keep[:, :pad] = keep[:, -pad:] = False
+    return keep
 
 
 def iou_from_confusion(cm: np.ndarray) -> np.ndarray:

@@ -17,7 +17,10 @@ REFERENCES: dict[str, dict[str, float | None]] = {
         "BG": 0.833, "Ccp": 0.919, "Gl": 0.746, "Brt": 0.887, "Py/Mrc": 0.963, "Sph": 0.753, "Tnt/Ttr": 0.760,
         "mean_iou": 0.837, "pixel_accuracy": None,
     },
-    "petroscope README (ResUNet; S1 v1), 2-px void border": {"mean_iou": 0.851},
+    "petroscope README (ResUNet; S1 v1), void borders": {
+        "BG": 0.851, "Ccp": 0.936, "Gl": 0.763, "Brt": 0.896, "Py/Mrc": 0.973, "Sph": 0.765, "Tnt/Ttr": 0.771,
+        "mean_iou": 0.851, "pixel_accuracy": None,
+    },
     "Korshunov, Khvostikov et al. 2025 (PSPNet/ResNet-18, colour correction, GPU)": {
         "mean_iou": 0.88, "pixel_accuracy": 0.96,
     },
@@ -29,12 +32,14 @@ pixel accuracy up to 0.96"); S1 classes only."""
 PROTOCOLS: dict[str, str] = {
     "paper (ResUNet, 50 epochs, GPU; S1 v1 test)": "all_pixels",
     "petroscope README (ResUNet; S1 v1)": "all_pixels",
-    "petroscope README (ResUNet; S1 v1), 2-px void border": "void_border_2px",
+    "petroscope README (ResUNet; S1 v1), void borders": "petroscope",
     "Korshunov, Khvostikov et al. 2025 (PSPNet/ResNet-18, colour correction, GPU)": "not stated (best configuration)",
 }
 """The protocol of each reference, named as ``lumenkit evaluate`` names its own (``protocols`` in its JSON):
-``all_pixels`` scores every labelled pixel at the mask's stored resolution, ``void_border_2px`` leaves out pixels
-within 2 px of a class boundary (petroscope's view)."""
+``all_pixels`` scores every labelled pixel at the mask's stored resolution; ``petroscope`` leaves out what
+petroscope's test script does (``void_border_width=2, void_pad=4``: one pixel on one side of each class boundary and
+a 4-px frame; :func:`lumenkit.evaluation.metrics.petroscope_void`), which scored the native-resolution S1 v1 masks.
+lumenkit's ``void_border_2px`` (2 px on both sides) is no published protocol."""
 
 
 def reference_table(protocols: bool = False) -> pd.DataFrame:

@@ -515,8 +515,26 @@ def _fold_documents(runs: Sequence[str | Path], name: str, label: str | None) ->
     return sorted(docs, key=lambda t: t[1])
 
 
+def _under_protocol(d: dict[str, Any], protocol: str, path: Path) -> dict[str, Any]:
+    """Evaluation ``d`` with its headline scores replaced by those of scoring ``protocol`` (no per-image ones).
+
+    Raises:
+        ConfigError: ``d`` has no scores under ``protocol`` with a confusion matrix (an evaluation written before
+            the protocol existed: evaluate again).
+    """
+    scored = (d.get("protocols") or {}).get(protocol)
+    if not scored or "confusion" not in scored:
+        have = ", ".join(d.get("protocols") or {}) or "none"
+        raise ConfigError(f"{path}: no scores under protocol {protocol!r} with a confusion matrix (it has: {have}); "
+                          "evaluate the run again with this lumenkit to add them")
+    out = {k: v for k, v in d.items() if k not in ("per_image_confusion", "mean_iou_ci95")}
+    out.update({k: scored[k] for k in ("per_class_iou", "mean_iou", "pixel_accuracy", "confusion")},
+               void_border=scored.get("void_border", 0), protocol=protocol)
+    return out
+
+
 def _same_setup(docs: list[_Doc], name: str) -> dict[str, Any]:
-    """The setup every document shares (data, ``n_val``, seed, classes, variant, TTA).
+    """The setup every document shares (data, ``n_val``, seed, classes, variant, TTA, refinement, void border).
 
     Raises ConfigError where one differs or where an image is validated twice.
     """
@@ -524,7 +542,7 @@ def _same_setup(docs: list[_Doc], name: str) -> dict[str, Any]:
     def setup(d: dict[str, Any]) -> dict[str, Any]:
         return {"data": d.get("data"), "n_val": d.get("n_val"), "val_seed": d.get("val_seed", 0),
                 "class_order": list(d["class_order"]), "variant": d.get("variant", name),
-                "tta": d.get("tta", False), "refine": d.get("refine")}
+                "tta": d.get("tta", False), "refine": d.get("refine"), "void_border": d.get("void_border", 0)}
 
     first_path, _, first = docs[0]
     ref = setup(first)
@@ -592,7 +610,8 @@ def _coverage(docs: list[_Doc], name: str, data: str | None, n_val: int,
     return n_folds, total, missing
 
 
-def crossval(runs: Sequence[str | Path], name: str, label: str | None = None, n_boot: int = 1000) -> pd.DataFrame:
+def crossval(runs: Sequence[str | Path], name: str, label: str | None = None, n_boot: int = 1000,
+             protocol: str | None = None) -> pd.DataFrame:
     """Cross-validate variant ``name``: pool its validation confusion matrices over run folders, one per fold.
 
     Each ``RUN/NAME/val.json`` (``val_LABEL.json`` with ``label``: a :func:`score_variant` score) holds the
@@ -606,6 +625,9 @@ def crossval(runs: Sequence[str | Path], name: str, label: str | None = None, n_
         name: the variant pooled.
         label: pool ``val_LABEL.json`` instead of ``val.json``.
         n_boot: bootstrap resamples of the pooled row's 95 % interval over images (0: no interval).
+        protocol: pool the folds' scores under this scoring protocol of their evaluations (``protocols`` in the
+            JSON, :data:`lumenkit.evaluation.evaluate.PROTOCOLS`, e.g. ``petroscope``) instead of the headline
+            one; the evaluations keep no per-image matrices per protocol, so its rows have no interval.
 
     Returns:
         One row per fold in fold order, then the pooled row.  Columns: ``row`` (``fold F``; ``pooled``, or
@@ -613,8 +635,9 @@ def crossval(runs: Sequence[str | Path], name: str, label: str | None = None, n_
         image or that cannot be checked), ``fold``, ``run`` (the run folder; empty for the pooled row), ``images``,
         one IoU per class (NaN for a class absent from that row's ground truth), ``mean_iou``, ``ci_low``,
         ``ci_high`` (95 % bootstrap interval over that row's images), ``pixel_accuracy``.  ``df.attrs`` holds
-        ``variant``, ``label``, ``data``, ``n_val``, ``val_seed``, ``folds`` (the folds pooled), ``n_folds`` (folds
-        the data's training images give), ``total_images``, ``missing`` (training images in no pooled fold),
+        ``variant``, ``label``, ``protocol``, ``data``, ``n_val``, ``val_seed``, ``folds`` (the folds pooled),
+        ``n_folds`` (folds the data's training images give), ``total_images``, ``missing`` (training images in no
+        pooled fold),
         ``complete`` (every training image validated exactly once), ``fold_miou_mean`` and ``fold_miou_std`` (mean
         and sample standard deviation of the per-fold mean IoUs); ``n_folds``, ``total_images`` and ``complete`` are
         ``None`` when the data folder cannot be read or has a fixed ``validation`` list.
@@ -623,14 +646,17 @@ def crossval(runs: Sequence[str | Path], name: str, label: str | None = None, n_
         UserWarning: the folds do not cover every training image, or coverage cannot be checked.
 
     Raises:
-        ConfigError: no run folders; a run without the evaluation file or its confusion matrix; documents that
-            differ in data, ``n_val``, ``val_seed``, class order, variant or test-time augmentation; a fold given
+        ConfigError: no run folders; a run without the evaluation file or its confusion matrix, or without
+            ``protocol``'s scores; documents that differ in data, ``n_val``, ``val_seed``, class order, variant,
+            void border or test-time augmentation; a fold given
             twice; an image validated in two runs; a fold the data does not have, or validation images that are not
             that fold's (the data changed since the runs).
     """
     from lumenkit.evaluation.metrics import Scores, bootstrap_mean_iou
 
     docs = _fold_documents(runs, name, label)
+    if protocol is not None:
+        docs = [(path, fold, _under_protocol(d, protocol, path)) for path, fold, d in docs]
     ref = _same_setup(docs, name)
     data, n_val, seed = ref["data"], int(ref["n_val"] or 0), int(ref["val_seed"])
     folds = [fold for _, fold, _ in docs]
@@ -657,7 +683,8 @@ def crossval(runs: Sequence[str | Path], name: str, label: str | None = None, n_
     df = df[["row", "fold", "run", "images", *labels, "mean_iou", "ci_low", "ci_high", "pixel_accuracy"]]
     fold_miou = df["mean_iou"].iloc[:-1].astype(float)
     df.attrs.update({
-        "variant": name, "label": label, "data": data, "n_val": n_val, "val_seed": seed, "folds": folds,
+        "variant": name, "label": label, "protocol": protocol, "data": data, "n_val": n_val, "val_seed": seed,
+        "folds": folds,
         "n_folds": n_folds, "total_images": total, "missing": missing, "complete": complete,
         "fold_miou_mean": float(fold_miou.mean()),
         "fold_miou_std": float(fold_miou.std(ddof=1)) if len(fold_miou) > 1 else math.nan,

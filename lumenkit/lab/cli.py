@@ -49,6 +49,9 @@ def _add_ablation(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--refine", action="store_true",
                    help="score: upsample guided by the image (as `lumenkit evaluate --refine`), e.g. on the variant's "
                         "own --data with --label refine, then `cv NAME --label refine`")
+    p.add_argument("--protocol", default=None,
+                   help="cv: pool the scores under this protocol of the evaluations (all_pixels, void_border_2px, "
+                        "petroscope: see `lumenkit evaluate`) instead of the headline one")
     p.add_argument("--out", default=None, help="table, cv: also write it as CSV here")
     p.add_argument("--only-run", action="store_true", help="table: leave out variants not run yet")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -135,7 +138,7 @@ def _run_crossval(a: argparse.Namespace) -> int:
                           "ablation cv no_photometric --runs runs/s1_fold0 runs/s1_fold1 runs/s1_fold2`")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        df = crossval(a.runs, a.name, label=a.label)
+        df = crossval(a.runs, a.name, label=a.label, protocol=a.protocol)
     if a.out:
         from lumenkit.data.imageio import write_text
 

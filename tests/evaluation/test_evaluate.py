@@ -90,11 +90,20 @@ def test_void_border_reduces_counted_pixels(fake_dataset, ckpt):
     assert not b.baselines
     # one run scores both protocols, from the same predictions, whatever the headline protocol is
     for ev in (a, b):
-        assert set(ev.protocols) == {"all_pixels", "void_border_2px"}
+        assert set(ev.protocols) == {"all_pixels", "void_border_2px", "petroscope"}
         np.testing.assert_array_equal(ev.protocols["all_pixels"].confusion, a.scores.confusion)
         np.testing.assert_array_equal(ev.protocols["void_border_2px"].confusion, b.scores.confusion)
+    # petroscope's protocol counts exactly the labelled pixels petroscope_void keeps of each test mask
+    from PIL import Image
+
+    from lumenkit.evaluation.metrics import petroscope_void
+
+    masks = [np.asarray(Image.open(m)) for m in sorted((fake_dataset / "masks" / "test").glob("*.png"))]
+    kept = sum(int((petroscope_void(m) & (m != 255)).sum()) for m in masks)
+    assert a.protocols["petroscope"].confusion.sum() == kept < a.scores.confusion.sum()
     d = a.to_dict()
-    assert d["protocols"]["void_border_2px"]["void_border"] == 2
+    assert d["protocols"]["void_border_2px"].items() >= {"void_border": 2, "pad": 0, "band": "symmetric"}.items()
+    assert d["protocols"]["petroscope"].items() >= {"void_border": 2, "pad": 4, "band": "petroscope"}.items()
     assert d["protocols"]["all_pixels"]["mean_iou"] == pytest.approx(d["mean_iou"])
 
 
@@ -105,7 +114,7 @@ def test_evaluate_cli(fake_dataset, ckpt, tmp_path, capsys):
     assert main(["evaluate", "--data", str(fake_dataset), "--model", str(ckpt), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "mean IoU" in printed and json.loads(out.read_text())["split"] == "test"
-    assert "protocol all_pixels: mean IoU" in printed and "protocol void_border_2px: mean IoU" in printed
+    assert all(f"protocol {p}: mean IoU" in printed for p in ("all_pixels", "void_border_2px", "petroscope"))
     modal = modal_errors(out)
     line = next(x for x in printed.splitlines() if "modal mineralogy: area % off by" in x)
     assert f"{modal['error_pp'].abs().mean():.2f} points" in line and f"{modal['error_pp'].abs().max():.1f}," in line

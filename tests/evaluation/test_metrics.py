@@ -66,6 +66,37 @@ def test_bad_inputs():
         sum_confusions([])
 
 
+def test_petroscope_void_is_petroscopes_one_sided_erosion_and_frame():
+    """petroscope's void borders (width 2, pad 4): one pixel on the lower/right side of each boundary, a frame."""
+    from lumenkit.evaluation.metrics import petroscope_void
+
+    t = np.zeros((20, 24), np.uint8)
+    t[:, 10:] = 1  # a vertical boundary between columns 9 and 10
+    t[12:, :] = 2  # a horizontal one between rows 11 and 12
+    keep = petroscope_void(t, width=2, pad=0)
+    # dropped: column 10 above row 12 (its left neighbour differs), row 12 (its upper neighbour differs), and the
+    # first row and column (the square reaches outside the image, which counts as no class)
+    expected = np.ones_like(keep)
+    expected[:12, 10] = False
+    expected[12, :] = False
+    expected[0, :] = expected[:, 0] = False
+    np.testing.assert_array_equal(keep, expected)
+    framed = petroscope_void(t, width=2, pad=4)
+    assert not framed[:4].any() and not framed[-4:].any() and not framed[:, :4].any() and not framed[:, -4:].any()
+    np.testing.assert_array_equal(framed[4:-4, 4:-4], keep[4:-4, 4:-4])
+    # across a straight boundary, a quarter of what the symmetric 2-px band leaves out (1 column of 4)
+    straight = np.zeros((20, 24), np.uint8)
+    straight[:, 10:] = 1
+    assert (~petroscope_void(straight, 2, 4)[4:-4, 4:-4]).sum() * 4 == (~void_border(straight, 2)[4:-4, 4:-4]).sum()
+    # ignore pixels are a region of their own: the pixels just past them are dropped, as petroscope drops them
+    t2 = np.zeros((10, 10), np.uint8)
+    t2[:, 5] = 255
+    assert not petroscope_void(t2, 2, 0)[1:, 6].any() and petroscope_void(t2, 2, 0)[1:, 7].all()
+    assert petroscope_void(t, width=0, pad=0).all()
+    with pytest.raises(ValueError, match=">= 0"):
+        petroscope_void(t, width=-1)
+
+
 def test_void_border_excludes_pixels_near_boundaries():
     t = np.zeros((20, 20), np.uint8)
     t[:, 10:] = 1

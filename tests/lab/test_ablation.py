@@ -283,6 +283,38 @@ def test_crossval_marks_missing_folds_and_rejects_mismatched_runs(data, tmp_path
     assert unknown.attrs["complete"] is None and unknown["row"].iloc[-1] == "pooled (coverage unknown)"
 
 
+def test_crossval_pools_the_folds_under_another_scoring_protocol(data, tmp_path, capsys):
+    """``protocol``: each fold's confusion matrix under that protocol is pooled, not the headline one."""
+    from lumenkit.evaluation.metrics import Scores
+
+    labels = ["BG", "Ccp", "Gl"]
+    runs, inner = [], {}
+    for f in range(3):
+        cm = np.array(FOLD_CM[f])
+        inner[f] = (cm * 0.8).astype(int)  # fewer pixels counted: the boundaries left out,
+        np.fill_diagonal(inner[f], np.diag(cm))  # and the errors were on them
+        scored = {k: v for k, v in Scores(inner[f], labels).to_dict().items()
+                  if k in ("per_class_iou", "mean_iou", "pixel_accuracy", "confusion")}
+        runs.append(write_fold_doc(tmp_path / f"fold{f}", data, f, change={"protocols": {
+            "petroscope": {"void_border": 2, "pad": 4, "band": "petroscope", **scored},
+            "all_pixels": {"void_border": 0}}}))
+    headline, petro = crossval(runs, "paper", n_boot=0), crossval(runs, "paper", protocol="petroscope")
+    pooled = Scores(sum(inner.values()), labels)
+    assert petro["mean_iou"].iloc[-1] == pytest.approx(pooled.mean_iou)
+    assert pooled.mean_iou > headline["mean_iou"].iloc[-1]
+    assert petro["pixel_accuracy"].iloc[-1] == pytest.approx(pooled.pixel_accuracy)
+    assert np.isnan(petro["ci_low"].iloc[-1]) and petro.attrs["protocol"] == "petroscope"  # no per-image matrices
+    assert main(["ablation", "cv", "paper", "--protocol", "petroscope", "--runs", *map(str, runs)]) == 0
+    assert f"{pooled.mean_iou:.3f}" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match=r"no scores under protocol 'void_border_2px'.*it has: petroscope, "
+                                          r"all_pixels.*evaluate the run again"):
+        crossval(runs, "paper", protocol="void_border_2px")
+    # folds scored with different void borders are not one cross-validation
+    bordered = write_fold_doc(tmp_path / "bordered", data, 1, change={"void_border": 2})
+    with pytest.raises(ConfigError, match="void_border 0 there, 2 here"):
+        crossval([runs[0], bordered], "paper")
+
+
 def test_cli_cv_prints_and_writes_the_pooled_table(data, tmp_path, capsys):
     runs = [str(write_fold_doc(tmp_path / f"fold{f}", data, f)) for f in range(3)]
     out = tmp_path / "cv.csv"
