@@ -205,6 +205,21 @@ def test_cross_validation_tables_regenerate_from_the_kept_fold_evaluations():
         assert _results_tables().again(table) == table  # `results_tables.py again NAME` after the evaluations changed
 
 
+def test_a_cv_row_under_petroscopes_protocol_sits_beside_petroscopes_published_row():
+    folds = [str(RESULTS / "cv" / f"s1_cv_fold{f}") for f in range(3)]
+    plain = _results_tables().cv("t", folds, [["all", "aspp_dice", "c"]])
+    assert [r["cells"][0] for r in plain["rows"]][1:] == ["paper (S1 v1 **test**)"]  # no petroscope row unasked
+    table = _results_tables().cv("t", folds, [["all", "aspp_dice", "c"], ["petro", "aspp_dice@petroscope", "c"],
+                                             ["band", "aspp_dice@void_border_2px", "c"]])
+    names = [r["cells"][0] for r in table["rows"]]
+    assert names[3:] == ["paper (S1 v1 **test**)",
+                         "petroscope README (ResUNet; S1 v1), void borders (its protocol: `petroscope`)"]
+    mean = {r["cells"][0]: float(r["cells"][-4].split(" ")[0]) for r in table["rows"][:3]}
+    # the same predictions: petroscope's one-sided pixel leaves out less than the symmetric 2-px band
+    assert mean["all"] < mean["petro"] < mean["band"], mean
+    assert "(" not in table["rows"][1]["cells"][-4]  # no per-image matrices per protocol: no interval
+
+
 def test_the_best_epochs_lead_reads_each_folds_history_and_each_ensemble_member(tmp_path):
     rt = _results_tables()
     folds = [tmp_path / "f0", tmp_path / "f1"]
