@@ -339,6 +339,17 @@ def modal(title: str, folds: list[str], specs: list[list[str]]) -> dict:
             "columns": ["", "images", *(classes or []), "mean", "largest error (pp)"], "rows": rows}
 
 
+def _below(value: float, target: float) -> str:
+    """``value`` (under ``target``) printed with the decimals that show it under: 0.8597 against 0.86 is "0.8597",
+    not "0.860"; a class absent from the folds' ground truth is "absent"."""
+    if value != value:
+        return "absent"
+    digits = 3
+    while round(value, digits) >= target and digits < 6:
+        digits += 1
+    return f"{value:.{digits}f}"
+
+
 GOAL_MEASURES = ("mean_iou", "pixel_accuracy", "paper")
 """What a goal row can measure besides one class's IoU (its code)."""
 
@@ -402,15 +413,18 @@ def goals(title: str, specs: list[list[str]]) -> dict:
                                  f"{', '.join(uncovered)} have none")
             under = [c for c in classes if not pooled[c] >= paper[c]]  # a class absent from the folds: under
             measured = f"{len(classes) - len(under)} of {len(classes)} classes"
-            short = ", ".join(f"{c} {pooled[c]:.3f} < {paper[c]:.2f}" for c in under)
+            short = ", ".join(f"{c} {_below(pooled[c], paper[c])} < {paper[c]:.2f}" for c in under)
             met = not under
         else:
             if measure not in GOAL_MEASURES and measure not in classes:
                 raise SystemExit(f"goal {label!r}: {measure!r} is not a class of these folds; choose from "
                                  f"{', '.join(GOAL_MEASURES)} or {', '.join(classes)}")
             value = float(pooled[measure])
-            measured, met = f"{value:.3f}", value >= target
-            short = "" if met else f"{target - value:.3f}" if target - value >= 0.0005 else "< 0.001"
+            if value != value:  # a class the folds' ground truth does not hold
+                measured, met, short = "not in the folds' ground truth", False, ""
+            else:
+                measured, met = f"{value:.3f}", value >= target
+                short = "" if met else f"{target - value:.3f}" if target - value >= 0.0005 else "< 0.001"
         rows.append({"command": command, "source": which, "folds": folds, "measure": measure, "target": target_text,
                      "cells": [*cells, measured, short, "yes" if met else "no"]})
     return {"title": title, "kind": "goals",

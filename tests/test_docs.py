@@ -533,6 +533,13 @@ def test_the_goals_table_reads_the_pooled_folds_and_says_what_is_not_measured(tm
                           ["p", f"{s1.split(',')[0]},{tmp_path}", "default", "mean_iou", "0.8", "c"]])
     assert near["rows"][0]["cells"][3:] == ["< 0.001", "no"]
     assert near["rows"][1]["cells"][2] == "not measured yet (1 of 2 folds kept)"
+    # a class under the paper's figure by less than the rounding is printed with the decimals that show it
+    assert rt._below(0.8597, 0.86) == "0.8597" and rt._below(0.697, 0.71) == "0.697"
+    assert rt._below(float("nan"), 0.71) == "absent"
+    # a class the folds' ground truth does not hold is said to be absent, not measured as nan
+    fold1 = str(RESULTS / "cv" / "s1_cv_fold1")  # no bornite on fold 1's validation images
+    absent = rt.goals("g", [["d", fold1, "aspp_dice", "Brt", "0.5", "c"]])
+    assert absent["rows"][0]["cells"][2:] == ["not in the folds' ground truth", "", "no"]
 
 
 def test_the_results_page_says_no_goal_is_met_only_while_none_is():

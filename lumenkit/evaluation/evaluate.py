@@ -78,7 +78,11 @@ same pixels cover twice the section.
 
 
 def training_split_for(root: str | Path, split: str) -> str:
-    """The split baselines are fitted on: ``fit`` when evaluating ``val``, else ``train`` (never the evaluated one)."""
+    """The split baselines are fitted on: ``fit`` when evaluating ``val``, ``fit`` or ``train``, else ``train``.
+
+    ``fit`` is train minus the validation images. The fit is disjoint from the evaluated split for ``val`` and
+    ``test``; on ``fit`` and ``train`` the baselines are scored on (some of) the images they were fitted on.
+    """
     if split in ("val", "fit"):
         return "fit"
     if split == "train":
