@@ -6,6 +6,9 @@ names its own.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import pandas as pd
 
 REFERENCES: dict[str, dict[str, float | None]] = {
@@ -55,14 +58,34 @@ def reference_table(protocols: bool = False) -> pd.DataFrame:
 
 
 def compare_with_references(per_class_iou: dict[str, float | None], mean_iou: float, pixel_accuracy: float,
-                            name: str = "this model", protocol: str = "all_pixels") -> pd.DataFrame:
+                            name: str = "this model", protocol: str = "all_pixels",
+                            protocols: Mapping[str, Mapping[str, Any]] | None = None) -> pd.DataFrame:
     """Our per-class IoU as a row beside the published ones (classes not in S1 are dropped from references).
 
-    The ``protocol`` column says how each row was scored (ours: ``protocol``, default every labelled pixel).
+    Args:
+        per_class_iou: our headline IoU by class label (``None``: class absent).
+        mean_iou: our headline mean IoU.
+        pixel_accuracy: our headline pixel accuracy.
+        name: our row's label.
+        protocol: how the headline scores were counted (``all_pixels``, or ``void_border_Npx`` for an evaluation
+            with a void border).
+        protocols: an evaluation's ``protocols`` (its JSON's, scores by protocol name): one row of ours per
+            protocol in place of the headline row, so each published row has its like beside it.
+
+    Returns:
+        Our row(s), then the references; the ``protocol`` column says how each row was scored.
     """
-    ours = {**{k: (float("nan") if v is None else v) for k, v in per_class_iou.items()},
-            "mean_iou": mean_iou, "pixel_accuracy": pixel_accuracy, "protocol": protocol}
+    def row(iou: Mapping[str, float | None], miou: float, pix: float, how: str) -> dict[str, Any]:
+        return {**{k: (float("nan") if v is None else v) for k, v in iou.items()},
+                "mean_iou": miou, "pixel_accuracy": pix, "protocol": how}
+
+    if protocols:
+        ours = {f"{name}, {how}": row(sc["per_class_iou"], sc["mean_iou"], sc["pixel_accuracy"], how)
+                for how, sc in protocols.items()}
+    else:
+        ours = {name: row(per_class_iou, mean_iou, pixel_accuracy, protocol)}
     ref = reference_table(protocols=True)
-    table = pd.concat([pd.DataFrame([ours], index=[name]), ref])
-    cols = [c for c in ref.columns if c in ours] + [c for c in ours if c not in ref.columns]
+    table = pd.concat([pd.DataFrame(list(ours.values()), index=list(ours)), ref])
+    first = next(iter(ours.values()))
+    cols = [c for c in ref.columns if c in first] + [c for c in first if c not in ref.columns]
     return table[cols]

@@ -290,3 +290,19 @@ def test_modal_errors_are_the_area_shares_of_each_images_confusion():
     both = pd.concat([modal_errors(doc), modal_errors(doc).assign(image=lambda d: d["image"] + "_2")])
     worst = summarise_modal_errors(both)["worst"]
     assert isinstance(worst, pd.Series) and worst["image"] == "a" and abs(worst["error_pp"]) == pytest.approx(10)
+
+
+def test_compare_with_references_sets_each_protocol_of_ours_beside_the_published_rows(fake_dataset, ckpt):
+    from lumenkit.evaluation.reference import PROTOCOLS as PUBLISHED
+    from lumenkit.evaluation.reference import compare_with_references
+
+    d = evaluate(fake_dataset, ckpt, split="test", baselines=False, progress=False).to_dict()
+    table = compare_with_references(d["per_class_iou"], d["mean_iou"], d["pixel_accuracy"], name="ours",
+                                    protocols=d["protocols"])
+    ours = [f"ours, {p}" for p in ("all_pixels", "void_border_2px", "petroscope")]
+    assert list(table.index[:3]) == ours and list(table.index[3:]) == list(PUBLISHED)
+    assert table.loc["ours, petroscope", "mean_iou"] == pytest.approx(d["protocols"]["petroscope"]["mean_iou"])
+    # every published protocol that lumenkit can score has a row of ours under it
+    assert {p for p in PUBLISHED.values() if p in d["protocols"]} <= set(table.loc[ours, "protocol"])
+    single = compare_with_references(d["per_class_iou"], d["mean_iou"], d["pixel_accuracy"], name="ours")
+    assert single.index[0] == "ours" and single.loc["ours", "protocol"] == "all_pixels"
