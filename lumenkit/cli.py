@@ -840,7 +840,8 @@ def _all_or_nothing(out: Path, names: list[str]) -> Iterator[Path]:
         out.mkdir(parents=True, exist_ok=True)
         stage = Path(tempfile.mkdtemp(prefix=".lumenkit-partial-", dir=out))
     except OSError as e:
-        raise OutputPathError(f"{out}: cannot write there ({e.strerror or e}); choose another --out") from None
+        raise OutputPathError(f"{out}: cannot write there ({e.strerror or e}); choose another --out",
+                              reason=e.strerror or str(e)) from None
     try:
         yield stage
         for name in names:

@@ -53,3 +53,7 @@ class OutputPathError(LumenkitError, OSError):
     """
 
     reason: str | None = None
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason

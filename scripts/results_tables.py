@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import warnings
 from pathlib import Path
@@ -271,6 +272,19 @@ def _classes(df: pd.DataFrame) -> list[str]:
         "row", "fold", "run", "images", "mean_iou", "ci_low", "ci_high", "pixel_accuracy")]
 
 
+def _source(which: str, protocols: bool = False) -> tuple[str, str, str]:
+    """``VARIANT[:SCORE_LABEL][@PROTOCOL]`` as ``(variant, score_label, protocol)`` ("" where not given).
+
+    Raises:
+        SystemExit: ``@PROTOCOL`` where the table does not support it (``protocols`` false).
+    """
+    named, at, protocol = which.partition("@")
+    if at and not protocols:
+        raise SystemExit(f"{which!r}: only cv tables pool a variant under another protocol (@PROTOCOL)")
+    variant, _, scored = named.partition(":")
+    return variant, scored, protocol
+
+
 def cv(title: str, folds: list[str], specs: list[list[str]]) -> dict:
     """Pooled cross-validation rows (``lumenkit-lab ablation cv`` over ``folds``), one per
     VARIANT[:LABEL][@PROTOCOL], and the paper's row when the classes are the paper's (S1's; no figure is published
@@ -283,8 +297,7 @@ def cv(title: str, folds: list[str], specs: list[list[str]]) -> dict:
 
     rows, classes, protocols = [], None, set()
     for label, which, command in specs:
-        named, _, protocol = which.partition("@")
-        variant, _, scored = named.partition(":")
+        variant, scored, protocol = _source(which, protocols=True)
         protocols.add(protocol or "all_pixels")
         with warnings.catch_warnings():  # kept copies name the dataset, not its path: coverage cannot be checked
             warnings.filterwarnings("ignore", message=".*cannot check that folds.*")
@@ -301,7 +314,8 @@ def cv(title: str, folds: list[str], specs: list[list[str]]) -> dict:
     published = reference_table()
     classes = classes or []
     if classes == [c for c in published.columns if c not in ("mean_iou", "pixel_accuracy")]:  # S2: none published
-        shown = {"paper (ResUNet, 50 epochs, GPU; S1 v1 test)": "paper (S1 v1 **test**)"}
+        shown = ({"paper (ResUNet, 50 epochs, GPU; S1 v1 test)": "paper (S1 v1 **test**)"}
+                 if "all_pixels" in protocols else {})
         if "petroscope" in protocols:
             shown |= {name: f"{name} (its protocol: `petroscope`)" for name, p in PROTOCOLS.items()
                       if p == "petroscope"}
@@ -325,7 +339,7 @@ def modal(title: str, folds: list[str], specs: list[list[str]]) -> dict:
 
     rows, classes = [], None
     for label, which, command in specs:
-        variant, _, scored = which.partition(":")
+        variant, scored, _ = _source(which)
         file = f"val_{scored}.json" if scored else "val.json"
         df = pd.concat([modal_errors(Path(f) / variant / file) for f in folds], ignore_index=True)
         summary = summarise_modal_errors(df)
@@ -340,14 +354,11 @@ def modal(title: str, folds: list[str], specs: list[list[str]]) -> dict:
 
 
 def _below(value: float, target: float) -> str:
-    """``value`` (under ``target``) printed with the decimals that show it under: 0.8597 against 0.86 is "0.8597",
-    not "0.860"; a class absent from the folds' ground truth is "absent"."""
-    if value != value:
-        return "absent"
-    digits = 3
-    while round(value, digits) >= target and digits < 6:
-        digits += 1
-    return f"{value:.{digits}f}"
+    """``value`` (under ``target``) printed so that it reads under: three decimals, or, where those round up to
+    the target, four cut (not rounded) ones: 0.8597 against 0.86 is "0.8597", not "0.860"."""
+    if round(value, 3) < target:
+        return f"{value:.3f}"
+    return f"{math.floor(value * 1e4) / 1e4:.4f}"
 
 
 GOAL_MEASURES = ("mean_iou", "pixel_accuracy", "paper")
@@ -380,7 +391,7 @@ def goals(title: str, specs: list[list[str]]) -> dict:
     rows = []
     for label, folds_text, which, measure, target_text, command in specs:
         folds = [_in_repo(f) for f in folds_text.split(",") if f]
-        variant, _, scored = which.partition(":")
+        variant, scored, _ = _source(which)
         file = f"val_{scored}.json" if scored else "val.json"
         if measure not in GOAL_MEASURES and measure not in codes:
             raise SystemExit(f"goal {label!r}: unknown measure {measure!r}; choose from "
@@ -413,7 +424,8 @@ def goals(title: str, specs: list[list[str]]) -> dict:
                                  f"{', '.join(uncovered)} have none")
             under = [c for c in classes if not pooled[c] >= paper[c]]  # a class absent from the folds: under
             measured = f"{len(classes) - len(under)} of {len(classes)} classes"
-            short = ", ".join(f"{c} {_below(pooled[c], paper[c])} < {paper[c]:.2f}" for c in under)
+            short = ", ".join(f"{c} absent" if pooled[c] != pooled[c] else f"{c} {_below(pooled[c], paper[c])} < "
+                              f"{paper[c]:.2f}" for c in under)
             met = not under
         else:
             if measure not in GOAL_MEASURES and measure not in classes:
@@ -438,7 +450,7 @@ def epochs(table: dict) -> pd.DataFrame:
 
     rows = {}
     for r in table["rows"]:
-        variant = r.get("source", "").partition(":")[0]
+        variant = _source(r.get("source", ""), protocols=True)[0]
         paths = [ROOT / f / variant for f in table.get("folds", [])]
         if not variant or variant in rows or not all((p / "history.csv").exists() for p in paths):
             continue

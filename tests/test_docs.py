@@ -535,7 +535,11 @@ def test_the_goals_table_reads_the_pooled_folds_and_says_what_is_not_measured(tm
     assert near["rows"][1]["cells"][2] == "not measured yet (1 of 2 folds kept)"
     # a class under the paper's figure by less than the rounding is printed with the decimals that show it
     assert rt._below(0.8597, 0.86) == "0.8597" and rt._below(0.697, 0.71) == "0.697"
-    assert rt._below(float("nan"), 0.71) == "absent"
+    assert rt._below(0.8599999, 0.86) == "0.8599"  # cut, not rounded back up to the target
+    # only cv tables pool under another protocol; elsewhere @PROTOCOL is refused, not read as a variant's name
+    assert rt._source("aspp_dice:refine@petroscope", protocols=True) == ("aspp_dice", "refine", "petroscope")
+    with pytest.raises(SystemExit, match="only cv tables"):
+        rt.goals("g", [["d", s1, "default@petroscope", "mean_iou", "0.8", "c"]])
     # a class the folds' ground truth does not hold is said to be absent, not measured as nan
     fold1 = str(RESULTS / "cv" / "s1_cv_fold1")  # no bornite on fold 1's validation images
     absent = rt.goals("g", [["d", fold1, "aspp_dice", "Brt", "0.5", "c"]])

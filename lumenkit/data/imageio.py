@@ -274,9 +274,7 @@ def _unwritable(path: Path, err: OSError, option: str = "output path") -> Output
         msg = f"{path}: is a folder, not a file; choose another {option}"
     else:
         msg = f"{path}: cannot be written ({err.strerror or err}); choose another {option} in a folder you can write to"
-    error = OutputPathError(msg)
-    error.reason = err.strerror or str(err)
-    return error
+    return OutputPathError(msg, reason=err.strerror or str(err))
 
 
 def check_writable(path: str | Path, folder: bool = True, option: str = "--out", beside: bool = False) -> Path:
@@ -318,7 +316,7 @@ def check_writable(path: str | Path, folder: bool = True, option: str = "--out",
             os.rmdir(tempfile.mkdtemp(prefix=".lumenkit-probe-", dir=where))
     except OSError as e:
         raise OutputPathError(f"{path}: cannot write in {where} ({e.strerror or e}); {fix} in a folder you can "
-                              "write to") from None
+                              "write to", reason=e.strerror or str(e)) from None
     return path
 
 

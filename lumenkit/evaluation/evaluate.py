@@ -70,10 +70,9 @@ PROTOCOLS: dict[str, Protocol] = {
 ``all_pixels``: every labelled pixel of the masks at their stored resolution (the paper's protocol).
 ``void_border_2px``: pixels within 2 px of a class boundary left out, on both sides (lumenkit's ``--void-border 2``),
 where a prediction made at a fraction of the stored resolution is least sure.
-``petroscope``: petroscope's "void borders" as its ResUNet test script scores them (``void_border_width=2,
-void_pad=4``): the one pixel on one side of each boundary and a 4-px frame; about a quarter of the boundary pixels
-``void_border_2px`` leaves out. petroscope scored native-resolution masks; on masks stored at half resolution the
-same pixels cover twice the section.
+``petroscope``: petroscope's "void borders" as its ResUNet test configuration scores them (``void_border_width=2,
+void_pad=4``, on S1 v1 stored at ×0.5): the one pixel on one side of each boundary and a 4-px frame; about a
+quarter of the pixels ``void_border_2px`` leaves out across a straight boundary.
 """
 
 

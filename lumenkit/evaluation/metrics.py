@@ -77,15 +77,16 @@ def void_border(true: np.ndarray, width: int, ignore: int = IGNORE) -> np.ndarra
 def petroscope_void(true: np.ndarray, width: int = 2, pad: int = 4) -> np.ndarray:
     """Boolean mask of pixels to keep under petroscope's "void borders" protocol, reproduced exactly.
 
-    petroscope (``petroscope.segmentation.fast_eval.fast_void_borders``, called by its ResUNet test script with
-    ``void_border_width=2, void_pad=4`` on the native-resolution S1 v1 masks) erodes each class's region with a
-    ``width × width`` square and ``border_value=0``, keeps the union of the eroded regions, then drops a frame of
-    ``pad`` px around the image. With an even ``width`` the square is off-centre, so the band is one-sided:
-    ``width=2`` drops, at each class boundary, the one pixel whose upper, left or upper-left neighbour is of
-    another class (the lower or right side), and the first row and column. :func:`void_border` (a symmetric band of
-    ``width`` px on both sides) drops about four times as many boundary pixels at ``width=2``, so a figure scored
-    under one is not comparable with the other. Written out here rather than imported because petroscope is not a
-    dependency; scipy's erosion is the one petroscope calls.
+    petroscope (``petroscope.segmentation.fast_eval.fast_void_borders``, called with ``void_border_width=2,
+    void_pad=4`` by its ResUNet test configuration, which tests on S1 v1 stored at ×0.5) erodes each class's region
+    with a ``width × width`` square and ``border_value=0``, keeps the union of the eroded regions, then drops a
+    frame of ``pad`` px around the image. With an even ``width`` the square is off-centre, so the band is one-sided:
+    ``width=2`` drops, at each class boundary, the one pixel whose upper, left or upper-left neighbour is of another
+    class (the lower or right side), and the first row and column. :func:`void_border` (a symmetric band of
+    ``width`` px on both sides) drops four times as many pixels across a straight boundary at ``width=2`` (2.5–2.7
+    times as many in all on real S1 masks, frame included), so a figure scored under one is not comparable with the
+    other. Written out here rather than imported because petroscope is not a dependency; scipy's erosion is the one
+    petroscope calls.
 
     Args:
         true: ``(H, W)`` ground-truth class indices (ignore pixels count as a class of their own, as a label

@@ -41,7 +41,8 @@ PROTOCOLS: dict[str, str] = {
 """The protocol of each reference, named as ``lumenkit evaluate`` names its own (``protocols`` in its JSON):
 ``all_pixels`` scores every labelled pixel at the mask's stored resolution; ``petroscope`` leaves out what
 petroscope's test script does (``void_border_width=2, void_pad=4``: one pixel on one side of each class boundary and
-a 4-px frame; :func:`lumenkit.evaluation.metrics.petroscope_void`), which scored the native-resolution S1 v1 masks.
+a 4-px frame; :func:`lumenkit.evaluation.metrics.petroscope_void`; its ResUNet configuration tests on S1 v1 stored at
+×0.5).
 lumenkit's ``void_border_2px`` (2 px on both sides) is no published protocol."""
 
 
@@ -70,7 +71,8 @@ def compare_with_references(per_class_iou: dict[str, float | None], mean_iou: fl
         protocol: how the headline scores were counted (``all_pixels``, or ``void_border_Npx`` for an evaluation
             with a void border).
         protocols: an evaluation's ``protocols`` (its JSON's, scores by protocol name): one row of ours per
-            protocol in place of the headline row, so each published row has its like beside it.
+            protocol, so each published row has its like beside it; the headline row stays first when its
+            ``protocol`` is none of them (an evaluation with another void border).
 
     Returns:
         Our row(s), then the references; the ``protocol`` column says how each row was scored.
@@ -79,11 +81,9 @@ def compare_with_references(per_class_iou: dict[str, float | None], mean_iou: fl
         return {**{k: (float("nan") if v is None else v) for k, v in iou.items()},
                 "mean_iou": miou, "pixel_accuracy": pix, "protocol": how}
 
-    if protocols:
-        ours = {f"{name}, {how}": row(sc["per_class_iou"], sc["mean_iou"], sc["pixel_accuracy"], how)
-                for how, sc in protocols.items()}
-    else:
-        ours = {name: row(per_class_iou, mean_iou, pixel_accuracy, protocol)}
+    ours = {} if protocols and protocol in protocols else {name: row(per_class_iou, mean_iou, pixel_accuracy, protocol)}
+    for how, sc in (protocols or {}).items():
+        ours[f"{name}, {how}"] = row(sc["per_class_iou"], sc["mean_iou"], sc["pixel_accuracy"], how)
     ref = reference_table(protocols=True)
     table = pd.concat([pd.DataFrame(list(ours.values()), index=list(ours)), ref])
     first = next(iter(ours.values()))

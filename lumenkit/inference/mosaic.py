@@ -603,6 +603,7 @@ def _assemble(parts: Path, n_rows: int, width: int, height: int, result: MosaicP
             dst.parent.mkdir(parents=True, exist_ok=True)
             os.replace(src, dst)
         except OSError as e:
-            raise OutputPathError(f"{dst}: cannot be written ({e.strerror or e}); choose another --out") from None
+            raise OutputPathError(f"{dst}: cannot be written ({e.strerror or e}); choose another --out",
+                                  reason=e.strerror or str(e)) from None
     result.mean_confidence = float(confidence[0]) / 255 / max(1, width * height)
     return {int(c): int(n) for c, n in enumerate(counts) if n}

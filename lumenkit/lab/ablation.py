@@ -519,9 +519,13 @@ def _under_protocol(d: dict[str, Any], protocol: str, path: Path) -> dict[str, A
     """Evaluation ``d`` with its headline scores replaced by those of scoring ``protocol`` (no per-image ones).
 
     Raises:
-        ConfigError: ``d`` has no scores under ``protocol`` with a confusion matrix (an evaluation written before
-            the protocol existed: evaluate again).
+        ConfigError: an unknown ``protocol``, or ``d`` has no scores under it with a confusion matrix (an
+            evaluation written before the protocol existed: evaluate again).
     """
+    from lumenkit.evaluation.evaluate import PROTOCOLS
+
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"unknown scoring protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
     scored = (d.get("protocols") or {}).get(protocol)
     if not scored or "confusion" not in scored:
         have = ", ".join(d.get("protocols") or {}) or "none"
@@ -714,8 +718,9 @@ def crossval_markdown(df: pd.DataFrame) -> str:
         cover = ("coverage unknown" if a["complete"] is None else
                  f"every one of the {a['total_images']} training images validated once" if a["complete"] else
                  f"{len(a['missing'])} of {a['total_images']} training images in no fold given")
+        under = f", scored under protocol {a['protocol']}" if a.get("protocol") else ""
         lines += ["", f"{a['variant']}: folds {a['folds']} of {a['n_folds'] or '?'} (n_val {a['n_val']}, val_seed "
-                      f"{a['val_seed']}); {spread}; {cover}"]
+                      f"{a['val_seed']}{under}); {spread}; {cover}"]
     return "\n".join(lines) + "\n"
 
 

@@ -279,7 +279,8 @@ def write_survey(survey: Survey, out: str | Path) -> list[Path]:
         paths.append(out / "summary.json")
         write_text(paths[-1], json.dumps(summary, indent=1, ensure_ascii=False, default=_plain) + "\n")
     except PermissionError as e:
-        raise OutputPathError(f"{out}: cannot write there ({e.strerror}); choose a writable --out") from None
+        raise OutputPathError(f"{out}: cannot write there ({e.strerror}); choose a writable --out",
+                              reason=e.strerror or str(e)) from None
     return paths
 
 

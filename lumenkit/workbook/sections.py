@@ -387,7 +387,7 @@ def write_view(view: SectionsView, folder: str | Path) -> list[Path]:
         if not isinstance(e, OSError):
             raise
         # e.g. the disk filled up: say the user's folder (not the temporary one) and this function's own fix
-        reason = (e.reason if isinstance(e, OutputPathError) else e.strerror) or e
+        reason = (e.reason if isinstance(e, OutputPathError) else e.strerror) or "a write failed"
         kept = f"; the tables {folder} held are kept" if existed else ""
         raise OutputPathError(f"{folder}: cannot write there ({reason}); free space on its disk or choose a folder "
                               f"you can write to{kept}") from None

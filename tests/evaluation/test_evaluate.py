@@ -306,3 +306,7 @@ def test_compare_with_references_sets_each_protocol_of_ours_beside_the_published
     assert {p for p in PUBLISHED.values() if p in d["protocols"]} <= set(table.loc[ours, "protocol"])
     single = compare_with_references(d["per_class_iou"], d["mean_iou"], d["pixel_accuracy"], name="ours")
     assert single.index[0] == "ours" and single.loc["ours", "protocol"] == "all_pixels"
+    # a headline counted under none of the protocols (another void border) keeps its own row first
+    other = compare_with_references(d["per_class_iou"], d["mean_iou"], d["pixel_accuracy"], name="ours",
+                                    protocol="void_border_3px", protocols=d["protocols"])
+    assert list(other.index[:4]) == ["ours", *ours] and other.loc["ours", "protocol"] == "void_border_3px"

@@ -305,7 +305,10 @@ def test_crossval_pools_the_folds_under_another_scoring_protocol(data, tmp_path,
     assert petro["pixel_accuracy"].iloc[-1] == pytest.approx(pooled.pixel_accuracy)
     assert np.isnan(petro["ci_low"].iloc[-1]) and petro.attrs["protocol"] == "petroscope"  # no per-image matrices
     assert main(["ablation", "cv", "paper", "--protocol", "petroscope", "--runs", *map(str, runs)]) == 0
-    assert f"{pooled.mean_iou:.3f}" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"{pooled.mean_iou:.3f}" in printed and "scored under protocol petroscope" in printed
+    with pytest.raises(ConfigError, match="unknown scoring protocol 'petroscop'; choose from all_pixels"):
+        crossval(runs, "paper", protocol="petroscop")
     with pytest.raises(ConfigError, match=r"no scores under protocol 'void_border_2px'.*it has: petroscope, "
                                           r"all_pixels.*evaluate the run again"):
         crossval(runs, "paper", protocol="void_border_2px")

@@ -190,6 +190,14 @@ def test_pages_tables_are_written_per_group(sections, model, tmp_path, monkeypat
         assert "No space left" in msg and ("held are kept" in msg) == kept, msg
         assert not (folder.parent / f".{folder.name}.tmp").exists()
     monkeypatch.setattr(imageio.os, "fsync", os.fsync)
+    # the same when a check inside the write fails (a probe of the temporary folder): no temporary path, one fix
+    monkeypatch.setattr(imageio.tempfile, "mkdtemp", lambda **kw: full_disk(None))
+    with pytest.raises(OutputPathError) as err:
+        write_view(view, tmp_path / "probe")
+    msg = str(err.value)
+    assert msg.startswith(str(tmp_path / "probe")) and ".tmp" not in msg and msg.count("choose") == 1, msg
+    assert "No space left" in msg and "\n" not in msg
+    monkeypatch.undo()
     assert {p.name: p.read_bytes() for p in sorted((tmp_path / "page").iterdir())} == before
     assert not (tmp_path / "fresh").exists()
 
