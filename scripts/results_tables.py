@@ -292,7 +292,7 @@ def cv(title: str, folds: list[str], specs: list[list[str]]) -> dict:
 
     A row with ``@PROTOCOL`` pools the folds' scores under that protocol of their evaluations (``lumenkit-lab
     ablation cv --protocol``); those keep no per-image matrices, so the row has no interval."""
-    from lumenkit.evaluation.reference import PROTOCOLS, reference_table
+    from lumenkit.evaluation.reference import PUBLISHED_PROTOCOLS, reference_table
     from lumenkit.lab.ablation import crossval
 
     rows, classes, protocols = [], None, set()
@@ -317,7 +317,7 @@ def cv(title: str, folds: list[str], specs: list[list[str]]) -> dict:
         shown = ({"paper (ResUNet, 50 epochs, GPU; S1 v1 test)": "paper (S1 v1 **test**)"}
                  if "all_pixels" in protocols else {})
         if "petroscope" in protocols:
-            shown |= {name: f"{name} (its protocol: `petroscope`)" for name, p in PROTOCOLS.items()
+            shown |= {name: f"{name} (its protocol: `petroscope`)" for name, p in PUBLISHED_PROTOCOLS.items()
                       if p == "petroscope"}
         for name, shown_as in shown.items():
             ref = published.loc[name]

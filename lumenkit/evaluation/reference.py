@@ -1,7 +1,7 @@
 """Published reference figures (per-class IoU on LumenStone S1) with the protocol each was scored under.
 
-A figure is only compared with its like: :data:`PROTOCOLS` names each reference's protocol as ``lumenkit evaluate``
-names its own.
+A figure is only compared with its like: :data:`PUBLISHED_PROTOCOLS` names each reference's protocol as ``lumenkit
+evaluate`` names its own (:data:`lumenkit.evaluation.evaluate.PROTOCOLS`, which says how each counts pixels).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ REFERENCES: dict[str, dict[str, float | None]] = {
 Mining Science and Technology (Russia) 10(3):232–244, 2025 (best configuration, nine minerals: "IoU up to 0.88,
 pixel accuracy up to 0.96"); S1 classes only."""
 
-PROTOCOLS: dict[str, str] = {
+PUBLISHED_PROTOCOLS: dict[str, str] = {
     "paper (ResUNet, 50 epochs, GPU; S1 v1 test)": "all_pixels",
     "petroscope README (ResUNet; S1 v1)": "all_pixels",
     "petroscope README (ResUNet; S1 v1), void borders": "petroscope",
@@ -50,11 +50,11 @@ def reference_table(protocols: bool = False) -> pd.DataFrame:
     """References as a DataFrame: rows = source, columns = class labels, ``mean_iou``, ``pixel_accuracy``.
 
     Args:
-        protocols: add a ``protocol`` column (:data:`PROTOCOLS`).
+        protocols: add a ``protocol`` column (:data:`PUBLISHED_PROTOCOLS`).
     """
     table = pd.DataFrame.from_dict(REFERENCES, orient="index").astype(float)
     if protocols:
-        table["protocol"] = [PROTOCOLS[name] for name in table.index]
+        table["protocol"] = [PUBLISHED_PROTOCOLS[name] for name in table.index]
     return table
 
 

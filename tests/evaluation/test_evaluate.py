@@ -293,7 +293,7 @@ def test_modal_errors_are_the_area_shares_of_each_images_confusion():
 
 
 def test_compare_with_references_sets_each_protocol_of_ours_beside_the_published_rows(fake_dataset, ckpt):
-    from lumenkit.evaluation.reference import PROTOCOLS as PUBLISHED
+    from lumenkit.evaluation.reference import PUBLISHED_PROTOCOLS as PUBLISHED
     from lumenkit.evaluation.reference import compare_with_references
 
     d = evaluate(fake_dataset, ckpt, split="test", baselines=False, progress=False).to_dict()
