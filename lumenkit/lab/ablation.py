@@ -38,6 +38,7 @@ from lumenkit.training.config import TrainConfig
 
 if TYPE_CHECKING:
     from lumenkit.inference.refine import Refine
+    from lumenkit.models.checkpoint import Checkpoint
 
 PRESET = "paper"
 """The training preset every variant starts from (:data:`lumenkit.training.config.PRESETS`)."""
@@ -298,9 +299,43 @@ def _with_members(ckpt: Any, v: Variant, runs: Path) -> Any:
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
+def barred(checkpoint: Checkpoint, labels: Sequence[str]) -> Checkpoint:
+    """The model with the classes ``labels`` never predicted: their output biases set to -10⁴.
+
+    What a mineralogist who knows a section's association would tell a model of several associations (a joint
+    S1+S2 model on a Pb–Zn section: no magnetite, pyrrhotite or pentlandite). A bias of -10⁴ sends the class's
+    softmax probability to 0 within float precision, so each pixel goes to its best remaining class; the other
+    classes' probabilities are renormalised by the softmax itself. Changes ``checkpoint`` in place.
+
+    Args:
+        checkpoint: a loaded lumenkit model whose network ends in a ``head`` convolution (the ResUNet family).
+        labels: class labels of the model (e.g. ``("Mag", "Po", "Pn")``); at least one class must remain.
+
+    Returns:
+        ``checkpoint``, barred.
+
+    Raises:
+        ConfigError: a label the model does not predict, every class barred, or a network without a ``head``.
+    """
+    import torch
+
+    known = list(checkpoint.class_map.labels) if checkpoint.class_map is not None else []
+    unknown = [lab for lab in labels if lab not in known]
+    if unknown:
+        raise ConfigError(f"bar: {', '.join(unknown)} not among the model's classes ({', '.join(known) or 'none'})")
+    if len(set(labels)) >= len(known):
+        raise ConfigError("bar: every class of the model barred; leave at least one")
+    head = getattr(checkpoint.model, "head", None)
+    if not isinstance(head, torch.nn.Conv2d) or head.bias is None:
+        raise ConfigError(f"bar: {type(checkpoint.model).__name__} has no output convolution with a bias ('head')")
+    with torch.no_grad():
+        head.bias[[known.index(lab) for lab in labels]] = -1e4
+    return checkpoint
+
+
 def score_variant(name: str, data: str | Path, runs: str | Path, label: str,
                   validation: ValidationSplit | None = None, quiet: bool = True,
-                  refine: Refine | None = None) -> dict[str, Any]:
+                  refine: Refine | None = None, bar: Sequence[str] = ()) -> dict[str, Any]:
     """Evaluate the trained model of a variant on another dataset's validation split.
 
     Used for a joint model: trained on ``lumenkit combine S1 S2`` (whose validation list is each source's own
@@ -321,6 +356,8 @@ def score_variant(name: str, data: str | Path, runs: str | Path, label: str,
         refine: upsample the probabilities guided by the image (``lumenkit evaluate --refine``): scored on the
             variant's own dataset and folds (e.g. label ``refine``), the refinement's effect alone, cross-validated
             with ``lumenkit-lab ablation cv NAME --label refine``.
+        bar: class labels the model may not predict (:func:`barred`), e.g. a joint S1+S2 model scored on S1
+            without S2's own minerals; recorded as ``barred`` in the evaluation.
 
     Returns:
         The evaluation document written (with ``variant``, ``change``, ``scored_on`` and ``val_fold``).
@@ -344,14 +381,20 @@ def score_variant(name: str, data: str | Path, runs: str | Path, label: str,
         if not model.exists():
             raise ConfigError(f"{model}: not corrected yet; run `lumenkit-lab ablation run {name}` first")
     validation = _scored_split(Path(runs) / (v.uses or name) / "val.json", data, validation)
-    if v.also:
+    if v.also or bar:
         from lumenkit.models.checkpoint import load_checkpoint
 
-        model = _with_members(load_checkpoint(model), v, Path(runs))
+        model = load_checkpoint(model)
+        if bar:
+            if v.also:
+                raise ConfigError(f"ablation score: {name!r} is an ensemble; bar classes of a single model")
+            model = barred(model, bar)
+        else:
+            model = _with_members(model, v, Path(runs))
     ev = evaluate(data, model, split="val", validation=validation,
                   tiling=Tiling(tta=v.tta), progress=not quiet,
                   predict_kwargs={"refine": refine} if refine is not None else None)
-    ev.info.update({"variant": name, "change": v.change, "scored_on": label})
+    ev.info.update({"variant": name, "change": v.change, "scored_on": label, "barred": list(bar)})
     out = Path(runs) / name / f"val_{label}.json"
     write_evaluation(ev, out)
     return json.loads(out.read_text())

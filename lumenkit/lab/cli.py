@@ -46,6 +46,9 @@ def _add_ablation(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None,
                    help="run: torch threads of the training process (a setting of the process: the result is the "
                         "same); 1 runs two folds side by side on 2 cores")
+    p.add_argument("--bar", default="",
+                   help="score: classes the model may not predict, comma-separated labels (e.g. Mag,Po,Pn: a joint "
+                        "S1+S2 model on S1 without S2's own minerals); use with its own --label")
     p.add_argument("--refine", action="store_true",
                    help="score: upsample guided by the image (as `lumenkit evaluate --refine`), e.g. on the variant's "
                         "own --data with --label refine, then `cv NAME --label refine`")
@@ -96,7 +99,8 @@ def _run_ablation(a: argparse.Namespace) -> int:
         from lumenkit.inference.refine import Refine
 
         d = score_variant(a.name, a.data, a.runs, a.label, validation=validation, quiet=a.quiet,
-                          refine=Refine() if a.refine else None)
+                          refine=Refine() if a.refine else None,
+                          bar=tuple(x.strip() for x in a.bar.split(",") if x.strip()))
         print(f"{a.name} on {a.label}: validation {_scores_of(d).summary()}")
         return 0
     if not a.name or not a.data:

@@ -431,3 +431,25 @@ def test_an_ensemble_row_scores_its_members_together_on_their_own_split(data, tm
     assert "ens" in set(ablation_table(runs)["variant"])
     listed = ablation.describe().set_index("variant")
     assert listed.loc["ens", "train"] == "models of uniform, paper" and listed.loc["tta", "train"] == "model of paper"
+
+
+def test_a_barred_class_is_never_predicted_and_its_pixels_go_to_the_others(data, tmp_path):
+    from lumenkit.models.checkpoint import load_checkpoint
+
+    runs = tmp_path / "runs"
+    run_variant("uniform", data, runs, **SMALL)
+    labels = list(load_checkpoint(runs / "uniform" / "model.pt").class_map.labels)
+    plain = score_variant("uniform", data, runs, "plain")
+    predicted = np.asarray(plain["confusion"]).sum(0)
+    gone = labels[int(np.argmax(predicted))]  # the most predicted class
+    d = score_variant("uniform", data, runs, "nogone", bar=(gone,))
+    cm = np.asarray(d["confusion"])
+    assert cm[:, labels.index(gone)].sum() == 0 < predicted[labels.index(gone)]
+    assert cm.sum() == np.asarray(plain["confusion"]).sum() and d["barred"] == [gone] and plain["barred"] == []
+    with pytest.raises(ConfigError, match=r"Xyz not among the model's classes"):
+        score_variant("uniform", data, runs, "x", bar=("Xyz",))
+    with pytest.raises(ConfigError, match="every class"):
+        score_variant("uniform", data, runs, "x", bar=tuple(labels))
+    assert main(["ablation", "score", "uniform", "--data", str(data), "--runs", str(runs), "--label", "cli",
+                 "--bar", f" {gone} ,"]) == 0
+    assert json.loads((runs / "uniform" / "val_cli.json").read_text())["barred"] == [gone]
