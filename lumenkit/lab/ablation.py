@@ -315,10 +315,13 @@ def barred(checkpoint: Checkpoint, labels: Sequence[str]) -> Checkpoint:
         ``checkpoint``, barred.
 
     Raises:
-        ConfigError: a label the model does not predict, every class barred, or a network without a ``head``.
+        ConfigError: a label the model does not predict (or one string instead of a sequence of labels), every
+            class barred, or a network without a ``head``.
     """
     import torch
 
+    if isinstance(labels, str):
+        raise ConfigError(f"bar: give a sequence of labels, e.g. ({labels!r},), not the string {labels!r}")
     known = list(checkpoint.class_map.labels) if checkpoint.class_map is not None else []
     unknown = [lab for lab in labels if lab not in known]
     if unknown:
@@ -360,11 +363,12 @@ def score_variant(name: str, data: str | Path, runs: str | Path, label: str,
             without S2's own minerals; recorded as ``barred`` in the evaluation.
 
     Returns:
-        The evaluation document written (with ``variant``, ``change``, ``scored_on`` and ``val_fold``).
+        The evaluation document written (with ``variant``, ``change``, ``scored_on``, ``val_fold`` and ``barred``,
+        the labels barred, ``[]`` for none).
 
     Raises:
         ConfigError: unknown variant, a bad label, no trained model yet, ``validation`` out of range or, on the
-            variant's own dataset, not its split;
+            variant's own dataset, not its split; ``bar`` on an ensemble, or as :func:`barred` refuses it;
             dataset errors as in evaluation.
     """
     from lumenkit.evaluation.evaluate import evaluate, write_evaluation

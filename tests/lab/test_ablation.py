@@ -448,6 +448,8 @@ def test_a_barred_class_is_never_predicted_and_its_pixels_go_to_the_others(data,
     assert cm.sum() == np.asarray(plain["confusion"]).sum() and d["barred"] == [gone] and plain["barred"] == []
     with pytest.raises(ConfigError, match=r"Xyz not among the model's classes"):
         score_variant("uniform", data, runs, "x", bar=("Xyz",))
+    with pytest.raises(ConfigError, match="sequence of labels"):
+        score_variant("uniform", data, runs, "x", bar=gone)
     with pytest.raises(ConfigError, match="every class"):
         score_variant("uniform", data, runs, "x", bar=tuple(labels))
     assert main(["ablation", "score", "uniform", "--data", str(data), "--runs", str(runs), "--label", "cli",
