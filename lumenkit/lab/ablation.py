@@ -300,25 +300,26 @@ _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 def barred(checkpoint: Checkpoint, labels: Sequence[str]) -> Checkpoint:
-    """The model with the classes ``labels`` never predicted: their output biases set to -10⁴.
+    """A copy of the model with the classes ``labels`` never predicted: -10⁴ added to their output biases.
 
     What a mineralogist who knows a section's association would tell a model of several associations (a joint
     S1+S2 model on a Pb–Zn section: no magnetite, pyrrhotite or pentlandite). A bias of -10⁴ sends the class's
     softmax probability to 0 within float precision, so each pixel goes to its best remaining class; the other
-    classes' probabilities are renormalised by the softmax itself. Changes ``checkpoint`` in place.
+    classes' probabilities are renormalised by the softmax itself. The shift is the prior correction's
+    (:func:`lumenkit.training.prior.apply_prior_correction`), recorded in the copy's ``prior_correction``.
 
     Args:
-        checkpoint: a loaded lumenkit model whose network ends in a ``head`` convolution (the ResUNet family).
+        checkpoint: a loaded lumenkit model whose network ends in a ``head`` convolution with a bias.
         labels: class labels of the model (e.g. ``("Mag", "Po", "Pn")``); at least one class must remain.
 
     Returns:
-        ``checkpoint``, barred.
+        The barred copy (``checkpoint`` is untouched).
 
     Raises:
         ConfigError: a label the model does not predict (or one string instead of a sequence of labels), every
-            class barred, or a network without a ``head``.
+            class barred, or a network without a biased ``head``.
     """
-    import torch
+    from lumenkit.training.prior import apply_prior_correction
 
     if isinstance(labels, str):
         raise ConfigError(f"bar: give a sequence of labels, e.g. ({labels!r},), not the string {labels!r}")
@@ -328,12 +329,11 @@ def barred(checkpoint: Checkpoint, labels: Sequence[str]) -> Checkpoint:
         raise ConfigError(f"bar: {', '.join(unknown)} not among the model's classes ({', '.join(known) or 'none'})")
     if len(set(labels)) >= len(known):
         raise ConfigError("bar: every class of the model barred; leave at least one")
-    head = getattr(checkpoint.model, "head", None)
-    if not isinstance(head, torch.nn.Conv2d) or head.bias is None:
-        raise ConfigError(f"bar: {type(checkpoint.model).__name__} has no output convolution with a bias ('head')")
-    with torch.no_grad():
-        head.bias[[known.index(lab) for lab in labels]] = -1e4
-    return checkpoint
+    try:
+        return apply_prior_correction(checkpoint, [-1e4 if lab in labels else 0.0 for lab in known],
+                                      {"barred": list(labels)})
+    except ValueError as e:
+        raise ConfigError(f"bar: {type(checkpoint.model).__name__}: {e}") from None
 
 
 def score_variant(name: str, data: str | Path, runs: str | Path, label: str,
@@ -385,16 +385,13 @@ def score_variant(name: str, data: str | Path, runs: str | Path, label: str,
         if not model.exists():
             raise ConfigError(f"{model}: not corrected yet; run `lumenkit-lab ablation run {name}` first")
     validation = _scored_split(Path(runs) / (v.uses or name) / "val.json", data, validation)
+    if bar and v.also:
+        raise ConfigError(f"ablation score: {name!r} is an ensemble; bar classes of a single model")
     if v.also or bar:
         from lumenkit.models.checkpoint import load_checkpoint
 
-        model = load_checkpoint(model)
-        if bar:
-            if v.also:
-                raise ConfigError(f"ablation score: {name!r} is an ensemble; bar classes of a single model")
-            model = barred(model, bar)
-        else:
-            model = _with_members(model, v, Path(runs))
+        loaded = load_checkpoint(model)
+        model = barred(loaded, bar) if bar else _with_members(loaded, v, Path(runs))
     ev = evaluate(data, model, split="val", validation=validation,
                   tiling=Tiling(tta=v.tta), progress=not quiet,
                   predict_kwargs={"refine": refine} if refine is not None else None)
